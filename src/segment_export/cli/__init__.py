@@ -1,0 +1,60 @@
+"""The `segment-export` command line: the same verbs as the REST API, one module per noun."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from segment_export import __version__
+from segment_export.cli.context import AppContext, pass_app
+from segment_export.cli.db import db_group
+from segment_export.errors import SegmentExportError
+
+__all__ = ["AppContext", "cli", "main", "pass_app"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="segment-export")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Keep customer segments flowing into Constant Contact contact lists.
+
+    Settings come from SEGMENT_EXPORT_* environment variables or a .env file
+    (see `segment-export settings`).
+    """
+    ctx.obj = AppContext()
+
+
+cli.add_command(db_group)
+
+
+def _register_optional_groups() -> None:
+    # Each noun lives in its own module; importing them here keeps `--help` complete.
+    from segment_export.cli import emulator, profiles, segments, settings_cmd
+
+    cli.add_command(settings_cmd.settings_command)
+    cli.add_command(settings_cmd.secrets_group)
+    cli.add_command(emulator.emulator_group)
+    cli.add_command(profiles.profiles_group)
+    cli.add_command(segments.segments_group)
+
+
+_register_optional_groups()
+
+
+def main() -> None:
+    """Entry point: run the CLI and turn product errors into a message and exit code 1."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SegmentExportError as exc:
+        click.secho(f"Error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            click.echo(f"  {exc.hint}", err=True)
+        sys.exit(1)

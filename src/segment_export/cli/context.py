@@ -1,0 +1,36 @@
+"""What every command shares: settings, logging and the state store, built on first use."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import click
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from segment_export.config import Settings, load_settings
+from segment_export.db import make_engine, make_session_factory, upgrade_database
+from segment_export.log import configure_logging
+
+
+class AppContext:
+    """Lazily built so that `--help` works without a data directory or database."""
+
+    @cached_property
+    def settings(self) -> Settings:
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        return settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        engine = make_engine(self.settings)
+        upgrade_database(engine)  # migrations are applied on start
+        return engine
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_session_factory(self.engine)
+
+
+pass_app = click.make_pass_decorator(AppContext)

@@ -1,0 +1,136 @@
+"""Settings from SEGMENT_EXPORT_* environment variables (and an optional .env file)."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from segment_export.errors import ConfigurationError
+
+# Values people paste from examples; encrypting with them would protect nothing.
+PLACEHOLDER_SECRETS = frozenset(
+    {"", "changeme", "change-me", "secret", "placeholder", "xxx", "todo", "your-secret-key"}
+)
+SECRET_KEY_FILE = "secret.key"
+
+
+class Settings(BaseSettings):
+    """Every setting of the product. Each field is ``SEGMENT_EXPORT_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEGMENT_EXPORT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(
+        default=Path(".segment-export"),
+        description="Where the state database, profile store, key file and reports live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the state database; default: SQLite file in the data "
+        "directory. PostgreSQL: postgresql+psycopg://user@host/db.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) that encrypt secrets at rest, comma-separated, newest first "
+        "(older keys only decrypt, for rotation). Generated into <data_dir>/secret.key when unset.",
+    )
+    cc_api_url: str = Field(
+        default="https://api.cc.email/v3",
+        description="Base URL of the Constant Contact V3 API (or the bundled emulator).",
+    )
+    cc_auth_url: str = Field(
+        default="https://authz.constantcontact.com/oauth2/default/v1",
+        description="Base URL of Constant Contact's OAuth 2 authorization server.",
+    )
+    cc_requests_per_second: float = Field(
+        default=4.0, gt=0, description="Request pace per API key (partner keys may use 10)."
+    )
+    cc_daily_quota: int = Field(
+        default=10_000, gt=0, description="Requests per API key per UTC day."
+    )
+    max_contacts_per_export: int = Field(
+        default=1_000_000, gt=0, description="A run over this many contacts is skipped unsent."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level of log record written."
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text or as JSON objects."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _refuse_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        for key in value.get_secret_value().split(","):
+            if key.strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    "SEGMENT_EXPORT_SECRET_KEY holds a placeholder; set a real key made with "
+                    "`segment-export secrets generate-key`, or unset it to have one generated"
+                )
+            try:
+                Fernet(key.strip().encode())
+            except ValueError as exc:
+                raise ValueError(
+                    "SEGMENT_EXPORT_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes)"
+                ) from exc
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The state database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'state.db').resolve()}"
+
+    @property
+    def profiles_path(self) -> Path:
+        """The embedded DuckDB profile store."""
+        return self.data_dir / "profiles.duckdb"
+
+    def ensure_data_dir(self) -> Path:
+        """Create the data directory (owner-only) if needed and return it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return self.data_dir
+
+    @cached_property
+    def encryption_keys(self) -> list[bytes]:
+        """Keys for secrets at rest, newest first; generated and stored 0600 on first use."""
+        if self.secret_key is not None:
+            return [k.strip().encode() for k in self.secret_key.get_secret_value().split(",")]
+        key_file = self.ensure_data_dir() / SECRET_KEY_FILE
+        if not key_file.exists():
+            key = Fernet.generate_key()
+            # O_EXCL: two processes starting at once must not each write a different key.
+            try:
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(key + b"\n")
+        keys = [k.strip() for k in key_file.read_bytes().split(b"\n") if k.strip()]
+        if not keys:
+            raise ConfigurationError(f"The key file {key_file} is empty", path=str(key_file))
+        return keys
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment, with explicit overrides (used by tests and CLI)."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigurationError(f"Invalid settings: {exc}") from exc

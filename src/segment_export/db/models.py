@@ -1,0 +1,259 @@
+"""ORM models of the state store. Schemas exchanged with users live beside their services."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from segment_export.db.types import EncryptedString, UTCDateTime, utcnow
+
+# Deterministic constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(String(120), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(20))  # admin | contributor | viewer
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    email: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Connection(Base):
+    """A Constant Contact account reached over OAuth, with its grant encrypted at rest."""
+
+    __tablename__ = "connections"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    display_name: Mapped[str] = mapped_column(String(200), unique=True)
+    shared_with_contributors: Mapped[bool] = mapped_column(Boolean, default=False)
+    # pending (no grant yet) | connected | reauthorization_needed
+    status: Mapped[str] = mapped_column(String(40), default="pending")
+    client_id: Mapped[str] = mapped_column(EncryptedString)
+    client_secret: Mapped[str | None] = mapped_column(EncryptedString)
+    redirect_uri: Mapped[str | None] = mapped_column(String(500))
+    # Rate limits count per API key; this hash names the key without revealing it.
+    api_key_hash: Mapped[str] = mapped_column(String(64), index=True)
+    access_token: Mapped[str | None] = mapped_column(EncryptedString)
+    refresh_token: Mapped[str | None] = mapped_column(EncryptedString)
+    token_expires_at: Mapped[datetime | None]
+    scope: Mapped[str | None] = mapped_column(String(200))
+    # Bumped on every token write, so a refresh can tell whether another one won the race.
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+    oauth_state: Mapped[str | None] = mapped_column(String(128))
+    pkce_verifier: Mapped[str | None] = mapped_column(EncryptedString)
+    account_name: Mapped[str | None] = mapped_column(String(200))
+    account_email: Mapped[str | None] = mapped_column(String(255))
+    consent_text_version: Mapped[str | None] = mapped_column(String(40))
+    consent_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    consent_at: Mapped[datetime | None]
+    export_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Segment(Base):
+    """A named rule set over profile columns; membership itself lives in the profile store."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    rule: Mapped[dict[str, Any] | None]  # the rule tree (JSON), or None when `expression` is used
+    expression: Mapped[str | None] = mapped_column(Text)  # restricted SQL boolean expression
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    refreshed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SegmentSize(Base):
+    """One point of a segment's size history, written by every refresh."""
+
+    __tablename__ = "segment_sizes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    segment_id: Mapped[str] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    refreshed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    size: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_segment_sizes_segment_time", "segment_id", "refreshed_at"),)
+
+
+class Export(Base):
+    """A destination: which segments go to which Constant Contact list, mapped how, and when."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # NULL once detached from a removed connection: kept, but cannot run until re-attached.
+    connection_id: Mapped[str | None] = mapped_column(
+        ForeignKey("connections.id", ondelete="SET NULL")
+    )
+    list_id: Mapped[str] = mapped_column(String(36))
+    list_name: Mapped[str | None] = mapped_column(String(255))
+    mapping: Mapped[dict[str, Any]]  # Constant Contact field -> profile column
+    segment_ids: Mapped[list[Any]]
+    consent_field: Mapped[str | None] = mapped_column(String(200))
+    mode: Mapped[str] = mapped_column(String(20), default="add_update")  # add_update | mirror
+    schedule_kind: Mapped[str] = mapped_column(String(20), default="manual")  # manual|refresh|cron
+    cron: Mapped[str | None] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    max_contacts: Mapped[int | None] = mapped_column(BigInteger)
+    rejected_alert_threshold: Mapped[float | None] = mapped_column(Float)
+    next_run_at: Mapped[datetime | None]
+    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ExportMember(Base):
+    """What this export last sent for one email: the diff base for incremental runs."""
+
+    __tablename__ = "export_members"
+
+    export_id: Mapped[str] = mapped_column(
+        ForeignKey("exports.id", ondelete="CASCADE"), primary_key=True
+    )
+    email: Mapped[str] = mapped_column(String(255), primary_key=True)
+    values_hash: Mapped[int] = mapped_column(BigInteger)
+    contact_id: Mapped[str | None] = mapped_column(String(36))
+    run_id: Mapped[str | None] = mapped_column(String(36))
+
+
+class Run(Base):
+    """One execution (or dry run) of an export, with counts that add up."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    export_id: Mapped[str] = mapped_column(ForeignKey("exports.id", ondelete="CASCADE"), index=True)
+    # queued | running | succeeded | succeeded_with_rejections | failed | cancelled | skipped
+    status: Mapped[str] = mapped_column(String(40), default="queued", index=True)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    full_resync: Mapped[bool] = mapped_column(Boolean, default=False)
+    trigger: Mapped[str] = mapped_column(String(20), default="manual")  # manual|schedule|refresh
+    requested_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    worker_id: Mapped[str | None] = mapped_column(String(120))
+    heartbeat_at: Mapped[datetime | None]
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    stage_seconds: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    message: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(60))
+
+
+class RunBatch(Base):
+    """One request to Constant Contact within a run; confirmed batches are never re-sent."""
+
+    __tablename__ = "run_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))  # import | remove
+    activity_id: Mapped[str | None] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(20), default="pending")  # pending|sent|confirmed|failed
+    contacts: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(Integer, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    errors: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("run_id", "kind", "seq", name="uq_run_batches_run_kind_seq"),)
+
+
+class RejectedRow(Base):
+    """A row that was not delivered, with the reason a person can act on."""
+
+    __tablename__ = "rejected_rows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(60))
+    detail: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    """Who did what, when, to what: every configuration change and every data transfer."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[str | None] = mapped_column(String(36))
+    actor_name: Mapped[str | None] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(80))
+    target_type: Mapped[str | None] = mapped_column(String(40))
+    target_id: Mapped[str | None] = mapped_column(String(36))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RateLimitBucket(Base):
+    """A token bucket and daily counter per API key, shared by every worker using the database."""
+
+    __tablename__ = "rate_limit_buckets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)  # epoch seconds: arithmetic, not display
+    day: Mapped[str] = mapped_column(String(10))  # UTC date the counter belongs to
+    day_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SystemSetting(Base):
+    """Small pieces of runtime configuration (the system refresh schedule, alert targets)."""
+
+    __tablename__ = "system_settings"
+
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    value: Mapped[dict[str, Any]]

@@ -1,0 +1,96 @@
+"""One error root for the whole product, branched by what the caller should do about it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+class SegmentExportError(Exception):
+    """Root of every error the product raises on purpose.
+
+    ``hint`` tells a person what to do; ``context`` keeps the facts (ids, rows, fields) for logs
+    and problem bodies.
+    """
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+        self.context = context
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class RetriableError(SegmentExportError):
+    """A passing fault (throttling, 5xx, timeout, lost connection): the same call may succeed later."""
+
+    hint = "This is usually temporary; the call is retried automatically."
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, **context: Any
+    ) -> None:
+        super().__init__(message, **context)
+        self.retry_after = retry_after
+
+
+class QuotaExhaustedError(RetriableError):
+    """The daily request quota is used up; nothing succeeds before ``resets_at``."""
+
+    def __init__(self, message: str, *, resets_at: datetime, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.resets_at = resets_at
+        self.hint = f"The daily quota resets at {resets_at.isoformat()}; the run resumes after it."
+
+
+class ReauthorizationNeededError(SegmentExportError):
+    """The stored grant no longer works (revoked, expired or a lost refresh-token rotation)."""
+
+    hint = "An administrator must re-authorize the connection (Admin > Connections > Re-authorize)."
+
+
+class ConfigurationError(SegmentExportError):
+    """A setting, a connection or an export definition is wrong; a person must change it."""
+
+    hint = "Fix the configuration named in the message and try again."
+
+
+class NotFoundError(ConfigurationError):
+    """A named object (export, segment, connection, list, run) does not exist."""
+
+    hint = "Check the name or id."
+
+
+class PermissionDeniedError(SegmentExportError):
+    """The acting user's role does not allow this action."""
+
+    hint = "Ask an administrator for access."
+
+
+class DataError(SegmentExportError):
+    """Input data is malformed; the message names the row, column or field."""
+
+    hint = "Correct the data named in the message and try again."
+
+
+class FatalError(SegmentExportError):
+    """The remote service refused the request for good; retrying the same request cannot help."""
+
+    hint = "The request was refused; see the message for the service's reasons."
+
+
+__all__ = [
+    "ConfigurationError",
+    "DataError",
+    "FatalError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "QuotaExhaustedError",
+    "ReauthorizationNeededError",
+    "RetriableError",
+    "SegmentExportError",
+]
