@@ -27,7 +27,7 @@ class SegmentExportError(Exception):
 
 
 class RetriableError(SegmentExportError):
-    """A passing fault (throttling, 5xx, timeout, lost connection): the same call may succeed later."""
+    """A passing fault (throttling, 5xx, timeout, lost connection): the call may succeed later."""
 
     hint = "This is usually temporary; the call is retried automatically."
 

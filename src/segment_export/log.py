@@ -15,8 +15,9 @@ from pythonjsonlogger.json import JsonFormatter
 
 REDACTED = "[REDACTED]"
 
+# Names of secret-bearing fields, not secrets themselves.
 _SECRET_NAMES = (
-    r"access_token|refresh_token|id_token|client_secret|code_verifier|code|password|secret_key"
+    r"access_token|refresh_token|id_token|client_secret|code_verifier|code|password|secret_key"  # noqa: S105
     r"|api_token|token"
 )
 # Each pattern keeps the name (group 1) and replaces only the value.
@@ -80,9 +81,12 @@ class RedactingFilter(logging.Filter):
         record.args = None
         for key, value in list(vars(record).items()):
             if key not in _STANDARD_ATTRS:
-                setattr(record, key, _redact_value(value))
-        if record.exc_info and not record.exc_text:
+                secret_name = re.fullmatch(_SECRET_NAMES, key, re.I) is not None
+                setattr(record, key, REDACTED if secret_name else _redact_value(value))
+        if record.exc_info:
+            # Formatters would render exc_info afresh, unredacted; hand them the text instead.
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
         elif record.exc_text:
             record.exc_text = redact(record.exc_text)
         run_id = run_id_var.get()

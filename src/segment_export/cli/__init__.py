@@ -31,8 +31,9 @@ cli.add_command(db_group)
 
 def _register_optional_groups() -> None:
     # Each noun lives in its own module; importing them here keeps `--help` complete.
-    from segment_export.cli import emulator, profiles, segments, settings_cmd
+    from segment_export.cli import demo, emulator, profiles, segments, settings_cmd
 
+    cli.add_command(demo.demo_command)
     cli.add_command(settings_cmd.settings_command)
     cli.add_command(settings_cmd.secrets_group)
     cli.add_command(emulator.emulator_group)

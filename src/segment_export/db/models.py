@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -39,7 +39,11 @@ def new_id() -> str:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+    }
 
 
 class User(Base):
@@ -168,7 +172,9 @@ class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    export_id: Mapped[str] = mapped_column(ForeignKey("exports.id", ondelete="CASCADE"), index=True)
+    export_id: Mapped[str] = mapped_column(
+        ForeignKey("exports.id", ondelete="CASCADE"), index=True
+    )
     # queued | running | succeeded | succeeded_with_rejections | failed | cancelled | skipped
     status: Mapped[str] = mapped_column(String(40), default="queued", index=True)
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -198,7 +204,8 @@ class RunBatch(Base):
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(20))  # import | remove
     activity_id: Mapped[str | None] = mapped_column(String(36))
-    state: Mapped[str] = mapped_column(String(20), default="pending")  # pending|sent|confirmed|failed
+    # pending | sent | confirmed | failed
+    state: Mapped[str] = mapped_column(String(20), default="pending")
     contacts: Mapped[int] = mapped_column(Integer, default=0)
     bytes: Mapped[int] = mapped_column(Integer, default=0)
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -206,7 +213,9 @@ class RunBatch(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
 
-    __table_args__ = (UniqueConstraint("run_id", "kind", "seq", name="uq_run_batches_run_kind_seq"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "kind", "seq", name="uq_run_batches_run_kind_seq"),
+    )
 
 
 class RejectedRow(Base):

@@ -1,0 +1,135 @@
+"""The state store on SQLite and PostgreSQL: migrations, encrypted secrets, aware timestamps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.fernet import Fernet
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from segment_export.config import Settings, load_settings
+from segment_export.db import make_engine, upgrade_database
+from segment_export.db.engine import current_revision
+from segment_export.db.models import Connection, Export, Run, RunBatch, User
+from segment_export.errors import ConfigurationError
+
+ACCESS = "eyJhbGciOi-ACCESS-TOKEN-plaintext-0123456789"
+REFRESH = "REFRESH-TOKEN-plaintext-abcdefghijklmnopqrstu"
+CLIENT_SECRET = "CLIENT-SECRET-plaintext-zyxwvutsrqponm"
+
+
+def _connection(**extra: object) -> Connection:
+    return Connection(
+        display_name="Newsletter (prod)",
+        client_id="client-id-123",
+        client_secret=CLIENT_SECRET,
+        api_key_hash="k" * 64,
+        access_token=ACCESS,
+        refresh_token=REFRESH,
+        token_expires_at=datetime.now(UTC) + timedelta(hours=24),
+        **extra,
+    )
+
+
+def test_migrations_create_every_table(engine: Engine) -> None:
+    tables = set(inspect(engine).get_table_names())
+    expected = {"users", "connections", "exports", "runs", "run_batches", "audit_events",
+                "segments", "segment_sizes", "rejected_rows", "export_members"}
+    assert expected <= tables
+    assert current_revision(engine) is not None
+
+
+def test_upgrade_is_idempotent(engine: Engine) -> None:
+    before = current_revision(engine)
+    upgrade_database(engine)
+    assert current_revision(engine) == before
+
+
+def test_secrets_round_trip_and_are_ciphertext_in_the_table(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    with sessions.begin() as session:
+        session.add(_connection())
+    with sessions() as session:
+        conn = session.scalars(select(Connection)).one()
+        assert (conn.access_token, conn.refresh_token, conn.client_secret) == (
+            ACCESS, REFRESH, CLIENT_SECRET,
+        )
+        assert conn.token_expires_at is not None
+        assert conn.token_expires_at.tzinfo is not None
+    with engine.connect() as raw:
+        row = raw.execute(
+            text("SELECT access_token, refresh_token, client_secret, client_id FROM connections")
+        ).one()
+    for stored in row:
+        blob = bytes(stored)
+        for plain in (ACCESS, REFRESH, CLIENT_SECRET, "client-id-123"):
+            assert plain.encode() not in blob
+
+
+def test_sqlite_file_holds_no_plaintext_secret(settings: Settings) -> None:
+    eng = make_engine(settings)
+    upgrade_database(eng)
+    with sessionmaker(eng).begin() as session:
+        session.add(_connection())
+    eng.dispose()  # checkpoint the WAL into the file
+    for path in settings.data_dir.iterdir():
+        if path.name.startswith("state.db"):
+            data = path.read_bytes()
+            for plain in (ACCESS, REFRESH, CLIENT_SECRET):
+                assert plain.encode() not in data, f"{plain[:12]}… found in {path.name}"
+
+
+def test_wrong_key_cannot_decrypt(settings: Settings, tmp_path: object) -> None:
+    eng = make_engine(settings)
+    upgrade_database(eng)
+    with sessionmaker(eng).begin() as session:
+        session.add(_connection())
+    other = load_settings(data_dir=settings.data_dir, secret_key=Fernet.generate_key().decode())
+    with sessionmaker(make_engine(other))() as session, pytest.raises(ConfigurationError):
+        session.scalars(select(Connection)).one()
+
+
+def test_old_key_still_decrypts_after_rotation(settings: Settings) -> None:
+    eng = make_engine(settings)
+    upgrade_database(eng)
+    with sessionmaker(eng).begin() as session:
+        session.add(_connection())
+    old = settings.encryption_keys[0].decode()
+    rotated = load_settings(
+        data_dir=settings.data_dir, secret_key=f"{Fernet.generate_key().decode()},{old}"
+    )
+    with sessionmaker(make_engine(rotated))() as session:
+        assert session.scalars(select(Connection)).one().refresh_token == REFRESH
+
+
+def test_relations_and_cascades(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        admin = User(username="ada", role="admin")
+        conn = _connection()
+        session.add_all([admin, conn])
+        session.flush()
+        export = Export(
+            name="VIP to newsletter", connection_id=conn.id, list_id="0" * 36,
+            mapping={"email": "email"}, segment_ids=["s1"], created_by_id=admin.id,
+        )
+        session.add(export)
+        session.flush()
+        run = Run(export_id=export.id, counts={"in_segment": 3})
+        session.add(run)
+        session.flush()
+        session.add(RunBatch(run_id=run.id, seq=0, kind="import", contacts=3))
+    with sessions.begin() as session:
+        session.delete(session.scalars(select(Export)).one())
+    with sessions() as session:
+        assert session.scalars(select(Run)).all() == []
+        assert session.scalars(select(RunBatch)).all() == []
+
+
+def test_naive_datetimes_are_refused(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        session.add(User(username="x", role="viewer", created_at=datetime(2026, 1, 1)))  # noqa: DTZ001
+        with pytest.raises(Exception, match="naive datetime"):
+            session.flush()
