@@ -133,3 +133,14 @@ def test_naive_datetimes_are_refused(sessions: sessionmaker[Session]) -> None:
         session.add(User(username="x", role="viewer", created_at=datetime(2026, 1, 1)))  # noqa: DTZ001
         with pytest.raises(Exception, match="naive datetime"):
             session.flush()
+
+
+def test_migrations_match_the_models(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from segment_export.db.models import Base
+
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == [], "models changed without a migration: generate one"

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -153,16 +154,20 @@ class Export(Base):
 
 
 class ExportMember(Base):
-    """What this export last sent for one email: the diff base for incremental runs."""
+    """What this export last delivered for one email: the diff base for incremental runs.
+
+    Keys and value hashes are 64-bit integers so a run can hold a million of them in numpy
+    arrays (16 bytes a member) instead of a million Python strings.
+    """
 
     __tablename__ = "export_members"
 
     export_id: Mapped[str] = mapped_column(
         ForeignKey("exports.id", ondelete="CASCADE"), primary_key=True
     )
-    email: Mapped[str] = mapped_column(String(255), primary_key=True)
+    email_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    email: Mapped[str] = mapped_column(String(255))
     values_hash: Mapped[int] = mapped_column(BigInteger)
-    contact_id: Mapped[str | None] = mapped_column(String(36))
     run_id: Mapped[str | None] = mapped_column(String(36))
 
 
@@ -207,9 +212,12 @@ class RunBatch(Base):
     # pending | sent | confirmed | failed
     state: Mapped[str] = mapped_column(String(20), default="pending")
     contacts: Mapped[int] = mapped_column(Integer, default=0)
-    bytes: Mapped[int] = mapped_column(Integer, default=0)
+    nbytes: Mapped[int] = mapped_column(Integer, default=0)
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     errors: Mapped[list[Any]] = mapped_column(default=list)
+    # The email keys and value hashes the batch carries (two little-endian int64 arrays), so a
+    # resumed run can confirm a batch whose activity completed without sending it again.
+    members: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 21:04:19.131691
+Create Date: 2026-11-28
 """
 
 from collections.abc import Sequence
@@ -146,12 +146,12 @@ def upgrade() -> None:
     )
     op.create_table('export_members',
     sa.Column('export_id', sa.String(length=36), nullable=False),
+    sa.Column('email_key', sa.BigInteger(), nullable=False),
     sa.Column('email', sa.String(length=255), nullable=False),
     sa.Column('values_hash', sa.BigInteger(), nullable=False),
-    sa.Column('contact_id', sa.String(length=36), nullable=True),
     sa.Column('run_id', sa.String(length=36), nullable=True),
     sa.ForeignKeyConstraint(['export_id'], ['exports.id'], name=op.f('fk_export_members_export_id_exports'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('export_id', 'email', name=op.f('pk_export_members'))
+    sa.PrimaryKeyConstraint('export_id', 'email_key', name=op.f('pk_export_members'))
     )
     op.create_table('runs',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -202,9 +202,10 @@ def upgrade() -> None:
     sa.Column('activity_id', sa.String(length=36), nullable=True),
     sa.Column('state', sa.String(length=20), nullable=False),
     sa.Column('contacts', sa.Integer(), nullable=False),
-    sa.Column('bytes', sa.Integer(), nullable=False),
+    sa.Column('nbytes', sa.Integer(), nullable=False),
     sa.Column('counts', sa.JSON(), nullable=False),
     sa.Column('errors', sa.JSON(), nullable=False),
+    sa.Column('members', sa.LargeBinary(), nullable=True),
     sa.Column('created_at', segment_export.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('confirmed_at', segment_export.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_run_batches_run_id_runs'), ondelete='CASCADE'),
