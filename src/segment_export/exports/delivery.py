@@ -1,0 +1,127 @@
+"""Recording what a batch delivered: the export's member state and Constant Contact's verdicts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, delete, insert, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from segment_export.constant_contact import Activity
+from segment_export.db.models import ExportMember, RejectedRow, RunBatch
+from segment_export.db.types import utcnow
+
+_ROW_ERROR = re.compile(r"^Row (\d+)(?: \((.*?)\))?: (.*)$")
+
+
+@dataclass(slots=True)
+class BatchMembers:
+    """The contacts one request carries, in the order they were serialized."""
+
+    keys: list[int]
+    hashes: list[int]
+    emails: list[str]
+    customer_ids: list[str]
+
+    def pack(self) -> bytes:
+        return (np.array(self.keys, "<i8").tobytes() + np.array(self.hashes, "<i8").tobytes())
+
+    @staticmethod
+    def unpack_keys(blob: bytes) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        both = np.frombuffer(blob, "<i8")
+        half = both.size // 2
+        return both[:half], both[half:]
+
+
+@dataclass(slots=True)
+class Verdict:
+    """Constant Contact's counts for one completed import, and the rows it named as refused."""
+
+    accepted: int
+    rejected: int
+    unsubscribed: int
+    refused_rows: dict[int, str]  # 0-based index in the batch -> Constant Contact's reason
+    unattributed_errors: list[str]
+
+
+def read_verdict(activity: Activity, batch_size: int) -> Verdict:
+    """Turn an import activity's counts and free-text errors into per-row outcomes."""
+    status = activity.status
+    rejected = (status.error_count or 0) + (status.correctable_count or 0)
+    unsubscribed = status.cannot_add_to_list_count or 0
+    refused: dict[int, str] = {}
+    unattributed: list[str] = []
+    for message in activity.activity_errors:
+        match = _ROW_ERROR.match(message)
+        if match and 1 <= int(match.group(1)) <= batch_size:
+            refused[int(match.group(1)) - 1] = match.group(3)
+        else:
+            unattributed.append(message)
+    accepted = max(batch_size - rejected - unsubscribed, 0)
+    return Verdict(accepted, rejected, unsubscribed, refused, unattributed)
+
+
+def _upsert(engine: Engine) -> Any:
+    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+
+
+def record_delivered(
+    engine: Engine,
+    *,
+    export_id: str,
+    run_id: str,
+    batch_id: int,
+    members: BatchMembers,
+    verdict: Verdict,
+) -> None:
+    """In one transaction: remember what the batch delivered and mark the batch confirmed.
+
+    Rows Constant Contact refused are not remembered, so the next run sends them again, and
+    they are reported with its reason.
+    """
+    rows = [
+        {"export_id": export_id, "email_key": k, "email": e, "values_hash": h, "run_id": run_id}
+        for i, (k, h, e) in enumerate(zip(members.keys, members.hashes, members.emails,
+                                          strict=True))
+        if i not in verdict.refused_rows
+    ]
+    insert_fn = _upsert(engine)
+    with engine.begin() as conn:
+        for start in range(0, len(rows), 5000):
+            stmt = insert_fn(ExportMember).values(rows[start:start + 5000])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["export_id", "email_key"],
+                set_={"email": stmt.excluded.email, "values_hash": stmt.excluded.values_hash,
+                      "run_id": stmt.excluded.run_id},
+            )
+            conn.execute(stmt)
+        if verdict.refused_rows:
+            conn.execute(insert(RejectedRow), [
+                {"run_id": run_id, "customer_id": members.customer_ids[i],
+                 "email": members.emails[i], "reason": "rejected_by_constant_contact",
+                 "detail": reason}
+                for i, reason in sorted(verdict.refused_rows.items())
+            ])
+        conn.execute(
+            update(RunBatch).where(RunBatch.id == batch_id).values(
+                state="confirmed", confirmed_at=utcnow(),
+                counts={"accepted": verdict.accepted, "rejected": verdict.rejected,
+                        "unsubscribed_not_added": verdict.unsubscribed},
+                errors=verdict.unattributed_errors[:50],
+            )
+        )
+
+
+def forget_members(engine: Engine, *, export_id: str, keys: Sequence[int]) -> None:
+    """Drop members the export removed from the list (mirror mode)."""
+    with engine.begin() as conn:
+        for start in range(0, len(keys), 500):
+            conn.execute(delete(ExportMember).where(
+                ExportMember.export_id == export_id,
+                ExportMember.email_key.in_([int(k) for k in keys[start:start + 500]]),
+            ))

@@ -1,0 +1,143 @@
+"""Stage 4 of a run: fingerprint contacts and compare them with what the export last delivered."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import sqlglot
+import sqlglot.expressions
+from sqlalchemy import Engine, select
+
+from segment_export.db.models import ExportMember
+
+_CHUNK = 50_000
+
+
+def fingerprints(
+    contacts: pa.Table,
+) -> tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, np.dtype[np.int64]]]:
+    """Per contact: a 64-bit key of its email and a 64-bit hash of every value it sends.
+
+    Computed by DuckDB over the Arrow table, vectorised: a million rows take a tenth of a
+    second, where hashing serialized rows one by one in Python takes seconds. A DuckDB upgrade
+    that changed its hash would make every contact look changed once (a full resync), never
+    lose one.
+    """
+    fields = [n for n in contacts.column_names if n != "customer_id"]
+    query = sqlglot.select(
+        sqlglot.exp.func("hash", sqlglot.exp.column("email", quoted=True)).as_("k"),
+        sqlglot.exp.func("hash", *(sqlglot.exp.column(f, quoted=True) for f in fields)).as_("h"),
+    ).from_("contacts_view")
+    with duckdb.connect() as con:
+        con.register("contacts_view", contacts)
+        result = con.execute(query.sql(dialect="duckdb")).fetchnumpy()
+    return (
+        np.asarray(result["k"], dtype=np.uint64).view(np.int64),
+        np.asarray(result["h"], dtype=np.uint64).view(np.int64),
+    )
+
+
+@dataclass(slots=True)
+class Delivered:
+    """What the export delivered before: sorted email keys with their value hashes."""
+
+    keys: np.ndarray[Any, np.dtype[np.int64]]
+    hashes: np.ndarray[Any, np.dtype[np.int64]]
+
+    @classmethod
+    def empty(cls) -> Delivered:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return int(self.keys.size)
+
+
+def load_delivered(engine: Engine, export_id: str) -> Delivered:
+    """Read the export's delivered state into two sorted int64 arrays (16 bytes a member)."""
+    stmt = (
+        select(ExportMember.email_key, ExportMember.values_hash)
+        .where(ExportMember.export_id == export_id)
+        .order_by(ExportMember.email_key)
+    )
+    keys: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+    hashes: list[np.ndarray[Any, np.dtype[np.int64]]] = []
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=_CHUNK).execute(stmt)
+        for rows in result.partitions():
+            block = np.array(rows, dtype=np.int64).reshape(-1, 2)
+            keys.append(block[:, 0])
+            hashes.append(block[:, 1])
+    if not keys:
+        return Delivered.empty()
+    return Delivered(np.concatenate(keys), np.concatenate(hashes))
+
+
+@dataclass(slots=True)
+class Change:
+    """A contact to send: its import dict, key and values hash, and whether it is new."""
+
+    contact: dict[str, Any]
+    customer_id: str
+    key: int
+    values_hash: int
+    is_new: bool
+
+
+@dataclass(slots=True)
+class DiffTotals:
+    """Filled in while the changes are consumed: how many were new, changed and unchanged."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    current_keys: np.ndarray[Any, np.dtype[np.int64]] | None = None
+
+
+def _rows(table: pa.Table) -> Iterator[tuple[str, dict[str, Any]]]:
+    names = [n for n in table.column_names if n != "customer_id"]
+    for batch in table.to_batches(max_chunksize=_CHUNK):
+        ids = batch.column("customer_id").to_pylist()
+        columns = [batch.column(n).to_pylist() for n in names]
+        for customer_id, values in zip(ids, zip(*columns, strict=True), strict=True):
+            # Only the fields with a value are sent: an import updates just the keys it carries.
+            yield customer_id, {n: v for n, v in zip(names, values, strict=True) if v is not None}
+
+
+def iter_changes(
+    contacts: pa.Table, delivered: Delivered, totals: DiffTotals, *, full_resync: bool = False
+) -> Iterator[Change]:
+    """Yield the contacts that are new or whose mapped values changed since last delivery.
+
+    The comparison is vectorised; only the contacts to send become Python dicts. With
+    ``full_resync`` every contact is yielded. ``totals`` is filled in before the first yield,
+    including the keys of every current contact (for mirror-mode removals).
+    """
+    keys, hashes = fingerprints(contacts)
+    if len(delivered):
+        position = np.minimum(np.searchsorted(delivered.keys, keys), len(delivered) - 1)
+        known = delivered.keys[position] == keys
+        same = known & (delivered.hashes[position] == hashes)
+    else:
+        known = same = np.zeros(len(keys), dtype=bool)
+    if full_resync:
+        same = np.zeros(len(keys), dtype=bool)
+    totals.unchanged = int(same.sum())
+    totals.changed = int((known & ~same).sum())
+    totals.new = int((~known).sum())
+    totals.current_keys = np.sort(keys)
+    to_send = np.flatnonzero(~same)
+    picked = contacts.take(pa.array(to_send)) if len(to_send) < len(keys) else contacts
+    for offset, (customer_id, contact) in enumerate(_rows(picked)):
+        index = int(to_send[offset])
+        yield Change(contact, customer_id, int(keys[index]), int(hashes[index]),
+                     is_new=not bool(known[index]))
+
+
+def leavers(delivered: Delivered, current_keys: np.ndarray[Any, np.dtype[np.int64]]) -> Any:
+    """Keys the export delivered before that are no longer among its valid members."""
+    return delivered.keys[~np.isin(delivered.keys, current_keys, assume_unique=False)]

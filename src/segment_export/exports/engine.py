@@ -1,0 +1,471 @@
+"""The export run: segment members -> validated contacts -> diff -> batches -> Constant Contact.
+
+Every stage streams into the next; progress is committed batch by batch, so a run that dies
+resumes after its last confirmed batch and sends nothing twice that Constant Contact confirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from segment_export.config import Settings
+from segment_export.constant_contact import (
+    ActivityWaitCancelled,
+    ConstantContactClient,
+    RequestHook,
+    iter_import_bodies,
+)
+from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch
+from segment_export.db.types import utcnow
+from segment_export.errors import (
+    QuotaExhaustedError,
+    ReauthorizationNeededError,
+    RetriableError,
+    SegmentExportError,
+)
+from segment_export.exports.connections import client_for
+from segment_export.exports.delivery import BatchMembers, read_verdict, record_delivered
+from segment_export.exports.diff import (
+    Change,
+    Delivered,
+    DiffTotals,
+    iter_changes,
+    load_delivered,
+)
+from segment_export.exports.mirror import remove_leavers
+from segment_export.exports.validate import ValidatedMembers, validate_members
+from segment_export.log import run_context
+from segment_export.profiles import ProfileStore
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"succeeded", "succeeded_with_rejections", "failed", "cancelled", "skipped"})
+MAX_ATTEMPTS = 3
+# Imports in flight before the oldest is confirmed: enough to keep the request budget busy,
+# few enough that a crash leaves little to re-check (and far below 1,000 queued activities).
+MAX_OUTSTANDING = 4
+
+
+class RunCancelled(SegmentExportError):
+    """Someone asked the run to stop."""
+
+
+@dataclass(slots=True)
+class RunDependencies:
+    """What a run needs from outside; tests and the benchmark pass their own."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: ProfileStore
+    transport: httpx.BaseTransport | None = None
+    on_request: RequestHook | None = None
+    poll_interval: float = 1.0
+    progress: Callable[[Run], None] | None = None
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{id(object())}")
+
+
+@dataclass(slots=True)
+class _Stages:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, started: float) -> None:
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
+
+
+def execute_run(run_id: str, *, deps: RunDependencies) -> Run:
+    """Carry out (or resume) one run and return it in its final state."""
+    with run_context(run_id):
+        return _execute(run_id, deps)
+
+
+def _execute(run_id: str, deps: RunDependencies) -> Run:
+    with deps.sessions.begin() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise SegmentExportError(f"No run {run_id}")
+        if run.status in TERMINAL:
+            return run
+        if run.cancel_requested:
+            return _finish(deps, run_id, "cancelled", "Cancelled before it started.")
+        run.status = "running"
+        run.attempt += 1
+        run.started_at = run.started_at or utcnow()
+        run.worker_id = deps.worker_id
+        run.heartbeat_at = utcnow()
+        export = session.get(Export, run.export_id)
+        assert export is not None  # runs cascade with their export
+        connection = session.get(Connection, export.connection_id) if export.connection_id else None
+        attempt = run.attempt
+    log.info("run %s of export %r: attempt %d", run_id, export.name, attempt)
+    try:
+        return _pipeline(deps, run, export, connection)
+    except RunCancelled:
+        return _finish(deps, run_id, "cancelled", "Cancelled; confirmed batches stay delivered.")
+    except QuotaExhaustedError as exc:
+        return _finish(deps, run_id, "failed", str(exc), error_kind="quota_exhausted",
+                       retry_at=exc.resets_at.isoformat())
+    except ReauthorizationNeededError as exc:
+        return _finish(deps, run_id, "failed", str(exc), error_kind="reauthorization_needed")
+    except RetriableError as exc:
+        if attempt < MAX_ATTEMPTS:
+            log.warning("run %s attempt %d failed, will retry: %s", run_id, attempt, exc)
+            return _finish(deps, run_id, "queued", f"Retrying after: {exc}",
+                           error_kind="retrying")
+        return _finish(deps, run_id, "failed",
+                       f"Failed after {attempt} attempts: {exc}", error_kind="retriable")
+    except SegmentExportError as exc:
+        return _finish(deps, run_id, "failed", str(exc), error_kind=type(exc).__name__)
+    except Exception as exc:
+        log.exception("run %s crashed", run_id)
+        return _finish(deps, run_id, "failed", f"Internal error: {exc!r}", error_kind="internal")
+
+
+def _finish(deps: RunDependencies, run_id: str, status: str, message: str, **extra: Any) -> Run:
+    with deps.sessions.begin() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.status = status
+        run.message = message
+        run.error_kind = extra.pop("error_kind", None)
+        if extra:
+            run.counts = {**run.counts, **extra}
+        if status in TERMINAL:
+            run.finished_at = utcnow()
+    _notify(deps, run)
+    if status in TERMINAL:
+        from segment_export.exports.alerts import alert_on_finish
+
+        alert_on_finish(deps, run)
+    return run
+
+
+def _notify(deps: RunDependencies, run: Run) -> None:
+    if deps.progress is not None:
+        deps.progress(run)
+
+
+def _check_cancel(deps: RunDependencies, run_id: str, counts: dict[str, Any]) -> None:
+    with deps.sessions.begin() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.heartbeat_at = utcnow()
+        run.counts = {**run.counts, **counts}
+        cancel = run.cancel_requested
+    _notify(deps, run)
+    if cancel:
+        raise RunCancelled("cancel requested")
+
+
+def _read(deps: RunDependencies, export: Export, run_id: str, stages: _Stages) -> pa.Table | None:
+    started = time.perf_counter()
+    columns = list(dict.fromkeys([*export.mapping.values(),
+                                  *([export.consent_field] if export.consent_field else [])]))
+    batches = list(deps.store.read_members(export.segment_ids, columns))
+    stages.add("read", started)
+    if not batches:
+        return None
+    return pa.Table.from_batches(batches)
+
+
+def _pipeline(deps: RunDependencies, run: Run, export: Export,
+              connection: Connection | None) -> Run:
+    stages = _Stages()
+    limit = export.max_contacts or deps.settings.max_contacts_per_export
+    size = deps.store.membership_size(export.segment_ids)
+    if size > limit:
+        return _finish(
+            deps, run.id, "skipped",
+            f"The segment(s) hold {size:,} contacts, over this export's limit of {limit:,}; "
+            "nothing was sent. Narrow the segment or raise the export's limit.",
+            in_segment=size,
+        )
+    if connection is None and not run.dry_run:
+        return _finish(deps, run.id, "failed",
+                       "The export is detached from its connection; attach one and run again.",
+                       error_kind="ConfigurationError")
+    members = _read(deps, export, run.id, stages)
+    id_column = deps.store.id_column or "customer_id"
+    started = time.perf_counter()
+    validated = (
+        validate_members(members, id_column=id_column, mapping=export.mapping,
+                         consent_column=export.consent_field)
+        if members is not None else None
+    )
+    stages.add("validate", started)
+    counts = _local_counts(validated)
+
+    if run.dry_run:
+        return _dry_run(deps, run, export, validated, counts, stages)
+
+    assert connection is not None
+    with client_for(connection, settings=deps.settings, engine=deps.engine,
+                    transport=deps.transport, on_request=deps.on_request) as client:
+        _confirm_left_over_batches(deps, client, run, export)
+        if validated is not None and run.attempt == 1:
+            _store_local_rejections(deps, run.id, validated)
+        started = time.perf_counter()
+        delivered = (_delivered_in_run(deps, run.id) if run.full_resync
+                     else load_delivered(deps.engine, export.id))
+        stages.add("diff", started)
+        totals = DiffTotals()
+        if validated is not None:
+            _send(deps, client, run, export, validated, delivered, totals, counts, stages)
+        if export.mode == "mirror":
+            current = totals.current_keys if totals.current_keys is not None else np.empty(
+                0, np.int64)
+            started = time.perf_counter()
+            removal = remove_leavers(
+                deps, client, run_id=run.id, export=export,
+                delivered=load_delivered(deps.engine, export.id), current_keys=current,
+                check_cancel=lambda: _check_cancel(deps, run.id, {}),
+            )
+            stages.add("remove", started)
+            counts.update(removal)
+    return _complete(deps, run.id, counts, totals, stages)
+
+
+def _local_counts(validated: ValidatedMembers | None) -> dict[str, Any]:
+    if validated is None:
+        return {"in_segment": 0, "no_consent": 0, "rejected_locally": 0, "valid": 0,
+                "warnings": {}}
+    rejected = validated.rejected_count - validated.no_consent
+    return {
+        "in_segment": validated.in_segment,
+        "no_consent": validated.no_consent,
+        "rejected_locally": rejected,
+        "valid": validated.contacts.num_rows,
+        "warnings": dict(validated.warnings),
+    }
+
+
+def _store_local_rejections(deps: RunDependencies, run_id: str,
+                            validated: ValidatedMembers) -> None:
+    rows = validated.rejected.to_pylist()
+    with deps.engine.begin() as conn:
+        for start in range(0, len(rows), 5000):
+            conn.execute(insert(RejectedRow), [{"run_id": run_id, **r}
+                                               for r in rows[start:start + 5000]])
+
+
+def _delivered_in_run(deps: RunDependencies, run_id: str) -> Delivered:
+    """For a resumed full resync: only what this run already delivered counts as done."""
+    from segment_export.db.models import ExportMember
+
+    with deps.engine.connect() as conn:
+        rows = conn.execute(
+            select(ExportMember.email_key, ExportMember.values_hash)
+            .where(ExportMember.run_id == run_id).order_by(ExportMember.email_key)
+        ).all()
+    if not rows:
+        return Delivered.empty()
+    block = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    return Delivered(block[:, 0].copy(), block[:, 1].copy())
+
+
+def _dry_run(deps: RunDependencies, run: Run, export: Export,
+             validated: ValidatedMembers | None, counts: dict[str, Any],
+             stages: _Stages) -> Run:
+    started = time.perf_counter()
+    delivered = Delivered.empty() if run.full_resync else load_delivered(deps.engine, export.id)
+    totals = DiffTotals()
+    if validated is not None:
+        for _ in iter_changes(validated.contacts, delivered, totals,
+                              full_resync=run.full_resync):
+            pass
+        _store_local_rejections(deps, run.id, validated)
+    would_remove = 0
+    if export.mode == "mirror" and totals.current_keys is not None:
+        from segment_export.exports.diff import leavers
+
+        would_remove = int(leavers(load_delivered(deps.engine, export.id),
+                                   totals.current_keys).size)
+    stages.add("diff", started)
+    counts.update(would_add=totals.new, would_update=totals.changed,
+                  unchanged=totals.unchanged, would_remove=would_remove)
+    with deps.sessions.begin() as session:
+        stored = session.get(Run, run.id)
+        assert stored is not None
+        stored.counts = {**stored.counts, **counts}
+        stored.stage_seconds = stages.seconds
+    return _finish(deps, run.id, "succeeded",
+                   f"Dry run: would add {totals.new:,}, update {totals.changed:,}, "
+                   f"remove {would_remove:,}; {counts['rejected_locally']:,} rejected, "
+                   f"{counts['no_consent']:,} without consent. Nothing was sent.")
+
+
+@dataclass(slots=True)
+class _InFlight:
+    batch_id: int
+    activity_id: str
+    members: BatchMembers
+
+
+def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export: Export,
+          validated: ValidatedMembers, delivered: Delivered, totals: DiffTotals,
+          counts: dict[str, Any], stages: _Stages) -> None:
+    pending: deque[Change] = deque()
+
+    def contacts() -> Iterator[dict[str, Any]]:
+        for change in iter_changes(validated.contacts, delivered, totals,
+                                   full_resync=run.full_resync):
+            pending.append(change)
+            yield change.contact
+
+    seq = _next_seq(deps, run.id, "import")
+    in_flight: deque[_InFlight] = deque()
+    serialise_started = time.perf_counter()
+    for batch in iter_import_bodies(contacts(), list_ids=[export.list_id]):
+        stages.add("serialise", serialise_started)
+        carried = [pending.popleft() for _ in range(batch.count)]
+        members = BatchMembers(
+            keys=[c.key for c in carried], hashes=[c.values_hash for c in carried],
+            emails=[c.contact["email"] for c in carried],
+            customer_ids=[c.customer_id for c in carried],
+        )
+        counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged)
+        _check_cancel(deps, run.id, counts)
+        with deps.engine.begin() as conn:
+            batch_id = conn.execute(insert(RunBatch).values(
+                run_id=run.id, seq=seq, kind="import", state="pending", contacts=batch.count,
+                nbytes=batch.nbytes, members=members.pack(),
+            ).returning(RunBatch.id)).scalar_one()
+        seq += 1
+        started = time.perf_counter()
+        activity = client.import_contacts(batch.body)
+        stages.add("upload", started)
+        with deps.engine.begin() as conn:
+            conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
+                state="sent", activity_id=activity.activity_id))
+        in_flight.append(_InFlight(batch_id, activity.activity_id, members))
+        while len(in_flight) >= MAX_OUTSTANDING:
+            _confirm(deps, client, run, export, in_flight.popleft(), stages)
+        serialise_started = time.perf_counter()
+    while in_flight:
+        _confirm(deps, client, run, export, in_flight.popleft(), stages)
+    counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
+                  new=totals.new, changed=totals.changed)
+
+
+def _next_seq(deps: RunDependencies, run_id: str, kind: str) -> int:
+    with deps.engine.connect() as conn:
+        last = conn.execute(select(RunBatch.seq).where(
+            RunBatch.run_id == run_id, RunBatch.kind == kind).order_by(
+            RunBatch.seq.desc()).limit(1)).scalar()
+    return 0 if last is None else last + 1
+
+
+def _confirm(deps: RunDependencies, client: ConstantContactClient, run: Run, export: Export,
+             flight: _InFlight, stages: _Stages) -> None:
+    started = time.perf_counter()
+    try:
+        activity = client.wait_for_activity(
+            flight.activity_id, poll_interval=deps.poll_interval,
+            should_cancel=lambda: _cancel_requested(deps, run.id),
+        )
+    except ActivityWaitCancelled as exc:
+        raise RunCancelled("cancel requested while waiting for an activity") from exc
+    finally:
+        stages.add("poll", started)
+    if activity.state != "completed":
+        with deps.engine.begin() as conn:
+            conn.execute(update(RunBatch).where(RunBatch.id == flight.batch_id).values(
+                state="failed", errors=activity.activity_errors[:50]))
+        # Nothing of a failed activity counts as delivered: the retry sends it again.
+        raise RetriableError(
+            f"Constant Contact's import activity {flight.activity_id} ended {activity.state}",
+            activity_id=flight.activity_id,
+        )
+    verdict = read_verdict(activity, len(flight.members.keys))
+    record_delivered(deps.engine, export_id=export.id, run_id=run.id,
+                     batch_id=flight.batch_id, members=flight.members, verdict=verdict)
+
+
+def _cancel_requested(deps: RunDependencies, run_id: str) -> bool:
+    with deps.engine.connect() as conn:
+        return bool(conn.execute(select(Run.cancel_requested).where(Run.id == run_id)).scalar())
+
+
+def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactClient, run: Run,
+                               export: Export) -> None:
+    """After a crash: settle the batches a previous attempt sent but never confirmed."""
+    with deps.engine.connect() as conn:
+        left = conn.execute(select(RunBatch).where(
+            RunBatch.run_id == run.id, RunBatch.kind == "import",
+            RunBatch.state == "sent")).all()
+    for row in left:
+        batch = row[0]
+        assert batch.members is not None
+        assert batch.activity_id is not None
+        keys, hashes = BatchMembers.unpack_keys(batch.members)
+        emails, customer_ids = _emails_for(deps, export, run.id, keys)
+        members = BatchMembers(keys.tolist(), hashes.tolist(), emails, customer_ids)
+        try:
+            _confirm(deps, client, run, export, _InFlight(batch.id, batch.activity_id, members),
+                     _Stages())
+        except RetriableError:
+            # That activity failed: its contacts are simply sent again by this attempt.
+            log.warning("left-over batch %s did not complete; its contacts are re-sent", batch.id)
+
+
+def _emails_for(deps: RunDependencies, export: Export, run_id: str,
+                keys: np.ndarray[Any, Any]) -> tuple[list[str], list[str]]:
+    """The emails of a left-over batch, re-derived from the current members by key."""
+    from segment_export.exports.diff import fingerprints
+
+    members = _read(deps, export, run_id, _Stages())
+    if members is None:
+        return [""] * len(keys), [""] * len(keys)
+    validated = validate_members(members, id_column=deps.store.id_column or "customer_id",
+                                 mapping=export.mapping, consent_column=export.consent_field)
+    current_keys, _ = fingerprints(validated.contacts)
+    emails = validated.contacts.column("email").to_pylist()
+    ids = validated.contacts.column("customer_id").to_pylist()
+    index = {int(k): i for i, k in enumerate(current_keys.tolist())}
+    positions = [index.get(int(k)) for k in keys.tolist()]
+    return ([emails[p] if p is not None else "" for p in positions],
+            [ids[p] if p is not None else "" for p in positions])
+
+
+def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any], totals: DiffTotals,
+              stages: _Stages) -> Run:
+    with deps.sessions.begin() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        batches = session.scalars(select(RunBatch).where(
+            RunBatch.run_id == run_id, RunBatch.kind == "import",
+            RunBatch.state == "confirmed")).all()
+        sent = sum(b.contacts for b in batches)
+        accepted = sum(int(b.counts.get("accepted", 0)) for b in batches)
+        refused = sum(int(b.counts.get("rejected", 0)) for b in batches)
+        unsubscribed = sum(int(b.counts.get("unsubscribed_not_added", 0)) for b in batches)
+        counts.update(
+            sent=sent, accepted=accepted, rejected_by_constant_contact=refused,
+            unsubscribed_not_added=unsubscribed,
+            unchanged=counts.get("valid", 0) - sent,
+            activities=[b.activity_id for b in batches],
+            requests=len(batches),
+        )
+        run.counts = {**run.counts, **counts}
+        run.stage_seconds = stages.seconds
+        rejected = counts.get("rejected_locally", 0) + refused
+    status = "succeeded_with_rejections" if rejected else "succeeded"
+    removed = counts.get("removed", 0)
+    message = (f"Sent {sent:,} contacts ({accepted:,} accepted, {refused:,} refused by Constant "
+               f"Contact, {unsubscribed:,} unsubscribed and not re-added); "
+               f"{counts['unchanged']:,} unchanged; {counts.get('rejected_locally', 0):,} "
+               f"rejected before sending; {counts.get('no_consent', 0):,} without consent"
+               + (f"; {removed:,} removed from the list" if removed else "") + ".")
+    return _finish(deps, run_id, status, message)

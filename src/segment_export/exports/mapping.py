@@ -1,0 +1,97 @@
+"""Which Constant Contact import fields an export may fill, and their limits."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from segment_export.errors import ConfigurationError
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One key of a `contacts_json_import` contact, with Constant Contact's maximum length."""
+
+    name: str
+    max_length: int
+    kind: str = "text"  # text | birthday | anniversary
+
+
+_NAME_FIELDS = ("first_name", "last_name", "job_title", "company_name")
+_PHONES = ("phone", "home_phone", "work_phone", "mobile_phone", "other_phone")
+_ADDRESS_PARTS = {"street": 255, "street2": 255, "city": 50, "state": 50, "zip": 50, "country": 50}
+
+FIELDS: dict[str, FieldSpec] = {
+    "email": FieldSpec("email", 50),
+    **{name: FieldSpec(name, 50) for name in _NAME_FIELDS},
+    **{name: FieldSpec(name, 50) for name in _PHONES},
+    **{part: FieldSpec(part, limit) for part, limit in _ADDRESS_PARTS.items()},
+    **{
+        f"{kind}_{part}": FieldSpec(f"{kind}_{part}", limit)
+        for kind in ("home", "work", "other")
+        for part, limit in _ADDRESS_PARTS.items()
+    },
+    # A date column becomes birthday_month + birthday_day; the year is never sent.
+    "birthday": FieldSpec("birthday", 10, "birthday"),
+    "anniversary": FieldSpec("anniversary", 10, "anniversary"),
+}
+CUSTOM_FIELD_PREFIX = "cf:"
+CUSTOM_FIELD_MAX_LENGTH = 255
+MAX_CUSTOM_FIELDS = 25
+_CUSTOM_NAME = re.compile(r"^[A-Za-z0-9_]{1,50}$")
+
+
+def field_spec(name: str) -> FieldSpec:
+    """The spec of a mappable field, or a ConfigurationError naming it."""
+    if name in FIELDS:
+        return FIELDS[name]
+    if name.startswith(CUSTOM_FIELD_PREFIX):
+        custom = name[len(CUSTOM_FIELD_PREFIX) :]
+        if not _CUSTOM_NAME.match(custom):
+            raise ConfigurationError(
+                f"Custom field {name!r}: the name after 'cf:' must be 1-50 letters, digits or "
+                "underscores (Constant Contact's field name, not its label)",
+                field=name,
+            )
+        return FieldSpec(name, CUSTOM_FIELD_MAX_LENGTH)
+    raise ConfigurationError(
+        f"Constant Contact does not accept a field named {name!r}",
+        hint="Map to one of: " + ", ".join(sorted(FIELDS)) + ", or cf:<custom field name>.",
+        field=name,
+    )
+
+
+def validate_mapping(
+    mapping: Mapping[str, str], *, profile_columns: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Check a Constant Contact field -> profile column mapping; return it normalised.
+
+    The email field is required; every field must be one Constant Contact accepts; at most 25
+    custom fields; every column must exist in the profile store when its schema is given.
+    """
+    clean = {str(k).strip(): str(v).strip() for k, v in mapping.items()}
+    if not clean.get("email"):
+        raise ConfigurationError(
+            "The mapping needs the profile column that holds the email address",
+            hint="Map the 'email' field, e.g. --map email=email_address.",
+            field="email",
+        )
+    customs = [name for name in clean if name.startswith(CUSTOM_FIELD_PREFIX)]
+    if len(customs) > MAX_CUSTOM_FIELDS:
+        raise ConfigurationError(
+            f"{len(customs)} custom fields mapped; Constant Contact takes at most "
+            f"{MAX_CUSTOM_FIELDS} per contact",
+            field="mapping",
+        )
+    for name, column in clean.items():
+        field_spec(name)
+        if not column:
+            raise ConfigurationError(f"Field {name!r} is mapped to an empty column", field=name)
+        if profile_columns is not None and column not in profile_columns:
+            raise ConfigurationError(
+                f"Field {name!r} is mapped to column {column!r}, which the profiles do not have",
+                hint="Columns: " + ", ".join(sorted(profile_columns)),
+                field=name,
+            )
+    return clean

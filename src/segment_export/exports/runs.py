@@ -1,0 +1,116 @@
+"""Runs: start, dry-run, cancel and read runs and their rejected-rows reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterator
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from segment_export import audit
+from segment_export.db.models import Connection, Export, RejectedRow, Run, User
+from segment_export.errors import ConfigurationError, NotFoundError, PermissionDeniedError
+from segment_export.exports.engine import TERMINAL, RunDependencies, execute_run
+from segment_export.exports.service import permissions
+
+# Spreadsheets run cells that start with these as formulas (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+REJECTED_COLUMNS = ("customer_id", "email", "reason", "detail")
+
+
+def request_run(
+    session: Session, *, actor: User | None, export: Export, dry_run: bool = False,
+    full_resync: bool = False, trigger: str = "manual",
+) -> Run:
+    """Queue a run of ``export`` (``actor`` None = the scheduler)."""
+    if actor is not None:
+        connection = session.get(Connection, export.connection_id) if export.connection_id else None
+        if "run" not in permissions(actor, export, connection):
+            raise PermissionDeniedError(f"{actor.username!r} may not run {export.name!r}")
+    if not export.enabled and trigger != "manual":
+        raise ConfigurationError(f"The export {export.name!r} is disabled")
+    active = session.scalars(select(Run).where(
+        Run.export_id == export.id, Run.status.in_(("queued", "running")),
+        Run.dry_run.is_(False))).first()
+    if active is not None and not dry_run:
+        raise ConfigurationError(
+            f"The export {export.name!r} already has a run {active.status} ({active.id})",
+            run_id=active.id)
+    run = Run(export_id=export.id, dry_run=dry_run, full_resync=full_resync, trigger=trigger,
+              requested_by_id=actor.id if actor else None)
+    session.add(run)
+    session.flush()
+    audit.record(session, actor=actor, action="run.dry_run" if dry_run else "run.requested",
+                 target_type="export", target_id=export.id, run_id=run.id,
+                 full_resync=full_resync, trigger=trigger)
+    return run
+
+
+def run_to_completion(run_id: str, *, deps: RunDependencies, backoff: float = 2.0) -> Run:
+    """Execute a run in this process, re-attempting it while it asks to be retried."""
+    while True:
+        run = execute_run(run_id, deps=deps)
+        if run.status in TERMINAL:
+            return run
+        time.sleep(backoff * run.attempt)
+
+
+def cancel_run(session: Session, *, actor: User, run: Run) -> Run:
+    """Ask a queued or running run to stop; it stops at its next batch boundary."""
+    export = session.get(Export, run.export_id)
+    assert export is not None
+    connection = session.get(Connection, export.connection_id) if export.connection_id else None
+    if "run" not in permissions(actor, export, connection):
+        raise PermissionDeniedError(f"{actor.username!r} may not cancel runs of {export.name!r}")
+    if run.status in TERMINAL:
+        raise ConfigurationError(f"The run already ended ({run.status})")
+    run.cancel_requested = True
+    if run.status == "queued":
+        run.status = "cancelled"
+        run.message = "Cancelled before it started."
+    audit.record(session, actor=actor, action="run.cancel_requested", target_type="run",
+                 target_id=run.id)
+    return run
+
+
+def get_run(session: Session, *, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        matches = session.scalars(select(Run).where(Run.id.startswith(run_id))).all()
+        if len(matches) == 1:
+            return matches[0]
+        raise NotFoundError(f"No run {run_id!r}", run_id=run_id)
+    return run
+
+
+def list_runs(session: Session, *, export: Export | None = None, limit: int = 50) -> list[Run]:
+    stmt = select(Run).order_by(Run.queued_at.desc()).limit(limit)
+    if export is not None:
+        stmt = stmt.where(Run.export_id == export.id)
+    return list(session.scalars(stmt))
+
+
+def _safe(value: str | None) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def rejected_rows_csv(session: Session, *, run: Run) -> Iterator[str]:
+    """The run's rejected rows as CSV text chunks, each cell safe to open in a spreadsheet."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(REJECTED_COLUMNS)
+    rows = session.execute(
+        select(RejectedRow.customer_id, RejectedRow.email, RejectedRow.reason,
+               RejectedRow.detail).where(RejectedRow.run_id == run.id).order_by(RejectedRow.id)
+    ).yield_per(5000)
+    for count, row in enumerate(rows, 1):
+        writer.writerow([_safe(v) for v in row])
+        if count % 5000 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()

@@ -1,0 +1,223 @@
+"""Export destinations: which segments go to which Constant Contact list, mapped how, when."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
+
+from segment_export import audit
+from segment_export.db.models import Connection, Export, ExportMember, Run, Segment, User
+from segment_export.errors import ConfigurationError, NotFoundError, PermissionDeniedError
+from segment_export.exports.connections import can_use, require_usable
+from segment_export.exports.mapping import validate_mapping
+from segment_export.users import Role
+
+UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+Mode = Literal["add_update", "mirror"]
+ScheduleKind = Literal["manual", "refresh", "cron"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSpec:
+    """What a person configures on an export; used to create, edit and duplicate."""
+
+    name: str
+    connection_id: str
+    list_id: str
+    mapping: dict[str, str]
+    segment_ids: list[str]
+    list_name: str | None = None
+    consent_field: str | None = None
+    mode: Mode = "add_update"
+    schedule_kind: ScheduleKind = "manual"
+    cron: str | None = None
+    timezone: str = "UTC"
+    enabled: bool = True
+    max_contacts: int | None = None
+    rejected_alert_threshold: float | None = None
+
+
+def permissions(user: User, export: Export, connection: Connection | None) -> list[str]:
+    """What ``user`` may do with ``export`` (the *Your permissions* column)."""
+    if user.disabled:
+        return []
+    if user.role == Role.VIEWER or (connection is None and user.role != Role.ADMIN):
+        return ["view"]
+    if user.role == Role.ADMIN or (connection is not None and can_use(user, connection)):
+        return ["view", "edit", "run", "remove"]
+    return ["view"]
+
+
+def require_manage(session: Session, user: User, export: Export) -> None:
+    connection = session.get(Connection, export.connection_id) if export.connection_id else None
+    if "edit" not in permissions(user, export, connection):
+        raise PermissionDeniedError(
+            f"{user.username!r} may not change the export {export.name!r}",
+            hint="Contributors manage exports whose connection an admin shared with them.",
+        )
+
+
+def next_cron_time(cron: str, timezone: str, after: datetime) -> datetime:
+    """The next time ``cron`` fires in ``timezone`` after ``after`` (aware, returned in UTC)."""
+    zone = ZoneInfo(timezone)
+    return croniter(cron, after.astimezone(zone)).get_next(datetime).astimezone(ZoneInfo("UTC"))
+
+
+def _check_spec(session: Session, actor: User, spec: ExportSpec,
+                profile_columns: dict[str, str] | None) -> dict[str, str]:
+    if not spec.name.strip():
+        raise ConfigurationError("An export needs a name", field="name")
+    connection = session.get(Connection, spec.connection_id)
+    if connection is None:
+        raise NotFoundError(f"No connection {spec.connection_id!r}", field="connection")
+    require_usable(actor, connection)
+    if not UUID_PATTERN.match(spec.list_id):
+        raise ConfigurationError(
+            f"The list id {spec.list_id!r} is not a Constant Contact list id (a UUID like "
+            "1b2e3c4d-0000-1111-2222-333344445555; it is in the list's URL)",
+            field="list_id",
+        )
+    if not spec.segment_ids:
+        raise ConfigurationError("Choose at least one segment", field="segment_ids")
+    for segment_id in spec.segment_ids:
+        if session.get(Segment, segment_id) is None:
+            raise NotFoundError(f"No segment {segment_id!r}", field="segment_ids")
+    mapping = validate_mapping(spec.mapping, profile_columns=profile_columns)
+    if spec.consent_field and profile_columns is not None and (
+        spec.consent_field not in profile_columns
+    ):
+        raise ConfigurationError(
+            f"The consent field {spec.consent_field!r} is not a profile column",
+            field="consent_field")
+    if spec.mode not in ("add_update", "mirror"):
+        raise ConfigurationError(f"Unknown mode {spec.mode!r}: add_update or mirror",
+                                 field="mode")
+    if spec.schedule_kind not in ("manual", "refresh", "cron"):
+        raise ConfigurationError(
+            f"Unknown schedule {spec.schedule_kind!r}: manual, refresh or cron", field="schedule")
+    try:
+        ZoneInfo(spec.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigurationError(f"Unknown time zone {spec.timezone!r}",
+                                 field="timezone") from exc
+    if spec.schedule_kind == "cron" and not (spec.cron and croniter.is_valid(spec.cron)):
+        raise ConfigurationError(f"Not a valid cron expression: {spec.cron!r}", field="cron")
+    if spec.max_contacts is not None and spec.max_contacts <= 0:
+        raise ConfigurationError("The contact limit must be positive", field="max_contacts")
+    return mapping
+
+
+def _apply(export: Export, spec: ExportSpec, mapping: dict[str, str]) -> None:
+    export.name = spec.name.strip()
+    export.connection_id = spec.connection_id
+    export.list_id = spec.list_id.lower()
+    export.list_name = spec.list_name
+    export.mapping = mapping
+    export.segment_ids = list(spec.segment_ids)
+    export.consent_field = spec.consent_field or None
+    export.mode = spec.mode
+    export.schedule_kind = spec.schedule_kind
+    export.cron = spec.cron if spec.schedule_kind == "cron" else None
+    export.timezone = spec.timezone
+    export.enabled = spec.enabled
+    export.max_contacts = spec.max_contacts
+    export.rejected_alert_threshold = spec.rejected_alert_threshold
+    export.next_run_at = (
+        next_cron_time(spec.cron, spec.timezone, datetime.now(ZoneInfo("UTC")))
+        if spec.schedule_kind == "cron" and spec.cron else None
+    )
+
+
+def _spec_summary(spec: ExportSpec) -> dict[str, Any]:
+    return {"name": spec.name, "list_id": spec.list_id, "segments": spec.segment_ids,
+            "fields": sorted(spec.mapping), "mode": spec.mode, "schedule": spec.schedule_kind}
+
+
+def create_export(
+    session: Session, *, actor: User, spec: ExportSpec,
+    profile_columns: dict[str, str] | None = None,
+) -> Export:
+    """Save an export (it does not run until scheduled or started)."""
+    mapping = _check_spec(session, actor, spec, profile_columns)
+    if session.scalar(select(Export.id).where(Export.name == spec.name.strip())):
+        raise ConfigurationError(f"An export named {spec.name!r} already exists", field="name")
+    export = Export(created_by_id=actor.id)
+    _apply(export, spec, mapping)
+    session.add(export)
+    session.flush()
+    audit.record(session, actor=actor, action="export.created", target_type="export",
+                 target_id=export.id, **_spec_summary(spec))
+    return export
+
+
+def update_export(
+    session: Session, *, actor: User, export: Export, spec: ExportSpec,
+    profile_columns: dict[str, str] | None = None,
+) -> Export:
+    require_manage(session, actor, export)
+    mapping = _check_spec(session, actor, spec, profile_columns)
+    clash = session.scalar(
+        select(Export.id).where(Export.name == spec.name.strip(), Export.id != export.id))
+    if clash:
+        raise ConfigurationError(f"An export named {spec.name!r} already exists", field="name")
+    if spec.list_id.lower() != export.list_id:
+        # What was delivered to the old list says nothing about the new one.
+        session.execute(delete(ExportMember).where(ExportMember.export_id == export.id))
+    _apply(export, spec, mapping)
+    audit.record(session, actor=actor, action="export.updated", target_type="export",
+                 target_id=export.id, **_spec_summary(spec))
+    return export
+
+
+def spec_of(export: Export) -> ExportSpec:
+    return ExportSpec(
+        name=export.name, connection_id=export.connection_id or "", list_id=export.list_id,
+        mapping=dict(export.mapping), segment_ids=list(export.segment_ids),
+        list_name=export.list_name, consent_field=export.consent_field,
+        mode=export.mode,  # type: ignore[arg-type]
+        schedule_kind=export.schedule_kind,  # type: ignore[arg-type]
+        cron=export.cron, timezone=export.timezone, enabled=export.enabled,
+        max_contacts=export.max_contacts,
+        rejected_alert_threshold=export.rejected_alert_threshold,
+    )
+
+
+def duplicate_export(session: Session, *, actor: User, export: Export, name: str) -> Export:
+    """A copy with a new name, disabled so it does not run before it is reviewed."""
+    require_manage(session, actor, export)
+    spec = spec_of(export)
+    copy = dataclasses.replace(spec, name=name, enabled=False)
+    return create_export(session, actor=actor, spec=copy)
+
+
+def remove_export(session: Session, *, actor: User, export: Export) -> None:
+    """Stop the export for good and purge what was stored for it (runs, reports, state)."""
+    require_manage(session, actor, export)
+    session.execute(delete(ExportMember).where(ExportMember.export_id == export.id))
+    for run in session.scalars(select(Run).where(Run.export_id == export.id,
+                                                 Run.status.in_(("queued", "running")))):
+        run.cancel_requested = True
+    audit.record(session, actor=actor, action="export.removed", target_type="export",
+                 target_id=export.id, name=export.name)
+    session.delete(export)
+
+
+def get_export(session: Session, *, name_or_id: str) -> Export:
+    export = session.scalars(
+        select(Export).where(or_(Export.id == name_or_id, Export.name == name_or_id))
+    ).one_or_none()
+    if export is None:
+        raise NotFoundError(f"No export named {name_or_id!r}", export=name_or_id)
+    return export
+
+
+def list_exports(session: Session) -> list[Export]:
+    return list(session.scalars(select(Export).order_by(Export.name)))

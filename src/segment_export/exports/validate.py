@@ -1,0 +1,182 @@
+"""Stage 2 of a run: normalise and validate segment members, one contact per email."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from segment_export.exports.mapping import field_spec
+
+# Practical syntax check (Constant Contact documents none): one @, no spaces, commas, brackets
+# or quotes, an ASCII domain with a dot and labels that neither start nor end with a hyphen.
+EMAIL_PATTERN = (
+    r"^[^\s@,;:<>()\[\]\"\\]+(\.[^\s@,;:<>()\[\]\"\\.]+)*@"
+    r"([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+EMAIL_MAX_LENGTH = 50
+
+# Reasons a member is not sent; documented in docs/ and named in the rejected-rows report.
+REASONS = {
+    "missing_email": "The email column is empty for this profile.",
+    "invalid_email": "The email address is not valid syntax.",
+    "email_too_long": "The email address is longer than Constant Contact's 50 characters.",
+    "superseded": "Another profile with the same email (and a higher customer id) is sent.",
+    "no_marketing_consent": "The export's consent column is not true for this profile.",
+    "rejected_by_constant_contact": "Constant Contact refused the row (see the detail).",
+}
+
+
+@dataclass(slots=True)
+class ValidatedMembers:
+    """The outcome of validation: contacts to send, rows refused, and field-level warnings."""
+
+    contacts: pa.Table  # customer_id, email (normalised), one column per Constant Contact field
+    rejected: pa.Table  # customer_id, email (as found), reason, detail
+    in_segment: int
+    no_consent: int
+    warnings: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rejected_count(self) -> int:
+        return int(self.rejected.num_rows)
+
+
+def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column
+    return pc.cast(column, pa.string())
+
+
+def _rejections(table: pa.Table, mask: pa.ChunkedArray, reason: str, detail: str) -> pa.Table:
+    picked = table.filter(mask)
+    return pa.table(
+        {
+            "customer_id": picked.column("customer_id"),
+            "email": picked.column("raw_email"),
+            "reason": pa.array([reason] * picked.num_rows, pa.string()),
+            "detail": pa.array([detail] * picked.num_rows, pa.string()),
+        }
+    )
+
+
+def _truncate(values: pa.ChunkedArray, limit: int, name: str, warnings: Counter[str]) -> Any:
+    too_long = pc.fill_null(pc.greater(pc.utf8_length(values), limit), False)
+    count = pc.sum(too_long).as_py() or 0
+    if count:
+        warnings[f"{name}_truncated_to_{limit}"] += count
+        return pc.if_else(too_long, pc.utf8_slice_codeunits(values, 0, limit), values)
+    return values
+
+
+def _empty_to_null(values: Any) -> Any:
+    trimmed = pc.utf8_trim_whitespace(values)
+    return pc.if_else(pc.equal(trimmed, ""), pa.scalar(None, pa.string()), trimmed)
+
+
+def _birthday_columns(values: pa.ChunkedArray) -> tuple[Any, Any]:
+    if not (pa.types.is_date(values.type) or pa.types.is_timestamp(values.type)):
+        values = pc.cast(pc.cast(values, pa.string()), pa.date32())
+    return pc.month(values), pc.day(values)
+
+
+def validate_members(
+    members: pa.Table,
+    *,
+    id_column: str,
+    mapping: Mapping[str, str],
+    consent_column: str | None = None,
+) -> ValidatedMembers:
+    """Normalise, validate and de-duplicate members; every refused row gets a reason.
+
+    Emails are trimmed and lower-cased; over-long names and other text fields are truncated
+    (counted in ``warnings``); one contact per email, the highest customer id winning.
+    """
+    warnings: Counter[str] = Counter()
+    in_segment = members.num_rows
+    ids = members.column(id_column)
+    numeric_ids = pa.types.is_integer(ids.type)
+    raw_email = _as_text(members.column(mapping["email"]))
+    table = pa.table(
+        {
+            "customer_id": _as_text(ids),
+            "sort_id": ids if numeric_ids else _as_text(ids),
+            "raw_email": raw_email,
+            "email": pc.utf8_lower(pc.utf8_trim_whitespace(raw_email)),
+        }
+    )
+    for name, column in mapping.items():
+        if name != "email":
+            table = table.append_column(f"f:{name}", members.column(column))
+
+    rejected: list[pa.Table] = []
+    no_consent = 0
+    if consent_column:
+        consent = members.column(consent_column)
+        if not pa.types.is_boolean(consent.type):
+            truthy = pa.array(["true", "yes", "1", "y"])
+            consent = pc.is_in(pc.utf8_lower(_as_text(consent)), truthy)
+        has_consent = pc.fill_null(consent, False)
+        refused = pc.invert(has_consent)
+        no_consent = pc.sum(refused).as_py() or 0
+        rejected.append(
+            _rejections(table, refused, "no_marketing_consent", f"{consent_column} is not true")
+        )
+        table = table.filter(has_consent)
+
+    email = table.column("email")
+    missing = pc.fill_null(pc.equal(email, ""), True)
+    too_long = pc.and_(pc.invert(missing), pc.greater(pc.utf8_length(email), EMAIL_MAX_LENGTH))
+    bad_syntax = pc.and_(
+        pc.and_(pc.invert(missing), pc.invert(too_long)),
+        pc.invert(pc.match_substring_regex(email, EMAIL_PATTERN)),
+    )
+    rejected.append(_rejections(table, missing, "missing_email", "no email address"))
+    rejected.append(
+        _rejections(table, too_long, "email_too_long", f"over {EMAIL_MAX_LENGTH} characters")
+    )
+    rejected.append(_rejections(table, bad_syntax, "invalid_email", "not a valid email address"))
+    table = table.filter(pc.invert(pc.or_(pc.or_(missing, too_long), bad_syntax)))
+
+    # One contact per email: the highest customer id wins, the others are reported.
+    winners = table.group_by("email").aggregate([("sort_id", "max")])
+    table = table.join(winners, "email")
+    is_winner = pc.equal(table.column("sort_id"), table.column("sort_id_max"))
+    rejected.append(
+        _rejections(table, pc.invert(is_winner), "superseded",
+                    "same email as a profile with a higher customer id")
+    )
+    table = table.filter(is_winner)
+
+    contacts: dict[str, Any] = {"customer_id": table.column("customer_id"),
+                                "email": table.column("email")}
+    for name in mapping:
+        if name == "email":
+            continue
+        spec = field_spec(name)
+        values = table.column(f"f:{name}")
+        if spec.kind == "birthday":
+            contacts["birthday_month"], contacts["birthday_day"] = _birthday_columns(values)
+        elif spec.kind == "anniversary" and (
+            pa.types.is_date(values.type) or pa.types.is_timestamp(values.type)
+        ):
+            contacts[name] = pc.strftime(values, format="%Y-%m-%d")
+        else:
+            contacts[name] = _truncate(_empty_to_null(_as_text(values)), spec.max_length, name,
+                                       warnings)
+    return ValidatedMembers(
+        contacts=pa.table(contacts),
+        rejected=pa.concat_tables(rejected) if rejected else _empty_rejections(),
+        in_segment=in_segment,
+        no_consent=no_consent,
+        warnings=warnings,
+    )
+
+
+def _empty_rejections() -> pa.Table:
+    return pa.table({n: pa.array([], pa.string()) for n in ("customer_id", "email", "reason",
+                                                             "detail")})
