@@ -58,6 +58,18 @@ class Settings(BaseSettings):
     max_contacts_per_export: int = Field(
         default=1_000_000, gt=0, description="A run over this many contacts is skipped unsent."
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL (redis://host:6379/0): when set, jobs go through Redis to any "
+        "number of workers and every worker shares one rate budget per API key.",
+    )
+    worker_threads: int = Field(
+        default=2, gt=0, description="Runs one worker process executes at the same time."
+    )
+    stale_run_seconds: int = Field(
+        default=120, gt=0,
+        description="A running run whose worker sent no heartbeat for this long is resumed.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest level of log record written."
     )

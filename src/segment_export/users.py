@@ -68,3 +68,19 @@ def create_user(session: Session, *, actor: User | None, username: str, role: Ro
     audit.record(session, actor=actor, action="user.created", target_type="user",
                  target_id=user.id, username=username, role=role.value)
     return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def disable_user(session: Session, *, actor: User, username: str) -> User:
+    """Disable a user: they can no longer sign in or act (admins only)."""
+    require_role(actor, Role.ADMIN)
+    user = get_user(session, username=username)
+    if user.id == actor.id:
+        raise ConfigurationError("You cannot disable yourself")
+    user.disabled = True
+    audit.record(session, actor=actor, action="user.disabled", target_type="user",
+                 target_id=user.id, username=username)
+    return user

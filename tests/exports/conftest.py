@@ -1,4 +1,4 @@
-"""An export world: emulator over real HTTP, state store, DuckDB profiles, an authorized connection."""
+"""An export world: the emulator over real HTTP, state store, DuckDB profiles, a connection."""
 
 from __future__ import annotations
 

@@ -16,14 +16,16 @@ __all__ = ["AppContext", "cli", "main", "pass_app"]
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="segment-export")
+@click.option("--as-user", "username", envvar="SEGMENT_EXPORT_CLI_USER", metavar="NAME",
+              help="Act as this user (default: the first admin, created on first use).")
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, username: str | None) -> None:
     """Keep customer segments flowing into Constant Contact contact lists.
 
     Settings come from SEGMENT_EXPORT_* environment variables or a .env file
     (see `segment-export settings`).
     """
-    ctx.obj = AppContext()
+    ctx.obj = AppContext(username)
 
 
 cli.add_command(db_group)
@@ -31,7 +33,18 @@ cli.add_command(db_group)
 
 def _register_optional_groups() -> None:
     # Each noun lives in its own module; importing them here keeps `--help` complete.
-    from segment_export.cli import demo, emulator, profiles, segments, settings_cmd
+    from segment_export.cli import (
+        connections,
+        demo,
+        emulator,
+        exports,
+        profiles,
+        runs,
+        segments,
+        settings_cmd,
+        users,
+        worker,
+    )
 
     cli.add_command(demo.demo_command)
     cli.add_command(settings_cmd.settings_command)
@@ -39,6 +52,13 @@ def _register_optional_groups() -> None:
     cli.add_command(emulator.emulator_group)
     cli.add_command(profiles.profiles_group)
     cli.add_command(segments.segments_group)
+    cli.add_command(connections.connections_group)
+    cli.add_command(exports.exports_group)
+    cli.add_command(runs.runs_group)
+    cli.add_command(users.users_group)
+    cli.add_command(worker.worker_command)
+    cli.add_command(worker.refresh_command)
+    cli.add_command(worker.schedule_group)
 
 
 _register_optional_groups()

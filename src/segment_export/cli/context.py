@@ -10,11 +10,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
+from segment_export.db.models import User
 from segment_export.log import configure_logging
+from segment_export.profiles import DuckDBProfileStore
+from segment_export.scheduling.runtime import Runtime
+from segment_export.users import ensure_admin, get_user
 
 
 class AppContext:
     """Lazily built so that `--help` works without a data directory or database."""
+
+    def __init__(self, username: str | None = None) -> None:
+        self.username = username
 
     @cached_property
     def settings(self) -> Settings:
@@ -31,6 +38,21 @@ class AppContext:
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_session_factory(self.engine)
+
+    @cached_property
+    def store(self) -> DuckDBProfileStore:
+        return DuckDBProfileStore(self.settings.profiles_path)
+
+    def actor(self, session: Session) -> User:
+        """The user the command acts as: --as-user, else the first admin (made on first use)."""
+        if self.username:
+            return get_user(session, username=self.username)
+        admin = ensure_admin(session)
+        session.commit()
+        return admin
+
+    def runtime(self) -> Runtime:
+        return Runtime(self.settings, engine=self.engine, store=self.store)
 
 
 pass_app = click.make_pass_decorator(AppContext)

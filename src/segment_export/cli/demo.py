@@ -2,23 +2,49 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from segment_export.cli.context import AppContext, pass_app
-from segment_export.db.engine import current_revision
+from segment_export.cli.runs import console
+from segment_export.demo import DEMO_ROWS, run_demo
 
 
 @click.command("demo")
-@click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False),
-              help="Import this file instead of generating sample profiles.")
-@click.option("--emulator-url", help="Use a running emulator instead of starting one.")
+@click.option("--profiles", "profiles_file", type=click.Path(exists=True, dir_okay=False,
+                                                             path_type=Path),
+              help="Import this CSV/Parquet/JSONL (columns email, first_name, last_name are "
+              "mapped by name; every row is in the segment) instead of generating profiles.")
+@click.option("--emulator-url", help="Use the emulator running at this URL instead of starting "
+              "one (it is reset and seeded through its control endpoints).")
+@click.option("--rows", default=DEMO_ROWS, show_default=True,
+              help="How many sample profiles to generate.")
 @pass_app
-def demo_command(app: AppContext, profiles_file: str | None, emulator_url: str | None) -> None:
+def demo_command(app: AppContext, profiles_file: Path | None, emulator_url: str | None,
+                 rows: int) -> None:
     """Export a sample segment to a Constant Contact list on the bundled emulator."""
-    revision = current_revision(app.engine)
-    click.echo(f"State store ready at {app.settings.data_dir} (schema {revision}).")
-    click.echo(
-        "The export pipeline is not built yet. When it is, this command will start the "
-        "bundled Constant Contact emulator, generate sample profiles, create a segment, "
-        "connect over OAuth, export the segment to a list and print the run report."
-    )
+    from segment_export.cli.runs import print_report
+    from segment_export.db import make_engine, make_session_factory
+    from segment_export.db.models import RejectedRow
+
+    result = run_demo(app.settings, profiles_file=profiles_file, emulator_url=emulator_url,
+                      rows=rows, say=click.echo)
+    demo_app = type(app)()
+    demo_app.settings = app.settings.model_copy(update={"data_dir": result.workspace,
+                                                        "database_url": None})
+    print_report(demo_app, result.run.id)
+    engine = make_engine(demo_app.settings)
+    with make_session_factory(engine)() as session:
+        sample = session.query(RejectedRow).filter(RejectedRow.run_id == result.run.id).limit(
+            5).all()
+    engine.dispose()
+    if sample:
+        console.print("Some rejected rows (all of them: `segment-export runs rejected`):")
+        for row in sample:
+            console.print(f"  customer {row.customer_id}: {row.email!r} -> {row.reason}")
+    console.print(f"The list now has {result.list_members:,} members. Demo state: "
+                  f"{result.workspace} (SEGMENT_EXPORT_DATA_DIR={result.workspace} "
+                  "segment-export runs list)")
+    if result.run.status not in {"succeeded", "succeeded_with_rejections"}:
+        raise SystemExit(1)

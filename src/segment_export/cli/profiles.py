@@ -1,10 +1,124 @@
-"""`segment-export profiles`."""
+"""`segment-export profiles`: import, inspect and generate unified customer profiles."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import click
+
+from segment_export.cli.context import AppContext, pass_app
+
+if TYPE_CHECKING:
+    from segment_export.profiles import DuckDBProfileStore
+
+# Kept literal (and tested equal to profiles.importer.FORMATS) so `--help` need not load DuckDB.
+FORMAT_CHOICES = ("csv", "parquet", "jsonl")
+
+
+@contextmanager
+def open_store(app: AppContext) -> Iterator[DuckDBProfileStore]:
+    """The profile store of the configured data directory, closed afterwards."""
+    from segment_export.profiles import DuckDBProfileStore
+
+    app.settings.ensure_data_dir()
+    store = DuckDBProfileStore(app.settings.profiles_path)
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 @click.group("profiles")
 def profiles_group() -> None:
-    """(being built)"""
+    """Unified customer profiles: import, inspect, generate sample data."""
+
+
+@profiles_group.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--id-column", default="customer_id", show_default=True,
+              help="The column holding each customer's unique id.")
+@click.option("--mode", type=click.Choice(["replace", "upsert"]), default="replace",
+              show_default=True,
+              help="replace: the file becomes the profiles. upsert: add or replace by id "
+              "(the last row of a repeated id wins).")
+@click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default=None,
+              help="File format; default: from the extension.")
+@click.option("--email-column", default="email", show_default=True,
+              help="The column holding email addresses; the import is refused without it.")
+@click.option("--no-email-column", is_flag=True,
+              help="Import even though no column holds email addresses.")
+@pass_app
+def import_command(
+    app: AppContext, file: Path, id_column: str, mode: str, fmt: str | None,
+    email_column: str, no_email_column: bool,
+) -> None:
+    """Import profiles from a CSV, Parquet or JSON Lines FILE."""
+    started = time.perf_counter()
+    with open_store(app) as store:
+        summary = store.import_file(
+            file,
+            id_column=id_column,
+            mode="upsert" if mode == "upsert" else "replace",
+            format=fmt,
+            email_column=None if no_email_column else email_column,
+        )
+    seconds = time.perf_counter() - started
+    note = f", {summary.superseded:,} repeated ids (last row kept)" if summary.superseded else ""
+    click.echo(
+        f"Imported {summary.rows:,} rows and {len(summary.columns)} columns from {file.name} "
+        f"({summary.mode}{note}) in {seconds:.1f} s; the store holds {summary.total:,} profiles "
+        f"keyed by {summary.id_column!r}."
+    )
+
+
+@profiles_group.command("show")
+@pass_app
+def show_command(app: AppContext) -> None:
+    """Show how many profiles there are and their columns."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with open_store(app) as store:
+        count, schema, id_column = store.count(), store.schema(), store.id_column
+    if not schema:
+        click.echo("No profiles imported yet (segment-export profiles import FILE).")
+        return
+    click.echo(f"{count:,} profiles in {app.settings.profiles_path}, keyed by {id_column!r}.")
+    table = Table("column", "type")
+    for name, dtype in schema.items():
+        table.add_row(name + (" (id)" if name == id_column else ""), dtype)
+    Console().print(table)
+
+
+@profiles_group.command("generate")
+@click.option("--rows", type=click.IntRange(min=1), required=True, help="How many profiles.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="The same seed (and --as-of) gives the same profiles.")
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="The 'today' that dates are generated around (default: today, UTC).")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write a .csv, .parquet or .jsonl file instead of importing into the store.")
+@pass_app
+def generate_command(
+    app: AppContext, rows: int, seed: int, as_of: datetime | None, out: Path | None
+) -> None:
+    """Generate realistic sample profiles (several scripts, some bad email addresses)."""
+    from segment_export.profiles import generate_profiles, write_profiles
+
+    started = time.perf_counter()
+    table = generate_profiles(rows=rows, seed=seed, as_of=as_of.date() if as_of else None)
+    if out is not None:
+        write_profiles(table, out)
+        click.echo(f"Wrote {rows:,} profiles to {out} in {time.perf_counter() - started:.1f} s.")
+        return
+    with open_store(app) as store:
+        summary = store.import_table(table, id_column="customer_id", email_column="email")
+    click.echo(
+        f"Generated and imported {summary.rows:,} profiles in "
+        f"{time.perf_counter() - started:.1f} s (replacing the previous profiles)."
+    )

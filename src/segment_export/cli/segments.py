@@ -1,10 +1,238 @@
-"""`segment-export segments`."""
+"""`segment-export segments`: define, inspect, preview and refresh segments."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import click
+
+from segment_export.cli.context import AppContext, pass_app
+from segment_export.cli.profiles import open_store
+from segment_export.errors import DataError
+
+if TYPE_CHECKING:
+    from segment_export.db.models import Segment
+
+# The services (sqlglot, pydantic, DuckDB) load inside each command so `--help` stays quick.
+
+RULE_HELP = (
+    'The rule as JSON, or @FILE holding it, e.g. {"all": [{"field": "country", "op": "eq", '
+    '"value": "DE"}]}.'
+)
+WHERE_HELP = "A restricted SQL condition, e.g. \"country = 'DE' AND lifetime_value > 100\"."
+
+
+def _rule_text(value: str | None) -> str | None:
+    if value is None or not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"Cannot read the rule file {path}: {exc}", field="rule") from exc
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="seconds") if moment else "never"
+
+
+def _definition(segment: Segment) -> str:
+    import json
+
+    if segment.rule is not None:
+        return json.dumps(segment.rule, ensure_ascii=False)
+    return segment.expression or ""
 
 
 @click.group("segments")
 def segments_group() -> None:
-    """(being built)"""
+    """Segments: named rules over profile fields, refreshed into member lists."""
+
+
+@segments_group.command("create")
+@click.argument("name")
+@click.option("--rule", help=RULE_HELP)
+@click.option("--where", "expression", help=WHERE_HELP)
+@click.option("--description", default=None)
+@click.option("--inactive", is_flag=True, help="Create it switched off (not refreshed).")
+@pass_app
+def create_command(
+    app: AppContext, name: str, rule: str | None, expression: str | None,
+    description: str | None, inactive: bool,
+) -> None:
+    """Create segment NAME from --rule or --where, and evaluate it at once."""
+    from segment_export.segments import create_segment
+
+    with open_store(app) as store, app.sessions() as session:
+        segment = create_segment(
+            session, store, name=name, rule=_rule_text(rule), expression=expression,
+            description=description, active=not inactive,
+        )
+        size = "not refreshed (inactive)" if segment.size is None else f"{segment.size:,} members"
+        click.echo(f"Created segment {segment.name!r} ({segment.id}): {size}.")
+
+
+@segments_group.command("edit")
+@click.argument("name")
+@click.option("--name", "new_name", default=None, help="Rename the segment.")
+@click.option("--rule", help=RULE_HELP)
+@click.option("--where", "expression", help=WHERE_HELP)
+@click.option("--description", default=None, help="New description ('' clears it).")
+@click.option("--active/--inactive", default=None, help="Switch refreshes on or off.")
+@pass_app
+def edit_command(
+    app: AppContext, name: str, new_name: str | None, rule: str | None,
+    expression: str | None, description: str | None, active: bool | None,
+) -> None:
+    """Change segment NAME; a new definition is evaluated at once."""
+    from segment_export.segments import update_segment
+
+    with open_store(app) as store, app.sessions() as session:
+        segment = update_segment(
+            session, store, name_or_id=name, name=new_name, rule=_rule_text(rule),
+            expression=expression, description=description, active=active,
+        )
+        size = "—" if segment.size is None else f"{segment.size:,} members"
+        click.echo(f"Updated segment {segment.name!r}: {size}.")
+
+
+@segments_group.command("list")
+@pass_app
+def list_command(app: AppContext) -> None:
+    """List the segments with their size and last refresh."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from segment_export.segments import list_segments
+
+    with app.sessions() as session:
+        segments = list_segments(session)
+    if not segments:
+        click.echo("No segments yet (segment-export segments create NAME --rule/--where).")
+        return
+    table = Table("name", "active", "size", "refreshed", "definition")
+    for seg in segments:
+        table.add_row(seg.name, "yes" if seg.active else "no",
+                      "—" if seg.size is None else f"{seg.size:,}", _when(seg.refreshed_at),
+                      _definition(seg))
+    Console().print(table)
+
+
+@segments_group.command("show")
+@click.argument("name")
+@click.option("--history", "history_limit", type=click.IntRange(min=1), default=20,
+              show_default=True, help="How many of the latest sizes to show.")
+@pass_app
+def show_command(app: AppContext, name: str, history_limit: int) -> None:
+    """Show segment NAME with its definition and size history."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from segment_export.segments import get_segment, size_history
+
+    with app.sessions() as session:
+        seg = get_segment(session, name_or_id=name)
+        history = size_history(session, segment_id=seg.id, limit=history_limit)
+    click.echo(f"Segment {seg.name!r} ({seg.id})")
+    click.echo(f"  description: {seg.description or '—'}")
+    click.echo(f"  active:      {'yes' if seg.active else 'no'}")
+    kind = "rule" if seg.rule is not None else "where"
+    click.echo(f"  {kind + ':':<12} {_definition(seg)}")
+    click.echo(f"  size:        {'—' if seg.size is None else f'{seg.size:,}'}")
+    click.echo(f"  refreshed:   {_when(seg.refreshed_at)}")
+    if history:
+        table = Table("refreshed at", "size", title="size history")
+        for point in history:
+            table.add_row(_when(point.refreshed_at), f"{point.size:,}")
+        Console().print(table)
+
+
+@segments_group.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_app
+def delete_command(app: AppContext, name: str, yes: bool) -> None:
+    """Delete segment NAME, its history and its stored members."""
+    from segment_export.segments import delete_segment, get_segment
+
+    with open_store(app) as store, app.sessions() as session:
+        seg = get_segment(session, name_or_id=name)
+        if not yes:
+            click.confirm(f"Delete segment {seg.name!r}?", abort=True)
+        delete_segment(session, store, name_or_id=seg.id)
+    click.echo(f"Deleted segment {seg.name!r}.")
+
+
+@segments_group.command("preview")
+@click.argument("name", required=False)
+@click.option("--rule", help=RULE_HELP)
+@click.option("--where", "expression", help=WHERE_HELP)
+@click.option("--limit", type=click.IntRange(min=0, max=1000), default=10, show_default=True,
+              help="How many sample profiles to show.")
+@click.option("--columns", default=None,
+              help="Comma-separated columns to show (default: the first six).")
+@pass_app
+def preview_command(
+    app: AppContext, name: str | None, rule: str | None, expression: str | None, limit: int,
+    columns: str | None,
+) -> None:
+    """Count the members of segment NAME, or of an unsaved --rule/--where, and show a sample."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from segment_export.segments import preview_segment
+
+    if name is None and rule is None and expression is None:
+        raise click.UsageError("Give a segment NAME, or --rule or --where.")
+    with open_store(app) as store, app.sessions() as session:
+        preview = preview_segment(
+            session, store, name_or_id=name, rule=_rule_text(rule), expression=expression,
+            limit=limit,
+        )
+    click.echo(f"{preview.count:,} matching profiles.  WHERE {preview.sql}")
+    if preview.rows:
+        shown = _columns(preview.rows[0], columns)
+        table = Table(*shown)
+        for row in preview.rows:
+            table.add_row(*(_cell(row.get(c)) for c in shown))
+        Console().print(table)
+
+
+def _columns(row: dict[str, Any], wanted: str | None) -> list[str]:
+    if wanted:
+        names = [c.strip() for c in wanted.split(",") if c.strip()]
+        unknown = [c for c in names if c not in row]
+        if unknown:
+            raise DataError(f"Unknown column(s): {', '.join(unknown)}", field="columns")
+        return names
+    return list(row)[:6]
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+@segments_group.command("refresh")
+@pass_app
+def refresh_command(app: AppContext) -> None:
+    """Evaluate every active segment now and record its size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from segment_export.segments import refresh_segments
+
+    with open_store(app) as store, app.sessions() as session:
+        results = refresh_segments(session, store)
+    if not results:
+        click.echo("No active segments.")
+        return
+    table = Table("segment", "size", "seconds", "problem")
+    for result in results:
+        table.add_row(result.name, "—" if result.size is None else f"{result.size:,}",
+                      f"{result.seconds:.2f}", result.error or "")
+    Console().print(table)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise click.ClickException(f"{len(failed)} segment(s) could not be refreshed.")

@@ -6,18 +6,21 @@ resumes after its last confirmed batch and sends nothing twice that Constant Con
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 import httpx
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import CursorResult, Engine, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import Settings
@@ -30,6 +33,7 @@ from segment_export.constant_contact import (
 from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch
 from segment_export.db.types import utcnow
 from segment_export.errors import (
+    NotFoundError,
     QuotaExhaustedError,
     ReauthorizationNeededError,
     RetriableError,
@@ -50,6 +54,7 @@ from segment_export.log import run_context
 from segment_export.profiles import ProfileStore
 
 log = logging.getLogger(__name__)
+_worker_numbers = itertools.count(1)
 
 TERMINAL = frozenset({"succeeded", "succeeded_with_rejections", "failed", "cancelled", "skipped"})
 MAX_ATTEMPTS = 3
@@ -74,7 +79,9 @@ class RunDependencies:
     on_request: RequestHook | None = None
     poll_interval: float = 1.0
     progress: Callable[[Run], None] | None = None
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{id(object())}")
+    # host:pid:n: a process can tell a dead holder on its own host (see worker_alive).
+    worker_id: str = field(default_factory=lambda: (
+        f"{socket.gethostname()}:{os.getpid()}:{next(_worker_numbers)}"))
 
 
 @dataclass(slots=True)
@@ -91,24 +98,67 @@ def execute_run(run_id: str, *, deps: RunDependencies) -> Run:
         return _execute(run_id, deps)
 
 
-def _execute(run_id: str, deps: RunDependencies) -> Run:
+def worker_alive(worker_id: str | None, heartbeat: datetime | None, *, stale_after: float) -> bool:
+    """Whether the worker that holds a run is still at it.
+
+    On this host a dead process is known at once; elsewhere only a stale heartbeat tells.
+    """
+    if not worker_id or heartbeat is None:
+        return False
+    host, _, rest = worker_id.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    return (utcnow() - heartbeat).total_seconds() < stale_after
+
+
+def _claim(deps: RunDependencies, run_id: str) -> tuple[Run, bool]:
+    """Take the run for this worker unless another live worker holds it (one runner at a time).
+
+    The conditional UPDATE on the row's previous worker and status makes two workers racing
+    for the same run see exactly one winner.
+    """
     with deps.sessions.begin() as session:
         run = session.get(Run, run_id)
         if run is None:
-            raise SegmentExportError(f"No run {run_id}")
+            raise NotFoundError(f"No run {run_id}", run_id=run_id)
         if run.status in TERMINAL:
-            return run
-        if run.cancel_requested:
-            return _finish(deps, run_id, "cancelled", "Cancelled before it started.")
-        run.status = "running"
-        run.attempt += 1
-        run.started_at = run.started_at or utcnow()
-        run.worker_id = deps.worker_id
-        run.heartbeat_at = utcnow()
+            return run, False
+        if run.status == "running" and run.worker_id != deps.worker_id and worker_alive(
+            run.worker_id, run.heartbeat_at, stale_after=deps.settings.stale_run_seconds
+        ):
+            return run, False
+        result = session.execute(
+            update(Run)
+            .where(Run.id == run_id, Run.status == run.status,
+                   Run.worker_id.is_(None) if run.worker_id is None
+                   else Run.worker_id == run.worker_id)
+            .values(status="running", worker_id=deps.worker_id, heartbeat_at=utcnow(),
+                    attempt=Run.attempt + 1, started_at=run.started_at or utcnow())
+        )
+        claimed = cast("CursorResult[Any]", result).rowcount
+    with deps.sessions() as session:
+        fresh = session.get(Run, run_id)
+        assert fresh is not None
+        return fresh, claimed == 1
+
+
+def _execute(run_id: str, deps: RunDependencies) -> Run:
+    run, claimed = _claim(deps, run_id)
+    if not claimed:
+        return run
+    if run.cancel_requested:
+        return _finish(deps, run_id, "cancelled", "Cancelled before it started.")
+    attempt = run.attempt
+    with deps.sessions() as session:
         export = session.get(Export, run.export_id)
         assert export is not None  # runs cascade with their export
         connection = session.get(Connection, export.connection_id) if export.connection_id else None
-        attempt = run.attempt
     log.info("run %s of export %r: attempt %d", run_id, export.name, attempt)
     try:
         return _pipeline(deps, run, export, connection)
@@ -351,10 +401,13 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
                 state="sent", activity_id=activity.activity_id))
         in_flight.append(_InFlight(batch_id, activity.activity_id, members))
         while len(in_flight) >= MAX_OUTSTANDING:
-            _confirm(deps, client, run, export, in_flight.popleft(), stages)
+            counts["sent_so_far"] = counts.get("sent_so_far", 0) + _confirm(
+                deps, client, run, export, in_flight.popleft(), stages)
         serialise_started = time.perf_counter()
     while in_flight:
-        _confirm(deps, client, run, export, in_flight.popleft(), stages)
+        counts["sent_so_far"] = counts.get("sent_so_far", 0) + _confirm(
+            deps, client, run, export, in_flight.popleft(), stages)
+        _check_cancel(deps, run.id, counts)
     counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
                   new=totals.new, changed=totals.changed)
 
@@ -368,7 +421,8 @@ def _next_seq(deps: RunDependencies, run_id: str, kind: str) -> int:
 
 
 def _confirm(deps: RunDependencies, client: ConstantContactClient, run: Run, export: Export,
-             flight: _InFlight, stages: _Stages) -> None:
+             flight: _InFlight, stages: _Stages) -> int:
+    """Wait for a batch's activity and record its outcome; return the contacts it carried."""
     started = time.perf_counter()
     try:
         activity = client.wait_for_activity(
@@ -391,6 +445,7 @@ def _confirm(deps: RunDependencies, client: ConstantContactClient, run: Run, exp
     verdict = read_verdict(activity, len(flight.members.keys))
     record_delivered(deps.engine, export_id=export.id, run_id=run.id,
                      batch_id=flight.batch_id, members=flight.members, verdict=verdict)
+    return len(flight.members.keys)
 
 
 def _cancel_requested(deps: RunDependencies, run_id: str) -> bool:

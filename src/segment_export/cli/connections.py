@@ -1,0 +1,174 @@
+"""`segment-export connections`: Constant Contact accounts, set up by admins over OAuth."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Literal, cast
+from urllib.parse import urlsplit
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from segment_export.cli.context import AppContext, pass_app
+from segment_export.exports import connections as service
+from segment_export.exports.service import list_exports
+
+console = Console()
+
+
+@click.group("connections")
+def connections_group() -> None:
+    """Connections to Constant Contact accounts (admins only)."""
+
+
+@connections_group.command("add")
+@click.argument("display_name")
+@click.option("--client-id", required=True, help="The application's API key (client id).")
+@click.option("--client-secret", prompt=True, hide_input=True,
+              envvar="SEGMENT_EXPORT_CC_CLIENT_SECRET",
+              help="The application's client secret (prompted, or from the environment).")
+@click.option("--share/--admins-only", default=False, show_default=True,
+              help="Let contributors use this connection in their exports.")
+@click.option("--redirect-uri", default=service.DEFAULT_REDIRECT_URI, show_default=True,
+              help="Redirect URI registered for the application in Constant Contact.")
+@click.option("--i-agree", is_flag=True,
+              help="Accept the data privacy and compliance statement (required).")
+@click.option("--authorize/--no-authorize", default=True, show_default=True,
+              help="Go on to the OAuth sign-in right away.")
+@pass_app
+def add(app: AppContext, display_name: str, client_id: str, client_secret: str, share: bool,
+        redirect_uri: str, i_agree: bool, authorize: bool) -> None:
+    """Add a connection; DISPLAY_NAME should say its purpose and target."""
+    if not i_agree:
+        click.echo(service.CONSENT_TEXT)
+        i_agree = click.confirm("Do you agree?", default=False)
+    with app.sessions() as session:
+        actor = app.actor(session)
+        conn = service.create_connection(
+            session, actor=actor, display_name=display_name, client_id=client_id,
+            client_secret=client_secret or None, consent=i_agree,
+            shared_with_contributors=share, redirect_uri=redirect_uri)
+        session.commit()
+        click.echo(f"Saved connection {conn.display_name!r} ({conn.id}).")
+    if authorize:
+        _authorize(app, display_name, callback_url=None)
+
+
+def _wait_for_callback(redirect_uri: str, timeout: float = 300) -> str | None:
+    """Listen on a loopback redirect URI for the browser's return; None if not loopback."""
+    parts = urlsplit(redirect_uri)
+    if parts.hostname not in {"127.0.0.1", "localhost"} or not parts.port:
+        return None
+    received: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # the name http.server calls
+            received.append(f"http://{parts.netloc}{self.path}")
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(b"segment-export received the authorization; you can close this tab.")
+
+        def log_message(self, format: str, *args: object) -> None:  # the URL holds the code
+            return
+
+    server = HTTPServer((parts.hostname, parts.port), Handler)
+    server.timeout = timeout
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    server.server_close()
+    return received[0] if received else None
+
+
+def _authorize(app: AppContext, name: str, callback_url: str | None) -> None:
+    with app.sessions() as session:
+        actor = app.actor(session)
+        conn = service.get_connection(session, name_or_id=name)
+        url = service.start_authorization(session, actor=actor, connection=conn,
+                                          settings=app.settings)
+        session.commit()
+        redirect_uri = conn.redirect_uri or service.DEFAULT_REDIRECT_URI
+    if callback_url is None:
+        click.echo("Open this URL and sign in with a Constant Contact account admin:\n")
+        click.echo(url + "\n")
+        try:
+            callback_url = _wait_for_callback(redirect_uri)
+        except OSError:
+            callback_url = None
+        if callback_url is None:
+            callback_url = click.prompt("Paste the full URL your browser was sent back to")
+    with app.sessions() as session:
+        actor = app.actor(session)
+        conn = service.get_connection(session, name_or_id=name)
+        service.complete_authorization(session, actor=actor, connection=conn,
+                                       callback_url=callback_url, settings=app.settings,
+                                       engine=app.engine)
+        session.commit()
+        click.echo(f"Connected to {conn.account_name or 'the account'} "
+                   f"({conn.account_email or 'no email'}); export user: {actor.username}.")
+
+
+@connections_group.command("authorize")
+@click.argument("name")
+@click.option("--callback-url", help="Complete with this redirect URL instead of waiting.")
+@pass_app
+def authorize(app: AppContext, name: str, callback_url: str | None) -> None:
+    """Sign in to Constant Contact (again) for a connection (also: re-authorize)."""
+    _authorize(app, name, callback_url)
+
+
+@connections_group.command("list")
+@pass_app
+def list_(app: AppContext) -> None:
+    """List connections with their status and who may use them."""
+    with app.sessions() as session:
+        rows = service.list_connections(session, actor=app.actor(session))
+        table = Table("name", "status", "account", "usable by", "token expires")
+        for c in rows:
+            table.add_row(c.display_name, c.status, c.account_name or "-",
+                          "admins, contributors" if c.shared_with_contributors else "admins",
+                          f"{c.token_expires_at:%Y-%m-%d %H:%M} UTC" if c.token_expires_at else "-")
+    console.print(table if rows else "No connections yet: `segment-export connections add`.")
+
+
+@connections_group.command("test")
+@click.argument("name")
+@pass_app
+def test(app: AppContext, name: str) -> None:
+    """Call Constant Contact and show the account the connection reaches."""
+    with app.sessions() as session:
+        conn = service.get_connection(session, name_or_id=name)
+        result = service.check_connection(session, actor=app.actor(session), connection=conn,
+                                          settings=app.settings, engine=app.engine)
+    if result.ok:
+        click.echo(f"OK: {result.account_name} <{result.account_email}>; access token valid "
+                   f"until {result.token_expires_at:%Y-%m-%d %H:%M:%S} UTC.")
+    else:
+        raise click.ClickException(f"The connection does not work: {result.error}")
+
+
+@connections_group.command("remove")
+@click.argument("name")
+@click.option("--exports", "dependents", type=click.Choice(["remove", "detach"]),
+              help="What to do with every export that uses the connection.")
+@pass_app
+def remove(app: AppContext, name: str, dependents: Literal["remove", "detach"] | None) -> None:
+    """Revoke and delete a connection, removing or detaching the exports that use it."""
+    with app.sessions() as session:
+        actor = app.actor(session)
+        conn = service.get_connection(session, name_or_id=name)
+        using = [e for e in list_exports(session) if e.connection_id == conn.id]
+        choice: dict[str, Literal["remove", "detach"]] = {}
+        for export in using:
+            choice[export.id] = dependents or cast(
+                Literal["remove", "detach"],
+                click.prompt(f"Export {export.name!r} uses this connection: remove or detach?",
+                             type=click.Choice(["remove", "detach"])))
+        service.remove_connection(session, actor=actor, connection=conn, settings=app.settings,
+                                  exports=choice)
+        session.commit()
+    click.echo(f"Removed connection {name!r}" + (f" ({len(using)} export(s) handled)." if using
+                                                 else "."))

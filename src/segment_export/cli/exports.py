@@ -1,0 +1,229 @@
+"""`segment-export exports`: destinations that send segments to Constant Contact lists."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from segment_export.cli.context import AppContext, pass_app
+from segment_export.cli.runs import print_report
+from segment_export.db.models import Connection, Run
+from segment_export.exports import service
+from segment_export.exports.connections import get_connection
+from segment_export.exports.lists import resolve_list
+from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.scheduling.queue import TaskQueue
+from segment_export.segments.service import get_segment
+
+console = Console()
+
+
+@click.group("exports")
+def exports_group() -> None:
+    """Export destinations: segments -> a Constant Contact list."""
+
+
+def _mapping(pairs: tuple[str, ...]) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r}: use FIELD=COLUMN, e.g. email=email_address",
+                                     param_hint="--map")
+        mapping[field.strip()] = column.strip()
+    return mapping
+
+
+def _spec_options(fn: Any) -> Any:
+    options = [
+        click.option("--connection", "connection_name", help="Connection name or id."),
+        click.option("--list-id", help="Constant Contact list id (UUID, in the list's URL)."),
+        click.option("--create-list", help="Create (or reuse) a list with this name instead."),
+        click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
+                     help="Constant Contact field = profile column; email=... is required. "
+                     "Fields: first_name, last_name, phone, job_title, company_name, street, "
+                     "city, state, zip, country, birthday, anniversary, cf:<custom field>..."),
+        click.option("--segment", "segments", multiple=True, help="Segment name (repeatable)."),
+        click.option("--consent-field", help="Only profiles where this column is true are sent."),
+        click.option("--mode", type=click.Choice(["add_update", "mirror"]),
+                     help="mirror also removes from the list the members who left."),
+        click.option("--schedule", type=click.Choice(["manual", "refresh", "cron"]),
+                     help="manual, with every refresh, or a cron expression."),
+        click.option("--cron", help="Cron expression for --schedule cron, e.g. '0 6 * * *'."),
+        click.option("--timezone", help="Time zone of the cron expression (IANA name)."),
+        click.option("--max-contacts", type=int, help="Skip runs over this many contacts."),
+        click.option("--alert-threshold", type=float,
+                     help="Alert when more than this share of rows is rejected (0-1)."),
+        click.option("--enabled/--disabled", default=None, help="Whether schedules run it."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _build_spec(app: AppContext, session: Any, base: service.ExportSpec | None,
+                name: str, opts: dict[str, Any]) -> service.ExportSpec:
+    values: dict[str, Any] = dataclasses.asdict(base) if base else {
+        "name": name, "connection_id": "", "list_id": "", "mapping": {}, "segment_ids": []}
+    values["name"] = name
+    if opts["connection_name"]:
+        values["connection_id"] = get_connection(session, name_or_id=opts["connection_name"]).id
+    if opts["maps"]:
+        values["mapping"] = _mapping(opts["maps"])
+    if opts["segments"]:
+        values["segment_ids"] = [get_segment(session, name_or_id=s).id for s in opts["segments"]]
+    for key, option in (("consent_field", "consent_field"), ("mode", "mode"),
+                        ("schedule_kind", "schedule"), ("cron", "cron"),
+                        ("timezone", "timezone"), ("max_contacts", "max_contacts"),
+                        ("rejected_alert_threshold", "alert_threshold"),
+                        ("enabled", "enabled")):
+        if opts[option] is not None:
+            values[key] = opts[option]
+    if opts["list_id"] or opts["create_list"]:
+        connection = session.get(Connection, values["connection_id"])
+        if connection is None:
+            raise click.UsageError("Choose --connection first")
+        chosen = resolve_list(connection, settings=app.settings, engine=app.engine,
+                              list_id=opts["list_id"], create_name=opts["create_list"])
+        values["list_id"], values["list_name"] = chosen.list_id, chosen.name
+    return service.ExportSpec(**values)
+
+
+@exports_group.command("create")
+@click.argument("name")
+@_spec_options
+@pass_app
+def create(app: AppContext, /, name: str, **opts: Any) -> None:
+    """Add an export destination (saving does not run it)."""
+    with app.sessions() as session:
+        spec = _build_spec(app, session, None, name, opts)
+        export = service.create_export(session, actor=app.actor(session), spec=spec,
+                                       profile_columns=app.store.schema())
+        session.commit()
+        click.echo(f"Saved export {export.name!r} -> list {export.list_name or export.list_id} "
+                   f"({export.mode}, {export.schedule_kind}). Run it with "
+                   f"`segment-export exports run {export.name!r}`.")
+
+
+@exports_group.command("edit")
+@click.argument("name")
+@click.option("--rename", help="New name.")
+@_spec_options
+@pass_app
+def edit(app: AppContext, /, name: str, rename: str | None, **opts: Any) -> None:
+    """Change an export's settings."""
+    with app.sessions() as session:
+        export = service.get_export(session, name_or_id=name)
+        spec = _build_spec(app, session, service.spec_of(export), rename or export.name, opts)
+        service.update_export(session, actor=app.actor(session), export=export, spec=spec,
+                              profile_columns=app.store.schema())
+        session.commit()
+        click.echo(f"Updated export {export.name!r}.")
+
+
+@exports_group.command("list")
+@pass_app
+def list_(app: AppContext) -> None:
+    """List exports with status, schedule, last run and your permissions."""
+    with app.sessions() as session:
+        actor = app.actor(session)
+        exports = service.list_exports(session)
+        table = Table("name", "list", "mode", "schedule", "enabled", "last run",
+                      "your permissions")
+        from segment_export.exports.runs import list_runs
+
+        for e in exports:
+            conn = session.get(Connection, e.connection_id) if e.connection_id else None
+            last = list_runs(session, export=e, limit=1)
+            schedule = {"cron": f"cron {e.cron} {e.timezone}", "refresh": "with every refresh",
+                        "manual": "manual"}[e.schedule_kind]
+            table.add_row(e.name, e.list_name or e.list_id, e.mode, schedule,
+                          "yes" if e.enabled else "no",
+                          f"{last[0].status} {last[0].queued_at:%Y-%m-%d %H:%M}" if last else "-",
+                          ", ".join(service.permissions(actor, e, conn)))
+    console.print(table if exports else "No exports yet: `segment-export exports create`.")
+
+
+@exports_group.command("show")
+@click.argument("name")
+@pass_app
+def show(app: AppContext, name: str) -> None:
+    """Show an export's full configuration."""
+    with app.sessions() as session:
+        export = service.get_export(session, name_or_id=name)
+        for key, value in dataclasses.asdict(service.spec_of(export)).items():
+            click.echo(f"{key:>26}: {value}")
+
+
+@exports_group.command("duplicate")
+@click.argument("name")
+@click.argument("new_name")
+@pass_app
+def duplicate(app: AppContext, name: str, new_name: str) -> None:
+    """Copy an export under a new name (the copy starts disabled)."""
+    with app.sessions() as session:
+        export = service.get_export(session, name_or_id=name)
+        copy = service.duplicate_export(session, actor=app.actor(session), export=export,
+                                        name=new_name)
+        session.commit()
+        click.echo(f"Created {copy.name!r} (disabled).")
+
+
+@exports_group.command("remove")
+@click.argument("name")
+@click.confirmation_option(prompt="Remove this export and purge its stored state?")
+@pass_app
+def remove(app: AppContext, name: str) -> None:
+    """Stop an export and purge what was stored for it (the list itself is not touched)."""
+    with app.sessions() as session:
+        service.remove_export(session, actor=app.actor(session),
+                              export=service.get_export(session, name_or_id=name))
+        session.commit()
+    click.echo(f"Removed export {name!r}.")
+
+
+def _watch(app: AppContext, run_id: str) -> Run:
+    deps = app.runtime().deps()
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed:,}/{task.total:,} contacts"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(run: Run) -> None:
+            counts = run.counts
+            total = counts.get("to_send")
+            done = counts.get("sent_so_far", 0)
+            bar.update(task, description=run.status, total=total, completed=done)
+
+        deps.progress = progress
+        return run_to_completion(run_id, deps=deps)
+
+
+@exports_group.command("run")
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Report what would be sent; send nothing.")
+@click.option("--full", is_flag=True, help="Send every member again (full resync).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Run here with a progress bar, or queue it for a worker.")
+@pass_app
+def run(app: AppContext, name: str, dry_run: bool, full: bool, wait: bool) -> None:
+    """Run an export now."""
+    with app.sessions() as session:
+        export = service.get_export(session, name_or_id=name)
+        queued = request_run(session, actor=app.actor(session), export=export, dry_run=dry_run,
+                             full_resync=full)
+        session.commit()
+        run_id = queued.id
+    if not wait:
+        TaskQueue(app.runtime()).enqueue_run(run_id)
+        click.echo(f"Queued run {run_id}; a worker (`segment-export worker`) will execute it.")
+        return
+    result = _watch(app, run_id)
+    print_report(app, result.id)
+    if result.status in {"failed", "cancelled"}:
+        raise SystemExit(1)

@@ -1,0 +1,138 @@
+"""`segment-export runs`: run history, reports, rejected rows, cancel and resume."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from segment_export.cli.context import AppContext, pass_app
+from segment_export.db.models import Export, RunBatch
+from segment_export.exports import runs as service
+from segment_export.exports.service import get_export
+
+console = Console()
+
+COUNT_LABELS = [
+    ("in_segment", "in segment"), ("no_consent", "without marketing consent"),
+    ("rejected_locally", "rejected before sending"), ("valid", "valid contacts"),
+    ("unchanged", "unchanged since last run"), ("sent", "sent"),
+    ("accepted", "accepted by Constant Contact"),
+    ("rejected_by_constant_contact", "refused by Constant Contact"),
+    ("unsubscribed_not_added", "unsubscribed, not re-added"),
+    ("left_segment", "left the segment"), ("removed", "removed from the list"),
+    ("already_off_list", "already off the list"), ("would_add", "would add"),
+    ("would_update", "would update"), ("would_remove", "would remove"),
+]
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """Run history and reports."""
+
+
+def print_report(app: AppContext, run_id: str) -> None:
+    """The run report: status, message, counts that add up, stages and activities."""
+    with app.sessions() as session:
+        run = service.get_run(session, run_id=run_id)
+        export = session.get(Export, run.export_id)
+        batches = session.query(RunBatch).filter(RunBatch.run_id == run.id).order_by(
+            RunBatch.kind, RunBatch.seq).all()
+    colour = {"succeeded": "green", "succeeded_with_rejections": "yellow",
+              "skipped": "yellow"}.get(run.status, "red")
+    console.print(f"Run [bold]{run.id}[/] of [bold]{export.name if export else '?'}[/]: "
+                  f"[{colour}]{run.status}[/]" + (" (dry run)" if run.dry_run else ""))
+    if run.message:
+        console.print(run.message)
+    table = Table("count", "value", show_header=False, box=None)
+    for key, label in COUNT_LABELS:
+        if key in run.counts:
+            table.add_row(label, f"{run.counts[key]:,}")
+    console.print(table)
+    if run.counts.get("warnings"):
+        console.print("warnings: " + ", ".join(f"{k}: {v:,}" for k, v in
+                                              run.counts["warnings"].items()))
+    if run.stage_seconds:
+        console.print("seconds per stage: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in run.stage_seconds.items()))
+    if batches:
+        console.print(f"{len(batches)} Constant Contact activities: " + ", ".join(
+            f"{b.kind} {b.activity_id} ({b.state}, {b.contacts:,})" for b in batches[:10])
+            + (" ..." if len(batches) > 10 else ""))
+
+
+@runs_group.command("list")
+@click.option("--export", "export_name", help="Only this export's runs.")
+@click.option("--limit", default=20, show_default=True)
+@pass_app
+def list_(app: AppContext, export_name: str | None, limit: int) -> None:
+    """Recent runs, newest first."""
+    with app.sessions() as session:
+        export = get_export(session, name_or_id=export_name) if export_name else None
+        runs = service.list_runs(session, export=export, limit=limit)
+        table = Table("run", "export", "status", "queued", "sent", "rejected", "removed")
+        for run in runs:
+            owner = session.get(Export, run.export_id)
+            rejected = run.counts.get("rejected_locally", 0) + run.counts.get(
+                "rejected_by_constant_contact", 0)
+            table.add_row(run.id[:8], owner.name if owner else "?",
+                          run.status + (" (dry)" if run.dry_run else ""),
+                          f"{run.queued_at:%Y-%m-%d %H:%M:%S}", f"{run.counts.get('sent', 0):,}",
+                          f"{rejected:,}", f"{run.counts.get('removed', 0):,}")
+    console.print(table if runs else "No runs yet.")
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@pass_app
+def show(app: AppContext, run_id: str) -> None:
+    """The report of one run (an id prefix is enough)."""
+    print_report(app, run_id)
+
+
+@runs_group.command("rejected")
+@click.argument("run_id")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the CSV here instead of standard output.")
+@pass_app
+def rejected(app: AppContext, run_id: str, out: Path | None) -> None:
+    """The rejected rows of a run as CSV, with a reason per row (safe to open in a spreadsheet)."""
+    with app.sessions() as session:
+        run = service.get_run(session, run_id=run_id)
+        chunks = service.rejected_rows_csv(session, run=run)
+        if out is None:
+            for chunk in chunks:
+                sys.stdout.write(chunk)
+            return
+        with out.open("w", encoding="utf-8", newline="") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+    click.echo(f"Wrote {out}.", err=True)
+
+
+@runs_group.command("cancel")
+@click.argument("run_id")
+@pass_app
+def cancel(app: AppContext, run_id: str) -> None:
+    """Stop a queued or running run at its next batch boundary."""
+    with app.sessions() as session:
+        run = service.get_run(session, run_id=run_id)
+        service.cancel_run(session, actor=app.actor(session), run=run)
+        session.commit()
+    click.echo(f"Cancellation requested for run {run.id}.")
+
+
+@runs_group.command("resume")
+@click.argument("run_id")
+@pass_app
+def resume(app: AppContext, run_id: str) -> None:
+    """Continue a run whose worker died, here, after its last confirmed batch."""
+    with app.sessions() as session:
+        run = service.get_run(session, run_id=run_id)
+    result = service.run_to_completion(run.id, deps=app.runtime().deps())
+    print_report(app, result.id)
+    if result.status in {"failed", "cancelled"}:
+        raise SystemExit(1)

@@ -1,0 +1,77 @@
+"""`segment-export worker`, `refresh` and `schedule`: running what is queued and due."""
+
+from __future__ import annotations
+
+import click
+
+from segment_export.cli.context import AppContext, pass_app
+from segment_export.scheduling.queue import TaskQueue
+from segment_export.scheduling.schedules import (
+    get_refresh_schedule,
+    set_refresh_schedule,
+    system_refresh,
+)
+
+
+@click.command("worker")
+@click.option("--threads", type=int, help="Runs executed at once (default: the setting).")
+@pass_app
+def worker_command(app: AppContext, threads: int | None) -> None:
+    """Execute queued runs and the schedules (Ctrl-C stops after the current batch)."""
+    queue = TaskQueue(app.runtime())
+    click.echo(f"Worker started ({'Redis' if app.settings.redis_url else 'SQLite'} queue).")
+    queue.consumer(workers=threads).run()
+
+
+@click.command("refresh")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Run the exports scheduled with the refresh here, or queue them.")
+@pass_app
+def refresh_command(app: AppContext, wait: bool) -> None:
+    """Refresh every segment now, then run every export scheduled "with every refresh"."""
+    from segment_export.exports.runs import run_to_completion
+
+    runtime = app.runtime()
+    queue = TaskQueue(runtime)
+    queued: list[str] = []
+    system_refresh(runtime, enqueue=queued.append)
+    click.echo(f"Segments refreshed; {len(queued)} export run(s) started.")
+    for run_id in queued:
+        if wait:
+            run = run_to_completion(run_id, deps=runtime.deps())
+            click.echo(f"  run {run.id}: {run.status} - {run.message}")
+        else:
+            queue.enqueue_run(run_id)
+
+
+@click.group("schedule")
+def schedule_group() -> None:
+    """The system refresh schedule."""
+
+
+@schedule_group.command("show")
+@pass_app
+def show(app: AppContext) -> None:
+    """Show the system refresh schedule."""
+    with app.sessions() as session:
+        schedule = get_refresh_schedule(session)
+    if not schedule.cron:
+        click.echo("No system refresh schedule; segments refresh on demand (`refresh`).")
+    else:
+        click.echo(f"cron {schedule.cron} ({schedule.timezone}); next: {schedule.next_run_at}")
+
+
+@schedule_group.command("set")
+@click.argument("cron", required=False)
+@click.option("--timezone", default="UTC", show_default=True)
+@click.option("--clear", is_flag=True, help="Remove the schedule.")
+@pass_app
+def set_(app: AppContext, cron: str | None, timezone: str, clear: bool) -> None:
+    """Set the refresh schedule, e.g. `schedule set '0 5 * * *' --timezone Europe/Berlin`."""
+    if not clear and not cron:
+        raise click.UsageError("Give a cron expression or --clear")
+    with app.sessions() as session:
+        schedule = set_refresh_schedule(session, actor=app.actor(session),
+                                        cron=None if clear else cron, timezone=timezone)
+        session.commit()
+    click.echo(f"Next refresh: {schedule.next_run_at or 'none'}.")

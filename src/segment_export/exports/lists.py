@@ -1,0 +1,53 @@
+"""Picking the Constant Contact list an export fills: checked in the account, or created."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from segment_export.config import Settings
+from segment_export.constant_contact import ContactList
+from segment_export.db.models import Connection
+from segment_export.errors import ConfigurationError, NotFoundError
+from segment_export.exports.connections import client_for
+from segment_export.exports.service import UUID_PATTERN
+
+
+def account_lists(connection: Connection, *, settings: Settings,
+                  engine: Engine) -> list[ContactList]:
+    """The account's lists with their member counts, for the list picker."""
+    with client_for(connection, settings=settings, engine=engine) as client:
+        return client.list_contact_lists(include_membership_count="all")
+
+
+def resolve_list(
+    connection: Connection,
+    *,
+    settings: Settings,
+    engine: Engine,
+    list_id: str | None = None,
+    create_name: str | None = None,
+) -> ContactList:
+    """The list an export will fill: ``list_id`` must exist in the connection's account;
+    ``create_name`` makes a new list (or reuses the one of that exact name)."""
+    if (list_id is None) == (create_name is None):
+        raise ConfigurationError("Give either a list id or the name of a list to create",
+                                 field="list_id")
+    with client_for(connection, settings=settings, engine=engine) as client:
+        if list_id is not None:
+            if not UUID_PATTERN.match(list_id):
+                raise ConfigurationError(
+                    f"The list id {list_id!r} is not a Constant Contact list id (a UUID; it is "
+                    "in the list's URL in Constant Contact)", field="list_id")
+            try:
+                return client.get_contact_list(list_id)
+            except NotFoundError as exc:
+                raise ConfigurationError(
+                    f"The list {list_id} does not exist in the account "
+                    f"{connection.account_name or connection.display_name!r}",
+                    hint="Pick a list from the account, or create one by name.",
+                    field="list_id") from exc
+        assert create_name is not None
+        existing = client.list_contact_lists(name=create_name.strip())
+        if existing:
+            return existing[0]
+        return client.create_contact_list(create_name.strip())

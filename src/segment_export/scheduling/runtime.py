@@ -1,0 +1,43 @@
+"""What a worker process needs to execute runs: settings, state store and profile store."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from segment_export.config import Settings
+from segment_export.db import make_engine, make_session_factory, upgrade_database
+from segment_export.exports.engine import RunDependencies
+from segment_export.profiles import DuckDBProfileStore, ProfileStore
+
+
+class Runtime:
+    """Built lazily, once per process, and shared by its worker threads."""
+
+    def __init__(self, settings: Settings, *, engine: Engine | None = None,
+                 store: ProfileStore | None = None) -> None:
+        self.settings = settings
+        self._engine = engine
+        self._store = store
+
+    @cached_property
+    def engine(self) -> Engine:
+        if self._engine is not None:
+            return self._engine
+        engine = make_engine(self.settings)
+        upgrade_database(engine)
+        return engine
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_session_factory(self.engine)
+
+    @cached_property
+    def store(self) -> ProfileStore:
+        return self._store or DuckDBProfileStore(self.settings.profiles_path)
+
+    def deps(self) -> RunDependencies:
+        return RunDependencies(settings=self.settings, engine=self.engine,
+                               sessions=self.sessions, store=self.store)
