@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     cc_daily_quota: int = Field(
         default=10_000, gt=0, description="Requests per API key per UTC day."
     )
+    import_batch_contacts: int = Field(
+        default=40_000, gt=0, le=40_000,
+        description="Contacts per import request (Constant Contact allows 40,000 and 4 MB; "
+        "requests are also kept under 4 MB).",
+    )
     max_contacts_per_export: int = Field(
         default=1_000_000, gt=0, description="A run over this many contacts is skipped unsent."
     )

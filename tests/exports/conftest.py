@@ -42,6 +42,7 @@ class World:
     def deps(self, **extra: Any) -> RunDependencies:
         return RunDependencies(settings=self.settings, engine=self.engine,
                                sessions=self.sessions, store=self.store, poll_interval=0.05,
+                               client_options={"backoff_base": 0.02, "backoff_cap": 0.2},
                                **extra)
 
     def load_profiles(self, rows: list[dict[str, Any]]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
@@ -189,9 +189,9 @@ def remove(app: AppContext, name: str) -> None:
 
 def _watch(app: AppContext, run_id: str) -> Run:
     deps = app.runtime().deps()
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed:,}/{task.total:,} contacts"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("contacts"), TimeElapsedColumn(), console=console,
+                  transient=True) as bar:
         task = bar.add_task("starting", total=None)
 
         def progress(run: Run) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from sqlalchemy import Engine, or_, select
@@ -312,6 +314,7 @@ def require_usable(actor: User, connection: Connection | None) -> Connection:
     return connection
 
 
+@contextmanager
 def client_for(
     connection: Connection,
     *,
@@ -320,14 +323,19 @@ def client_for(
     transport: httpx.BaseTransport | None = None,
     on_request: RequestHook | None = None,
     redis_url: str | None = None,
-) -> ConstantContactClient:
+    **client_options: Any,
+) -> Iterator[ConstantContactClient]:
     """A client for this connection: refreshing tokens under the state-store lock, paced per
-    API key through the shared limiter."""
-    provider = RefreshingTokenProvider(
-        store=DatabaseTokenStore(engine, connection.id),
-        oauth=_oauth(connection, settings, transport),
-    )
+    API key through the shared limiter. Both HTTP pools close when the block ends."""
+    oauth = _oauth(connection, settings, transport)
+    provider = RefreshingTokenProvider(store=DatabaseTokenStore(engine, connection.id),
+                                       oauth=oauth)
     limiter = make_rate_limiter(settings=settings, key=connection.api_key_hash, engine=engine,
-                                redis_url=redis_url)
-    return ConstantContactClient(api_url=settings.cc_api_url, auth=provider, limiter=limiter,
-                                 transport=transport, on_request=on_request)
+                                redis_url=redis_url or settings.redis_url)
+    client = ConstantContactClient(api_url=settings.cc_api_url, auth=provider, limiter=limiter,
+                                   transport=transport, on_request=on_request, **client_options)
+    try:
+        yield client
+    finally:
+        client.close()
+        oauth.close()

@@ -25,7 +25,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import Settings
 from segment_export.constant_contact import (
-    ActivityWaitCancelled,
     ConstantContactClient,
     RequestHook,
     iter_import_bodies,
@@ -78,6 +77,8 @@ class RunDependencies:
     transport: httpx.BaseTransport | None = None
     on_request: RequestHook | None = None
     poll_interval: float = 1.0
+    # Extra ConstantContactClient arguments (tests shorten the backoff with these).
+    client_options: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[Run], None] | None = None
     # host:pid:n: a process can tell a dead holder on its own host (see worker_alive).
     worker_id: str = field(default_factory=lambda: (
@@ -262,7 +263,8 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
 
     assert connection is not None
     with client_for(connection, settings=deps.settings, engine=deps.engine,
-                    transport=deps.transport, on_request=deps.on_request) as client:
+                    transport=deps.transport, on_request=deps.on_request,
+                    **deps.client_options) as client:
         _confirm_left_over_batches(deps, client, run, export)
         if validated is not None and run.attempt == 1:
             _store_local_rejections(deps, run.id, validated)
@@ -377,7 +379,8 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
     seq = _next_seq(deps, run.id, "import")
     in_flight: deque[_InFlight] = deque()
     serialise_started = time.perf_counter()
-    for batch in iter_import_bodies(contacts(), list_ids=[export.list_id]):
+    for batch in iter_import_bodies(contacts(), list_ids=[export.list_id],
+                                    max_contacts=deps.settings.import_batch_contacts):
         stages.add("serialise", serialise_started)
         carried = [pending.popleft() for _ in range(batch.count)]
         members = BatchMembers(
@@ -386,7 +389,15 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
             customer_ids=[c.customer_id for c in carried],
         )
         counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged)
-        _check_cancel(deps, run.id, counts)
+        try:
+            _check_cancel(deps, run.id, counts)
+        except RunCancelled:
+            # Stop sending, but settle what Constant Contact already has, so the report and
+            # the next run know exactly which contacts arrived.
+            while in_flight:
+                counts["sent_so_far"] = counts.get("sent_so_far", 0) + _confirm(
+                    deps, client, run, export, in_flight.popleft(), stages)
+            raise
         with deps.engine.begin() as conn:
             batch_id = conn.execute(insert(RunBatch).values(
                 run_id=run.id, seq=seq, kind="import", state="pending", contacts=batch.count,
@@ -425,12 +436,7 @@ def _confirm(deps: RunDependencies, client: ConstantContactClient, run: Run, exp
     """Wait for a batch's activity and record its outcome; return the contacts it carried."""
     started = time.perf_counter()
     try:
-        activity = client.wait_for_activity(
-            flight.activity_id, poll_interval=deps.poll_interval,
-            should_cancel=lambda: _cancel_requested(deps, run.id),
-        )
-    except ActivityWaitCancelled as exc:
-        raise RunCancelled("cancel requested while waiting for an activity") from exc
+        activity = client.wait_for_activity(flight.activity_id, poll_interval=deps.poll_interval)
     finally:
         stages.add("poll", started)
     if activity.state != "completed":
@@ -448,20 +454,14 @@ def _confirm(deps: RunDependencies, client: ConstantContactClient, run: Run, exp
     return len(flight.members.keys)
 
 
-def _cancel_requested(deps: RunDependencies, run_id: str) -> bool:
-    with deps.engine.connect() as conn:
-        return bool(conn.execute(select(Run.cancel_requested).where(Run.id == run_id)).scalar())
-
-
 def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactClient, run: Run,
                                export: Export) -> None:
     """After a crash: settle the batches a previous attempt sent but never confirmed."""
-    with deps.engine.connect() as conn:
-        left = conn.execute(select(RunBatch).where(
+    with deps.sessions() as session:
+        left = session.scalars(select(RunBatch).where(
             RunBatch.run_id == run.id, RunBatch.kind == "import",
             RunBatch.state == "sent")).all()
-    for row in left:
-        batch = row[0]
+    for batch in left:
         assert batch.members is not None
         assert batch.activity_id is not None
         keys, hashes = BatchMembers.unpack_keys(batch.members)
