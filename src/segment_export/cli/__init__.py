@@ -41,6 +41,7 @@ def _register_optional_groups() -> None:
         profiles,
         runs,
         segments,
+        serve,
         settings_cmd,
         users,
         worker,
@@ -56,6 +57,7 @@ def _register_optional_groups() -> None:
     cli.add_command(exports.exports_group)
     cli.add_command(runs.runs_group)
     cli.add_command(users.users_group)
+    cli.add_command(serve.serve_command)
     cli.add_command(worker.worker_command)
     cli.add_command(worker.refresh_command)
     cli.add_command(worker.schedule_group)

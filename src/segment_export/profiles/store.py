@@ -1,0 +1,651 @@
+"""The profile store: unified profiles and segment membership behind a small interface."""
+
+# ruff: noqa: S608 -- statements here are built from constant table names, generated staging
+# names and identifiers quoted by sqlglot; every value travels as a query parameter.
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import duckdb
+import pyarrow as pa
+from sqlglot import exp
+
+from segment_export.errors import ConfigurationError, DataError
+from segment_export.profiles import importer
+
+ImportMode = Literal["replace", "upsert"]
+
+PROFILES = "profiles"
+MEMBERS = "segment_members"
+META = "profile_store_meta"
+
+_ID_TYPES = ("VARCHAR", "BIGINT")
+_ROW = "__segment_export_row"  # file order of a staged row; named so no real column clashes
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import did: rows read, the file's columns, and the store's size afterwards."""
+
+    rows: int
+    columns: list[str]
+    id_column: str
+    mode: ImportMode = "replace"
+    total: int = 0
+    # Rows of the file superseded by a later row with the same id (upsert keeps the last one).
+    superseded: int = 0
+    schema: dict[str, str] = field(default_factory=dict)
+
+
+class ProfileStore(Protocol):
+    """What the segments and the export engine need from wherever the profiles live.
+
+    Conditions are sqlglot expressions over the profile table's columns; each store renders
+    them in its own SQL ``dialect``, so another engine (PostgreSQL, Spark) can serve the same
+    segments.
+    """
+
+    dialect: str
+
+    @property
+    def id_column(self) -> str | None:
+        """The column that holds the customer id, or None before the first import."""
+        ...
+
+    def import_file(
+        self,
+        path: Path,
+        *,
+        id_column: str = "customer_id",
+        mode: ImportMode = "replace",
+        format: str | None = None,
+        email_column: str | None = None,
+    ) -> ImportSummary:
+        """Load a CSV, Parquet or JSON Lines file, replacing the profiles or upserting by id."""
+        ...
+
+    def import_table(
+        self,
+        table: pa.Table,
+        *,
+        id_column: str = "customer_id",
+        mode: ImportMode = "replace",
+        email_column: str | None = None,
+    ) -> ImportSummary:
+        """Load an Arrow table, with the same checks as :meth:`import_file`."""
+        ...
+
+    def schema(self) -> dict[str, str]:
+        """Column name -> normalized type (VARCHAR, BIGINT, DOUBLE, DATE, TIMESTAMP, ...)."""
+        ...
+
+    def count(self) -> int:
+        """How many profiles there are."""
+        ...
+
+    def count_where(self, condition: exp.Expr) -> int:
+        """How many profiles match ``condition``."""
+        ...
+
+    def sample_where(self, condition: exp.Expr, limit: int = 10) -> list[dict[str, Any]]:
+        """Up to ``limit`` matching profiles, lowest customer ids first."""
+        ...
+
+    def store_membership(self, segment_id: str, condition: exp.Expr) -> int:
+        """Replace the segment's stored members with the profiles matching ``condition``."""
+        ...
+
+    def membership_size(self, segment_ids: Sequence[str]) -> int:
+        """Distinct customers in the union of the segments' stored memberships."""
+        ...
+
+    def read_members(
+        self, segment_ids: Sequence[str], columns: Sequence[str], *, batch_size: int = 100_000
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the union of the segments' members: id column first, then ``columns``."""
+        ...
+
+    def drop_membership(self, segment_id: str) -> None:
+        """Forget a segment's stored members."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine's resources."""
+        ...
+
+
+def quote(name: str) -> str:
+    """An identifier quoted by sqlglot for DuckDB (never by hand)."""
+    return exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
+
+
+def normalize_type(duckdb_type: str) -> str:
+    """Collapse DuckDB's many numeric and temporal types into the few a rule cares about."""
+    t = duckdb_type.upper()
+    if t in {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+             "UINTEGER", "UBIGINT", "UHUGEINT"}:
+        return "BIGINT"
+    if t in {"FLOAT", "DOUBLE", "REAL"} or t.startswith("DECIMAL"):
+        return "DOUBLE"
+    if t == "TIMESTAMP WITH TIME ZONE":
+        return "TIMESTAMPTZ"
+    if t.startswith("TIMESTAMP"):
+        return "TIMESTAMP"
+    if t in {"VARCHAR", "DATE", "BOOLEAN"}:
+        return t
+    return t  # lists, structs, blobs: kept by name; rules refuse to compare them
+
+
+class DuckDBProfileStore:
+    """Profiles in an embedded DuckDB file (``Settings.profiles_path``).
+
+    One store object may be shared by the threads of a process: each call works on its own
+    cursor. DuckDB lets only one process open the file for writing at a time.
+    """
+
+    dialect = "duckdb"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._root: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> DuckDBProfileStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            raise ConfigurationError(
+                f"The profile store {self.path} cannot be opened: {str(exc).split(chr(10))[0]}",
+                hint="Another segment-export process holds it; stop that process or wait for it.",
+                path=str(self.path),
+            ) from exc
+        # Dates in rules are compared in UTC unless a rule says otherwise; never the host's zone.
+        conn.execute("SET GLOBAL TimeZone = 'UTC'")
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {META} (key VARCHAR PRIMARY KEY, value VARCHAR)"
+        )
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {MEMBERS} "
+            "(segment_id VARCHAR NOT NULL, customer_id VARCHAR NOT NULL)"
+        )
+        return conn
+
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            if self._root is None:
+                self._root = self._open()
+            cur = self._root.cursor()
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    def close(self) -> None:
+        """Close the database file; the store reopens it on the next call."""
+        with self._lock:
+            if self._root is not None:
+                self._root.close()
+                self._root = None
+
+    # -- schema ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _has_profiles(cur: duckdb.DuckDBPyConnection) -> bool:
+        row = cur.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
+            [PROFILES],
+        ).fetchone()
+        return bool(row and row[0])
+
+    @staticmethod
+    def _table_columns(cur: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+        rows = cur.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            "WHERE schema_name = 'main' AND table_name = ? ORDER BY column_index",
+            [table],
+        ).fetchall()
+        return {str(name): str(dtype) for name, dtype in rows}
+
+    @property
+    def id_column(self) -> str | None:
+        """The column holding the customer id, remembered from the last import."""
+        with self._cursor() as cur:
+            return self._meta(cur, "id_column")
+
+    @staticmethod
+    def _meta(cur: duckdb.DuckDBPyConnection, key: str) -> str | None:
+        row = cur.execute(f"SELECT value FROM {META} WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def schema(self) -> dict[str, str]:
+        """Column -> normalized type; empty before the first import."""
+        with self._cursor() as cur:
+            return {
+                name: normalize_type(dtype)
+                for name, dtype in self._table_columns(cur, PROFILES).items()
+            }
+
+    def _require(self, cur: duckdb.DuckDBPyConnection) -> str:
+        id_column = self._meta(cur, "id_column")
+        if id_column is None or not self._has_profiles(cur):
+            raise ConfigurationError(
+                "No profiles have been imported yet",
+                hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+            )
+        return id_column
+
+    # -- import ------------------------------------------------------------------------------
+
+    def import_file(
+        self,
+        path: Path,
+        *,
+        id_column: str = "customer_id",
+        mode: ImportMode = "replace",
+        format: str | None = None,
+        email_column: str | None = None,
+    ) -> ImportSummary:
+        """Load a CSV, Parquet or JSON Lines file; see :class:`ProfileStore`.
+
+        Replace refuses a file whose customer ids repeat (a broken unification should not
+        silently lose rows); upsert keeps the last row of each id.
+        """
+        path = Path(path)
+        fmt = importer.detect_format(path, format)
+        importer.check_file(path, fmt)
+
+        def on_error(cur: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> DataError:
+            if fmt == "csv" and "sniffing" in str(exc):
+                return self._diagnose_csv(cur, path, exc)
+            return importer.translate_error(exc, path, fmt)
+
+        def after_load(cur: duckdb.DuckDBPyConnection, staging: str) -> None:
+            if fmt == "csv":
+                self._check_single_column_csv(cur, path, staging)
+
+        return self._import(
+            importer.reader_sql(fmt),
+            [str(path)],
+            label=path.name,
+            row_label="line" if fmt != "parquet" else "row",
+            first_row=2 if fmt == "csv" else 1,
+            on_error=on_error,
+            after_load=after_load,
+            id_column=id_column,
+            mode=mode,
+            email_column=email_column,
+        )
+
+    def import_table(
+        self,
+        table: pa.Table,
+        *,
+        id_column: str = "customer_id",
+        mode: ImportMode = "replace",
+        email_column: str | None = None,
+    ) -> ImportSummary:
+        """Load an Arrow table (the generator's output), with the same checks as a file."""
+        view = f"_arrow_{uuid.uuid4().hex}"
+
+        def on_error(_cur: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> DataError:
+            return DataError(f"The table cannot be imported: {str(exc).splitlines()[0][:200]}")
+
+        return self._import(
+            view,
+            [],
+            label="the table",
+            row_label="row",
+            first_row=1,
+            on_error=on_error,
+            after_load=None,
+            id_column=id_column,
+            mode=mode,
+            email_column=email_column,
+            register=(view, table),
+        )
+
+    def _diagnose_csv(
+        self, cur: duckdb.DuckDBPyConnection, path: Path, exc: duckdb.Error
+    ) -> DataError:
+        # The sniffer fails on ragged rows without saying where; a strict read names the line.
+        located = importer.locate_invalid_utf8(path)
+        if located is not None:
+            return located
+        header = importer.csv_header(path)
+        if header is not None:
+            sql, params = importer.strict_csv_sql(*header)
+            try:
+                cur.execute(f"SELECT count(*) FROM {sql}", [str(path), *params]).fetchone()
+            except duckdb.Error as strict_exc:
+                return importer.translate_error(strict_exc, path, "csv")
+        return importer.translate_error(exc, path, "csv")
+
+    def _check_single_column_csv(
+        self, cur: duckdb.DuckDBPyConnection, path: Path, staging: str
+    ) -> None:
+        # A ragged file can make the sniffer settle on "one column named 'a,b,c'".
+        columns = self._table_columns(cur, staging)
+        if len(columns) != 1:
+            return
+        header = importer.csv_header(path)
+        if header is None or len(header[1]) < 2:
+            return
+        sql, params = importer.strict_csv_sql(*header)
+        try:
+            cur.execute(f"SELECT count(*) FROM {sql}", [str(path), *params]).fetchone()
+        except duckdb.Error as exc:
+            raise importer.translate_error(exc, path, "csv") from exc
+
+    def _import(
+        self,
+        source: str,
+        params: list[object],
+        *,
+        label: str,
+        row_label: str,
+        first_row: int,
+        on_error: Callable[[duckdb.DuckDBPyConnection, duckdb.Error], DataError],
+        after_load: Callable[[duckdb.DuckDBPyConnection, str], None] | None,
+        id_column: str,
+        mode: ImportMode,
+        email_column: str | None,
+        register: tuple[str, pa.Table] | None = None,
+    ) -> ImportSummary:
+        if mode not in ("replace", "upsert"):
+            raise DataError(f"Unknown import mode {mode!r}; use replace or upsert", field="mode")
+        staging = f"_import_{uuid.uuid4().hex}"
+        with self._cursor() as cur:
+            if register is not None:
+                cur.register(*register)
+            try:
+                try:
+                    # Row order is kept (DuckDB preserves insertion order), so rowid = file order.
+                    cur.execute(f"CREATE TABLE {staging} AS SELECT * FROM {source}", params)
+                except duckdb.Error as exc:
+                    raise on_error(cur, exc) from exc
+                if after_load is not None:
+                    after_load(cur, staging)
+                return self._validate_and_swap(
+                    cur, staging, label=label, row_label=row_label, first_row=first_row,
+                    id_column=id_column, mode=mode, email_column=email_column,
+                )
+            finally:
+                cur.execute(f"DROP TABLE IF EXISTS {staging}")
+                if register is not None:
+                    cur.unregister(register[0])
+
+    def _validate_and_swap(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        staging: str,
+        *,
+        label: str,
+        row_label: str,
+        first_row: int,
+        id_column: str,
+        mode: ImportMode,
+        email_column: str | None,
+    ) -> ImportSummary:
+        columns = self._table_columns(cur, staging)
+        names = list(columns)
+        rows = _scalar(cur.execute(f"SELECT count(*) FROM {staging}"))
+        if rows == 0:
+            raise DataError(f"{label} has a header but no rows; nothing to import", rows=0)
+        id_name = _resolve_column(id_column, names, label=label, what="customer id",
+                                  option="--id-column")
+        if email_column:
+            _resolve_column(email_column, names, label=label, what="email address",
+                            option="--email-column")
+        id_type = normalize_type(columns[id_name])
+        if id_type not in _ID_TYPES:
+            raise DataError(
+                f"{label}: the customer id column {id_name!r} holds {columns[id_name]} values; "
+                "ids must be text or whole numbers",
+                column=id_name,
+            )
+        qid = quote(id_name)
+        missing = cur.execute(
+            f"SELECT min(rowid), count(*) FROM {staging} "
+            f"WHERE {qid} IS NULL OR trim(CAST({qid} AS VARCHAR)) = ''"
+        ).fetchone()
+        if missing and missing[1]:
+            raise DataError(
+                f"{label}, {row_label} {int(missing[0]) + first_row}: no customer id in column "
+                f"{id_name!r} ({missing[1]} row(s) without one)",
+                column=id_name,
+                row=int(missing[0]) + first_row,
+            )
+        dupes = cur.execute(
+            f"SELECT CAST({qid} AS VARCHAR), count(*), list(rowid ORDER BY rowid)[1:3] "
+            f"FROM {staging} GROUP BY {qid} HAVING count(*) > 1 ORDER BY min(rowid) LIMIT 3"
+        ).fetchall()
+        superseded = 0
+        if dupes:
+            superseded = _scalar(
+                cur.execute(f"SELECT count(*) - count(DISTINCT {qid}) FROM {staging}")
+            )
+            if mode == "replace":
+                shown = "; ".join(
+                    f"{cid!r} {n} times ({row_label}s "
+                    f"{', '.join(str(r + first_row) for r in at)})"
+                    for cid, n, at in dupes
+                )
+                raise DataError(
+                    f"{label}: customer ids must be unique, but {superseded} row(s) repeat an "
+                    f"earlier id: {shown}",
+                    hint="Fix the file, or import it with --mode upsert (the last row of each "
+                    "id wins).",
+                    column=id_name,
+                )
+        self._swap(cur, staging, id_name=id_name, mode=mode, deduplicate=bool(dupes))
+        total = _scalar(cur.execute(f"SELECT count(*) FROM {PROFILES}"))
+        return ImportSummary(
+            rows=rows,
+            columns=names,
+            id_column=id_name,
+            mode=mode,
+            total=total,
+            superseded=superseded,
+            schema={n: normalize_type(t) for n, t in self._table_columns(cur, PROFILES).items()},
+        )
+
+    def _swap(
+        self, cur: duckdb.DuckDBPyConnection, staging: str, *, id_name: str, mode: ImportMode,
+        deduplicate: bool,
+    ) -> None:
+        qid = quote(id_name)
+        current = self._meta(cur, "id_column") if self._has_profiles(cur) else None
+        if mode == "upsert" and current is not None and current != id_name:
+            raise DataError(
+                f"The profiles are keyed by {current!r}, not {id_name!r}; upsert with "
+                f"--id-column {current}, or replace the profiles",
+                column=id_name,
+            )
+        incoming = staging
+        if deduplicate:
+            incoming = (
+                f"(SELECT * EXCLUDE ({_ROW}) FROM (SELECT *, rowid AS {_ROW} FROM {staging}) "
+                f"QUALIFY row_number() OVER (PARTITION BY {qid} ORDER BY {_ROW} DESC) = 1)"
+            )
+        merged = f"_merged_{uuid.uuid4().hex}"
+        if mode == "upsert" and current is not None:
+            # Rebuild rather than UPDATE in place: the file may add columns or widen types,
+            # and UNION BY NAME settles both; the swap below keeps it atomic for readers.
+            cur.execute(
+                f"CREATE TABLE {merged} AS SELECT * FROM {PROFILES} "
+                f"WHERE CAST({qid} AS VARCHAR) NOT IN "
+                f"(SELECT CAST({qid} AS VARCHAR) FROM {staging}) "
+                f"UNION ALL BY NAME SELECT * FROM {incoming}"
+            )
+            source = merged
+        elif deduplicate:
+            cur.execute(f"CREATE TABLE {merged} AS SELECT * FROM {incoming}")
+            source = merged
+        else:
+            source = staging
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            cur.execute(f"DROP TABLE IF EXISTS {PROFILES}")
+            cur.execute(f"ALTER TABLE {source} RENAME TO {PROFILES}")
+            cur.execute(f"INSERT OR REPLACE INTO {META} VALUES ('id_column', ?)", [id_name])
+            cur.execute("COMMIT")
+        except duckdb.Error:
+            cur.execute("ROLLBACK")
+            raise
+        finally:
+            if source != merged:
+                cur.execute(f"DROP TABLE IF EXISTS {merged}")
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """How many profiles there are (0 before the first import)."""
+        with self._cursor() as cur:
+            if not self._has_profiles(cur):
+                return 0
+            return _scalar(cur.execute(f"SELECT count(*) FROM {PROFILES}"))
+
+    def _where(self, condition: exp.Expr) -> str:
+        return condition.sql(dialect=self.dialect)
+
+    def _run(self, cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> Any:
+        try:
+            return cur.execute(sql, list(params))
+        except (duckdb.ConversionException, duckdb.BinderException,
+                duckdb.InvalidInputException, duckdb.ParserException) as exc:
+            raise DataError(
+                f"The segment condition cannot be evaluated: {str(exc).splitlines()[0][:300]}"
+            ) from exc
+
+    def count_where(self, condition: exp.Expr) -> int:
+        """How many profiles match ``condition``."""
+        query = exp.select(exp.Count(this=exp.Star())).from_(PROFILES).where(condition)
+        with self._cursor() as cur:
+            self._require(cur)
+            return _scalar(self._run(cur, query.sql(dialect=self.dialect)))
+
+    def sample_where(self, condition: exp.Expr, limit: int = 10) -> list[dict[str, Any]]:
+        """Up to ``limit`` (≤ 1000) matching profiles, lowest customer ids first."""
+        limit = max(0, min(int(limit), 1000))
+        with self._cursor() as cur:
+            id_name = self._require(cur)
+            query = (
+                exp.select("*").from_(PROFILES).where(condition)
+                .order_by(exp.column(id_name, quoted=True)).limit(limit)
+            )
+            result = self._run(cur, query.sql(dialect=self.dialect))
+            names = [d[0] for d in result.description]
+            return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+    def store_membership(self, segment_id: str, condition: exp.Expr) -> int:
+        """Replace the segment's members with the matching customer ids, in one transaction."""
+        with self._cursor() as cur:
+            id_name = self._require(cur)
+            select = (
+                exp.select(
+                    exp.Placeholder(),
+                    exp.cast(exp.column(id_name, quoted=True), exp.DataType.build("VARCHAR")),
+                )
+                .from_(PROFILES)
+                .where(condition)
+            )
+            insert = exp.insert(select, MEMBERS).sql(dialect=self.dialect)
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                cur.execute(f"DELETE FROM {MEMBERS} WHERE segment_id = ?", [segment_id])
+                size = _scalar(self._run(cur, insert, [segment_id]))
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            return size
+
+    def drop_membership(self, segment_id: str) -> None:
+        """Forget a segment's members (the segment was deleted)."""
+        with self._cursor() as cur:
+            cur.execute(f"DELETE FROM {MEMBERS} WHERE segment_id = ?", [segment_id])
+
+    def _members_query(
+        self, id_name: str, segment_ids: Sequence[str], select: list[exp.Expr]
+    ) -> exp.Select:
+        # Members are matched back to the current profiles, so profiles removed by a
+        # re-import since the last refresh are not exported.
+        ids = exp.select("customer_id").from_(MEMBERS).where(
+            exp.column("segment_id").isin(*[exp.Placeholder() for _ in segment_ids])
+        )
+        key = exp.cast(exp.column(id_name, quoted=True), exp.DataType.build("VARCHAR"))
+        return exp.select(*select).from_(PROFILES).where(key.isin(query=ids))
+
+    def membership_size(self, segment_ids: Sequence[str]) -> int:
+        """Distinct current profiles in the union of the segments' memberships."""
+        if not segment_ids:
+            return 0
+        with self._cursor() as cur:
+            id_name = self._require(cur)
+            query = self._members_query(id_name, segment_ids, [exp.Count(this=exp.Star())])
+            return _scalar(cur.execute(query.sql(dialect=self.dialect), list(segment_ids)))
+
+    def read_members(
+        self, segment_ids: Sequence[str], columns: Sequence[str], *, batch_size: int = 100_000
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream the union of the segments' members as Arrow batches, ordered by customer id.
+
+        Each customer appears once, however many of the segments hold it; the id column comes
+        first, then ``columns`` in the order asked. The order is stable, so a run can resume.
+        """
+        if batch_size < 1:
+            raise DataError("batch_size must be at least 1", field="batch_size")
+        with self._cursor() as cur:
+            id_name = self._require(cur)
+            available = self._table_columns(cur, PROFILES)
+            unknown = [c for c in columns if c not in available]
+            if unknown:
+                raise DataError(
+                    f"Unknown profile column(s): {', '.join(map(repr, unknown))}",
+                    field="columns",
+                    columns=unknown,
+                )
+            wanted = [id_name, *dict.fromkeys(c for c in columns if c != id_name)]
+            if not segment_ids:
+                return
+            query = self._members_query(
+                id_name, segment_ids, [exp.column(c, quoted=True) for c in wanted]
+            ).order_by(exp.column(id_name, quoted=True))
+            reader = cur.sql(query.sql(dialect=self.dialect), params=list(segment_ids))
+            yield from reader.to_arrow_reader(batch_size)
+
+
+def _scalar(result: Any) -> int:
+    row = result.fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _resolve_column(name: str, names: list[str], *, label: str, what: str, option: str) -> str:
+    if name in names:
+        return name
+    folded = [n for n in names if n.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    shown = ", ".join(repr(n) for n in names[:12]) + (" …" if len(names) > 12 else "")
+    raise DataError(
+        f"{label} has no {name!r} column for the {what} (its columns: {shown}); "
+        f"name the right column with {option}",
+        column=name,
+    )

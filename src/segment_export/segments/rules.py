@@ -1,0 +1,213 @@
+"""The segment rule model: nestable all/any groups of conditions, stored as JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import zoneinfo
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from segment_export.errors import DataError
+
+Op = Literal[
+    "eq", "ne", "lt", "le", "gt", "ge", "between", "in", "contains", "starts_with",
+    "is_empty", "is_not_empty", "within_last_days",
+]
+OPS: tuple[str, ...] = get_args(Op)
+NO_VALUE_OPS = frozenset({"is_empty", "is_not_empty"})
+MAX_IN_VALUES = 10_000
+MAX_DEPTH = 12
+MAX_CONDITIONS = 500
+
+Scalar = bool | int | float | str
+
+
+class Condition(BaseModel):
+    """One test of one profile column, e.g. ``{"field": "country", "op": "eq", "value": "DE"}``.
+
+    ``timezone`` (IANA name) only matters for ``within_last_days``: which calendar day
+    "today" is. Text matching (``contains``, ``starts_with``) ignores letter case.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: Annotated[str, Field(min_length=1, max_length=200)]
+    op: Op
+    # Checked by hand below: a pydantic union would coerce "1" to 1 and explain badly.
+    value: Any = None
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str | None) -> str | None:
+        if zone is None:
+            return None
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {zone!r}") from exc
+        return zone
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Condition:
+        try:
+            self._check_value()
+        except ValueError as exc:
+            raise ValueError(f"field {self.field!r}: {exc}") from None
+        return self
+
+    def _check_value(self) -> None:
+        op, value = self.op, self.value
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if item is not None and not isinstance(item, Scalar):
+                raise ValueError("values must be text, numbers or true/false")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError("numbers must be finite")
+        if op in NO_VALUE_OPS:
+            if value is not None:
+                raise ValueError(f"{op} takes no value")
+        elif op == "between":
+            if not isinstance(value, list) or len(value) != 2 or None in value:
+                raise ValueError("between takes a list of two values [low, high]")
+        elif op == "in":
+            if not isinstance(value, list) or not value:
+                raise ValueError("in takes a non-empty list of values")
+            if len(value) > MAX_IN_VALUES:
+                raise ValueError(f"in takes at most {MAX_IN_VALUES} values")
+            if None in value:
+                raise ValueError("in cannot match an empty value; use is_empty in an any group")
+        elif op == "within_last_days":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError("within_last_days takes a whole number of days (0 or more)")
+        elif value is None or isinstance(value, list):
+            raise ValueError(f"{op} takes a single value")
+        if self.timezone is not None and op != "within_last_days":
+            raise ValueError("timezone only applies to within_last_days")
+
+
+class AllGroup(BaseModel):
+    """Matches when every member matches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    all: Annotated[list[Node], Field(min_length=1)]
+
+
+class AnyGroup(BaseModel):
+    """Matches when at least one member matches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    any: Annotated[list[Node], Field(min_length=1)]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "all" if "all" in value else "any" if "any" in value else "condition"
+    if isinstance(value, AllGroup):
+        return "all"
+    return "any" if isinstance(value, AnyGroup) else "condition"
+
+
+Node = Annotated[
+    Annotated[AllGroup, Tag("all")] | Annotated[AnyGroup, Tag("any")]
+    | Annotated[Condition, Tag("condition")],
+    Discriminator(_kind),
+]
+AllGroup.model_rebuild()
+AnyGroup.model_rebuild()
+
+
+class Rule(BaseModel):
+    """A segment's rule: the root group or condition, kept as JSON in the state store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    root: Node
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form stored in ``Segment.rule``."""
+        return self.root.model_dump(mode="json", exclude_none=True)
+
+    def conditions(self) -> list[Condition]:
+        """Every condition of the tree, depth first."""
+        found: list[Condition] = []
+        _collect(self.root, found)
+        return found
+
+
+def _collect(node: Node, found: list[Condition]) -> None:
+    if isinstance(node, Condition):
+        found.append(node)
+        return
+    for child in node.all if isinstance(node, AllGroup) else node.any:
+        _collect(child, found)
+
+
+def _depth(data: Any, level: int = 0) -> int:
+    """How many objects are nested, counted only up to just past the limit."""
+    # Checked before pydantic sees the data, so a hostile nesting cannot exhaust the stack.
+    if level > MAX_DEPTH + 1:
+        return level
+    if isinstance(data, Mapping):
+        return max([_depth(v, level + 1) for v in data.values()], default=level + 1)
+    if isinstance(data, list):
+        return max([_depth(v, level) for v in data], default=level)
+    return level
+
+
+def parse_rule(data: Rule | Mapping[str, Any] | str) -> Rule:
+    """A :class:`Rule` from its JSON (text or parsed); DataError naming the bad part otherwise."""
+    if isinstance(data, Rule):
+        return data
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"The rule is not valid JSON: {exc}", field="rule") from exc
+    if not isinstance(data, Mapping):
+        raise DataError("The rule must be a JSON object (a group or a condition)", field="rule")
+    if _depth(data) > MAX_DEPTH + 1:  # groups plus the innermost condition
+        raise DataError(f"The rule nests deeper than {MAX_DEPTH} groups", field="rule")
+    try:
+        rule = Rule(root=_node(data))
+    except ValidationError as exc:
+        raise DataError(f"Invalid rule: {_describe(exc)}", field="rule") from exc
+    if len(rule.conditions()) > MAX_CONDITIONS:
+        raise DataError(f"The rule has more than {MAX_CONDITIONS} conditions", field="rule")
+    return rule
+
+
+def _node(data: Mapping[str, Any]) -> Node:
+    # The keys say which kind of node it is; validating against the right model keeps the
+    # error messages about that model instead of a union's three-way guess.
+    if "all" in data:
+        return AllGroup.model_validate(dict(data))
+    if "any" in data:
+        return AnyGroup.model_validate(dict(data))
+    return Condition.model_validate(dict(data))
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        # Drop the discriminator tags pydantic puts after each list index.
+        path = [p for i, p in enumerate(error["loc"])
+                if not (i and isinstance(error["loc"][i - 1], int))]
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"{loc}: {message}" if loc else message)
+    return "; ".join(parts)

@@ -1,0 +1,274 @@
+"""Segment services: create, edit, list, show, delete and preview, over the state store."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from segment_export import audit
+from segment_export.db.models import Export, Segment, SegmentSize, User, new_id
+from segment_export.errors import ConfigurationError, DataError, NotFoundError
+from segment_export.profiles.store import ProfileStore
+from segment_export.segments.compiler import compile_segment, to_sql
+from segment_export.segments.refresh import RefreshResult, refresh_segment
+from segment_export.segments.rules import Rule, parse_rule
+
+MAX_NAME = 200
+MAX_PREVIEW_ROWS = 1000
+
+RuleInput = Rule | Mapping[str, Any] | str
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A segment's live member count and a few sample profiles (lowest ids first)."""
+
+    count: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sql: str = ""
+
+
+def _clean_name(name: str) -> str:
+    cleaned = unicodedata.normalize("NFC", name).strip()
+    if not cleaned:
+        raise DataError("A segment needs a name", field="name")
+    if len(cleaned) > MAX_NAME:
+        raise DataError(f"A segment name has at most {MAX_NAME} characters", field="name")
+    if any(unicodedata.category(c).startswith("C") for c in cleaned):
+        raise DataError("A segment name cannot hold control characters", field="name")
+    return cleaned
+
+
+def _definition(
+    store: ProfileStore, *, rule: RuleInput | None, expression: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Check a definition against the profiles and return what is stored (rule JSON or text)."""
+    if (rule is None) == (expression is None):
+        raise DataError("Give a segment either a rule or an expression (exactly one)",
+                        field="rule")
+    schema = store.schema()
+    if not schema:
+        raise ConfigurationError(
+            "No profiles have been imported yet, so the segment's fields cannot be checked",
+            hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+        )
+    if rule is not None:
+        parsed = parse_rule(rule)
+        condition = compile_segment(schema=schema, rule=parsed)
+        stored: tuple[dict[str, Any] | None, str | None] = (parsed.to_json(), None)
+    else:
+        assert expression is not None
+        condition = compile_segment(schema=schema, expression=expression)
+        stored = (None, expression.strip())
+    # Running it once catches what only the engine can see (a text compared with a number).
+    store.count_where(condition)
+    return stored
+
+
+def _name_taken(session: Session, name: str, *, other_than: str | None = None) -> None:
+    query = select(Segment.id).where(Segment.name == name)
+    found = session.scalar(query)
+    if found is not None and found != other_than:
+        raise DataError(f"A segment named {name!r} already exists", field="name")
+
+
+def _commit(session: Session, name: str) -> None:
+    try:
+        session.commit()
+    except IntegrityError as exc:
+        session.rollback()
+        raise DataError(f"A segment named {name!r} already exists", field="name") from exc
+
+
+def create_segment(
+    session: Session,
+    store: ProfileStore,
+    *,
+    name: str,
+    rule: RuleInput | None = None,
+    expression: str | None = None,
+    description: str | None = None,
+    active: bool = True,
+    now: datetime | None = None,
+    actor: User | None = None,
+) -> Segment:
+    """Create a segment from a rule or an expression, checked against the profiles.
+
+    An active segment is evaluated at once, so an export never reads a segment that has no
+    membership yet.
+    """
+    name = _clean_name(name)
+    _name_taken(session, name)
+    stored_rule, stored_expression = _definition(store, rule=rule, expression=expression)
+    segment = Segment(
+        id=new_id(),
+        name=name,
+        description=(description or "").strip() or None,
+        rule=stored_rule,
+        expression=stored_expression,
+        active=active,
+    )
+    session.add(segment)
+    audit.record(session, actor=actor, action="segment.create", target_type="segment",
+                 target_id=segment.id, name=name, active=active)
+    _commit(session, name)
+    if active:
+        refresh_segment(session, store, segment=segment, now=now)
+    return segment
+
+
+def update_segment(
+    session: Session,
+    store: ProfileStore,
+    *,
+    name_or_id: str,
+    name: str | None = None,
+    rule: RuleInput | None = None,
+    expression: str | None = None,
+    description: str | None = None,
+    active: bool | None = None,
+    now: datetime | None = None,
+    actor: User | None = None,
+) -> Segment:
+    """Change a segment; a new rule or expression replaces the old one (either form).
+
+    ``description=""`` clears the description. When the definition changes, or the segment
+    is switched on, its membership is recomputed at once so exports never send an outdated
+    definition.
+    """
+    segment = get_segment(session, name_or_id=name_or_id)
+    if rule is not None and expression is not None:
+        raise DataError("Give either a rule or an expression, not both", field="rule")
+    if name is not None:
+        cleaned = _clean_name(name)
+        _name_taken(session, cleaned, other_than=segment.id)
+        segment.name = cleaned
+    if description is not None:
+        segment.description = description.strip() or None
+    changed = False
+    if rule is not None or expression is not None:
+        segment.rule, segment.expression = _definition(store, rule=rule, expression=expression)
+        changed = True
+    if active is not None:
+        changed = changed or (active and not segment.active)
+        segment.active = active
+    audit.record(session, actor=actor, action="segment.update", target_type="segment",
+                 target_id=segment.id, name=segment.name,
+                 changed=sorted(k for k, v in {"name": name, "rule": rule,
+                                               "expression": expression,
+                                               "description": description,
+                                               "active": active}.items() if v is not None))
+    _commit(session, segment.name)
+    if changed and segment.active:
+        refresh_segment(session, store, segment=segment, now=now)
+    return segment
+
+
+def delete_segment(
+    session: Session, store: ProfileStore, *, name_or_id: str, actor: User | None = None
+) -> None:
+    """Delete a segment, its size history and its stored membership.
+
+    Refused while an export still sends the segment: removing it would silently shrink (or,
+    in mirror mode, empty) that export's list.
+    """
+    segment = get_segment(session, name_or_id=name_or_id)
+    users = [
+        export.name
+        for export in session.scalars(select(Export)).all()
+        if segment.id in (export.segment_ids or [])
+    ]
+    if users:
+        raise ConfigurationError(
+            f"Segment {segment.name!r} is used by export(s) {', '.join(map(repr, users))}",
+            hint="Remove the segment from those exports first.",
+            exports=users,
+        )
+    store.drop_membership(segment.id)
+    audit.record(session, actor=actor, action="segment.delete", target_type="segment",
+                 target_id=segment.id, name=segment.name)
+    session.delete(segment)
+    session.commit()
+
+
+def list_segments(session: Session, *, active: bool | None = None) -> list[Segment]:
+    """Every segment by name; only active (or inactive) ones when ``active`` is given."""
+    query = select(Segment).order_by(Segment.name)
+    if active is not None:
+        query = query.where(Segment.active.is_(active))
+    return list(session.scalars(query).all())
+
+
+def get_segment(session: Session, *, name_or_id: str) -> Segment:
+    """A segment by id or by exact name; NotFoundError otherwise."""
+    segment = session.get(Segment, name_or_id)
+    if segment is None:
+        segment = session.scalar(select(Segment).where(Segment.name == name_or_id.strip()))
+    if segment is None:
+        raise NotFoundError(f"No segment named {name_or_id!r}", segment=name_or_id)
+    return segment
+
+
+def preview_segment(
+    session: Session,
+    store: ProfileStore,
+    *,
+    rule: RuleInput | None = None,
+    expression: str | None = None,
+    name_or_id: str | None = None,
+    limit: int = 10,
+    now: datetime | None = None,
+) -> Preview:
+    """Count and sample the members of an unsaved rule/expression, or of a saved segment."""
+    if name_or_id is not None:
+        if rule is not None or expression is not None:
+            raise DataError("Preview either a saved segment or a rule/expression", field="rule")
+        segment = get_segment(session, name_or_id=name_or_id)
+        rule, expression = segment.rule, segment.expression
+    schema = store.schema()
+    if not schema:
+        raise ConfigurationError(
+            "No profiles have been imported yet",
+            hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+        )
+    condition = compile_segment(schema=schema, rule=rule, expression=expression, now=now)
+    limit = max(0, min(limit, MAX_PREVIEW_ROWS))
+    return Preview(
+        count=store.count_where(condition),
+        rows=store.sample_where(condition, limit) if limit else [],
+        sql=to_sql(condition, store.dialect),
+    )
+
+
+def size_history(
+    session: Session, *, segment_id: str, limit: int | None = None
+) -> list[SegmentSize]:
+    """A segment's sizes over time, oldest first (the last ``limit`` points when given)."""
+    query = (
+        select(SegmentSize)
+        .where(SegmentSize.segment_id == segment_id)
+        .order_by(SegmentSize.refreshed_at.desc(), SegmentSize.id.desc())
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return list(reversed(session.scalars(query).all()))
+
+
+__all__ = [
+    "Preview",
+    "RefreshResult",
+    "create_segment",
+    "delete_segment",
+    "get_segment",
+    "list_segments",
+    "preview_segment",
+    "size_history",
+    "update_segment",
+]
