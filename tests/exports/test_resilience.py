@@ -15,7 +15,7 @@ import pytest
 
 from segment_export.db.models import Export
 from segment_export.exports.runs import list_runs, request_run, run_to_completion
-from tests.exports.conftest import World
+from tests.world import World
 
 
 def _people(n: int) -> list[dict[str, object]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from segment_export.db.models import Connection, RejectedRow
-from tests.exports.conftest import World
+from tests.world import World
 
 
 def _people(n: int, *, start: int = 1, **extra: object) -> list[dict[str, object]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Literal, cast
 from urllib.parse import urlsplit
@@ -56,48 +56,58 @@ def add(app: AppContext, display_name: str, client_id: str, client_secret: str, 
         _authorize(app, display_name, callback_url=None)
 
 
-def _wait_for_callback(redirect_uri: str, timeout: float = 300) -> str | None:
-    """Listen on a loopback redirect URI for the browser's return; None if not loopback."""
-    parts = urlsplit(redirect_uri)
-    if parts.hostname not in {"127.0.0.1", "localhost"} or not parts.port:
-        return None
-    received: list[str] = []
+class _CallbackListener:
+    """Listens on a loopback redirect URI for the browser's return from the consent page.
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # the name http.server calls
-            received.append(f"http://{parts.netloc}{self.path}")
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.end_headers()
-            self.wfile.write(b"segment-export received the authorization; you can close this tab.")
+    Bound before the authorize URL is shown, so a fast browser cannot arrive too early.
+    """
 
-        def log_message(self, format: str, *args: object) -> None:  # the URL holds the code
-            return
+    def __init__(self, redirect_uri: str) -> None:
+        parts = urlsplit(redirect_uri)
+        self.received: list[str] = []
+        received = self.received
 
-    server = HTTPServer((parts.hostname, parts.port), Handler)
-    server.timeout = timeout
-    thread = threading.Thread(target=server.handle_request, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    server.server_close()
-    return received[0] if received else None
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the name http.server calls
+                received.append(f"http://{parts.netloc}{self.path}")
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.end_headers()
+                self.wfile.write(b"segment-export received the authorization; "
+                                 b"you can close this tab.")
+
+            def log_message(self, format: str, *args: object) -> None:  # the URL holds a code
+                return
+
+        self.server: HTTPServer | None = None
+        if parts.hostname in {"127.0.0.1", "localhost"} and parts.port:
+            try:
+                self.server = HTTPServer((parts.hostname, parts.port), Handler)
+            except OSError:
+                self.server = None
+
+    def wait(self, timeout: float = 300) -> str | None:
+        if self.server is None:
+            return None
+        self.server.timeout = timeout
+        self.server.handle_request()
+        self.server.server_close()
+        return self.received[0] if self.received else None
 
 
 def _authorize(app: AppContext, name: str, callback_url: str | None) -> None:
-    with app.sessions() as session:
-        actor = app.actor(session)
-        conn = service.get_connection(session, name_or_id=name)
-        url = service.start_authorization(session, actor=actor, connection=conn,
-                                          settings=app.settings)
-        session.commit()
-        redirect_uri = conn.redirect_uri or service.DEFAULT_REDIRECT_URI
     if callback_url is None:
+        with app.sessions() as session:
+            actor = app.actor(session)
+            conn = service.get_connection(session, name_or_id=name)
+            url = service.start_authorization(session, actor=actor, connection=conn,
+                                              settings=app.settings)
+            session.commit()
+            listener = _CallbackListener(conn.redirect_uri or service.DEFAULT_REDIRECT_URI)
         click.echo("Open this URL and sign in with a Constant Contact account admin:\n")
         click.echo(url + "\n")
-        try:
-            callback_url = _wait_for_callback(redirect_uri)
-        except OSError:
-            callback_url = None
+        sys.stdout.flush()  # the URL must reach a reading process before we block
+        callback_url = listener.wait()
         if callback_url is None:
             callback_url = click.prompt("Paste the full URL your browser was sent back to")
     with app.sessions() as session:
@@ -113,7 +123,9 @@ def _authorize(app: AppContext, name: str, callback_url: str | None) -> None:
 
 @connections_group.command("authorize")
 @click.argument("name")
-@click.option("--callback-url", help="Complete with this redirect URL instead of waiting.")
+@click.option("--callback-url",
+              help="Complete a sign-in started earlier with the URL the browser was sent back "
+              "to (instead of starting one and waiting).")
 @pass_app
 def authorize(app: AppContext, name: str, callback_url: str | None) -> None:
     """Sign in to Constant Contact (again) for a connection (also: re-authorize)."""

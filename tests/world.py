@@ -1,4 +1,4 @@
-"""An export world: the emulator over real HTTP, state store, DuckDB profiles, a connection."""
+"""The `world` fixture: the emulator over real HTTP, a state store, profiles, a connection."""
 
 from __future__ import annotations
 

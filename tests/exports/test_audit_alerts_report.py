@@ -1,0 +1,123 @@
+"""Audit log, failure alerts, the formula-safe rejected-rows CSV and roles on exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from segment_export.audit import list_events
+from segment_export.db.models import AuditEvent, SystemSetting
+from segment_export.errors import PermissionDeniedError
+from segment_export.exports.runs import rejected_rows_csv, request_run
+from segment_export.exports.service import ExportSpec, create_export, permissions
+from segment_export.users import Role, create_user
+from tests.world import World
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # the name http.server calls
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_every_change_and_transfer_is_audited(world: World) -> None:
+    world.load_profiles([{"customer_id": 1, "email": "a@example.com", "first_name": "A",
+                          "last_name": "B", "country": "DE"}])
+    export = world.export("audited", [world.segment("all", "country = 'DE'")])
+    world.run(export)
+    with world.sessions() as session:
+        actions = [e.action for e in reversed(list_events(session, limit=100))]
+        transfer = session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "run.requested")).one()
+    assert actions[:3] == ["user.created", "connection.created", "connection.authorized"]
+    assert "export.created" in actions
+    assert transfer.actor_name == "admin"
+    assert transfer.target_id == export.id
+    with world.sessions() as session:
+        everything = json.dumps([e.details for e in list_events(session, limit=100)])
+    from tests.world import CLIENT_SECRET
+
+    assert CLIENT_SECRET not in everything
+
+
+def test_failed_run_fires_the_webhook(world: World,
+                                      webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook
+    with world.sessions.begin() as session:
+        session.add(SystemSetting(key="alerts", value={"webhook_url": url}))
+    world.load_profiles([{"customer_id": 1, "email": "a@example.com", "first_name": "A",
+                          "last_name": "B", "country": "DE"}])
+    segment = world.segment("all", "country = 'DE'")
+    with world.sessions.begin() as session:
+        export = create_export(session, actor=world.admin, spec=ExportSpec(
+            name="missing list", connection_id=world.connection.id,
+            list_id="00000000-0000-4000-8000-000000000000", mapping={"email": "email"},
+            segment_ids=[segment]))
+    run = world.run(export)
+    assert run.status == "failed"
+    assert [r["event"] for r in received] == ["run.failed"]
+    assert received[0]["run_id"] == run.id
+
+
+def test_rejection_threshold_alert(world: World, webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook
+    with world.sessions.begin() as session:
+        session.add(SystemSetting(key="alerts", value={"webhook_url": url}))
+    world.load_profiles([
+        {"customer_id": 1, "email": "good@example.com", "first_name": "A", "last_name": "B",
+         "country": "DE"},
+        {"customer_id": 2, "email": "=HYPERLINK(\"http://x\")", "first_name": "A",
+         "last_name": "B", "country": "DE"},
+    ])
+    export = world.export("thresholded", [world.segment("all", "country = 'DE'")],
+                          rejected_alert_threshold=0.25)
+    run = world.run(export)
+    assert run.status == "succeeded_with_rejections"
+    assert [r["event"] for r in received] == ["run.rejections_over_threshold"]
+
+    with world.sessions() as session:
+        text = "".join(rejected_rows_csv(session, run=run))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows == [{"customer_id": "2", "email": "'=HYPERLINK(\"http://x\")",
+                     "reason": "invalid_email", "detail": "not a valid email address"}]
+
+
+def test_roles_decide_who_manages_exports(world: World) -> None:
+    world.load_profiles([{"customer_id": 1, "email": "a@example.com", "first_name": "A",
+                          "last_name": "B", "country": "DE"}])
+    export = world.export("roles", [world.segment("all", "country = 'DE'")])
+    with world.sessions.begin() as session:
+        contributor = create_user(session, actor=world.admin, username="cory",
+                                  role=Role.CONTRIBUTOR)
+        viewer = create_user(session, actor=world.admin, username="vic", role=Role.VIEWER)
+    connection = world.connection
+    assert permissions(contributor, export, connection) == ["view", "edit", "run", "remove"]
+    assert permissions(viewer, export, connection) == ["view"]
+    connection.shared_with_contributors = False
+    assert permissions(contributor, export, connection) == ["view"]
+    with world.sessions() as session, pytest.raises(PermissionDeniedError):
+        request_run(session, actor=viewer, export=export)
