@@ -41,7 +41,7 @@ def test_40000_contact_import_is_accepted_fast(emu: EmulatorServer, api: httpx.C
 def test_memory_per_stored_contact() -> None:
     backend = Backend()
     backend.seed(SeedRequest(lists=[SeedList(name="L")]))
-    list_id = next(iter(backend.lists))
+    list_id = next(iter(backend.store.lists))
     body = _body(list_id, 0, 20_000)
     gc.collect()
     tracemalloc.start()  # slows allocation a lot: hence 20,000 contacts, not a million
@@ -53,7 +53,7 @@ def test_memory_per_stored_contact() -> None:
         per_contact = (tracemalloc.get_traced_memory()[0] - before) / 20_000
     finally:
         tracemalloc.stop()
-    assert len(backend.contacts) == 20_000
+    assert len(backend.store.contacts) == 20_000
     print(f"\n{per_contact:.0f} bytes per stored contact (1M contacts ≈ "
           f"{per_contact * 1e6 / 2**20:.0f} MiB)")
     assert per_contact < 700  # ~510 measured: a million contacts in about half a gigabyte

@@ -1,0 +1,257 @@
+"""Bulk calls: checking an import, membership or export request when it arrives, and applying
+it to the store when its activity completes (never before)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from segment_export.emulator.activities import Activity, ActivityKind
+from segment_export.emulator.config import EmulatorConfig
+from segment_export.emulator.errors import ApiError
+from segment_export.emulator.imports import ImportPlan, plan_import, salvage_object
+from segment_export.emulator.models import IMPLICIT, UNSUBSCRIBED, Contact, ContactList, gc_paused
+from segment_export.emulator.store import Store, id_list
+from segment_export.emulator.views import EXPORT_COLUMNS, export_csv
+from segment_export.emulator.wire import parse_json
+
+_UNSUPPORTED_SOURCES = ("tag_ids", "segment_id", "engagement_level")
+
+
+@dataclass(slots=True)
+class ImportJob:
+    """A checked ``contacts_json_import``."""
+
+    plan: ImportPlan
+    lists: list[ContactList]
+
+
+@dataclass(slots=True)
+class MembershipJob:
+    """A checked ``add_list_memberships`` / ``remove_list_memberships``."""
+
+    selector: str
+    """``contact_ids``, ``list_ids`` or ``all_active_contacts``."""
+    picked: list[str] | list[ContactList] | None
+    targets: list[ContactList]
+    exclude: frozenset[str]
+    remove: bool
+
+
+@dataclass(slots=True)
+class ExportJob:
+    """A checked ``contact_exports``."""
+
+    contact_ids: list[str]
+    lists: list[ContactList]
+    status: str | None
+    columns: list[str]
+    exclude: frozenset[str]
+
+
+def read_import_body(body: bytes, *, limit: int) -> tuple[Any, bool]:
+    """The import body parsed, and whether it was cut at ``limit`` bytes.
+
+    Past the limit Constant Contact "only imports the first 4 MB and drops the remaining
+    data": only the contacts wholly before the cut survive, and nothing says so.
+    """
+    if len(body) > limit:
+        return salvage_object(body[:limit]), True
+    return parse_json(body), False
+
+
+def check_import(data: Any, *, store: Store, config: EmulatorConfig) -> ImportJob:
+    """Check a ``ContactsJsonImport`` body and validate its rows (rejected rows do not fail it)."""
+    if not isinstance(data, dict):
+        raise ApiError.invalid("The body must be a JSON object.")
+    rows = data.get("import_data")
+    if not isinstance(rows, list) or not rows:
+        raise ApiError.invalid("import_data must be a non-empty array of contacts.")
+    lists = store.target_lists(data.get("list_ids"), name="list_ids",
+                               maximum=config.max_list_ids, unknown_status=400)
+    if len(rows) > config.max_contacts_per_import:
+        raise ApiError.invalid(
+            f"import_data has {len(rows):,} contacts; at most "
+            f"{config.max_contacts_per_import:,} are allowed per import."
+        )
+    plan = plan_import(rows, custom_fields=store.custom_fields,
+                       max_custom_fields=config.max_custom_fields_per_contact)
+    return ImportJob(plan=plan, lists=lists)
+
+
+def apply_import(activity: Activity, store: Store) -> None:
+    """Upsert the valid rows and add them to the lists, except unsubscribed contacts."""
+    job: ImportJob = activity.payload
+    plan = job.plan
+    lists = [lst for lst in job.lists if lst.deleted_at is None]
+    now = activity.due_at
+    with gc_paused():
+        # New contacts get implicit permission; existing ones keep theirs (FACTS.md §4.1).
+        contacts = store.upsert_rows(plan.rows, now=now, permission=IMPLICIT)
+        subscribed = [c for c in contacts if c.permission != UNSUBSCRIBED]
+        for lst in lists:
+            lst.members.update(subscribed)
+    cannot_add = len(contacts) - len(subscribed)
+    activity.status = {
+        "items_total_count": plan.items_total,
+        "person_count": len(plan.rows),
+        "error_count": plan.error_count,
+        "correctable_count": plan.correctable_count,
+        "cannot_add_to_list_count": cannot_add,
+    }
+    activity.finish(errors=plan.errors)
+
+
+def check_memberships(
+    body: Any, *, remove: bool, store: Store, config: EmulatorConfig
+) -> MembershipJob:
+    """Check a ``ListActivityAddContacts`` / ``ListActivityRemoveContacts`` body."""
+    if not isinstance(body, dict):
+        raise ApiError.invalid("The body must be a JSON object.")
+    unknown_status = 404 if remove else 400  # the contract lists 404 for remove only
+    targets = store.target_lists(body.get("list_ids"), name="list_ids",
+                                 maximum=config.max_list_ids, unknown_status=unknown_status)
+    source = body.get("source")
+    if not isinstance(source, dict):
+        raise ApiError.invalid("source is required.")
+    given = [k for k, v in source.items() if v not in (None, False, [])]
+    if len(given) != 1:
+        raise ApiError.invalid(
+            "source must have exactly one of contact_ids, list_ids, all_active_contacts."
+        )
+    selector = given[0]
+    picked: list[str] | list[ContactList] | None = None
+    if selector == "contact_ids":
+        picked = id_list(source[selector], name="source.contact_ids",
+                         maximum=config.max_contact_ids)
+    elif selector == "list_ids":
+        picked = store.target_lists(source[selector], name="source.list_ids",
+                                    maximum=config.max_list_ids, unknown_status=unknown_status)
+    elif selector == "all_active_contacts":
+        if source[selector] is not True:
+            raise ApiError.invalid("source.all_active_contacts must be true.")
+    elif selector in _UNSUPPORTED_SOURCES:
+        raise ApiError.invalid(f"source.{selector} is not supported by the emulator.")
+    else:
+        raise ApiError.invalid(f"source.{selector} is not a known source.")
+    exclude_body = body.get("exclude") or {}
+    if not isinstance(exclude_body, dict):
+        raise ApiError.invalid("exclude must be an object.")
+    exclude = id_list(exclude_body.get("contact_ids"), name="exclude.contact_ids",
+                      maximum=config.max_contact_ids, required=False)
+    if exclude and selector == "contact_ids":
+        raise ApiError.invalid("exclude applies only to list_ids or all_active_contacts.")
+    return MembershipJob(selector=selector, picked=picked, targets=targets,
+                         exclude=frozenset(exclude), remove=remove)
+
+
+def apply_memberships(activity: Activity, store: Store) -> None:
+    """Add to or remove from the target lists; a removal never unsubscribes anyone."""
+    job: MembershipJob = activity.payload
+    targets = [lst for lst in job.targets if lst.deleted_at is None]
+    found, missing = store.source_contacts(job.selector, job.picked)
+    contacts = [c for c in found if c.contact_id not in job.exclude]
+    errors = [f"contact_id {contact_id} was not found." for contact_id in missing]
+    done = 0
+    for contact in contacts:
+        if job.remove:
+            for lst in targets:
+                lst.members.discard(contact)
+        elif contact.permission == UNSUBSCRIBED:
+            errors.append(f"Contact {contact.contact_id} is unsubscribed and cannot be added "
+                          "to a list.")
+            continue
+        else:
+            for lst in targets:
+                lst.members.add(contact)
+        done += 1
+    activity.status = {
+        "items_total_count": len(contacts) + len(missing),
+        "items_completed_count": done,
+        "list_count": len(targets),
+    }
+    activity.finish(errors=errors)
+
+
+def check_export(body: Any, *, store: Store, config: EmulatorConfig) -> ExportJob:
+    """Check a ``ContactsExport`` body."""
+    if not isinstance(body, dict):
+        raise ApiError.invalid("The body must be a JSON object.")
+    for name in ("tag_ids", "segment_id", "new_subscriber"):
+        if body.get(name) not in (None, False, []):
+            raise ApiError.invalid(f"{name} is not supported by the emulator.")
+    if body.get("contact_ids") and body.get("list_ids"):
+        raise ApiError.invalid("contact_ids and list_ids cannot be combined.")
+    contact_ids = id_list(body.get("contact_ids"), name="contact_ids",
+                          maximum=config.max_contact_ids, required=False)
+    lists = (
+        store.target_lists(body["list_ids"], name="list_ids", maximum=config.max_list_ids,
+                           unknown_status=404)
+        if body.get("list_ids") else []
+    )
+    status = body.get("status")
+    if status not in (None, "all", "active", "unsubscribed", "removed"):
+        raise ApiError.invalid("status must be one of active, unsubscribed, removed.")
+    known = [*EXPORT_COLUMNS, *(f"cf:{name}" for name in store.custom_fields)]
+    fields = body.get("fields")
+    if fields is None:
+        fields = known
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise ApiError.invalid("fields must be an array of column names.")
+    unknown = [f for f in fields if f not in known]
+    if unknown:
+        raise ApiError.invalid(f"Unknown export fields: {', '.join(unknown)}.")
+    exclude_body = body.get("exclude") or {}
+    exclude = id_list(exclude_body.get("contact_ids") if isinstance(exclude_body, dict) else None,
+                      name="exclude.contact_ids", maximum=50, required=False)
+    # Every export file has contact_id and email_address first (see EMULATOR_COVERAGE.md).
+    columns = ["contact_id", "email_address",
+               *(f for f in dict.fromkeys(fields) if f not in ("contact_id", "email_address"))]
+    return ExportJob(contact_ids=contact_ids, lists=lists, status=status, columns=columns,
+                     exclude=frozenset(exclude))
+
+
+def apply_export(activity: Activity, store: Store) -> None:
+    """Write the export file from the contacts as they are now."""
+    job: ExportJob = activity.payload
+    missing: list[str] = []
+    contacts: list[Contact]
+    if job.contact_ids:
+        contacts, missing = store.source_contacts("contact_ids", job.contact_ids)
+    elif job.lists:
+        live = [lst for lst in job.lists if lst.deleted_at is None]
+        contacts, _ = store.source_contacts("list_ids", live)
+    else:
+        contacts = store.contacts
+    if job.status == "active":
+        contacts = [c for c in contacts if c.permission != UNSUBSCRIBED]
+    elif job.status == "unsubscribed":
+        contacts = [c for c in contacts if c.permission == UNSUBSCRIBED]
+    elif job.status == "removed":
+        contacts = []  # the emulator never deletes contacts
+    if job.exclude:
+        contacts = [c for c in contacts if c.contact_id not in job.exclude]
+    lists_of = store.lists_by_contact() if "email_lists" in job.columns else {}
+    with gc_paused():
+        result = export_csv(contacts, columns=job.columns, lists_of=lists_of)
+    activity.status = {"items_total_count": len(contacts), "items_completed_count": len(contacts)}
+    activity.finish(errors=[f"contact_id {i} was not found." for i in missing], result=result)
+
+
+def apply_list_delete(activity: Activity, store: Store) -> None:
+    """Delete the list: its memberships go, its contacts stay."""
+    lst: ContactList = activity.payload
+    lst.deleted_at = lst.updated_at = activity.due_at
+    lst.members.clear()
+    activity.finish()
+
+
+APPLY: dict[ActivityKind, Callable[[Activity, Store], None]] = {
+    ActivityKind.IMPORT: apply_import,
+    ActivityKind.ADD_MEMBERSHIPS: apply_memberships,
+    ActivityKind.REMOVE_MEMBERSHIPS: apply_memberships,
+    ActivityKind.EXPORT: apply_export,
+    ActivityKind.LIST_DELETE: apply_list_delete,
+}
+"""What completing an activity of each kind does."""

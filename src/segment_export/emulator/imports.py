@@ -1,0 +1,227 @@
+"""Checks of a contacts_json_import body: each row against Constant Contact's field rules,
+and the salvage of a body cut at the 4 MB limit."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Container
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+# maxLength per key of the contract's JsonImportContact (FACTS.md §4.1).
+_NAME_LIMIT: Final = 50
+_STREET_LIMIT: Final = 255
+STRING_LIMITS: Final[dict[str, int]] = {
+    "email": 50,
+    "first_name": _NAME_LIMIT,
+    "last_name": _NAME_LIMIT,
+    "job_title": _NAME_LIMIT,
+    "company_name": _NAME_LIMIT,
+    "phone": 50,
+    "home_phone": 50,
+    "work_phone": 50,
+    "mobile_phone": 50,
+    "other_phone": 50,
+    "sms_number": 16,
+    "sms_consent_date": 16,
+    # The contract spells this one with a space (a listed defect); both spellings are accepted.
+    "home country": 50,
+}
+for _prefix in ("", "home_", "work_", "other_"):
+    STRING_LIMITS[f"{_prefix}street"] = _STREET_LIMIT
+    STRING_LIMITS[f"{_prefix}street2"] = _STREET_LIMIT
+    for _name in ("city", "state", "zip", "country"):
+        STRING_LIMITS[f"{_prefix}{_name}"] = 50
+CUSTOM_FIELD_LIMIT: Final = 255
+MAX_ERROR_MESSAGES: Final = 1_000
+
+# Constant Contact does not document its email rules; support suggests "no spaces, no commas or
+# brackets, an @ and a full domain" (FACTS.md §8.5). This is that, strictly.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_ANNIVERSARY = re.compile(r"(\d{1,2})([/-])(\d{1,2})\2(\d{4})|(\d{4})([/-])(\d{1,2})\6(\d{1,2})")
+
+
+@dataclass(slots=True)
+class ImportPlan:
+    """What an import will do once its activity completes, and what it rejected."""
+
+    rows: dict[str, dict[str, Any]]
+    """Valid rows by lowercased email; the last row wins when an email repeats."""
+    items_total: int
+    error_count: int = 0
+    correctable_count: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def reject(self, number: int, email: object, reason: str, *, correctable: bool) -> None:
+        """Count row ``number`` (1-based) as rejected and keep a message naming it."""
+        if correctable:
+            self.correctable_count += 1
+        else:
+            self.error_count += 1
+        if len(self.errors) < MAX_ERROR_MESSAGES:
+            who = f" ({email})" if isinstance(email, str) and email else ""
+            self.errors.append(f"Row {number}{who}: {reason}")
+        elif len(self.errors) == MAX_ERROR_MESSAGES:
+            self.errors.append("More rows were rejected; only the first 1000 are described.")
+
+
+def _valid_anniversary(value: str) -> bool:
+    match = _ANNIVERSARY.fullmatch(value)
+    if match is None:
+        return False
+    if match.group(1) is not None:
+        month, day = int(match.group(1)), int(match.group(3))
+    else:
+        month, day = int(match.group(7)), int(match.group(8))
+    return 1 <= month <= 12 and 1 <= day <= 31
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _check_row(
+    row: dict[str, Any], custom_fields: Container[str], max_custom_fields: int
+) -> tuple[str, bool] | None:
+    """The first problem of one row as (reason, correctable), or None when it is valid."""
+    custom = 0
+    for key, value in row.items():
+        limit = STRING_LIMITS.get(key)
+        if limit is not None:
+            if not isinstance(value, str):
+                return f"{key} must be a string", False
+            if len(value) > limit:
+                if key == "email":
+                    return f"email address longer than {limit} characters", True
+                return f"{key} longer than {limit} characters", False
+        elif key.startswith("cf:"):
+            custom += 1
+            if key[3:] not in custom_fields:
+                return f"custom field '{key}' does not exist in the account", False
+            if not isinstance(value, str):
+                return f"{key} must be a string", False
+            if len(value) > CUSTOM_FIELD_LIMIT:
+                return f"{key} longer than {CUSTOM_FIELD_LIMIT} characters", False
+        elif key == "anniversary":
+            if not isinstance(value, str) or not _valid_anniversary(value):
+                return "anniversary is not in a supported date format", True
+        elif key not in ("birthday_month", "birthday_day"):
+            return f"unknown field '{key}'", False
+    if custom > max_custom_fields:
+        return f"more than {max_custom_fields} custom fields", False
+    if "birthday_month" in row or "birthday_day" in row:
+        month, day = _as_int(row.get("birthday_month")), _as_int(row.get("birthday_day"))
+        if month is None or day is None or not 1 <= month <= 12 or not 1 <= day <= 31:
+            return "birthday_month and birthday_day must both be given as 1-12 and 1-31", True
+        row["birthday_month"], row["birthday_day"] = month, day
+    return None
+
+
+def plan_import(
+    rows: list[Any], *, custom_fields: Container[str], max_custom_fields: int = 25
+) -> ImportPlan:
+    """Validate every row of ``import_data``; the valid ones are kept by lowercased email.
+
+    Correctable (Constant Contact's own definition): a bad or missing email address, a bad
+    birthday or anniversary. Everything else (too long, unknown field, unknown custom field,
+    too many custom fields) counts as a non-correctable error.
+    """
+    plan = ImportPlan(rows={}, items_total=len(rows))
+    valid = plan.rows
+    limits = STRING_LIMITS
+    email_pattern = _EMAIL.fullmatch
+    for number, row in enumerate(rows, 1):
+        if type(row) is not dict:
+            plan.reject(number, None, "not a JSON object", correctable=False)
+            continue
+        email = row.get("email")
+        # Fast path for the usual row (plain string fields within their limits); anything
+        # else gets the full check.
+        problem = None
+        for key, value in row.items():
+            limit = limits.get(key)
+            if limit is None or type(value) is not str or len(value) > limit:
+                problem = _check_row(row, custom_fields, max_custom_fields)
+                break
+        if problem is not None:
+            plan.reject(number, email, problem[0], correctable=problem[1])
+            continue
+        if email is None:
+            # SMS-only contacts exist in Constant Contact but not in this emulator.
+            reason = "no email address (SMS-only contacts are not emulated)"
+            plan.reject(number, None, reason, correctable=True)
+            continue
+        address = email.strip()
+        if email_pattern(address) is None:
+            plan.reject(number, email, "invalid email address", correctable=True)
+            continue
+        if "home country" in row:
+            row["home_country"] = row.pop("home country")
+        if address is not email:
+            row["email"] = address
+        key = address.lower()
+        if key in valid:
+            del valid[key]  # a repeated email: the last row wins, in its own position
+        valid[key] = row
+    return plan
+
+
+def _skip_space(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
+
+
+def salvage_object(prefix: bytes) -> dict[str, Any]:
+    """Parse the JSON object at the start of ``prefix`` (a body cut short) as far as it goes.
+
+    Only whole values are kept; inside an ``import_data`` array, every contact that ends before
+    the cut is kept and the rest is silently dropped — what Constant Contact documents for a body
+    over 4 MB ("only imports the first 4 MB and drops the remaining data").
+    """
+    text = prefix.decode("utf-8", errors="ignore")  # the cut may split a multi-byte character
+    decoder = json.JSONDecoder()
+    result: dict[str, Any] = {}
+    index = _skip_space(text, 0)
+    if not text.startswith("{", index):
+        return result
+    index += 1
+    try:
+        while True:
+            index = _skip_space(text, index)
+            if text[index] == "}":
+                return result
+            key, index = decoder.raw_decode(text, index)
+            index = _skip_space(text, index)
+            if text[index] != ":":
+                return result
+            index = _skip_space(text, index + 1)
+            if key == "import_data" and text[index] == "[":
+                items: list[Any] = []
+                result[key] = items
+                index = _skip_space(text, index + 1)
+                while text[index] != "]":
+                    item, index = decoder.raw_decode(text, index)
+                    items.append(item)
+                    index = _skip_space(text, index)
+                    if text[index] == ",":
+                        index = _skip_space(text, index + 1)
+                index += 1
+            else:
+                value, index = decoder.raw_decode(text, index)
+                result[key] = value
+            index = _skip_space(text, index)
+            if text[index] == ",":
+                index += 1
+    except (IndexError, ValueError):
+        return result  # the cut: whatever was whole before it is kept

@@ -1,0 +1,82 @@
+"""Bodies of the control endpoints (``/_emulator/...``), shared by the routes and the client."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from segment_export.emulator.activities import ActivityKind
+from segment_export.emulator.faults import FAULT_STATUSES, FaultKind, When
+from segment_export.emulator.oauth import ROTATING, RefreshTokenType
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SeedApp(_Body):
+    """A registered application; ``client_secret=None`` makes a public (PKCE-only) client."""
+
+    client_id: str = Field(min_length=1)
+    client_secret: str | None = None
+    redirect_uris: list[str] = Field(default_factory=list)
+    refresh_token_type: RefreshTokenType = ROTATING
+    name: str = "Sandbox app"
+
+
+class SeedList(_Body):
+    """A contact list; reused when one with the same id or name exists."""
+
+    name: str = Field(min_length=1, max_length=255)
+    list_id: str | None = None
+    description: str | None = None
+    favorite: bool = False
+
+
+class SeedRequest(_Body):
+    """What ``POST /_emulator/seed`` adds to the account (nothing is removed)."""
+
+    apps: list[SeedApp] = Field(default_factory=list)
+    account: dict[str, Any] = Field(default_factory=dict)
+    custom_fields: list[str] = Field(default_factory=list)
+    lists: list[SeedList] = Field(default_factory=list)
+    contacts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Import-shaped rows (email, first_name, cf:...), plus optional "
+        "permission_to_send and lists (names or ids the contact is a member of).",
+    )
+
+
+class FaultRequest(_Body):
+    """``POST /_emulator/faults``: the next ``count`` matching requests meet this fault."""
+
+    kind: FaultKind
+    count: int = Field(default=1, ge=1)
+    status: int = 503
+    delay: float = Field(default=0.0, ge=0)
+    path_prefix: str = "/v3"
+    when: When = "before"
+    method: str | None = None
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, value: int) -> int:
+        if value not in FAULT_STATUSES:
+            raise ValueError(f"status must be one of {sorted(FAULT_STATUSES)}")
+        return value
+
+
+class ActivityFaultRequest(_Body):
+    """``POST /_emulator/activity_faults``: the next ``count`` activities of ``kind`` end badly."""
+
+    outcome: Literal["failed", "timed_out"]
+    count: int = Field(default=1, ge=1)
+    kind: ActivityKind | Literal["any"] = ActivityKind.IMPORT
+
+
+class ApproveRequest(_Body):
+    """``POST /_emulator/approve``: answer the consent page of ``authorize_url``."""
+
+    authorize_url: str
+    allow: bool = True
