@@ -190,15 +190,15 @@ def remove(app: AppContext, name: str) -> None:
 def _watch(app: AppContext, run_id: str) -> Run:
     deps = app.runtime().deps()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("contacts"), TimeElapsedColumn(), console=console,
+                  TextColumn("members read"), TimeElapsedColumn(), console=console,
                   transient=True) as bar:
         task = bar.add_task("starting", total=None)
 
         def progress(run: Run) -> None:
             counts = run.counts
-            total = counts.get("to_send")
-            done = counts.get("sent_so_far", 0)
-            bar.update(task, description=run.status, total=total, completed=done)
+            sent = counts.get("sent_so_far", 0)
+            bar.update(task, description=f"{run.status}, {sent:,} sent",
+                       total=counts.get("segment_size"), completed=counts.get("processed", 0))
 
         deps.progress = progress
         return run_to_completion(run_id, deps=deps)

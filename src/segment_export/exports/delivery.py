@@ -90,16 +90,17 @@ def record_delivered(
                                           strict=True))
         if i not in verdict.refused_rows
     ]
-    insert_fn = _upsert(engine)
+    stmt = _upsert(engine)(ExportMember)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["export_id", "email_key"],
+        set_={"email": stmt.excluded.email, "values_hash": stmt.excluded.values_hash,
+              "run_id": stmt.excluded.run_id},
+    )
     with engine.begin() as conn:
-        for start in range(0, len(rows), 5000):
-            stmt = insert_fn(ExportMember).values(rows[start:start + 5000])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["export_id", "email_key"],
-                set_={"email": stmt.excluded.email, "values_hash": stmt.excluded.values_hash,
-                      "run_id": stmt.excluded.run_id},
-            )
-            conn.execute(stmt)
+        if rows:
+            # executemany: the driver batches it; a VALUES list this long would take SQLAlchemy
+            # longer to compile than the database to store.
+            conn.execute(stmt, rows)
         if verdict.refused_rows:
             conn.execute(insert(RejectedRow), [
                 {"run_id": run_id, "customer_id": members.customer_ids[i],

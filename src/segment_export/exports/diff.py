@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -69,7 +70,10 @@ def load_delivered(engine: Engine, export_id: str) -> Delivered:
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=_CHUNK).execute(stmt)
         for rows in result.partitions():
-            block = np.array(rows, dtype=np.int64).reshape(-1, 2)
+            # Flattened first: numpy probing SQLAlchemy Row objects for array protocols costs
+            # seconds per million rows.
+            flat = itertools.chain.from_iterable(rows)
+            block = np.fromiter(flat, dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
             keys.append(block[:, 0])
             hashes.append(block[:, 1])
     if not keys:
@@ -90,12 +94,19 @@ class Change:
 
 @dataclass(slots=True)
 class DiffTotals:
-    """Filled in while the changes are consumed: how many were new, changed and unchanged."""
+    """Summed over every chunk diffed: how many were new, changed and unchanged."""
 
     new: int = 0
     changed: int = 0
     unchanged: int = 0
-    current_keys: np.ndarray[Any, np.dtype[np.int64]] | None = None
+    seen_keys: list[np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=list)
+
+    @property
+    def current_keys(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """The keys of every valid contact seen (for mirror-mode removals)."""
+        if not self.seen_keys:
+            return np.empty(0, np.int64)
+        return np.sort(np.concatenate(self.seen_keys))
 
 
 def _rows(table: pa.Table) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -114,8 +125,8 @@ def iter_changes(
     """Yield the contacts that are new or whose mapped values changed since last delivery.
 
     The comparison is vectorised; only the contacts to send become Python dicts. With
-    ``full_resync`` every contact is yielded. ``totals`` is filled in before the first yield,
-    including the keys of every current contact (for mirror-mode removals).
+    ``full_resync`` every contact is yielded. ``totals`` (which may span several chunks) is
+    updated before the first yield.
     """
     keys, hashes = fingerprints(contacts)
     if len(delivered):
@@ -126,10 +137,10 @@ def iter_changes(
         known = same = np.zeros(len(keys), dtype=bool)
     if full_resync:
         same = np.zeros(len(keys), dtype=bool)
-    totals.unchanged = int(same.sum())
-    totals.changed = int((known & ~same).sum())
-    totals.new = int((~known).sum())
-    totals.current_keys = np.sort(keys)
+    totals.unchanged += int(same.sum())
+    totals.changed += int((known & ~same).sum())
+    totals.new += int((~known).sum())
+    totals.seen_keys.append(keys)
     to_send = np.flatnonzero(~same)
     picked = contacts.take(pa.array(to_send)) if len(to_send) < len(keys) else contacts
     for offset, (customer_id, contact) in enumerate(_rows(picked)):

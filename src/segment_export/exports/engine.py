@@ -19,7 +19,6 @@ from typing import Any, cast
 
 import httpx
 import numpy as np
-import pyarrow as pa
 from sqlalchemy import CursorResult, Engine, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,7 +28,7 @@ from segment_export.constant_contact import (
     RequestHook,
     iter_import_bodies,
 )
-from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch
+from segment_export.db.models import Connection, Export, Run, RunBatch
 from segment_export.db.types import utcnow
 from segment_export.errors import (
     NotFoundError,
@@ -45,10 +44,12 @@ from segment_export.exports.diff import (
     Delivered,
     DiffTotals,
     iter_changes,
+    leavers,
     load_delivered,
 )
+from segment_export.exports.members import LocalCounts, store_rejections, stream_members
 from segment_export.exports.mirror import remove_leavers
-from segment_export.exports.validate import ValidatedMembers, validate_members
+from segment_export.exports.validate import ValidatedMembers
 from segment_export.log import run_context
 from segment_export.profiles import ProfileStore
 
@@ -220,17 +221,6 @@ def _check_cancel(deps: RunDependencies, run_id: str, counts: dict[str, Any]) ->
         raise RunCancelled("cancel requested")
 
 
-def _read(deps: RunDependencies, export: Export, run_id: str, stages: _Stages) -> pa.Table | None:
-    started = time.perf_counter()
-    columns = list(dict.fromkeys([*export.mapping.values(),
-                                  *([export.consent_field] if export.consent_field else [])]))
-    batches = list(deps.store.read_members(export.segment_ids, columns))
-    stages.add("read", started)
-    if not batches:
-        return None
-    return pa.Table.from_batches(batches)
-
-
 def _pipeline(deps: RunDependencies, run: Run, export: Export,
               connection: Connection | None) -> Run:
     stages = _Stages()
@@ -247,69 +237,35 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
         return _finish(deps, run.id, "failed",
                        "The export is detached from its connection; attach one and run again.",
                        error_kind="ConfigurationError")
-    members = _read(deps, export, run.id, stages)
-    id_column = deps.store.id_column or "customer_id"
-    started = time.perf_counter()
-    validated = (
-        validate_members(members, id_column=id_column, mapping=export.mapping,
-                         consent_column=export.consent_field)
-        if members is not None else None
-    )
-    stages.add("validate", started)
-    counts = _local_counts(validated)
-
+    local = LocalCounts()
+    counts: dict[str, Any] = {"segment_size": size}
     if run.dry_run:
-        return _dry_run(deps, run, export, validated, counts, stages)
+        return _dry_run(deps, run, export, local, counts, stages)
 
     assert connection is not None
     with client_for(connection, settings=deps.settings, engine=deps.engine,
                     transport=deps.transport, on_request=deps.on_request,
                     **deps.client_options) as client:
         _confirm_left_over_batches(deps, client, run, export)
-        if validated is not None and run.attempt == 1:
-            _store_local_rejections(deps, run.id, validated)
         started = time.perf_counter()
         delivered = (_delivered_in_run(deps, run.id) if run.full_resync
                      else load_delivered(deps.engine, export.id))
         stages.add("diff", started)
         totals = DiffTotals()
-        if validated is not None:
-            _send(deps, client, run, export, validated, delivered, totals, counts, stages)
+        chunks = stream_members(deps.store, export, seconds=stages.seconds, counts=local)
+        _send(deps, client, run, export, chunks, delivered, totals, counts, local, stages)
+        counts.update(local.as_dict())
         if export.mode == "mirror":
-            current = totals.current_keys if totals.current_keys is not None else np.empty(
-                0, np.int64)
             started = time.perf_counter()
             removal = remove_leavers(
                 deps, client, run_id=run.id, export=export,
-                delivered=load_delivered(deps.engine, export.id), current_keys=current,
+                delivered=load_delivered(deps.engine, export.id),
+                current_keys=totals.current_keys,
                 check_cancel=lambda: _check_cancel(deps, run.id, {}),
             )
             stages.add("remove", started)
             counts.update(removal)
-    return _complete(deps, run.id, counts, totals, stages)
-
-
-def _local_counts(validated: ValidatedMembers | None) -> dict[str, Any]:
-    if validated is None:
-        return {"in_segment": 0, "no_consent": 0, "rejected_locally": 0, "valid": 0,
-                "warnings": {}}
-    rejected = validated.rejected_count - validated.no_consent
-    return {
-        "in_segment": validated.in_segment,
-        "no_consent": validated.no_consent,
-        "rejected_locally": rejected,
-        "valid": validated.contacts.num_rows,
-        "warnings": dict(validated.warnings),
-    }
-
-
-def _store_local_rejections(deps: RunDependencies, run_id: str,
-                            validated: ValidatedMembers) -> None:
-    rows = validated.rejected.to_pylist()
-    with deps.engine.begin() as conn:
-        for start in range(0, len(rows), 5000):
-            conn.execute(insert(RejectedRow), [{"run_id": run_id, **r}
-                                               for r in rows[start:start + 5000]])
+    return _complete(deps, run.id, counts, stages)
 
 
 def _delivered_in_run(deps: RunDependencies, run_id: str) -> Delivered:
@@ -323,28 +279,25 @@ def _delivered_in_run(deps: RunDependencies, run_id: str) -> Delivered:
         ).all()
     if not rows:
         return Delivered.empty()
-    block = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    flat = itertools.chain.from_iterable(rows)
+    block = np.fromiter(flat, dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
     return Delivered(block[:, 0].copy(), block[:, 1].copy())
 
 
-def _dry_run(deps: RunDependencies, run: Run, export: Export,
-             validated: ValidatedMembers | None, counts: dict[str, Any],
-             stages: _Stages) -> Run:
-    started = time.perf_counter()
+def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts,
+             counts: dict[str, Any], stages: _Stages) -> Run:
     delivered = Delivered.empty() if run.full_resync else load_delivered(deps.engine, export.id)
     totals = DiffTotals()
-    if validated is not None:
-        for _ in iter_changes(validated.contacts, delivered, totals,
-                              full_resync=run.full_resync):
+    for chunk in stream_members(deps.store, export, seconds=stages.seconds, counts=local):
+        store_rejections(deps.engine, run.id, chunk)
+        started = time.perf_counter()
+        for _ in iter_changes(chunk.contacts, delivered, totals, full_resync=run.full_resync):
             pass
-        _store_local_rejections(deps, run.id, validated)
+        stages.add("diff", started)
     would_remove = 0
-    if export.mode == "mirror" and totals.current_keys is not None:
-        from segment_export.exports.diff import leavers
-
-        would_remove = int(leavers(load_delivered(deps.engine, export.id),
-                                   totals.current_keys).size)
-    stages.add("diff", started)
+    if export.mode == "mirror":
+        would_remove = int(leavers(delivered, totals.current_keys).size)
+    counts.update(local.as_dict())
     counts.update(would_add=totals.new, would_update=totals.changed,
                   unchanged=totals.unchanged, would_remove=would_remove)
     with deps.sessions.begin() as session:
@@ -354,8 +307,8 @@ def _dry_run(deps: RunDependencies, run: Run, export: Export,
         stored.stage_seconds = stages.seconds
     return _finish(deps, run.id, "succeeded",
                    f"Dry run: would add {totals.new:,}, update {totals.changed:,}, "
-                   f"remove {would_remove:,}; {counts['rejected_locally']:,} rejected, "
-                   f"{counts['no_consent']:,} without consent. Nothing was sent.")
+                   f"remove {would_remove:,}; {local.rejected_locally:,} rejected, "
+                   f"{local.no_consent:,} without consent. Nothing was sent.")
 
 
 @dataclass(slots=True)
@@ -366,15 +319,20 @@ class _InFlight:
 
 
 def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export: Export,
-          validated: ValidatedMembers, delivered: Delivered, totals: DiffTotals,
-          counts: dict[str, Any], stages: _Stages) -> None:
+          chunks: Iterator[ValidatedMembers], delivered: Delivered, totals: DiffTotals,
+          counts: dict[str, Any], local: LocalCounts, stages: _Stages) -> None:
     pending: deque[Change] = deque()
+    # Rejections are written once per run: a resumed attempt validates the same rows again.
+    keep_rejections = run.attempt == 1
 
     def contacts() -> Iterator[dict[str, Any]]:
-        for change in iter_changes(validated.contacts, delivered, totals,
-                                   full_resync=run.full_resync):
-            pending.append(change)
-            yield change.contact
+        for chunk in chunks:
+            if keep_rejections:
+                store_rejections(deps.engine, run.id, chunk)
+            for change in iter_changes(chunk.contacts, delivered, totals,
+                                       full_resync=run.full_resync):
+                pending.append(change)
+                yield change.contact
 
     seq = _next_seq(deps, run.id, "import")
     in_flight: deque[_InFlight] = deque()
@@ -388,7 +346,8 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
             emails=[c.contact["email"] for c in carried],
             customer_ids=[c.customer_id for c in carried],
         )
-        counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged)
+        counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
+                      processed=local.in_segment)
         try:
             _check_cancel(deps, run.id, counts)
         except RunCancelled:
@@ -480,22 +439,21 @@ def _emails_for(deps: RunDependencies, export: Export, run_id: str,
     """The emails of a left-over batch, re-derived from the current members by key."""
     from segment_export.exports.diff import fingerprints
 
-    members = _read(deps, export, run_id, _Stages())
-    if members is None:
-        return [""] * len(keys), [""] * len(keys)
-    validated = validate_members(members, id_column=deps.store.id_column or "customer_id",
-                                 mapping=export.mapping, consent_column=export.consent_field)
-    current_keys, _ = fingerprints(validated.contacts)
-    emails = validated.contacts.column("email").to_pylist()
-    ids = validated.contacts.column("customer_id").to_pylist()
-    index = {int(k): i for i, k in enumerate(current_keys.tolist())}
-    positions = [index.get(int(k)) for k in keys.tolist()]
-    return ([emails[p] if p is not None else "" for p in positions],
-            [ids[p] if p is not None else "" for p in positions])
+    wanted = {int(k): i for i, k in enumerate(keys.tolist())}
+    emails, ids = [""] * len(keys), [""] * len(keys)
+    for chunk in stream_members(deps.store, export, seconds={}, counts=LocalCounts()):
+        chunk_keys, _ = fingerprints(chunk.contacts)
+        chunk_emails = chunk.contacts.column("email").to_pylist()
+        chunk_ids = chunk.contacts.column("customer_id").to_pylist()
+        for position, key in enumerate(chunk_keys.tolist()):
+            index = wanted.get(int(key))
+            if index is not None:
+                emails[index], ids[index] = chunk_emails[position], chunk_ids[position]
+    return emails, ids
 
 
-def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any], totals: DiffTotals,
-              stages: _Stages) -> Run:
+def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
+               stages: _Stages) -> Run:
     with deps.sessions.begin() as session:
         run = session.get(Run, run_id)
         assert run is not None

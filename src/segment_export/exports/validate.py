@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,50 +84,40 @@ def _birthday_columns(values: pa.ChunkedArray) -> tuple[Any, Any]:
     return pc.month(values), pc.day(values)
 
 
-def validate_members(
-    members: pa.Table,
-    *,
-    id_column: str,
-    mapping: Mapping[str, str],
-    consent_column: str | None = None,
-) -> ValidatedMembers:
-    """Normalise, validate and de-duplicate members; every refused row gets a reason.
+@dataclass(frozen=True, slots=True)
+class DedupePlan:
+    """The emails that more than one sendable profile holds, with the id that wins each."""
 
-    Emails are trimmed and lower-cased; over-long names and other text fields are truncated
-    (counted in ``warnings``); one contact per email, the highest customer id winning.
-    """
-    warnings: Counter[str] = Counter()
-    in_segment = members.num_rows
+    winners: pa.Table  # email, sort_id_max
+
+    @classmethod
+    def nothing(cls) -> DedupePlan:
+        return cls(pa.table({"email": pa.array([], pa.string()),
+                             "sort_id_max": pa.array([], pa.string())}))
+
+
+def _base(members: pa.Table, *, id_column: str, email_column: str) -> pa.Table:
     ids = members.column(id_column)
-    numeric_ids = pa.types.is_integer(ids.type)
-    raw_email = _as_text(members.column(mapping["email"]))
-    table = pa.table(
+    raw_email = _as_text(members.column(email_column))
+    return pa.table(
         {
             "customer_id": _as_text(ids),
-            "sort_id": ids if numeric_ids else _as_text(ids),
+            "sort_id": ids if pa.types.is_integer(ids.type) else _as_text(ids),
             "raw_email": raw_email,
             "email": pc.utf8_lower(pc.utf8_trim_whitespace(raw_email)),
         }
     )
-    for name, column in mapping.items():
-        if name != "email":
-            table = table.append_column(f"f:{name}", members.column(column))
 
-    rejected: list[pa.Table] = []
-    no_consent = 0
-    if consent_column:
-        consent = members.column(consent_column)
-        if not pa.types.is_boolean(consent.type):
-            truthy = pa.array(["true", "yes", "1", "y"])
-            consent = pc.is_in(pc.utf8_lower(_as_text(consent)), truthy)
-        has_consent = pc.fill_null(consent, False)
-        refused = pc.invert(has_consent)
-        no_consent = pc.sum(refused).as_py() or 0
-        rejected.append(
-            _rejections(table, refused, "no_marketing_consent", f"{consent_column} is not true")
-        )
-        table = table.filter(has_consent)
 
+def _consent_mask(members: pa.Table, consent_column: str) -> Any:
+    consent = members.column(consent_column)
+    if not pa.types.is_boolean(consent.type):
+        truthy = pa.array(["true", "yes", "1", "y"])
+        consent = pc.is_in(pc.utf8_lower(_as_text(consent)), truthy)
+    return pc.fill_null(consent, False)
+
+
+def _email_problems(table: pa.Table) -> tuple[Any, Any, Any]:
     email = table.column("email")
     missing = pc.fill_null(pc.equal(email, ""), True)
     too_long = pc.and_(pc.invert(missing), pc.greater(pc.utf8_length(email), EMAIL_MAX_LENGTH))
@@ -135,6 +125,76 @@ def validate_members(
         pc.and_(pc.invert(missing), pc.invert(too_long)),
         pc.invert(pc.match_substring_regex(email, EMAIL_PATTERN)),
     )
+    return missing, too_long, bad_syntax
+
+
+def plan_dedupe(
+    batches: Iterable[pa.RecordBatch],
+    *,
+    id_column: str,
+    email_column: str,
+    consent_column: str | None = None,
+) -> DedupePlan:
+    """First pass over only the id, email and consent columns: which emails repeat among the
+    profiles that could be sent, and which customer id wins each (the highest).
+
+    Keeps memory to the repeated emails, so the second pass can stream every other column.
+    """
+    seen: list[pa.Table] = []
+    for batch in batches:
+        members = pa.Table.from_batches([batch])
+        table = _base(members, id_column=id_column, email_column=email_column)
+        if consent_column:
+            table = table.filter(_consent_mask(members, consent_column))
+        missing, too_long, bad_syntax = _email_problems(table)
+        table = table.filter(pc.invert(pc.or_(pc.or_(missing, too_long), bad_syntax)))
+        seen.append(table.select(["email", "sort_id"]))
+    if not seen:
+        return DedupePlan.nothing()
+    emails = pa.concat_tables(seen)
+    counts = pc.value_counts(emails.column("email"))
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if not len(repeated):
+        return DedupePlan.nothing()
+    dupes = emails.filter(pc.is_in(emails.column("email"), value_set=repeated))
+    return DedupePlan(dupes.group_by("email").aggregate([("sort_id", "max")]))
+
+
+def validate_members(
+    members: pa.Table,
+    *,
+    id_column: str,
+    mapping: Mapping[str, str],
+    consent_column: str | None = None,
+    dedupe: DedupePlan | None = None,
+) -> ValidatedMembers:
+    """Normalise, validate and de-duplicate members; every refused row gets a reason.
+
+    Emails are trimmed and lower-cased; over-long names and other text fields are truncated
+    (counted in ``warnings``); one contact per email, the highest customer id winning. When
+    ``members`` is one chunk of a larger set, ``dedupe`` (from :func:`plan_dedupe` over the
+    whole set) decides duplicates across chunks; without it, duplicates are found within
+    ``members`` alone.
+    """
+    warnings: Counter[str] = Counter()
+    in_segment = members.num_rows
+    table = _base(members, id_column=id_column, email_column=mapping["email"])
+    for name, column in mapping.items():
+        if name != "email":
+            table = table.append_column(f"f:{name}", members.column(column))
+
+    rejected: list[pa.Table] = []
+    no_consent = 0
+    if consent_column:
+        has_consent = _consent_mask(members, consent_column)
+        refused = pc.invert(has_consent)
+        no_consent = pc.sum(refused).as_py() or 0
+        rejected.append(
+            _rejections(table, refused, "no_marketing_consent", f"{consent_column} is not true")
+        )
+        table = table.filter(has_consent)
+
+    missing, too_long, bad_syntax = _email_problems(table)
     rejected.append(_rejections(table, missing, "missing_email", "no email address"))
     rejected.append(
         _rejections(table, too_long, "email_too_long", f"over {EMAIL_MAX_LENGTH} characters")
@@ -142,15 +202,28 @@ def validate_members(
     rejected.append(_rejections(table, bad_syntax, "invalid_email", "not a valid email address"))
     table = table.filter(pc.invert(pc.or_(pc.or_(missing, too_long), bad_syntax)))
 
-    # One contact per email: the highest customer id wins, the others are reported.
-    winners = table.group_by("email").aggregate([("sort_id", "max")])
-    table = table.join(winners, "email")
-    is_winner = pc.equal(table.column("sort_id"), table.column("sort_id_max"))
-    rejected.append(
-        _rejections(table, pc.invert(is_winner), "superseded",
-                    "same email as a profile with a higher customer id")
-    )
-    table = table.filter(is_winner)
+    # One contact per email: the highest customer id wins, the others are reported. Duplicates
+    # are rare, so only the rows whose email repeats go through the group-and-join.
+    plan = dedupe if dedupe is not None else plan_dedupe(
+        pa.Table.from_pydict({"i": table.column("sort_id"), "e": table.column("email")})
+        .to_batches(), id_column="i", email_column="e")
+    if plan.winners.num_rows:
+        repeated = plan.winners.column("email")
+        shared = pc.is_in(table.column("email"), value_set=repeated)
+        dupes = table.filter(shared)
+        id_type = table.schema.field("sort_id").type
+        winners = plan.winners.cast(pa.schema([("email", pa.string()),
+                                               ("sort_id_max", id_type)]))
+        dupes = dupes.join(winners, "email")
+        is_winner = pc.equal(dupes.column("sort_id"), dupes.column("sort_id_max"))
+        rejected.append(
+            _rejections(dupes, pc.invert(is_winner), "superseded",
+                        "same email as a profile with a higher customer id")
+        )
+        table = pa.concat_tables([
+            table.filter(pc.invert(shared)),
+            dupes.filter(is_winner).drop_columns(["sort_id_max"]).select(table.column_names),
+        ])
 
     contacts: dict[str, Any] = {"customer_id": table.column("customer_id"),
                                 "email": table.column("email")}

@@ -1,0 +1,437 @@
+"""End-to-end export benchmark: N profiles to an emulator that enforces Constant Contact's limits.
+
+    python -m bench.export_1m [--rows 1000000] [--seed 42] [--keep DIR]
+
+Phases: a full export, an incremental re-run after 1 % of the profiles changed, and a mirror
+run after 1 % left the segment; then a hand-written baseline (pandas + requests) on the same
+data. The emulator runs in its own process with the real limits (4 requests/s, 40,000 contacts
+and 4 MB per import) and instant activity processing. Each export phase runs in a fresh child
+process so that its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pyarrow.compute as pc
+
+RPS = 4.0
+MAX_CONTACTS, MAX_BYTES = 40_000, 4_000_000
+CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-client-secret-0123456789"
+REDIRECT = "http://127.0.0.1:8787/oauth/callback"
+MAPPING = {"email": "email", "first_name": "first_name", "last_name": "last_name"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _env(workdir: Path, emulator: str) -> dict[str, str]:
+    key_file = workdir / "data" / "bench.key"
+    return {**os.environ,
+            "SEGMENT_EXPORT_DATA_DIR": str(workdir / "data"),
+            "SEGMENT_EXPORT_SECRET_KEY": key_file.read_text().strip(),
+            "SEGMENT_EXPORT_CC_API_URL": f"{emulator}/v3",
+            "SEGMENT_EXPORT_CC_AUTH_URL": f"{emulator}/oauth2/default/v1",
+            "SEGMENT_EXPORT_LOG_LEVEL": "WARNING"}
+
+
+# -- child: one export run in its own process ----------------------------------------------
+
+def child(phase: str) -> None:
+    """Run the bench export once (``phase`` full|incremental|mirror); print JSON stats."""
+    from segment_export.config import load_settings
+    from segment_export.db import make_engine, make_session_factory
+    from segment_export.exports.engine import RunDependencies
+    from segment_export.exports.runs import request_run, run_to_completion
+    from segment_export.exports.service import get_export
+    from segment_export.profiles import DuckDBProfileStore
+    from segment_export.users import ensure_admin
+
+    settings = load_settings()
+    engine = make_engine(settings)
+    sessions = make_session_factory(engine)
+    store = DuckDBProfileStore(settings.profiles_path)
+    requests: list[tuple[str, str, int | None, int, float]] = []
+
+    trace = os.environ.get("BENCH_TRACEMALLOC")
+    if trace:
+        import tracemalloc
+
+        tracemalloc.start()
+
+    def on_request(method: str, path: str, status: int | None, sent: int, seconds: float) -> None:
+        requests.append((method, path, status, sent, seconds))
+        if trace and path.endswith("contacts_json_import"):
+            import psutil
+            import tracemalloc
+
+            stats = tracemalloc.take_snapshot().statistics("lineno")[:12]
+            rss = psutil.Process().memory_info().rss / 1e6
+            sys.stderr.write(f"RSS {rss:.0f} MB; python-tracked {sum(x.size for x in stats)/1e6:.0f} MB top:\n"
+                             + "\n".join(str(x) for x in stats) + "\n")
+
+    with sessions.begin() as session:
+        admin = ensure_admin(session)
+        export = get_export(session, name_or_id="bench")
+        if phase == "mirror":
+            export.mode = "mirror"
+        run = request_run(session, actor=admin, export=export)
+    profile_dir = os.environ.get("BENCH_PROFILE")
+    profiler = None
+    if profile_dir:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.005)
+        profiler.start()
+    started = time.perf_counter()
+    done = run_to_completion(run.id, deps=RunDependencies(
+        settings=settings, engine=engine, sessions=sessions, store=store,
+        on_request=on_request, poll_interval=0.1))
+    wall = time.perf_counter() - started
+    if profiler is not None:
+        profiler.stop()
+        Path(profile_dir, f"{phase}.txt").write_text(profiler.output_text(show_all=False))
+    print(json.dumps({
+        "phase": phase, "status": done.status, "message": done.message, "wall": wall,
+        "stages": done.stage_seconds, "counts": done.counts,
+        "requests": len(requests), "bytes_sent": sum(r[3] for r in requests),
+        "largest_request": max((r[3] for r in requests), default=0),
+        "statuses": sorted({str(r[2]) for r in requests}),
+        "by_endpoint": _by_endpoint(requests),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+def _by_endpoint(requests: list[tuple[str, str, int | None, int, float]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for method, path, *_ in requests:
+        parts = path.strip("/").split("/")
+        if len(parts) == 2 and len(parts[1]) == 36:  # a resource id
+            parts[1] = "{id}"
+        name = f"{method} {'/'.join(parts)}"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+# -- parent: data, emulator, phases, baseline ----------------------------------------------
+
+def _floor(requests_needed: int) -> float:
+    return requests_needed / RPS
+
+
+def _needed_imports(contacts: int, payload_bytes: int) -> int:
+    return max(math.ceil(contacts / MAX_CONTACTS), math.ceil(payload_bytes / MAX_BYTES))
+
+
+def _run_child(phase: str, env: dict[str, str]) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.export_1m", "--child", phase],
+                         env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{phase} child failed:\n{out.stderr[-4000:]}")
+    if env.get("BENCH_TRACEMALLOC"):
+        print(out.stderr[-6000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _delivered_emails(env: dict[str, str]) -> set[str]:
+    code = ("from segment_export.config import load_settings\n"
+            "from segment_export.db import make_engine\n"
+            "import sqlalchemy as sa\n"
+            "e = make_engine(load_settings())\n"
+            "with e.connect() as c:\n"
+            "    print('\\n'.join(r[0] for r in c.execute(sa.text("
+            "'select email from export_members'))))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return set(out.stdout.split())
+
+
+def _print_phase(result: dict[str, Any], floor_requests: int) -> float:
+    floor = _floor(floor_requests)
+    ratio = result["wall"] / floor if floor else float("inf")
+    counts = result["counts"]
+    print(f"\n== {result['phase']}: {result['status']} in {result['wall']:.2f} s")
+    print(f"   {result['message']}")
+    print("   stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["stages"].items()))
+    print(f"   requests {result['requests']} ({result['by_endpoint']}), bytes sent "
+          f"{result['bytes_sent']:,}, largest request {result['largest_request']:,}, "
+          f"statuses {result['statuses']}")
+    print(f"   peak RSS of the exporting process: {result['peak_rss_mb']:.0f} MB")
+    print(f"   rate-limit floor: {floor_requests} requests at {RPS:g}/s = {floor:.2f} s; "
+          f"ours = {ratio:.2f}x the floor")
+    print("   counts: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()
+                                     if isinstance(v, int)))
+    return ratio
+
+
+def baseline(table: pa.Table, emulator: str, token: str, list_id: str) -> dict[str, Any]:
+    """What a user might write by hand: pandas + requests, 40,000 rows a call, no checks."""
+    import requests
+
+    frame = table.select(["email", "first_name", "last_name"]).to_pandas()
+    started = time.perf_counter()
+    sent = largest = calls = 0
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    for start in range(0, len(frame), MAX_CONTACTS):
+        chunk = frame.iloc[start:start + MAX_CONTACTS]
+        rows = [{k: v for k, v in r.items() if isinstance(v, str)} for r in
+                chunk.to_dict(orient="records")]
+        body = json.dumps({"import_data": rows, "list_ids": [list_id]}).encode()
+        began = time.perf_counter()
+        response = session.post(f"{emulator}/v3/activities/contacts_json_import", data=body,
+                                headers={"Content-Type": "application/json"}, timeout=120)
+        response.raise_for_status()
+        sent += len(body)
+        largest = max(largest, len(body))
+        calls += 1
+        time.sleep(max(0.0, 1 / RPS - (time.perf_counter() - began)))
+    return {"wall": time.perf_counter() - started, "requests": calls, "bytes_sent": sent,
+            "largest_request": largest}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--keep", type=Path, help="Work in this directory and keep it.")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--profile", type=Path,
+                        help="Profile each phase with pyinstrument into DIR/<phase>.txt.")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child)
+        return
+
+    from cryptography.fernet import Fernet
+
+    from segment_export.profiles import generate_profiles
+
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="bench-export-"))
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    (workdir / "data").mkdir(parents=True)
+    (workdir / "data" / "bench.key").write_text(Fernet.generate_key().decode())
+    port = _free_port()
+    emulator_url = f"http://127.0.0.1:{port}"
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "segment_export", "emulator", "serve", "--port", str(port),
+         "--requests-per-second", str(RPS), "--activity-seconds", "0", "--auto-approve"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = _env(workdir, emulator_url)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        env["BENCH_PROFILE"] = str(args.profile.resolve())
+    print(f"bench: {args.rows:,} profiles, seed {args.seed}; {platform.node()} "
+          f"({os.cpu_count()} cores, Python {platform.python_version()}), "
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; emulator pid {emulator.pid} at "
+          f"{emulator_url} with 4 requests/s, 40,000 contacts and 4 MB per import")
+    try:
+        from segment_export.emulator.client import EmulatorControl
+
+        control = EmulatorControl(emulator_url)
+        for _ in range(100):
+            if control.health():
+                break
+            time.sleep(0.1)
+        seeded = control.seed(apps=[{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                                     "redirect_uris": [REDIRECT]}],
+                              account={"organization_name": "Bench"}, lists=["bench", "baseline"])
+        list_id = seeded.lists["bench"]
+
+        t = time.perf_counter()
+        table = generate_profiles(rows=args.rows, seed=args.seed)
+        print(f"generated {table.num_rows:,} profiles in {time.perf_counter() - t:.1f} s")
+        _setup(workdir, env, table, list_id, control)
+
+        verdicts: list[tuple[str, bool]] = []
+        full = _run_child("full", env)
+        # The least the limits allow: the imports the payload needs, and one request to learn
+        # their outcome.
+        floor_requests = _needed_imports(full["counts"]["sent"], _payload_bytes(full)) + 1
+        ratio = _print_phase(full, floor_requests)
+        accounted = _check_accounted(control, list_id, env, full)
+        verdicts += [("full export under 60 s", full["wall"] < 60),
+                     ("full export within 2x the rate-limit floor", ratio <= 2.0),
+                     ("peak RSS under 500 MB", full["peak_rss_mb"] < 500),
+                     ("full export: every contact accounted for", accounted)]
+
+        changed = _change_one_percent(workdir, env, table)
+        incremental = _run_child("incremental", env)
+        _print_phase(incremental, _needed_imports(incremental["counts"]["sent"],
+                                                  _payload_bytes(incremental)) + 1)
+        accounted = _check_accounted(control, list_id, env, incremental)
+        print(f"   changed profiles: {changed:,}")
+        verdicts += [("incremental re-run under 10 s", incremental["wall"] < 10),
+                     ("incremental: every contact accounted for", accounted),
+                     ("peak RSS under 500 MB (incremental)", incremental["peak_rss_mb"] < 500)]
+
+        left = _leave_one_percent(workdir, env)
+        mirror = _run_child("mirror", env)
+        removal_calls = math.ceil(mirror["counts"].get("removed", 0) / 500)
+        _print_phase(mirror, removal_calls + 3)
+        accounted = _check_accounted(control, list_id, env, mirror)
+        print(f"   profiles that left the segment: {left:,}")
+        verdicts += [("mirror: removed exactly the leavers",
+                      mirror["counts"].get("removed", 0) + mirror["counts"].get(
+                          "already_off_list", 0) == mirror["counts"].get("left_segment", -1)),
+                     ("mirror: every contact accounted for", accounted)]
+
+        if not args.skip_baseline:
+            token = _token(env)
+            base = baseline(table, emulator_url, token, seeded.lists["baseline"])
+            members = len(control.list_members(seeded.lists["baseline"]))
+            print(f"\n== baseline (pandas + requests, sequential, no validation, no diff): "
+                  f"{base['wall']:.2f} s, {base['requests']} requests, "
+                  f"{base['bytes_sent']:,} bytes, largest {base['largest_request']:,}; "
+                  f"its list has {members:,} members of {table.num_rows:,} rows sent")
+            print(f"   ours/baseline: full {full['wall'] / base['wall']:.2f}x, incremental "
+                  f"{incremental['wall'] / base['wall']:.2f}x (the baseline re-sends "
+                  "everything every time)")
+        print()
+        for name, ok in verdicts:
+            print(f"target {'met   ' if ok else 'MISSED'}: {name}")
+        missed = [name for name, ok in verdicts if not ok]
+        print("targets: met" if not missed else f"targets: missed ({'; '.join(missed)})")
+    finally:
+        emulator.terminate()
+        emulator.wait(10)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _payload_bytes(result: dict[str, Any]) -> int:
+    return int(result.get("import_bytes", 0))
+
+
+def _token(env: dict[str, str]) -> str:
+    code = ("from segment_export.config import load_settings\n"
+            "from segment_export.db import make_engine, make_session_factory\n"
+            "from segment_export.db.models import Connection\n"
+            "s = make_session_factory(make_engine(load_settings()))()\n"
+            "print(s.query(Connection).one().access_token)\n")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
+           control: Any) -> None:
+    """Import the profiles, create the segment, connect over OAuth, create the export."""
+    os.environ.update({k: v for k, v in env.items() if k.startswith("SEGMENT_EXPORT_")})
+    from segment_export.config import load_settings
+    from segment_export.db import make_engine, make_session_factory, upgrade_database
+    from segment_export.exports import connections
+    from segment_export.exports.service import ExportSpec, create_export
+    from segment_export.profiles import DuckDBProfileStore
+    from segment_export.segments.service import create_segment
+    from segment_export.users import ensure_admin
+
+    settings = load_settings()
+    engine = make_engine(settings)
+    upgrade_database(engine)
+    sessions = make_session_factory(engine)
+    t = time.perf_counter()
+    with DuckDBProfileStore(settings.profiles_path) as store:
+        store.import_table(table, id_column="customer_id")
+        print(f"imported into DuckDB in {time.perf_counter() - t:.1f} s")
+        with sessions() as session:
+            segment = create_segment(session, store, name="nearly everyone", rule={
+                "all": [{"field": "lifetime_value", "op": "ge", "value": 0}]})
+            print(f"segment {segment.name!r}: {segment.size:,} members")
+    with sessions.begin() as session:
+        admin = ensure_admin(session)
+        conn = connections.create_connection(
+            session, actor=admin, display_name="bench", client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET, consent=True, redirect_uri=REDIRECT)
+        url = connections.start_authorization(session, actor=admin, connection=conn,
+                                              settings=settings)
+    with sessions() as session:
+        conn = session.merge(conn)
+        connections.complete_authorization(session, actor=admin, connection=conn,
+                                           callback_url=control.approve_url(url),
+                                           settings=settings, engine=engine)
+        session.commit()
+    with sessions.begin() as session:
+        create_export(session, actor=admin, spec=ExportSpec(
+            name="bench", connection_id=conn.id, list_id=list_id, mapping=MAPPING,
+            segment_ids=[segment.id]))
+    engine.dispose()
+
+
+def _change_one_percent(workdir: Path, env: dict[str, str], table: pa.Table) -> int:
+    from segment_export.config import load_settings
+    from segment_export.profiles import DuckDBProfileStore
+
+    n = table.num_rows
+    every = 100
+    names = table.column("first_name").to_pylist()
+    for i in range(0, n, every):
+        names[i] = f"Changed{i}"
+    changed = table.set_column(table.schema.get_field_index("first_name"), "first_name",
+                               pa.array(names))
+    with DuckDBProfileStore(load_settings().profiles_path) as store:
+        store.import_table(changed, id_column="customer_id")
+    return len(range(0, n, every))
+
+
+def _leave_one_percent(workdir: Path, env: dict[str, str]) -> int:
+    from segment_export.config import load_settings
+    from segment_export.db import make_engine, make_session_factory
+    from segment_export.profiles import DuckDBProfileStore
+    from segment_export.segments.refresh import refresh_segments
+
+    settings = load_settings()
+    import duckdb
+
+    with DuckDBProfileStore(settings.profiles_path) as store:
+        store.close()  # let a plain connection change the profiles, then reopen for refresh
+        con = duckdb.connect(str(settings.profiles_path))
+        before = con.execute("select count(*) from profiles where lifetime_value >= 0").fetchone()
+        con.execute("update profiles set lifetime_value = -1 where customer_id % 100 = 50")
+        con.close()
+        engine = make_engine(settings)
+        with make_session_factory(engine)() as session:
+            refresh_segments(session, store)
+            session.commit()
+        con = duckdb.connect(str(settings.profiles_path))
+        after = con.execute("select count(*) from profiles where lifetime_value >= 0").fetchone()
+        con.close()
+        engine.dispose()
+    assert before is not None and after is not None
+    return int(before[0]) - int(after[0])
+
+
+def _check_accounted(control: Any, list_id: str, env: dict[str, str],
+                     result: dict[str, Any]) -> bool:
+    on_list = control.list_members(list_id)
+    delivered = _delivered_emails(env)
+    counts = result["counts"]
+    unsubscribed = counts.get("unsubscribed_not_added", 0)
+    ok = on_list == delivered if not unsubscribed else len(delivered - on_list) == unsubscribed
+    print(f"   accounted for: list has {len(on_list):,} members, export state holds "
+          f"{len(delivered):,} delivered: {'yes' if ok else 'NO'}")
+    return ok
+
+
+if __name__ == "__main__":
+    main()
