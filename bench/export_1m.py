@@ -27,9 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyarrow as pa
-import pyarrow.compute as pc
 
 RPS = 4.0
 MAX_CONTACTS, MAX_BYTES = 40_000, 4_000_000
@@ -81,12 +79,14 @@ def child(phase: str) -> None:
     def on_request(method: str, path: str, status: int | None, sent: int, seconds: float) -> None:
         requests.append((method, path, status, sent, seconds))
         if trace and path.endswith("contacts_json_import"):
-            import psutil
             import tracemalloc
+
+            import psutil
 
             stats = tracemalloc.take_snapshot().statistics("lineno")[:12]
             rss = psutil.Process().memory_info().rss / 1e6
-            sys.stderr.write(f"RSS {rss:.0f} MB; python-tracked {sum(x.size for x in stats)/1e6:.0f} MB top:\n"
+            tracked = sum(x.size for x in stats) / 1e6
+            sys.stderr.write(f"RSS {rss:.0f} MB; python-tracked {tracked:.0f} MB top:\n"
                              + "\n".join(str(x) for x in stats) + "\n")
 
     with sessions.begin() as session:
@@ -417,7 +417,8 @@ def _leave_one_percent(workdir: Path, env: dict[str, str]) -> int:
         after = con.execute("select count(*) from profiles where lifetime_value >= 0").fetchone()
         con.close()
         engine.dispose()
-    assert before is not None and after is not None
+    assert before is not None
+    assert after is not None
     return int(before[0]) - int(after[0])
 
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import httpx
 import numpy as np
-from sqlalchemy import CursorResult, Engine, insert, select, update
+from sqlalchemy import CursorResult, Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import Settings
@@ -38,7 +38,7 @@ from segment_export.errors import (
     SegmentExportError,
 )
 from segment_export.exports.connections import client_for
-from segment_export.exports.delivery import BatchMembers, read_verdict, record_delivered
+from segment_export.exports.delivery import BatchMembers
 from segment_export.exports.diff import (
     Change,
     Delivered,
@@ -49,6 +49,7 @@ from segment_export.exports.diff import (
 )
 from segment_export.exports.members import LocalCounts, store_rejections, stream_members
 from segment_export.exports.mirror import remove_leavers
+from segment_export.exports.sending import InFlight, Sender
 from segment_export.exports.validate import ValidatedMembers
 from segment_export.log import run_context
 from segment_export.profiles import ProfileStore
@@ -58,9 +59,6 @@ _worker_numbers = itertools.count(1)
 
 TERMINAL = frozenset({"succeeded", "succeeded_with_rejections", "failed", "cancelled", "skipped"})
 MAX_ATTEMPTS = 3
-# Imports in flight before the oldest is confirmed: enough to keep the request budget busy,
-# few enough that a crash leaves little to re-check (and far below 1,000 queued activities).
-MAX_OUTSTANDING = 4
 
 
 class RunCancelled(SegmentExportError):
@@ -311,13 +309,6 @@ def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts
                    f"{local.no_consent:,} without consent. Nothing was sent.")
 
 
-@dataclass(slots=True)
-class _InFlight:
-    batch_id: int
-    activity_id: str
-    members: BatchMembers
-
-
 def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export: Export,
           chunks: Iterator[ValidatedMembers], delivered: Delivered, totals: DiffTotals,
           counts: dict[str, Any], local: LocalCounts, stages: _Stages) -> None:
@@ -334,52 +325,39 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
                 pending.append(change)
                 yield change.contact
 
+    def settled(contacts: int) -> None:
+        counts["sent_so_far"] = counts.get("sent_so_far", 0) + contacts
+
     seq = _next_seq(deps, run.id, "import")
-    in_flight: deque[_InFlight] = deque()
-    serialise_started = time.perf_counter()
-    for batch in iter_import_bodies(contacts(), list_ids=[export.list_id],
-                                    max_contacts=deps.settings.import_batch_contacts):
-        stages.add("serialise", serialise_started)
-        carried = [pending.popleft() for _ in range(batch.count)]
-        members = BatchMembers(
-            keys=[c.key for c in carried], hashes=[c.values_hash for c in carried],
-            emails=[c.contact["email"] for c in carried],
-            customer_ids=[c.customer_id for c in carried],
-        )
-        counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
-                      processed=local.in_segment)
-        try:
-            _check_cancel(deps, run.id, counts)
-        except RunCancelled:
-            # Stop sending, but settle what Constant Contact already has, so the report and
-            # the next run know exactly which contacts arrived.
-            while in_flight:
-                counts["sent_so_far"] = counts.get("sent_so_far", 0) + _confirm(
-                    deps, client, run, export, in_flight.popleft(), stages)
-            raise
-        with deps.engine.begin() as conn:
-            batch_id = conn.execute(insert(RunBatch).values(
-                run_id=run.id, seq=seq, kind="import", state="pending", contacts=batch.count,
-                nbytes=batch.nbytes, members=members.pack(),
-            ).returning(RunBatch.id)).scalar_one()
-        seq += 1
-        started = time.perf_counter()
-        activity = client.import_contacts(batch.body)
-        stages.add("upload", started)
-        with deps.engine.begin() as conn:
-            conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
-                state="sent", activity_id=activity.activity_id))
-        in_flight.append(_InFlight(batch_id, activity.activity_id, members))
-        while len(in_flight) >= MAX_OUTSTANDING:
-            counts["sent_so_far"] = counts.get("sent_so_far", 0) + _confirm(
-                deps, client, run, export, in_flight.popleft(), stages)
+    with Sender(engine=deps.engine, client=client, run_id=run.id, export_id=export.id,
+                poll_interval=deps.poll_interval, on_settled=settled,
+                timing=stages.add) as sender:
         serialise_started = time.perf_counter()
-    while in_flight:
-        counts["sent_so_far"] = counts.get("sent_so_far", 0) + _confirm(
-            deps, client, run, export, in_flight.popleft(), stages)
-        _check_cancel(deps, run.id, counts)
+        for batch in iter_import_bodies(contacts(), list_ids=[export.list_id],
+                                        max_contacts=deps.settings.import_batch_contacts):
+            stages.add("prepare", serialise_started)
+            carried = [pending.popleft() for _ in range(batch.count)]
+            members = BatchMembers(
+                keys=[c.key for c in carried], hashes=[c.values_hash for c in carried],
+                emails=[c.contact["email"] for c in carried],
+                customer_ids=[c.customer_id for c in carried],
+            )
+            counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
+                          processed=local.in_segment)
+            try:
+                _check_cancel(deps, run.id, counts)
+            except RunCancelled:
+                # Stop sending, but settle what Constant Contact already has, so the report
+                # and the next run know exactly which contacts arrived.
+                sender.settle()
+                raise
+            sender.send(batch, members, seq=seq)
+            seq += 1
+            serialise_started = time.perf_counter()
+        sender.settle()
     counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
-                  new=totals.new, changed=totals.changed)
+                  new=totals.new, changed=totals.changed, processed=local.in_segment)
+    _check_cancel(deps, run.id, counts)
 
 
 def _next_seq(deps: RunDependencies, run_id: str, kind: str) -> int:
@@ -390,29 +368,6 @@ def _next_seq(deps: RunDependencies, run_id: str, kind: str) -> int:
     return 0 if last is None else last + 1
 
 
-def _confirm(deps: RunDependencies, client: ConstantContactClient, run: Run, export: Export,
-             flight: _InFlight, stages: _Stages) -> int:
-    """Wait for a batch's activity and record its outcome; return the contacts it carried."""
-    started = time.perf_counter()
-    try:
-        activity = client.wait_for_activity(flight.activity_id, poll_interval=deps.poll_interval)
-    finally:
-        stages.add("poll", started)
-    if activity.state != "completed":
-        with deps.engine.begin() as conn:
-            conn.execute(update(RunBatch).where(RunBatch.id == flight.batch_id).values(
-                state="failed", errors=activity.activity_errors[:50]))
-        # Nothing of a failed activity counts as delivered: the retry sends it again.
-        raise RetriableError(
-            f"Constant Contact's import activity {flight.activity_id} ended {activity.state}",
-            activity_id=flight.activity_id,
-        )
-    verdict = read_verdict(activity, len(flight.members.keys))
-    record_delivered(deps.engine, export_id=export.id, run_id=run.id,
-                     batch_id=flight.batch_id, members=flight.members, verdict=verdict)
-    return len(flight.members.keys)
-
-
 def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactClient, run: Run,
                                export: Export) -> None:
     """After a crash: settle the batches a previous attempt sent but never confirmed."""
@@ -420,18 +375,19 @@ def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactCli
         left = session.scalars(select(RunBatch).where(
             RunBatch.run_id == run.id, RunBatch.kind == "import",
             RunBatch.state == "sent")).all()
-    for batch in left:
-        assert batch.members is not None
-        assert batch.activity_id is not None
-        keys, hashes = BatchMembers.unpack_keys(batch.members)
-        emails, customer_ids = _emails_for(deps, export, run.id, keys)
-        members = BatchMembers(keys.tolist(), hashes.tolist(), emails, customer_ids)
-        try:
-            _confirm(deps, client, run, export, _InFlight(batch.id, batch.activity_id, members),
-                     _Stages())
-        except RetriableError:
-            # That activity failed: its contacts are simply sent again by this attempt.
-            log.warning("left-over batch %s did not complete; its contacts are re-sent", batch.id)
+    if not left:
+        return
+    with Sender(engine=deps.engine, client=client, run_id=run.id, export_id=export.id,
+                poll_interval=deps.poll_interval) as sender:
+        for batch in left:
+            assert batch.members is not None
+            assert batch.activity_id is not None
+            keys, hashes = BatchMembers.unpack_keys(batch.members)
+            emails, customer_ids = _emails_for(deps, export, run.id, keys)
+            members = BatchMembers(keys.tolist(), hashes.tolist(), emails, customer_ids)
+            sender.adopt(InFlight(batch.id, batch.activity_id, members))
+        # A left-over activity that failed is no loss: this attempt sends its contacts again.
+        sender.settle(tolerate_failures=True)
 
 
 def _emails_for(deps: RunDependencies, export: Export, run_id: str,

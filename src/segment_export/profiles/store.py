@@ -177,6 +177,9 @@ class DuckDBProfileStore:
             ) from exc
         # Dates in rules are compared in UTC unless a rule says otherwise; never the host's zone.
         conn.execute("SET GLOBAL TimeZone = 'UTC'")
+        # DuckDB keeps what a query used in its buffer pool (80 % of RAM by default); an export
+        # shares the machine, so the store stays small and spills to disk beyond this.
+        conn.execute("SET memory_limit = '128MB'")
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {META} (key VARCHAR PRIMARY KEY, value VARCHAR)"
         )

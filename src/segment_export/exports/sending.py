@@ -1,0 +1,146 @@
+"""Stage 5 of a run: send import batches, learn their outcome, record what was delivered.
+
+Activities are confirmed several at a time with one listing request instead of one poll per
+activity, and the delivered state is written by a background thread, so the request budget
+goes to imports and the CPU keeps serializing while the database writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+
+from sqlalchemy import Engine, insert, update
+
+from segment_export.constant_contact import Activity, ConstantContactClient, ImportBatch
+from segment_export.db.models import RunBatch
+from segment_export.errors import RetriableError
+from segment_export.exports.delivery import BatchMembers, read_verdict, record_delivered
+
+log = logging.getLogger(__name__)
+
+# Imports in flight before one is confirmed: enough that one listing confirms several, few
+# enough that a crash leaves little to re-check (and far below 1,000 queued activities).
+MAX_OUTSTANDING = 8
+LISTING_LIMIT = 500
+TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "timed_out"})
+
+
+@dataclass(slots=True)
+class InFlight:
+    batch_id: int
+    activity_id: str
+    members: BatchMembers
+
+
+class Sender:
+    """Sends one run's imports and settles them; use as a context manager."""
+
+    def __init__(self, *, engine: Engine, client: ConstantContactClient, run_id: str,
+                 export_id: str, poll_interval: float,
+                 on_settled: Callable[[int], None] = lambda n: None,
+                 timing: Callable[[str, float], None] = lambda stage, started: None) -> None:
+        self.engine = engine
+        self.client = client
+        self.run_id = run_id
+        self.export_id = export_id
+        self.poll_interval = poll_interval
+        self.on_settled = on_settled
+        self.timing = timing
+        self.in_flight: dict[str, InFlight] = {}
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivered-writer")
+        self._writes: list[Future[None]] = []
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._writer.shutdown(wait=True)
+
+    def send(self, batch: ImportBatch, members: BatchMembers, *, seq: int) -> None:
+        """Record the batch, send it, and settle older ones when too many are in flight."""
+        with self.engine.begin() as conn:
+            batch_id = conn.execute(insert(RunBatch).values(
+                run_id=self.run_id, seq=seq, kind="import", state="pending",
+                contacts=batch.count, nbytes=batch.nbytes, members=members.pack(),
+            ).returning(RunBatch.id)).scalar_one()
+        started = time.perf_counter()
+        activity = self.client.import_contacts(batch.body)
+        self.timing("upload", started)
+        with self.engine.begin() as conn:
+            conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
+                state="sent", activity_id=activity.activity_id))
+        self.adopt(InFlight(batch_id, activity.activity_id, members))
+        if len(self.in_flight) >= MAX_OUTSTANDING:
+            self.settle(until_empty=False)
+
+    def adopt(self, flight: InFlight) -> None:
+        """Take over a batch sent earlier (by a previous attempt) to settle it."""
+        self.in_flight[flight.activity_id] = flight
+
+    def settle(self, *, until_empty: bool = True, tolerate_failures: bool = False) -> None:
+        """Confirm finished activities: all of them, or (``until_empty=False``) at least one.
+
+        A failed, cancelled or timed-out activity raises RetriableError (its contacts count as
+        undelivered and the retry sends them again) unless ``tolerate_failures``.
+        """
+        while self.in_flight:
+            started = time.perf_counter()
+            found = self._look_up()
+            self.timing("poll", started)
+            settled = 0
+            for activity_id, activity in found.items():
+                if activity.state in TERMINAL_STATES and activity_id in self.in_flight:
+                    self._settle_one(self.in_flight.pop(activity_id), activity,
+                                     tolerate_failures=tolerate_failures)
+                    settled += 1
+            if self.in_flight and (until_empty or not settled):
+                time.sleep(self.poll_interval)
+            elif not until_empty:
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        """Wait for every delivered-state write; raise the first that failed."""
+        writes, self._writes = self._writes, []
+        for future in writes:
+            future.result()
+
+    def _look_up(self) -> dict[str, Activity]:
+        if len(self.in_flight) == 1:
+            (activity_id,) = self.in_flight
+            return {activity_id: self.client.get_activity(activity_id)}
+        # One listing (newest first) shows every recent activity with its state and counts.
+        listed = {a.activity_id: a for a in islice(
+            self.client.list_activities(limit=LISTING_LIMIT), LISTING_LIMIT)
+            if a.activity_id in self.in_flight}
+        for activity_id in self.in_flight:
+            if activity_id not in listed:
+                listed[activity_id] = self.client.get_activity(activity_id)
+        return listed
+
+    def _settle_one(self, flight: InFlight, activity: Activity, *,
+                    tolerate_failures: bool) -> None:
+        if activity.state != "completed":
+            with self.engine.begin() as conn:
+                conn.execute(update(RunBatch).where(RunBatch.id == flight.batch_id).values(
+                    state="failed", errors=activity.activity_errors[:50]))
+            message = (f"Constant Contact's import activity {flight.activity_id} ended "
+                       f"{activity.state}")
+            if tolerate_failures:
+                log.warning("%s; its contacts are sent again", message)
+                return
+            raise RetriableError(message, activity_id=flight.activity_id)
+        verdict = read_verdict(activity, len(flight.members.keys))
+        if verdict.rejected and not activity.activity_errors:
+            # A listing may leave out the error texts; the activity itself has them.
+            verdict = read_verdict(self.client.get_activity(flight.activity_id),
+                                   len(flight.members.keys))
+        self._writes.append(self._writer.submit(
+            record_delivered, self.engine, export_id=self.export_id, run_id=self.run_id,
+            batch_id=flight.batch_id, members=flight.members, verdict=verdict))
+        self.on_settled(len(flight.members.keys))
