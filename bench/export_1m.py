@@ -70,6 +70,8 @@ def child(phase: str) -> None:
     store = DuckDBProfileStore(settings.profiles_path)
     requests: list[tuple[str, str, int | None, int, float]] = []
 
+    if os.environ.get("BENCH_RSS_TIMELINE"):
+        _rss_timeline()
     trace = os.environ.get("BENCH_TRACEMALLOC")
     if trace:
         import tracemalloc
@@ -132,6 +134,54 @@ def _by_endpoint(requests: list[tuple[str, str, int | None, int, float]]) -> dic
     return counts
 
 
+def _rss_timeline() -> None:
+    """Debug aid: print the peak RSS seen while each named engine function ran."""
+    import functools
+    import threading
+
+    import segment_export.exports.diff as diff
+    import segment_export.exports.engine as engine
+    import segment_export.exports.members as members
+    import segment_export.exports.sending as sending
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    current: list[str] = ["start"]
+    peaks: dict[str, float] = {}
+
+    def sample() -> None:
+        while True:
+            with open("/proc/self/statm") as handle:
+                rss = int(handle.read().split()[1]) * page / 1e6
+            peaks[current[-1]] = max(peaks.get(current[-1], 0.0), rss)
+            time.sleep(0.01)
+
+    threading.Thread(target=sample, daemon=True).start()
+
+    def wrap(module: Any, name: str) -> None:
+        original = getattr(module, name)
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            current.append(name)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                current.pop()
+        setattr(module, name, wrapper)
+
+    wrap(members, "plan_dedupe")
+    wrap(engine, "load_delivered")
+    wrap(engine, "remove_leavers")
+    wrap(members, "validate_members")
+    wrap(diff, "fingerprints")
+    wrap(sending, "record_delivered")
+    wrap(engine, "iter_import_bodies")
+    import atexit
+
+    atexit.register(lambda: sys.stderr.write(
+        "RSS peaks (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + "\n"))
+
+
 # -- parent: data, emulator, phases, baseline ----------------------------------------------
 
 def _floor(requests_needed: int) -> float:
@@ -147,7 +197,7 @@ def _run_child(phase: str, env: dict[str, str]) -> dict[str, Any]:
                          env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{phase} child failed:\n{out.stderr[-4000:]}")
-    if env.get("BENCH_TRACEMALLOC"):
+    if env.get("BENCH_TRACEMALLOC") or env.get("BENCH_RSS_TIMELINE"):
         print(out.stderr[-6000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 

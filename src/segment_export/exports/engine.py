@@ -337,11 +337,10 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
                                         max_contacts=deps.settings.import_batch_contacts):
             stages.add("prepare", serialise_started)
             carried = [pending.popleft() for _ in range(batch.count)]
-            members = BatchMembers(
-                keys=[c.key for c in carried], hashes=[c.values_hash for c in carried],
-                emails=[c.contact["email"] for c in carried],
-                customer_ids=[c.customer_id for c in carried],
-            )
+            members = BatchMembers.of(
+                [c.key for c in carried], [c.values_hash for c in carried],
+                [c.contact["email"] for c in carried], [c.customer_id for c in carried])
+            del carried
             counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
                           processed=local.in_segment)
             try:
@@ -384,7 +383,7 @@ def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactCli
             assert batch.activity_id is not None
             keys, hashes = BatchMembers.unpack_keys(batch.members)
             emails, customer_ids = _emails_for(deps, export, run.id, keys)
-            members = BatchMembers(keys.tolist(), hashes.tolist(), emails, customer_ids)
+            members = BatchMembers.of(keys.tolist(), hashes.tolist(), emails, customer_ids)
             sender.adopt(InFlight(batch.id, batch.activity_id, members))
         # A left-over activity that failed is no loss: this attempt sends its contacts again.
         sender.settle(tolerate_failures=True)

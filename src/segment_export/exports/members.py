@@ -1,7 +1,7 @@
 """Stages 1-2 of a run, streaming: read the segments' members chunk by chunk and validate them.
 
-A first pass over only the id, email and consent columns finds the emails several profiles
-share; the second pass streams every mapped column a chunk at a time, so a million-member run
+The profile store first finds the emails several sendable profiles share (a query where the
+profiles are); then every mapped column streams a chunk at a time, so a million-member run
 holds one chunk of profiles in memory, not the whole segment.
 """
 
@@ -17,7 +17,13 @@ import pyarrow as pa
 from sqlalchemy import Engine, insert
 
 from segment_export.db.models import Export, RejectedRow
-from segment_export.exports.validate import ValidatedMembers, plan_dedupe, validate_members
+from segment_export.exports.validate import (
+    EMAIL_MAX_LENGTH,
+    EMAIL_PATTERN,
+    DedupePlan,
+    ValidatedMembers,
+    validate_members,
+)
 from segment_export.profiles import ProfileStore
 
 CHUNK_ROWS = 100_000
@@ -59,11 +65,9 @@ def stream_members(
     email_column = export.mapping["email"]
     consent = export.consent_field
     started = time.perf_counter()
-    plan = plan_dedupe(
-        store.read_members(export.segment_ids,
-                           [email_column, *([consent] if consent else [])]),
-        id_column=id_column, email_column=email_column, consent_column=consent,
-    )
+    plan = DedupePlan(store.duplicate_emails(
+        export.segment_ids, email_column=email_column, consent_column=consent,
+        pattern=EMAIL_PATTERN, max_length=EMAIL_MAX_LENGTH))
     _add(seconds, "validate", started)
     columns = list(dict.fromkeys([*export.mapping.values(), *([consent] if consent else [])]))
     reader = store.read_members(export.segment_ids, columns, batch_size=chunk_rows)

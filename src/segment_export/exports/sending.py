@@ -135,12 +135,12 @@ class Sender:
                 log.warning("%s; its contacts are sent again", message)
                 return
             raise RetriableError(message, activity_id=flight.activity_id)
-        verdict = read_verdict(activity, len(flight.members.keys))
+        verdict = read_verdict(activity, len(flight.members))
         if verdict.rejected and not activity.activity_errors:
             # A listing may leave out the error texts; the activity itself has them.
             verdict = read_verdict(self.client.get_activity(flight.activity_id),
-                                   len(flight.members.keys))
+                                   len(flight.members))
         self._writes.append(self._writer.submit(
             record_delivered, self.engine, export_id=self.export_id, run_id=self.run_id,
             batch_id=flight.batch_id, members=flight.members, verdict=verdict))
-        self.on_settled(len(flight.members.keys))
+        self.on_settled(len(flight.members))

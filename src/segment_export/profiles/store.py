@@ -112,6 +112,14 @@ class ProfileStore(Protocol):
         """Stream the union of the segments' members: id column first, then ``columns``."""
         ...
 
+    def duplicate_emails(
+        self, segment_ids: Sequence[str], *, email_column: str, consent_column: str | None,
+        pattern: str, max_length: int,
+    ) -> pa.Table:
+        """Normalised emails that several sendable members share, with the highest id of each
+        (columns ``email`` and ``sort_id_max``)."""
+        ...
+
     def drop_membership(self, segment_id: str) -> None:
         """Forget a segment's stored members."""
         ...
@@ -604,6 +612,56 @@ class DuckDBProfileStore:
             id_name = self._require(cur)
             query = self._members_query(id_name, segment_ids, [exp.Count(this=exp.Star())])
             return _scalar(cur.execute(query.sql(dialect=self.dialect), list(segment_ids)))
+
+    def duplicate_emails(
+        self, segment_ids: Sequence[str], *, email_column: str, consent_column: str | None,
+        pattern: str, max_length: int,
+    ) -> pa.Table:
+        """Normalised emails that several sendable members share, with the highest id of each.
+
+        Computed where the profiles are: the export never loads a million emails to find the
+        few that repeat. An email is sendable when it is non-empty, at most ``max_length``
+        characters and matches ``pattern`` (RE2), and the consent column (if any) is true.
+        """
+        empty = pa.table({"email": pa.array([], pa.string()), "sort_id_max": pa.array([])})
+        if not segment_ids:
+            return empty
+        with self._cursor() as cur:
+            id_name = self._require(cur)
+            types = self._table_columns(cur, PROFILES)
+            for column in (email_column, consent_column):
+                if column is not None and column not in types:
+                    raise DataError(f"Unknown profile column {column!r}", field="columns")
+            email = exp.RegexpReplace(
+                this=exp.Lower(this=exp.cast(exp.column(email_column, quoted=True), "VARCHAR")),
+                expression=exp.Literal.string(r"^\s+|\s+$"),
+                replacement=exp.Literal.string(""),
+                modifiers=exp.Literal.string("g"),
+            )
+            inner = self._members_query(id_name, segment_ids, [
+                email.as_("email"), exp.column(id_name, quoted=True).as_("sort_id")])
+            if consent_column is not None:
+                consent = exp.column(consent_column, quoted=True)
+                if normalize_type(types[consent_column]) == "BOOLEAN":
+                    inner = inner.where(exp.Is(this=consent, expression=exp.true()))
+                else:
+                    inner = inner.where(exp.Lower(this=exp.cast(consent, "VARCHAR")).isin(
+                        *[exp.Literal.string(v) for v in ("true", "yes", "1", "y")]))
+            e = exp.column("email")
+            query = (
+                exp.select(e, exp.Max(this=exp.column("sort_id")).as_("sort_id_max"))
+                .from_(inner.subquery("sendable"))
+                .where(exp.and_(
+                    exp.NEQ(this=e, expression=exp.Literal.string("")),
+                    exp.LTE(this=exp.Length(this=e), expression=exp.Literal.number(max_length)),
+                    exp.RegexpLike(this=e, expression=exp.Literal.string(pattern)),
+                ))
+                .group_by(e)
+                .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1)))
+            )
+            table: pa.Table = cur.sql(query.sql(dialect=self.dialect),
+                                      params=list(segment_ids)).to_arrow_table()
+            return table
 
     def read_members(
         self, segment_ids: Sequence[str], columns: Sequence[str], *, batch_size: int = 100_000
