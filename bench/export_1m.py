@@ -169,7 +169,7 @@ def _rss_timeline() -> None:
                 current.pop()
         setattr(module, name, wrapper)
 
-    wrap(members, "plan_dedupe")
+    wrap(members, "DedupePlan")
     wrap(engine, "load_delivered")
     wrap(engine, "remove_leavers")
     wrap(members, "validate_members")

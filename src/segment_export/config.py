@@ -81,6 +81,29 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines as text or as JSON objects."
     )
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="Password given to the first admin on the first start of the web app "
+        "(`serve`); when unset, one is generated and printed once.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The web app's public base URL (https://exports.example.com). OAuth "
+        "redirect URIs are built from it, and an https URL makes session cookies Secure.",
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, le=24 * 30, description="How long a web sign-in lasts."
+    )
+    retention_days: int = Field(
+        default=14, ge=1,
+        description="Days the rejected rows of a run and its batch details are kept after the "
+        "run ends; `purge` deletes older ones (run summaries and counts are kept).",
+    )
+    metrics_listen: str | None = Field(
+        default=None,
+        description="host:port where `worker` serves Prometheus metrics (e.g. 127.0.0.1:9464); "
+        "the web app serves them at /metrics itself.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -38,6 +38,7 @@ def _register_optional_groups() -> None:
         demo,
         emulator,
         exports,
+        ops,
         profiles,
         runs,
         segments,
@@ -61,6 +62,7 @@ def _register_optional_groups() -> None:
     cli.add_command(worker.worker_command)
     cli.add_command(worker.refresh_command)
     cli.add_command(worker.schedule_group)
+    ops.register(cli)
 
 
 _register_optional_groups()

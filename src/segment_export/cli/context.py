@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from functools import cached_property
 
 import click
@@ -53,6 +55,13 @@ class AppContext:
 
     def runtime(self) -> Runtime:
         return Runtime(self.settings, engine=self.engine, store=self.store)
+
+    def stop_on_sigterm(self) -> threading.Event:
+        """From now on SIGTERM stops runs of this process at their next batch boundary (they
+        go back to the queue) instead of killing it mid-batch."""
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        return stopping
 
 
 pass_app = click.make_pass_decorator(AppContext)

@@ -189,6 +189,7 @@ def remove(app: AppContext, name: str) -> None:
 
 def _watch(app: AppContext, run_id: str) -> Run:
     deps = app.runtime().deps()
+    deps.stopping = app.stop_on_sigterm().is_set
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("members read"), TimeElapsedColumn(), console=console,
                   transient=True) as bar:
@@ -225,5 +226,7 @@ def run(app: AppContext, name: str, dry_run: bool, full: bool, wait: bool) -> No
         return
     result = _watch(app, run_id)
     print_report(app, result.id)
+    if result.error_kind == "interrupted":
+        raise SystemExit(143)  # stopped by SIGTERM, as a killed process would report
     if result.status in {"failed", "cancelled"}:
         raise SystemExit(1)

@@ -132,7 +132,11 @@ def resume(app: AppContext, run_id: str) -> None:
     """Continue a run whose worker died, here, after its last confirmed batch."""
     with app.sessions() as session:
         run = service.get_run(session, run_id=run_id)
-    result = service.run_to_completion(run.id, deps=app.runtime().deps())
+    deps = app.runtime().deps()
+    deps.stopping = app.stop_on_sigterm().is_set
+    result = service.run_to_completion(run.id, deps=deps)
     print_report(app, result.id)
+    if result.error_kind == "interrupted":
+        raise SystemExit(143)
     if result.status in {"failed", "cancelled"}:
         raise SystemExit(1)

@@ -19,6 +19,12 @@ from segment_export.scheduling.schedules import (
 def worker_command(app: AppContext, threads: int | None) -> None:
     """Execute queued runs and the schedules (Ctrl-C stops after the current batch)."""
     queue = TaskQueue(app.runtime())
+    if app.settings.metrics_listen:
+        from segment_export import metrics
+
+        metrics.default().track_queue_depth(queue.huey.pending_count)
+        metrics.default().track_runs(queue.runtime.engine)
+        metrics.serve(app.settings.metrics_listen)
     click.echo(f"Worker started ({'Redis' if app.settings.redis_url else 'SQLite'} queue).")
     queue.consumer(workers=threads).run()
 

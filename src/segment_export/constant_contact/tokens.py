@@ -12,10 +12,11 @@ from typing import Protocol, cast
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from segment_export import metrics
 from segment_export.constant_contact.auth import OAuthClient, Token, utc_now
 from segment_export.constant_contact.ratelimit import lock_row
 from segment_export.db.models import Connection
-from segment_export.errors import NotFoundError, ReauthorizationNeededError
+from segment_export.errors import NotFoundError, ReauthorizationNeededError, SegmentExportError
 from segment_export.log import register_secret
 
 log = logging.getLogger(__name__)
@@ -272,9 +273,12 @@ class RefreshingTokenProvider:
                 )
             try:
                 new = self.oauth.refresh(token.refresh_token)
-            except ReauthorizationNeededError as exc:
-                refused_grant.append(exc)
+            except SegmentExportError as exc:
+                metrics.observe_token_refresh(ok=False)
+                if isinstance(exc, ReauthorizationNeededError):
+                    refused_grant.append(exc)
                 raise
+            metrics.observe_token_refresh(ok=True)
             if new.refresh_token is None:  # long-lived refresh tokens may not come back
                 new = replace(new, refresh_token=token.refresh_token)
             log.info(

@@ -10,7 +10,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from segment_export.config import Settings
+from segment_export.config import SECRET_KEY_FILE, Settings
 from segment_export.db.types import SecretBox, attach_secret_box
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -38,7 +38,14 @@ def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    attach_secret_box(engine.dialect, SecretBox(settings.encryption_keys))
+    keys = settings.encryption_keys  # also creates the key file on first use
+    if settings.secret_key is None:
+        # The key file can change under a running process (`secrets rotate`): follow it.
+        from segment_export.ops.keyring import KeyFileSecretBox
+
+        attach_secret_box(engine.dialect, KeyFileSecretBox(settings.data_dir / SECRET_KEY_FILE))
+    else:
+        attach_secret_box(engine.dialect, SecretBox(keys))
     return engine
 
 

@@ -36,6 +36,7 @@ from segment_export.errors import (
     SegmentExportError,
 )
 from segment_export.log import register_secret
+from segment_export.metrics import MeteredRateLimiter
 from segment_export.users import Role, require_role
 
 CONSENT_TEXT_VERSION = "2026-11-28"
@@ -330,8 +331,9 @@ def client_for(
     oauth = _oauth(connection, settings, transport)
     provider = RefreshingTokenProvider(store=DatabaseTokenStore(engine, connection.id),
                                        oauth=oauth)
-    limiter = make_rate_limiter(settings=settings, key=connection.api_key_hash, engine=engine,
-                                redis_url=redis_url or settings.redis_url)
+    limiter = MeteredRateLimiter(make_rate_limiter(
+        settings=settings, key=connection.api_key_hash, engine=engine,
+        redis_url=redis_url or settings.redis_url))
     client = ConstantContactClient(api_url=settings.cc_api_url, auth=provider, limiter=limiter,
                                    transport=transport, on_request=on_request, **client_options)
     try:

@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy import CursorResult, Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from segment_export import metrics
 from segment_export.config import Settings
 from segment_export.constant_contact import (
     ConstantContactClient,
@@ -65,6 +66,10 @@ class RunCancelled(SegmentExportError):
     """Someone asked the run to stop."""
 
 
+class RunInterrupted(RunCancelled):
+    """The process is stopping: the run settles what is in flight and goes back to the queue."""
+
+
 @dataclass(slots=True)
 class RunDependencies:
     """What a run needs from outside; tests and the benchmark pass their own."""
@@ -79,6 +84,8 @@ class RunDependencies:
     # Extra ConstantContactClient arguments (tests shorten the backoff with these).
     client_options: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[Run], None] | None = None
+    # True once the process is shutting down (SIGTERM): runs stop at their next batch boundary.
+    stopping: Callable[[], bool] | None = None
     # host:pid:n: a process can tell a dead holder on its own host (see worker_alive).
     worker_id: str = field(default_factory=lambda: (
         f"{socket.gethostname()}:{os.getpid()}:{next(_worker_numbers)}"))
@@ -162,6 +169,9 @@ def _execute(run_id: str, deps: RunDependencies) -> Run:
     log.info("run %s of export %r: attempt %d", run_id, export.name, attempt)
     try:
         return _pipeline(deps, run, export, connection)
+    except RunInterrupted:
+        return _finish(deps, run_id, "queued", "Stopped by a shutdown after its last confirmed "
+                       "batch; it resumes when a worker runs again.", error_kind="interrupted")
     except RunCancelled:
         return _finish(deps, run_id, "cancelled", "Cancelled; confirmed batches stay delivered.")
     except QuotaExhaustedError as exc:
@@ -195,6 +205,7 @@ def _finish(deps: RunDependencies, run_id: str, status: str, message: str, **ext
         if status in TERMINAL:
             run.finished_at = utcnow()
     _notify(deps, run)
+    metrics.observe_run(run)
     if status in TERMINAL:
         from segment_export.exports.alerts import alert_on_finish
 
@@ -217,6 +228,8 @@ def _check_cancel(deps: RunDependencies, run_id: str, counts: dict[str, Any]) ->
     _notify(deps, run)
     if cancel:
         raise RunCancelled("cancel requested")
+    if deps.stopping is not None and deps.stopping():
+        raise RunInterrupted("the process is shutting down")
 
 
 def _pipeline(deps: RunDependencies, run: Run, export: Export,

@@ -53,7 +53,7 @@ def run_to_completion(run_id: str, *, deps: RunDependencies, backoff: float = 2.
     """Execute a run in this process, re-attempting it while it asks to be retried."""
     while True:
         run = execute_run(run_id, deps=deps)
-        if run.status in TERMINAL:
+        if run.status in TERMINAL or (deps.stopping is not None and deps.stopping()):
             return run
         time.sleep(backoff * run.attempt)
 

@@ -34,14 +34,25 @@ class TaskQueue:
             self.huey = SqliteHuey("segment-export", filename=str(path))
         self._run_task = self.huey.task(name="run_export")(self._execute)
         self.huey.periodic_task(crontab(minute="*"), name="tick")(self._tick)
+        self.huey.periodic_task(crontab(minute="17", hour="3"), name="purge")(self._purge)
+        self._consumer: Consumer | None = None
 
     def enqueue_run(self, run_id: str) -> None:
         """Hand a queued run to whichever worker is free."""
         self._run_task(run_id)
 
     def _execute(self, run_id: str) -> None:
-        run = execute_run(run_id, deps=self.runtime.deps())
+        deps = self.runtime.deps()
+        if self._consumer is not None:
+            deps.stopping = self._consumer.stop_flag.is_set
+        run = execute_run(run_id, deps=deps)
         log.info("run %s ended its attempt as %s", run_id, run.status)
+
+    def _purge(self) -> None:
+        from segment_export.ops.retention import purge_expired
+
+        purge_expired(engine=self.runtime.engine,
+                      retention_days=self.runtime.settings.retention_days)
 
     def _tick(self) -> None:
         from segment_export.scheduling.schedules import tick
@@ -50,6 +61,9 @@ class TaskQueue:
 
     def consumer(self, *, workers: int | None = None) -> Consumer:
         """A consumer with thread workers and the once-a-minute scheduler tick."""
-        return self.huey.create_consumer(
+        # SIGTERM (what service managers send) stops gracefully: running exports see the stop
+        # flag at their next batch boundary and go back to the queue; SIGINT stops at once.
+        self._consumer = self.huey.create_consumer(
             workers=workers or self.runtime.settings.worker_threads, worker_type="thread",
-            periodic=True, check_worker_health=True)
+            periodic=True, check_worker_health=True, graceful_signal="TERM")
+        return self._consumer

@@ -39,5 +39,8 @@ class Runtime:
         return self._store or DuckDBProfileStore(self.settings.profiles_path)
 
     def deps(self) -> RunDependencies:
+        from segment_export import metrics
+
         return RunDependencies(settings=self.settings, engine=self.engine,
-                               sessions=self.sessions, store=self.store)
+                               sessions=self.sessions, store=self.store,
+                               on_request=metrics.observe_request)

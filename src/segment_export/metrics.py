@@ -1,0 +1,268 @@
+"""Prometheus metrics: runs, contacts, Constant Contact requests, rate waits, tokens, queue."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    make_asgi_app,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from sqlalchemy import Engine
+
+    from segment_export.constant_contact.ratelimit import RateLimiter
+    from segment_export.db.models import Run
+
+PREFIX = "segment_export"
+TERMINAL = ("succeeded", "succeeded_with_rejections", "failed", "cancelled", "skipped")
+# Run counts that are contacts; each becomes one `outcome` of segment_export_contacts_total.
+CONTACT_OUTCOMES = (
+    "sent", "accepted", "rejected_locally", "rejected_by_constant_contact",
+    "unsubscribed_not_added", "no_consent", "removed",
+)
+RUN_STATUSES = ("queued", "running", *TERMINAL)
+# Ids in request paths would give every activity its own time series.
+_ID_SEGMENT = re.compile(
+    r"/(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9]+|[0-9a-fA-F]{24,})(?=/|$)"
+)
+_REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_WAIT_BUCKETS = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0)
+_RUN_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
+
+
+def endpoint_of(path: str) -> str:
+    """A request path with ids replaced by ``{id}``, e.g. ``/v3/activities/{id}``."""
+    return _ID_SEGMENT.sub("/{id}", path.split("?", 1)[0])
+
+
+class _RunsByStatus(Collector):
+    """Runs per status read from the state store at scrape time, so every process agrees."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from sqlalchemy import func, select
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from segment_export.db.models import Run
+
+        family = GaugeMetricFamily(f"{PREFIX}_runs", "Runs in the state store, by status.",
+                                   labels=["status"])
+        try:
+            with self._engine.connect() as conn:
+                found = dict(conn.execute(
+                    select(Run.status, func.count()).group_by(Run.status)).all())
+        except SQLAlchemyError:
+            return  # readiness reports the database; a scrape must not fail because of it
+        for status in sorted(set(RUN_STATUSES) | set(found)):
+            family.add_metric([status], float(found.get(status, 0)))
+        yield family
+
+
+class Metrics:
+    """The product's metrics in one registry: tests make their own, a process uses ``default()``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.runs_finished = Counter(
+            f"{PREFIX}_runs_finished", "Runs that ended, by final status.",
+            ["status", "dry_run"], registry=r)
+        self.run_seconds = Histogram(
+            f"{PREFIX}_run_duration_seconds", "Wall time of finished runs, start to end.",
+            buckets=_RUN_BUCKETS, registry=r)
+        self.contacts = Counter(
+            f"{PREFIX}_contacts", "Contacts of finished runs, by outcome (sent, accepted, "
+            "rejected_locally, rejected_by_constant_contact, unsubscribed_not_added, "
+            "no_consent, removed).", ["outcome"], registry=r)
+        self.requests = Counter(
+            f"{PREFIX}_cc_requests", "Requests to Constant Contact by method, endpoint and "
+            "HTTP status (error = no answer).", ["method", "endpoint", "status"], registry=r)
+        self.request_seconds = Histogram(
+            f"{PREFIX}_cc_request_duration_seconds", "Time to an answer from Constant Contact.",
+            ["method", "endpoint"], buckets=_REQUEST_BUCKETS, registry=r)
+        self.request_bytes = Counter(
+            f"{PREFIX}_cc_request_bytes", "Request body bytes sent to Constant Contact.",
+            ["endpoint"], registry=r)
+        self.rate_wait = Histogram(
+            f"{PREFIX}_rate_limit_wait_seconds", "Time requests waited for the per-API-key pace "
+            "before being sent.", buckets=_WAIT_BUCKETS, registry=r)
+        self.token_refreshes = Counter(
+            f"{PREFIX}_token_refreshes", "Access-token refreshes at Constant Contact, by "
+            "outcome (ok or failed).", ["outcome"], registry=r)
+        self.queue_depth = Gauge(
+            f"{PREFIX}_queue_depth", "Tasks waiting in the task queue for a worker.", registry=r)
+        for outcome in ("ok", "failed"):
+            self.token_refreshes.labels(outcome=outcome)
+        for outcome in CONTACT_OUTCOMES:
+            self.contacts.labels(outcome=outcome)
+        self._runs_collector: _RunsByStatus | None = None
+        self._lock = threading.Lock()
+
+    # -- the hooks the product calls --------------------------------------------------------
+
+    def observe_request(self, method: str, path: str, status: int | None, bytes_sent: int,
+                        seconds: float) -> None:
+        """One request to Constant Contact; the signature of ``RequestHook``."""
+        endpoint = endpoint_of(path)
+        self.requests.labels(method=method, endpoint=endpoint,
+                             status="error" if status is None else str(status)).inc()
+        self.request_seconds.labels(method=method, endpoint=endpoint).observe(seconds)
+        if bytes_sent:
+            self.request_bytes.labels(endpoint=endpoint).inc(bytes_sent)
+
+    def observe_run(self, run: Run) -> None:
+        """A run reached a final status: count it and its contacts (other statuses are ignored)."""
+        if run.status not in TERMINAL:
+            return
+        self.runs_finished.labels(status=run.status, dry_run=str(bool(run.dry_run)).lower()).inc()
+        if run.started_at is not None and run.finished_at is not None:
+            self.run_seconds.observe(max(0.0, (run.finished_at - run.started_at).total_seconds()))
+        if run.dry_run:
+            return  # a dry run sends nothing; its would_* counts are a forecast
+        counts = run.counts or {}
+        for outcome in CONTACT_OUTCOMES:
+            value = counts.get(outcome)
+            if isinstance(value, int | float) and value > 0:
+                self.contacts.labels(outcome=outcome).inc(value)
+
+    def observe_rate_wait(self, seconds: float) -> None:
+        """Seconds one request waited for its slot (what ``RateLimiter.acquire`` returns)."""
+        self.rate_wait.observe(max(0.0, seconds))
+
+    def observe_token_refresh(self, ok: bool) -> None:
+        """One call to the token endpoint to refresh an access token, and whether it worked."""
+        self.token_refreshes.labels(outcome="ok" if ok else "failed").inc()
+
+    def set_queue_depth(self, depth: int) -> None:
+        """Tasks waiting for a worker (``huey.pending_count()``)."""
+        self.queue_depth.set(depth)
+
+    def track_queue_depth(self, pending: Callable[[], int]) -> None:
+        """Read the queue depth from ``pending`` at every scrape instead of pushing it."""
+        self.queue_depth.set_function(lambda: float(pending()))
+
+    def track_runs(self, engine: Engine) -> None:
+        """Also export ``segment_export_runs{status}``, counted in the state store per scrape."""
+        with self._lock:
+            if self._runs_collector is not None:
+                self.registry.unregister(self._runs_collector)
+            self._runs_collector = _RunsByStatus(engine)
+            self.registry.register(self._runs_collector)
+
+    # -- exposition -------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def asgi_app(self) -> Any:
+        """An ASGI app serving the exposition, to mount at ``/metrics``."""
+        return make_asgi_app(self.registry)
+
+    def sample(self, name: str, **labels: str) -> float:
+        """The current value of one sample (0 when absent): for tests and the CLI."""
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+class MeteredRateLimiter:
+    """A rate limiter that reports every wait: ``MeteredRateLimiter(make_rate_limiter(...))``."""
+
+    def __init__(self, inner: RateLimiter, metrics: Metrics | None = None) -> None:
+        self.inner = inner
+        self._metrics = metrics
+
+    def acquire(self) -> float:
+        """See ``RateLimiter.acquire``."""
+        waited = self.inner.acquire()
+        (self._metrics or default()).observe_rate_wait(waited)
+        return waited
+
+
+_default: Metrics | None = None
+_default_lock = threading.Lock()
+
+
+def default() -> Metrics:
+    """The process's metrics (with process and Python runtime series), made on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+            _default = Metrics()
+            # The usual process_* and python_* series, for the process actually serving.
+            for collector in (ProcessCollector, PlatformCollector, GCCollector):
+                collector(registry=_default.registry)
+        return _default
+
+
+def observe_request(method: str, path: str, status: int | None, bytes_sent: int,
+                    seconds: float) -> None:
+    """``RequestHook`` recording into the process's metrics."""
+    default().observe_request(method, path, status, bytes_sent, seconds)
+
+
+def observe_run(run: Run) -> None:
+    """Record a finished run in the process's metrics."""
+    default().observe_run(run)
+
+
+def observe_rate_wait(seconds: float) -> None:
+    """Record a rate-limit wait in the process's metrics."""
+    default().observe_rate_wait(seconds)
+
+
+def observe_token_refresh(ok: bool) -> None:
+    """Record a token refresh in the process's metrics."""
+    default().observe_token_refresh(ok)
+
+
+def set_queue_depth(depth: int) -> None:
+    """Set the queue depth in the process's metrics."""
+    default().set_queue_depth(depth)
+
+
+def metrics_response() -> tuple[bytes, str]:
+    """The body and content type of ``GET /metrics`` for the process's metrics."""
+    return default().render()
+
+
+def asgi_app() -> Any:
+    """An ASGI app serving the process's metrics (mount it at ``/metrics``)."""
+    return default().asgi_app()
+
+
+def serve(listen: str) -> WSGIServer:
+    """Serve the process's metrics at ``host:port`` in a background thread (for ``worker``).
+
+    Returns the server (``server_port`` tells the port when 0 was asked; ``shutdown()``).
+    """
+    from prometheus_client import start_http_server
+
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        from segment_export.errors import ConfigurationError
+
+        raise ConfigurationError(f"Metrics address {listen!r} is not host:port",
+                                 field="metrics_listen")
+    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1",
+                                        registry=default().registry)
+    return server

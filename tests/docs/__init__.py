@@ -1,0 +1,1 @@
+"""The user guide covers every command, setting, rejection reason and run status."""

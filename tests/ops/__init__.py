@@ -1,0 +1,1 @@
+"""Tests of operations: backup, restore, key rotation, retention, metrics, shutdown."""

@@ -1,0 +1,208 @@
+"""Backup -> wipe -> restore brings back the same exports, runs, lists and a working connection."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from segment_export.config import Settings
+from segment_export.db import make_engine, make_session_factory, upgrade_database
+from segment_export.db.models import Connection, User
+from segment_export.errors import ConfigurationError, DataError
+from segment_export.exports.connections import check_connection
+from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.ops.backup import create_backup, read_manifest, restore_backup
+from segment_export.profiles import DuckDBProfileStore
+from tests.ops.helpers import expected, imports, prepare, snapshot
+from tests.services import POSTGRES_URL, port_open, require
+from tests.world import World
+
+
+def _lose_everything(world: World) -> None:
+    world.store.close()
+    world.engine.dispose()
+    shutil.rmtree(world.settings.data_dir)
+
+
+def _reopen(world: World) -> World:
+    engine = make_engine(world.settings)
+    return dataclasses.replace(world, engine=engine, sessions=make_session_factory(engine),
+                               store=DuckDBProfileStore(world.settings.profiles_path))
+
+
+def test_backup_wipe_restore_gives_the_same_exports_runs_and_lists(
+    world: World, tmp_path: Path
+) -> None:
+    export = prepare(world, 300, bad=5)
+    run = world.run(export)
+    assert run.status == "succeeded_with_rejections", run.message
+    before = snapshot(world.engine)
+    (tmp_path / "backups").mkdir()
+
+    backup = create_backup(settings=world.settings, engine=world.engine,
+                           destination=tmp_path / "backups")
+    assert backup.path.parent == tmp_path / "backups"
+    assert backup.path.stat().st_mode & 0o077 == 0  # personal data: owner-only
+    assert backup.manifest["profiles"] is not None
+    assert not backup.manifest["key"]["included"]
+    _lose_everything(world)
+
+    result = restore_backup(settings=world.settings, archive=backup.path)
+    restored = _reopen(world)
+    try:
+        assert snapshot(restored.engine) == before
+        assert result.counts["exports"] == 1
+        assert result.counts["runs"] == 1
+        assert result.counts["rejected_rows"] == 5
+        assert result.requeued_runs == 0
+        assert restored.store.count() == 300
+        assert restored.store.membership_size(export.segment_ids) == 300
+        # The connection works, and what was delivered is known: the next run sends nothing.
+        with restored.sessions() as session:
+            conn = session.get(Connection, world.connection.id)
+            admin = session.get(User, world.admin.id)
+            assert conn is not None
+            assert admin is not None
+            assert check_connection(session, actor=admin, connection=conn,
+                                    settings=restored.settings, engine=restored.engine).ok
+        again = restored.run(export)
+        assert again.status == "succeeded_with_rejections", again.message
+        assert again.counts["sent"] == 0
+        assert again.counts["unchanged"] == 295
+        assert world.members() == expected(300, bad=5)
+    finally:
+        restored.store.close()
+        restored.engine.dispose()
+
+
+def test_backup_taken_mid_run_restores_and_the_run_resumes(world: World, tmp_path: Path) -> None:
+    export = prepare(world, 1000, batch=100)
+    world.control.set_config(activity_seconds=0.1)
+    with world.sessions.begin() as session:
+        run_id = request_run(session, actor=world.admin, export=export).id
+    outcome: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        run=run_to_completion(run_id, deps=world.deps(), backoff=0.01)))
+    worker.start()
+    deadline = time.monotonic() + 30
+    while len(imports(world)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Taken by the process that holds the profile store, as the running service would.
+    backup = create_backup(settings=world.settings, engine=world.engine,
+                           destination=tmp_path / "mid.tar.gz")
+    worker.join()
+    assert outcome["run"].status == "succeeded"
+    _lose_everything(world)
+
+    result = restore_backup(settings=world.settings, archive=backup.path)
+    assert result.requeued_runs == 1
+    restored = _reopen(world)
+    try:
+        resumed = run_to_completion(run_id, deps=restored.deps(), backoff=0.01)
+        assert resumed.status == "succeeded", resumed.message
+        c = resumed.counts
+        assert c["in_segment"] == c["sent"] + c["unchanged"] + c["rejected_locally"] + c[
+            "no_consent"] == 1000
+        assert world.members() == expected(1000)
+    finally:
+        restored.store.close()
+        restored.engine.dispose()
+
+
+def test_a_damaged_backup_is_refused_before_anything_is_replaced(
+    world: World, tmp_path: Path
+) -> None:
+    export = prepare(world, 20)
+    world.run(export)
+    backup = create_backup(settings=world.settings, engine=world.engine,
+                           destination=tmp_path / "good.tar.gz")
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(backup.path) as tar:
+        tar.extractall(unpacked, filter="data")
+    with (unpacked / "state.sqlite").open("ab") as handle:
+        handle.write(b"\0" * 16)
+    damaged = tmp_path / "damaged.tar.gz"
+    with tarfile.open(damaged, "w:gz") as tar:
+        for path in sorted(unpacked.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(unpacked)), recursive=False)
+    before = snapshot(world.engine)
+    with pytest.raises(DataError, match="damaged"):
+        restore_backup(settings=world.settings, archive=damaged)
+    assert snapshot(world.engine) == before
+    with pytest.raises(DataError, match="not a segment-export backup"):
+        read_manifest(world.settings.profiles_path)
+
+
+def test_profile_store_held_by_another_process_is_explained(world: World, tmp_path: Path) -> None:
+    prepare(world, 10)
+    world.store.close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('holding', flush=True); time.sleep(60)", str(world.settings.profiles_path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(ConfigurationError, match="one process") as caught:
+            create_backup(settings=world.settings, engine=world.engine,
+                          destination=tmp_path / "b.tar.gz")
+        assert "--no-profiles" in caught.value.hint
+        assert not (tmp_path / "b.tar.gz").exists()
+        state_only = create_backup(settings=world.settings, engine=world.engine,
+                                   destination=tmp_path / "b.tar.gz", profiles=False)
+        assert state_only.manifest["profiles"] is None
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+@pytest.mark.postgres
+def test_postgresql_state_database_round_trip(settings: Settings, tmp_path: Path) -> None:
+    """A whole PostgreSQL database (as in production), through pg_dump and pg_restore."""
+    require(port_open("127.0.0.1", 5432), "PostgreSQL at 127.0.0.1:5432")
+    name = f"se_backup_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    pg = settings.model_copy(update={"database_url": url})
+    engine = make_engine(pg)
+    try:
+        upgrade_database(engine)
+        with Session(engine) as session, session.begin():
+            user = User(username="ops-admin", role="admin")
+            session.add(user)
+            session.flush()
+            session.add(Connection(display_name="Shop", client_id="client-123",
+                                   client_secret="shh-secret-456", api_key_hash="h" * 64,
+                                   refresh_token="refresh-789", created_by_id=user.id))
+        before = snapshot(engine)
+        backup = create_backup(settings=pg, engine=engine, destination=tmp_path / "pg.tar.gz",
+                               profiles=False)
+        assert backup.manifest["database"]["dialect"] == "postgresql"
+        with engine.begin() as conn:  # the disaster
+            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
+        engine.dispose()
+
+        result = restore_backup(settings=pg, archive=backup.path)
+        assert result.counts["connections"] == 1
+        assert result.warnings == []
+        assert snapshot(engine) == before
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
