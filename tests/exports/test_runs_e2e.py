@@ -114,3 +114,24 @@ def test_no_consent_is_never_sent(world: World) -> None:
     assert run.counts["no_consent"] == 1
     assert "person1@example.com" not in world.members()
     assert len(world.members()) == 3
+
+
+def test_custom_fields_must_exist_and_are_delivered(world: World) -> None:
+    import pytest
+
+    from segment_export.errors import ConfigurationError
+    from segment_export.exports.lists import check_custom_fields
+
+    world.control.seed(custom_fields=["tier"])
+    check_custom_fields(world.connection, {"email": "email", "cf:tier": "tier"},
+                        settings=world.settings, engine=world.engine)
+    with pytest.raises(ConfigurationError, match="cf:nope"):
+        check_custom_fields(world.connection, {"email": "email", "cf:nope": "tier"},
+                            settings=world.settings, engine=world.engine)
+    world.load_profiles([{**row, "tier": "gold"} for row in _people(2)])
+    export = world.export("with cf", [world.segment("all", "country = 'DE'")],
+                          mapping={"email": "email", "cf:tier": "tier"})
+    run = world.run(export)
+    assert run.status == "succeeded", run.message
+    contacts = {c["email"]: c for c in world.control.contacts()}
+    assert "gold" in str(contacts["person1@example.com"])

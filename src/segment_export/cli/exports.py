@@ -15,7 +15,7 @@ from segment_export.cli.runs import print_report
 from segment_export.db.models import Connection, Run
 from segment_export.exports import service
 from segment_export.exports.connections import get_connection
-from segment_export.exports.lists import resolve_list
+from segment_export.exports.lists import check_custom_fields, resolve_list
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.segments.service import get_segment
@@ -91,6 +91,11 @@ def _build_spec(app: AppContext, session: Any, base: service.ExportSpec | None,
         chosen = resolve_list(connection, settings=app.settings, engine=app.engine,
                               list_id=opts["list_id"], create_name=opts["create_list"])
         values["list_id"], values["list_name"] = chosen.list_id, chosen.name
+    if opts["maps"]:
+        connection = session.get(Connection, values["connection_id"])
+        if connection is not None:
+            check_custom_fields(connection, values["mapping"], settings=app.settings,
+                                engine=app.engine)
     return service.ExportSpec(**values)
 
 

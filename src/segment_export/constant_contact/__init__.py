@@ -30,6 +30,7 @@ from segment_export.constant_contact.models import (
     ActivityStatus,
     Contact,
     ContactList,
+    CustomField,
 )
 from segment_export.constant_contact.ratelimit import (
     DatabaseRateLimiter,
@@ -64,6 +65,7 @@ __all__ = [
     "ConstantContactClient",
     "Contact",
     "ContactList",
+    "CustomField",
     "DatabaseRateLimiter",
     "DatabaseTokenStore",
     "ImportBatch",

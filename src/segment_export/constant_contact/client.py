@@ -19,7 +19,13 @@ from segment_export import __version__
 from segment_export.constant_contact.auth import utc_now
 from segment_export.constant_contact.batching import HARD_MAX_BYTES, MAX_LIST_IDS
 from segment_export.constant_contact.http_errors import UnauthorizedError, map_http_error
-from segment_export.constant_contact.models import AccountSummary, Activity, Contact, ContactList
+from segment_export.constant_contact.models import (
+    AccountSummary,
+    Activity,
+    Contact,
+    ContactList,
+    CustomField,
+)
 from segment_export.constant_contact.ratelimit import RateLimiter
 from segment_export.constant_contact.retry import (
     DEFAULT_BACKOFF_BASE,
@@ -151,6 +157,11 @@ class ConstantContactClient:
         if description is not None:
             body["description"] = description
         return self._model(ContactList, self._send_json("POST", "contact_lists", body))
+
+    def list_custom_fields(self) -> list[CustomField]:
+        """The account's custom fields (``GET /contact_custom_fields``, all pages)."""
+        return list(self._pages("contact_custom_fields", {"limit": 100}, "custom_fields",
+                                CustomField))
 
     # -- contacts ----------------------------------------------------------------------------
 

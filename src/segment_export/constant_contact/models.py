@@ -57,6 +57,15 @@ class ContactList(_Model):
     membership_count: int | None = None
 
 
+class CustomField(_Model):
+    """An account custom field; imports address it as ``cf:<name>``."""
+
+    custom_field_id: str
+    name: str
+    label: str | None = None
+    type: str | None = None
+
+
 class EmailAddress(_Model):
     """A contact's email and its permission state (``unsubscribed`` must never be overridden)."""
 

@@ -360,6 +360,15 @@ class Backend:
         return account_json(self.store.account, extra_fields)
 
     @_locked
+    def get_custom_fields(self) -> dict[str, Any]:
+        """``GET /contact_custom_fields`` (one page: an account holds at most 100)."""
+        return {"custom_fields": [
+            {"custom_field_id": f.custom_field_id, "name": f.name,
+             "label": f.name.replace("_", " "), "type": "string"}
+            for f in sorted(self.store.custom_fields.values(), key=lambda f: f.name)
+        ]}
+
+    @_locked
     def get_lists(
         self,
         *,

@@ -107,6 +107,12 @@ async def account_summary(request: Request) -> Response:
     return json_response(backend_of(request).account_summary(extra_fields=set(extra)))
 
 
+async def get_custom_fields(request: Request) -> Response:
+    """List the account's custom fields."""
+    _admit(request)
+    return json_response(backend_of(request).get_custom_fields())
+
+
 async def get_lists(request: Request) -> Response:
     """List contact lists, paged by cursor."""
     _admit(request)
@@ -250,6 +256,7 @@ async def get_activities(request: Request) -> Response:
 
 API_ROUTES = [
     Route("/account/summary", account_summary, methods=["GET"]),
+    Route("/contact_custom_fields", get_custom_fields, methods=["GET"]),
     Route("/contact_lists", get_lists, methods=["GET"]),
     Route("/contact_lists", create_list, methods=["POST"]),
     Route("/contact_lists/{list_id}", get_list, methods=["GET"]),
