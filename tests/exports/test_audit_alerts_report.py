@@ -15,7 +15,8 @@ from sqlalchemy import select
 
 from segment_export.audit import list_events
 from segment_export.db.models import AuditEvent, SystemSetting
-from segment_export.errors import PermissionDeniedError
+from segment_export.errors import ConfigurationError, PermissionDeniedError
+from segment_export.exports.alerts import set_webhook
 from segment_export.exports.runs import rejected_rows_csv, request_run
 from segment_export.exports.service import ExportSpec, create_export, permissions
 from segment_export.users import Role, create_user
@@ -68,7 +69,7 @@ def test_failed_run_fires_the_webhook(world: World,
                                       webhook: tuple[str, list[dict[str, Any]]]) -> None:
     url, received = webhook
     with world.sessions.begin() as session:
-        session.add(SystemSetting(key="alerts", value={"webhook_url": url}))
+        set_webhook(session, actor=world.admin, url=url)
     world.load_profiles([{"customer_id": 1, "email": "a@example.com", "first_name": "A",
                           "last_name": "B", "country": "DE"}])
     segment = world.segment("all", "country = 'DE'")
@@ -104,6 +105,15 @@ def test_rejection_threshold_alert(world: World, webhook: tuple[str, list[dict[s
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows == [{"customer_id": "2", "email": "'=HYPERLINK(\"http://x\")",
                      "reason": "invalid_email", "detail": "not a valid email address"}]
+
+
+def test_webhook_setting_is_admin_only_and_checked(world: World) -> None:
+    with world.sessions.begin() as session:
+        viewer = create_user(session, actor=world.admin, username="val", role=Role.VIEWER)
+    with world.sessions() as session, pytest.raises(PermissionDeniedError):
+        set_webhook(session, actor=viewer, url="https://hooks.example.com/x")
+    with world.sessions() as session, pytest.raises(ConfigurationError, match="http"):
+        set_webhook(session, actor=world.admin, url="ftp://nowhere")
 
 
 def test_roles_decide_who_manages_exports(world: World) -> None:

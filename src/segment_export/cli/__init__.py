@@ -34,6 +34,7 @@ cli.add_command(db_group)
 def _register_optional_groups() -> None:
     # Each noun lives in its own module; importing them here keeps `--help` complete.
     from segment_export.cli import (
+        alerts,
         connections,
         demo,
         emulator,
@@ -62,6 +63,7 @@ def _register_optional_groups() -> None:
     cli.add_command(worker.worker_command)
     cli.add_command(worker.refresh_command)
     cli.add_command(worker.schedule_group)
+    cli.add_command(alerts.alerts_group)
     ops.register(cli)
 
 

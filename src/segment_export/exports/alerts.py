@@ -4,16 +4,45 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
+from sqlalchemy.orm import Session
 
-from segment_export.db.models import Export, Run, SystemSetting
+from segment_export import audit
+from segment_export.db.models import Export, Run, SystemSetting, User
+from segment_export.errors import ConfigurationError
+from segment_export.users import Role, require_role
 
 if TYPE_CHECKING:
     from segment_export.exports.engine import RunDependencies
 
 log = logging.getLogger(__name__)
 ALERT_SETTING = "alerts"
+
+
+def set_webhook(session: Session, *, actor: User, url: str | None) -> None:
+    """Set (or with None remove) the webhook that failures and rejection alerts are posted to."""
+    require_role(actor, Role.ADMIN)
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ConfigurationError(f"Not an http(s) URL: {url!r}", field="webhook_url")
+    setting = session.get(SystemSetting, ALERT_SETTING)
+    if url is None:
+        if setting is not None:
+            session.delete(setting)
+    elif setting is None:
+        session.add(SystemSetting(key=ALERT_SETTING, value={"webhook_url": url}))
+    else:
+        setting.value = {**setting.value, "webhook_url": url}
+    audit.record(session, actor=actor, action="alerts.webhook_set", target_type="system",
+                 webhook_host=urlsplit(url).netloc if url else None)
+
+
+def get_webhook(session: Session) -> str | None:
+    setting = session.get(SystemSetting, ALERT_SETTING)
+    return setting.value.get("webhook_url") if setting else None
 
 
 def alert_on_finish(deps: RunDependencies, run: Run) -> None:
