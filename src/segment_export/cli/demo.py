@@ -36,13 +36,14 @@ def demo_command(app: AppContext, profiles_file: Path | None, emulator_url: str 
     print_report(demo_app, result.run.id)
     engine = make_engine(demo_app.settings)
     with make_session_factory(engine)() as session:
-        sample = session.query(RejectedRow).filter(RejectedRow.run_id == result.run.id).limit(
-            5).all()
+        rejected = session.query(RejectedRow).filter(RejectedRow.run_id == result.run.id)
+        # One example of each reason says more than five of the most common one.
+        sample = {row.reason: row for row in rejected.order_by(RejectedRow.id.desc())}
     engine.dispose()
     if sample:
-        console.print("Some rejected rows (all of them: `segment-export runs rejected`):")
-        for row in sample:
-            console.print(f"  customer {row.customer_id}: {row.email!r} -> {row.reason}")
+        console.print("An example of each rejection (all: `segment-export runs rejected`):")
+        for reason, row in sorted(sample.items()):
+            console.print(f"  {reason}: customer {row.customer_id}, {row.email!r}")
     console.print(f"The list now has {result.list_members:,} members. Demo state: "
                   f"{result.workspace} (SEGMENT_EXPORT_DATA_DIR={result.workspace} "
                   "segment-export runs list)")
