@@ -18,6 +18,39 @@ from tests.services import postgres_schema_url
 pytest_plugins = ["tests.world"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_secret_reaches_a_log() -> Iterator[None]:
+    """Everything the product logs during the whole suite, redacted as production does, must
+    hold none of the tokens, codes and client secrets the suite used."""
+    import io
+    import logging
+
+    from segment_export import log
+
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)
+    handler.addFilter(log.RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    levels = {}
+    for name in ("segment_export", "httpx", "huey"):
+        logger = logging.getLogger(name)
+        levels[name] = logger.level
+        logger.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    text = buffer.getvalue()
+    from tests.world import CLIENT_SECRET
+
+    used = {secret for secret in log._known_secrets if len(secret) >= 12} | {CLIENT_SECRET}
+    leaked = sorted(secret[:6] + "…" for secret in used if secret in text)
+    assert not leaked, f"secrets found in the suite's logs: {leaked}"
+    assert text, "the suite logged nothing: the scan would prove nothing"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # A developer's own SEGMENT_EXPORT_* variables or .env must not leak into tests.
