@@ -239,7 +239,7 @@ def baseline(table: pa.Table, emulator: str, token: str, list_id: str) -> dict[s
 
     frame = table.select(["email", "first_name", "last_name"]).to_pandas()
     started = time.perf_counter()
-    sent = largest = calls = 0
+    sent = largest = calls = refused = 0
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     for start in range(0, len(frame), MAX_CONTACTS):
@@ -250,13 +250,16 @@ def baseline(table: pa.Table, emulator: str, token: str, list_id: str) -> dict[s
         began = time.perf_counter()
         response = session.post(f"{emulator}/v3/activities/contacts_json_import", data=body,
                                 headers={"Content-Type": "application/json"}, timeout=120)
-        response.raise_for_status()
+        if response.status_code >= 400:
+            # A hand-written script rarely checks sizes: a body over 4 MB is cut, and if the cut
+            # takes `list_ids` with it, Constant Contact refuses the whole call.
+            refused += len(rows)
         sent += len(body)
         largest = max(largest, len(body))
         calls += 1
         time.sleep(max(0.0, 1 / RPS - (time.perf_counter() - began)))
     return {"wall": time.perf_counter() - started, "requests": calls, "bytes_sent": sent,
-            "largest_request": largest}
+            "largest_request": largest, "refused_rows": refused}
 
 
 def main() -> None:
@@ -354,7 +357,8 @@ def main() -> None:
             print(f"\n== baseline (pandas + requests, sequential, no validation, no diff): "
                   f"{base['wall']:.2f} s, {base['requests']} requests, "
                   f"{base['bytes_sent']:,} bytes, largest {base['largest_request']:,}; "
-                  f"its list has {members:,} members of {table.num_rows:,} rows sent")
+                  f"{base['refused_rows']:,} rows in refused calls; its list has {members:,} "
+                  f"members of {table.num_rows:,} rows sent")
             print(f"   ours/baseline: full {full['wall'] / base['wall']:.2f}x, incremental "
                   f"{incremental['wall'] / base['wall']:.2f}x (the baseline re-sends "
                   "everything every time)")
