@@ -394,7 +394,7 @@ def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
     os.environ.update({k: v for k, v in env.items() if k.startswith("SEGMENT_EXPORT_")})
     from segment_export.config import load_settings
     from segment_export.db import make_engine, make_session_factory, upgrade_database
-    from segment_export.exports import connections
+    from segment_export.demo import connect_sandbox
     from segment_export.exports.service import ExportSpec, create_export
     from segment_export.profiles import DuckDBProfileStore
     from segment_export.segments.service import create_segment
@@ -414,17 +414,9 @@ def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
             print(f"segment {segment.name!r}: {segment.size:,} members")
     with sessions.begin() as session:
         admin = ensure_admin(session)
-        conn = connections.create_connection(
-            session, actor=admin, display_name="bench", client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET, consent=True, redirect_uri=REDIRECT)
-        url = connections.start_authorization(session, actor=admin, connection=conn,
-                                              settings=settings)
-    with sessions() as session:
-        conn = session.merge(conn)
-        connections.complete_authorization(session, actor=admin, connection=conn,
-                                           callback_url=control.approve_url(url),
-                                           settings=settings, engine=engine)
-        session.commit()
+    conn = connect_sandbox(sessions, engine=engine, settings=settings, control=control,
+                           actor=admin, display_name="bench", client_id=CLIENT_ID,
+                           client_secret=CLIENT_SECRET, redirect_uri=REDIRECT)
     with sessions.begin() as session:
         create_export(session, actor=admin, spec=ExportSpec(
             name="bench", connection_id=conn.id, list_id=list_id, mapping=MAPPING,

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import Settings
 from segment_export.db.models import Connection, Export, User
+from segment_export.demo import connect_sandbox
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.emulator.client import EmulatorControl
 from segment_export.exports import connections
@@ -89,18 +90,9 @@ def world(sqlite_engine: Engine, settings: Settings) -> Iterator[World]:
         store = DuckDBProfileStore(fast.profiles_path)
         with sessions.begin() as session:
             admin = ensure_admin(session)
-            conn = connections.create_connection(
-                session, actor=admin, display_name="Sandbox", client_id=CLIENT_ID,
-                client_secret=CLIENT_SECRET, consent=True, shared_with_contributors=True)
-            url = connections.start_authorization(session, actor=admin, connection=conn,
-                                                  settings=fast)
-        callback = control.approve_url(url)
-        with sessions() as session:
-            conn = session.merge(conn)
-            connections.complete_authorization(
-                session, actor=admin, connection=conn, callback_url=callback, settings=fast,
-                engine=sqlite_engine)
-            session.commit()
+        conn = connect_sandbox(sessions, engine=sqlite_engine, settings=fast, control=control,
+                               actor=admin, display_name="Sandbox", client_id=CLIENT_ID,
+                               client_secret=CLIENT_SECRET, shared_with_contributors=True)
         yield World(fast, sqlite_engine, sessions, store, emu, control, admin, conn,
                     seeded.lists["Newsletter"])
         store.close()

@@ -9,10 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import Settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
-from segment_export.db.models import Run
+from segment_export.db.models import Connection, Run, User
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.emulator.client import EmulatorControl
 from segment_export.errors import DataError
@@ -36,6 +38,38 @@ class DemoResult:
     list_members: int
     emulator_url: str
     workspace: Path
+
+
+def connect_sandbox(
+    sessions: sessionmaker[Session],
+    *,
+    engine: Engine,
+    settings: Settings,
+    control: EmulatorControl,
+    actor: User,
+    display_name: str,
+    client_id: str,
+    client_secret: str,
+    redirect_uri: str = connections.DEFAULT_REDIRECT_URI,
+    shared_with_contributors: bool = False,
+) -> Connection:
+    """Create a connection and authorize it through the emulator's consent page, as an admin
+    clicking *Allow* would (sandbox mode: the demo, the benchmark and the tests)."""
+    with sessions.begin() as session:
+        conn = connections.create_connection(
+            session, actor=actor, display_name=display_name, client_id=client_id,
+            client_secret=client_secret, consent=True, redirect_uri=redirect_uri,
+            shared_with_contributors=shared_with_contributors)
+        authorize_url = connections.start_authorization(session, actor=actor, connection=conn,
+                                                        settings=settings)
+    callback = control.approve_url(authorize_url)
+    with sessions() as session:
+        conn = session.merge(conn)
+        connections.complete_authorization(session, actor=actor, connection=conn,
+                                           callback_url=callback, settings=settings,
+                                           engine=engine)
+        session.commit()
+    return conn
 
 
 @contextmanager
@@ -113,20 +147,10 @@ def run_demo(
                 segment = create_segment(session, store, name="Demo customers",
                                          rule=segment_rule)
                 say(f"Segment {segment.name!r}: {segment.size:,} members.")
-            with sessions.begin() as session:
-                conn = connections.create_connection(
-                    session, actor=admin, display_name="Demo sandbox",
-                    client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, consent=True)
-                authorize_url = connections.start_authorization(
-                    session, actor=admin, connection=conn, settings=local)
-            callback = control.approve_url(authorize_url)
-            with sessions() as session:
-                conn = session.merge(conn)
-                connections.complete_authorization(
-                    session, actor=admin, connection=conn, callback_url=callback,
-                    settings=local, engine=engine)
-                session.commit()
-                say(f"Connected over OAuth to {conn.account_name!r}.")
+            conn = connect_sandbox(sessions, engine=engine, settings=local, control=control,
+                                   actor=admin, display_name="Demo sandbox",
+                                   client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
+            say(f"Connected over OAuth to {conn.account_name!r}.")
             with sessions.begin() as session:
                 export = create_export(session, actor=admin, spec=ExportSpec(
                     name="Demo newsletter", connection_id=conn.id,
