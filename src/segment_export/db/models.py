@@ -170,6 +170,11 @@ class ExportMember(Base):
     values_hash: Mapped[int] = mapped_column(BigInteger)
     run_id: Mapped[str | None] = mapped_column(String(36))
 
+    # Covers the diff's read (export, key, hash) so it never touches the wide rows.
+    __table_args__ = (
+        Index("ix_export_members_diff", "export_id", "email_key", "values_hash"),
+    )
+
 
 class Run(Base):
     """One execution (or dry run) of an export, with counts that add up."""
