@@ -1,15 +1,39 @@
-"""`segment-export users`: people and their roles."""
+"""`segment-export users`: people, their roles, passwords and API tokens."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
-from segment_export.users import Role, create_user, disable_user, list_users
+from segment_export.users import (
+    Role,
+    create_api_token,
+    create_user,
+    disable_user,
+    generate_password,
+    get_api_token,
+    get_user,
+    list_api_tokens,
+    list_users,
+    revoke_api_token,
+    set_password,
+)
 
 console = Console()
+
+
+def _read_password(from_stdin: bool) -> tuple[str, bool]:
+    """The password to set and whether it was generated (and so must be shown once)."""
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("--password-stdin: standard input held no password")
+        return password, False
+    return generate_password(), True
 
 
 @click.group("users")
@@ -20,13 +44,40 @@ def users_group() -> None:
 @users_group.command("create")
 @click.argument("username")
 @click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--email", help="Where alerts for this user go.")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from standard input (otherwise one is generated and "
+              "printed once).")
 @pass_app
-def create(app: AppContext, username: str, role: str) -> None:
-    """Add a user (admins only)."""
+def create(app: AppContext, username: str, role: str, email: str | None,
+           password_stdin: bool) -> None:
+    """Add a user (admins only) who signs in to the web app with a password."""
+    password, generated = _read_password(password_stdin)
     with app.sessions() as session:
-        user = create_user(session, actor=app.actor(session), username=username, role=Role(role))
+        user = create_user(session, actor=app.actor(session), username=username,
+                           role=Role(role), password=password, email=email)
         session.commit()
     click.echo(f"Created {user.role} {user.username!r}.")
+    if generated:
+        click.echo(f"Password (shown only now): {password}")
+
+
+@users_group.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from standard input (otherwise one is generated and "
+              "printed once).")
+@pass_app
+def set_password_command(app: AppContext, username: str, password_stdin: bool) -> None:
+    """Give a user a new password; their web sessions end."""
+    password, generated = _read_password(password_stdin)
+    with app.sessions() as session:
+        set_password(session, actor=app.actor(session), user=get_user(session, username=username),
+                     password=password)
+        session.commit()
+    click.echo(f"New password set for {username!r}.")
+    if generated:
+        click.echo(f"Password (shown only now): {password}")
 
 
 @users_group.command("list")
@@ -35,9 +86,10 @@ def list_(app: AppContext) -> None:
     """List users with their roles."""
     with app.sessions() as session:
         app.actor(session)
-        table = Table("user", "role", "status", "created")
+        table = Table("user", "role", "status", "password", "created")
         for user in list_users(session):
             table.add_row(user.username, user.role, "disabled" if user.disabled else "active",
+                          "set" if user.password_hash else "none",
                           f"{user.created_at:%Y-%m-%d}")
     console.print(table)
 
@@ -46,8 +98,57 @@ def list_(app: AppContext) -> None:
 @click.argument("username")
 @pass_app
 def disable(app: AppContext, username: str) -> None:
-    """Disable a user (admins only)."""
+    """Disable a user (admins only): sessions end, tokens stop working."""
     with app.sessions() as session:
         disable_user(session, actor=app.actor(session), username=username)
         session.commit()
     click.echo(f"Disabled {username!r}.")
+
+
+@users_group.group("token")
+def token_group() -> None:
+    """API tokens for the REST API (sent as `Authorization: Bearer <token>`)."""
+
+
+@token_group.command("create")
+@click.argument("name")
+@click.option("--user", "username", help="The user the token acts as (default: you).")
+@pass_app
+def token_create(app: AppContext, name: str, username: str | None) -> None:
+    """Issue a token; it is printed once and only its hash is kept."""
+    with app.sessions() as session:
+        actor = app.actor(session)
+        owner = get_user(session, username=username) if username else actor
+        issued = create_api_token(session, actor=actor, user=owner, name=name)
+        session.commit()
+    click.echo(f"Token {name!r} for {owner.username!r} (shown only now):", err=True)
+    click.echo(issued.secret)
+
+
+@token_group.command("list")
+@click.option("--user", "username", help="Whose tokens (default: yours).")
+@pass_app
+def token_list(app: AppContext, username: str | None) -> None:
+    """List tokens: id, name, prefix, last use, revoked."""
+    with app.sessions() as session:
+        actor = app.actor(session)
+        owner = get_user(session, username=username) if username else actor
+        tokens = list_api_tokens(session, actor=actor, user=owner)
+        table = Table("id", "name", "starts with", "created", "last used", "revoked")
+        for t in tokens:
+            table.add_row(t.id, t.name, t.prefix + "…", f"{t.created_at:%Y-%m-%d %H:%M}",
+                          f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "-",
+                          f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "-")
+    console.print(table if tokens else f"No tokens for {owner.username!r}.")
+
+
+@token_group.command("revoke")
+@click.argument("token")
+@pass_app
+def token_revoke(app: AppContext, token: str) -> None:
+    """Revoke a token by id or by the prefix shown in lists."""
+    with app.sessions() as session:
+        found = get_api_token(session, id_or_prefix=token)
+        revoke_api_token(session, actor=app.actor(session), token=found)
+        session.commit()
+    click.echo(f"Revoked token {found.prefix}….")

@@ -1,0 +1,143 @@
+"""Segments (admins and contributors): rules, live preview, size history; profile columns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from segment_export.api.deps import Db, EditorUser, Services
+from segment_export.api.errors import PROBLEM_RESPONSES
+from segment_export.api.types import LongText, Name, ObjectId, Word, plain
+from segment_export.db.models import Segment
+from segment_export.segments import service
+
+router = APIRouter(prefix="/api", tags=["segments"], responses=PROBLEM_RESPONSES)
+
+RULE_DOC = ('The rule tree, e.g. {"all": [{"field": "country", "op": "eq", "value": "DE"}, '
+            '{"field": "lifetime_value", "op": "gt", "value": 100}]}')
+
+
+class SegmentCreate(BaseModel):
+    name: Name
+    rule: dict[str, Any] | None = Field(default=None, description=RULE_DOC)
+    expression: LongText | None = Field(
+        default=None, description="Instead of a rule: a restricted SQL condition.")
+    description: LongText | None = None
+    active: bool = True
+
+
+class SegmentUpdate(BaseModel):
+    name: Name | None = None
+    rule: dict[str, Any] | None = Field(default=None, description=RULE_DOC)
+    expression: LongText | None = None
+    description: LongText | None = None
+    active: bool | None = None
+
+
+class SegmentPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    description: str | None
+    rule: dict[str, Any] | None
+    expression: str | None
+    active: bool
+    size: int | None
+    refreshed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PreviewRequest(BaseModel):
+    rule: dict[str, Any] | None = Field(default=None, description=RULE_DOC)
+    expression: LongText | None = None
+    segment_id: Word | None = Field(default=None, description="Preview a saved segment instead.")
+    limit: Annotated[int, Field(ge=0, le=100)] = 10
+
+
+class PreviewPublic(BaseModel):
+    count: int = Field(description="Profiles the rule matches right now.")
+    rows: list[dict[str, Any]]
+    sql: str
+
+
+class SizePoint(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    refreshed_at: datetime
+    size: int
+
+
+class ProfileColumn(BaseModel):
+    name: str
+    type: str
+
+
+def _public(segment: Segment) -> SegmentPublic:
+    return SegmentPublic.model_validate(segment)
+
+
+@router.get("/segments")
+def segments(db: Db, _user: EditorUser) -> list[SegmentPublic]:
+    """Every segment with its last size."""
+    return [_public(s) for s in service.list_segments(db)]
+
+
+@router.post("/segments", status_code=status.HTTP_201_CREATED)
+def add_segment(body: SegmentCreate, db: Db, services: Services,
+                user: EditorUser) -> SegmentPublic:
+    """Create a segment from a rule or an expression; an active one is evaluated at once."""
+    return _public(service.create_segment(
+        db, services.runtime.store, name=body.name, rule=body.rule, expression=body.expression,
+        description=body.description, active=body.active, actor=user))
+
+
+@router.post("/segments/preview")
+def preview(body: PreviewRequest, db: Db, services: Services, _user: EditorUser) -> PreviewPublic:
+    """The live member count and a sample of an unsaved rule (or of a saved segment)."""
+    result = service.preview_segment(db, services.runtime.store, rule=body.rule,
+                                     expression=body.expression, name_or_id=body.segment_id,
+                                     limit=body.limit)
+    return PreviewPublic(count=result.count, rows=[plain(r) for r in result.rows],
+                         sql=result.sql)
+
+
+@router.get("/segments/{segment_id}")
+def segment(segment_id: ObjectId, db: Db, _user: EditorUser) -> SegmentPublic:
+    """One segment."""
+    return _public(service.get_segment(db, name_or_id=segment_id))
+
+
+@router.patch("/segments/{segment_id}")
+def edit_segment(segment_id: ObjectId, body: SegmentUpdate, db: Db, services: Services,
+                 user: EditorUser) -> SegmentPublic:
+    """Change a segment; a new definition is evaluated at once."""
+    return _public(service.update_segment(
+        db, services.runtime.store, name_or_id=segment_id, name=body.name, rule=body.rule,
+        expression=body.expression, description=body.description, active=body.active,
+        actor=user))
+
+
+@router.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_segment(segment_id: ObjectId, db: Db, services: Services, user: EditorUser) -> None:
+    """Delete a segment (refused while an export sends it)."""
+    service.delete_segment(db, services.runtime.store, name_or_id=segment_id, actor=user)
+
+
+@router.get("/segments/{segment_id}/history")
+def history(segment_id: ObjectId, db: Db, _user: EditorUser,
+            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[SizePoint]:
+    """The segment's size at each refresh, oldest first."""
+    found = service.get_segment(db, name_or_id=segment_id)
+    return [SizePoint.model_validate(p)
+            for p in service.size_history(db, segment_id=found.id, limit=limit)]
+
+
+@router.get("/profiles/columns")
+def columns(services: Services, _user: EditorUser) -> list[ProfileColumn]:
+    """The profile columns rules and mappings can use, with their types."""
+    return [ProfileColumn(name=n, type=t) for n, t in services.runtime.store.schema().items()]

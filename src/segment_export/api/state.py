@@ -1,0 +1,32 @@
+"""What one app instance holds: settings, the runtime (state and profile stores) and the queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from segment_export.config import Settings
+from segment_export.scheduling.queue import TaskQueue
+from segment_export.scheduling.runtime import Runtime
+
+
+@dataclass(slots=True)
+class AppServices:
+    """Shared by every request of one app; the runtime owns the process's one profile store."""
+
+    settings: Settings
+    runtime: Runtime
+    queue: TaskQueue
+
+    def public_base(self, request: Request) -> str:
+        """The app's base URL as the outside world reaches it (no trailing slash)."""
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        return str(request.base_url).rstrip("/")
+
+
+def services_of(request: Request) -> AppServices:
+    """The services of the app serving ``request``."""
+    services: AppServices = request.app.state.services
+    return services

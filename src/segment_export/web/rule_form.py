@@ -1,0 +1,100 @@
+"""The rule builder's form: rows of field / operator / value to and from the rule JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from segment_export.errors import DataError
+
+OPERATORS = {
+    "eq": "is", "ne": "is not", "lt": "is less than", "le": "is at most",
+    "gt": "is more than", "ge": "is at least", "between": "is between (low, high)",
+    "in": "is one of (comma-separated)", "contains": "contains", "starts_with": "starts with",
+    "is_empty": "is empty", "is_not_empty": "is not empty",
+    "within_last_days": "is within the last N days",
+}
+NO_VALUE = frozenset({"is_empty", "is_not_empty"})
+LIST_OPS = frozenset({"between", "in"})
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionRow:
+    """One row of the builder as the form shows it (the value as typed)."""
+
+    field: str
+    op: str
+    value: str
+
+
+def _scalar(text: str, column_type: str, field: str) -> Any:
+    text = text.strip()
+    try:
+        if column_type == "BIGINT":
+            return int(text)
+        if column_type == "DOUBLE":
+            return float(text)
+    except ValueError:
+        raise DataError(f"{field!r} holds numbers; {text!r} is not one", field=field) from None
+    if column_type == "BOOLEAN":
+        lowered = text.lower()
+        if lowered in {"true", "yes", "1"}:
+            return True
+        if lowered in {"false", "no", "0"}:
+            return False
+        raise DataError(f"{field!r} is true or false; {text!r} is neither", field=field)
+    return text
+
+
+def rule_from_rows(match: str, rows: Sequence[ConditionRow],
+                   schema: Mapping[str, str]) -> dict[str, Any]:
+    """The rule JSON of the builder's rows (empty rows are ignored), typed by the columns."""
+    conditions: list[dict[str, Any]] = []
+    for row in rows:
+        if not row.field.strip():
+            continue
+        if row.field not in schema:
+            raise DataError(f"There is no profile field {row.field!r}", field="rule")
+        if row.op not in OPERATORS:
+            raise DataError(f"Unknown comparison {row.op!r}", field="rule")
+        column_type = schema[row.field]
+        condition: dict[str, Any] = {"field": row.field, "op": row.op}
+        if row.op in LIST_OPS:
+            parts = [p for p in (p.strip() for p in row.value.split(",")) if p]
+            condition["value"] = [_scalar(p, column_type, row.field) for p in parts]
+        elif row.op == "within_last_days":
+            condition["value"] = _scalar(row.value, "BIGINT", row.field)
+        elif row.op not in NO_VALUE:
+            condition["value"] = _scalar(row.value, column_type, row.field)
+        conditions.append(condition)
+    if not conditions:
+        raise DataError("Add at least one condition", field="rule")
+    return {"any" if match == "any" else "all": conditions}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_text(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def rows_from_rule(rule: Mapping[str, Any] | None) -> tuple[str, list[ConditionRow]] | None:
+    """The builder's rows for a flat rule (one group of conditions); None if it nests deeper."""
+    if not rule:
+        return None
+    if "field" in rule:
+        items: list[Any] = [rule]
+        match = "all"
+    else:
+        match = "any" if "any" in rule else "all"
+        items = list(rule.get(match) or [])
+    rows = []
+    for item in items:
+        if not isinstance(item, Mapping) or "field" not in item:
+            return None
+        rows.append(ConditionRow(str(item["field"]), str(item.get("op", "eq")),
+                                 _text(item.get("value"))))
+    return match, rows
