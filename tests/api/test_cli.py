@@ -150,6 +150,7 @@ def test_serve_starts_app_and_worker_and_stops_on_signals(cli_env: dict[str, str
 
 def test_serve_warns_when_not_on_loopback(cli_env: dict[str, str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from segment_export import net
     from segment_export.api import server
 
     calls: list[tuple[str, int]] = []
@@ -166,6 +167,6 @@ def test_serve_warns_when_not_on_loopback(cli_env: dict[str, str],
 
     host = next(p for p in serve_command.params if p.name == "host")
     assert host.default == "127.0.0.1"
-    assert server.is_loopback("127.0.0.1")
-    assert server.is_loopback("::1")
-    assert not server.is_loopback("0.0.0.0")  # noqa: S104
+    assert net.is_loopback("127.0.0.1")
+    assert net.is_loopback("::1")
+    assert not net.is_loopback("0.0.0.0")  # noqa: S104

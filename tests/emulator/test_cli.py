@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from segment_export.cli import cli
 from segment_export.emulator import EmulatorControl
-from segment_export.emulator.server import is_loopback
+from segment_export.net import is_loopback
 
 SEGMENT_EXPORT = Path(sys.executable).parent / "segment-export"
 

@@ -7,7 +7,7 @@ import click
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.emulator import Backend, EmulatorConfig, serve
 from segment_export.emulator.schemas import SeedApp, SeedRequest
-from segment_export.emulator.server import bind, is_loopback
+from segment_export.net import bind, is_loopback
 
 # Deliberately obvious sandbox values: they open nothing but this emulator.
 DEMO_CLIENT_ID = "sandbox-client-id"

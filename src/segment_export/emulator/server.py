@@ -3,7 +3,6 @@ the CLI. Binds 127.0.0.1 unless told otherwise, and warns when told otherwise.""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import threading
@@ -17,35 +16,9 @@ from segment_export.emulator.app import API_PREFIX, AUTH_PREFIX, create_emulator
 from segment_export.emulator.backend import Backend
 from segment_export.emulator.client import EmulatorControl
 from segment_export.emulator.config import EmulatorConfig
+from segment_export.net import bind, is_loopback
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket for the server.
-
-    Made with ``IPPROTO_TCP`` explicitly: asyncio sets TCP_NODELAY only on connections whose
-    socket says so, and without it every small response waits ~40 ms for a delayed ACK.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 def _uvicorn_config(backend: Backend) -> uvicorn.Config:
