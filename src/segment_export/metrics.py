@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from segment_export.constant_contact.ratelimit import RateLimiter
     from segment_export.db.models import Run
 
+log = logging.getLogger(__name__)
 PREFIX = "segment_export"
 TERMINAL = ("succeeded", "succeeded_with_rejections", "failed", "cancelled", "skipped")
 # Run counts that are contacts; each becomes one `outcome` of segment_export_contacts_total.
@@ -108,6 +110,9 @@ class Metrics:
             "outcome (ok or failed).", ["outcome"], registry=r)
         self.queue_depth = Gauge(
             f"{PREFIX}_queue_depth", "Tasks waiting in the task queue for a worker.", registry=r)
+        self._depth = 0.0
+        self._pending: Callable[[], int] | None = None
+        self.queue_depth.set_function(self._current_depth)
         for outcome in ("ok", "failed"):
             self.token_refreshes.labels(outcome=outcome)
         for outcome in CONTACT_OUTCOMES:
@@ -151,12 +156,23 @@ class Metrics:
         self.token_refreshes.labels(outcome="ok" if ok else "failed").inc()
 
     def set_queue_depth(self, depth: int) -> None:
-        """Tasks waiting for a worker (``huey.pending_count()``)."""
-        self.queue_depth.set(depth)
+        """Tasks waiting for a worker (``huey.pending_count()``); stops any tracking."""
+        self._pending = None
+        self._depth = float(depth)
 
     def track_queue_depth(self, pending: Callable[[], int]) -> None:
         """Read the queue depth from ``pending`` at every scrape instead of pushing it."""
-        self.queue_depth.set_function(lambda: float(pending()))
+        self._pending = pending
+
+    def _current_depth(self) -> float:
+        pending = self._pending
+        if pending is None:
+            return self._depth
+        try:
+            return float(pending())
+        except Exception:  # a queue that went away must not break the scrape
+            log.warning("queue depth could not be read", exc_info=True)
+            return self._depth
 
     def track_runs(self, engine: Engine) -> None:
         """Also export ``segment_export_runs{status}``, counted in the state store per scrape."""
