@@ -12,22 +12,10 @@ from rich.table import Table
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.db.models import Export, RunBatch
 from segment_export.exports import runs as service
+from segment_export.exports.runs import COUNT_LABELS
 from segment_export.exports.service import get_export
 
 console = Console()
-
-COUNT_LABELS = [
-    ("in_segment", "in segment"), ("no_consent", "without marketing consent"),
-    ("rejected_locally", "rejected before sending"), ("valid", "valid contacts"),
-    ("unchanged", "unchanged since last run"), ("sent", "sent"),
-    ("accepted", "accepted by Constant Contact"),
-    ("rejected_by_constant_contact", "refused by Constant Contact"),
-    ("unsubscribed_not_added", "unsubscribed, not re-added"),
-    ("left_segment", "left the segment"), ("removed", "removed from the list"),
-    ("already_off_list", "already off the list"), ("would_add", "would add"),
-    ("would_update", "would update"), ("would_remove", "would remove"),
-]
-
 
 @click.group("runs")
 def runs_group() -> None:

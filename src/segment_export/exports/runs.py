@@ -19,6 +19,18 @@ from segment_export.exports.service import permissions
 # Spreadsheets run cells that start with these as formulas (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 REJECTED_COLUMNS = ("customer_id", "email", "reason", "detail")
+# What each count of a run means, in the order reports (CLI and web) list them.
+COUNT_LABELS = [
+    ("in_segment", "In the segment(s)"), ("no_consent", "Without marketing consent"),
+    ("rejected_locally", "Rejected before sending"), ("valid", "Valid contacts"),
+    ("unchanged", "Unchanged since the last run"), ("to_send", "To send"),
+    ("sent", "Sent to Constant Contact"), ("accepted", "Accepted by Constant Contact"),
+    ("rejected_by_constant_contact", "Refused by Constant Contact"),
+    ("unsubscribed_not_added", "Unsubscribed, not re-added"),
+    ("left_segment", "Left the segment"), ("removed", "Removed from the list"),
+    ("already_off_list", "Already off the list"), ("would_add", "Would add"),
+    ("would_update", "Would update"), ("would_remove", "Would remove"),
+]
 
 
 def request_run(

@@ -12,26 +12,13 @@ from segment_export.api.types import ObjectId
 from segment_export.db.models import Connection, Export
 from segment_export.exports import runs as service
 from segment_export.exports.engine import TERMINAL
+from segment_export.exports.runs import COUNT_LABELS
 from segment_export.exports.service import permissions
 from segment_export.exports.validate import REASONS
 from segment_export.web.pages.exports import runs_chart
 from segment_export.web.render import redirect, render
 
 router = APIRouter(prefix="/runs", include_in_schema=False)
-
-# What each count means, in the order the report lists them.
-COUNT_LABELS = [
-    ("in_segment", "In the segment(s)"), ("no_consent", "Without marketing consent"),
-    ("rejected_locally", "Rejected before sending"), ("valid", "Valid contacts"),
-    ("unchanged", "Unchanged since the last run"), ("to_send", "To send"),
-    ("sent", "Sent to Constant Contact"), ("accepted", "Accepted by Constant Contact"),
-    ("rejected_by_constant_contact", "Refused by Constant Contact"),
-    ("unsubscribed_not_added", "Unsubscribed, not re-added"),
-    ("left_segment", "Left the segment"), ("removed", "Removed from the list"),
-    ("already_off_list", "Already off the list"), ("would_add", "Would add"),
-    ("would_update", "Would update"), ("would_remove", "Would remove"),
-]
-
 
 @router.get("/{run_id}")
 def run_page(request: Request, run_id: ObjectId, db: Db, user: CurrentUser) -> Response:
