@@ -114,6 +114,7 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
     ("GET", "/api/openapi.json"): Expect(PUBLIC),
     ("GET", "/api/docs"): Expect(PUBLIC),
     ("GET", "/api/docs/oauth2-redirect"): Expect(PUBLIC),
+    ("MOUNT", "/api/docs/assets"): Expect(PUBLIC),
     ("GET", "/api/health"): Expect(PUBLIC),
     ("GET", "/api/ready"): Expect(PUBLIC),
     # Prometheus scrapes without credentials; the metrics carry counts, never contact data.
@@ -306,8 +307,10 @@ def _request(clients: Clients, role: str, method: str, template: str, expect: Ex
     allowed = expect.allowed[ROLES.index(role)]
     targets = Targets(world, role, fresh=method != "GET" and allowed, shared=shared)
     who = None if role == "anonymous" else role
-    if template == "/static":
-        return "/static/app.css", clients.api(who).get("/static/app.css")
+    if template in {"/static", "/api/docs/assets"}:
+        asset = {"/static": "/static/app.css",
+                 "/api/docs/assets": "/api/docs/assets/swagger-ui.css"}[template]
+        return asset, clients.api(who).get(asset)
     path = targets.path(template)
     if template.startswith("/api/"):
         body = expect.json(targets) if expect.json else None

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Response
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +27,7 @@ from segment_export.api.routes import (
     users,
 )
 from segment_export.api.state import AppServices
+from segment_export.api.throttle import SignInThrottle
 from segment_export.config import Settings
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 # run resumes after its last confirmed batch on the next start.
 WORKER_SHUTDOWN_SECONDS = 30.0
 WORKER_MAX_POLL_SECONDS = 1.0
+DOCS_ASSETS = "/api/docs/assets"
 
 
 class SecurityHeaders:
@@ -52,7 +55,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # FastAPI's documentation page loads Swagger UI from its CDN with an inline script.
+        # Swagger UI's page starts itself with an inline script.
         docs = scope["path"] == "/api/docs"
 
         async def with_headers(message: Message) -> None:
@@ -114,7 +117,8 @@ def create_app(
 
     runtime = runtime or Runtime(settings)
     queue = queue or TaskQueue(runtime)
-    services = AppServices(settings=settings, runtime=runtime, queue=queue)
+    services = AppServices(settings=settings, runtime=runtime, queue=queue,
+                           sign_ins=SignInThrottle(settings.redis_url))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -129,7 +133,10 @@ def create_app(
                 log.info("stopping the in-process worker")
                 await run_in_threadpool(consumer.stop, graceful=True)
 
-    app = FastAPI(
+    # Swagger UI's script and styles are served from the package, not a CDN: the API's
+    # documentation works on a closed network too.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="segment-export",
         version=__version__,
         summary="Export customer segments to Constant Contact contact lists.",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from segment_export.api.throttle import SignInThrottle
 from segment_export.config import Settings
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
@@ -18,6 +19,7 @@ class AppServices:
     settings: Settings
     runtime: Runtime
     queue: TaskQueue
+    sign_ins: SignInThrottle = field(default_factory=SignInThrottle)
 
     def public_base(self, request: Request) -> str:
         """The app's base URL as the outside world reaches it (no trailing slash)."""
