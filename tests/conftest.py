@@ -14,8 +14,9 @@ from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from tests.services import postgres_schema_url
 
-# `world`: an emulator, a state store, a profile store and an authorized connection.
-pytest_plugins = ["tests.world"]
+# `world`: an emulator, a state store, a profile store and an authorized connection;
+# `spark_session`: one local Spark session shared by the Spark tests.
+pytest_plugins = ["tests.world", "tests.spark_session"]
 
 
 @pytest.fixture(scope="session", autouse=True)

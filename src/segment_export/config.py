@@ -63,10 +63,23 @@ class Settings(BaseSettings):
     max_contacts_per_export: int = Field(
         default=1_000_000, gt=0, description="A run over this many contacts is skipped unsent."
     )
+    profile_store: str = Field(
+        default="duckdb",
+        description="Where the profiles live: duckdb (the embedded store in the data "
+        "directory), a PostgreSQL URL (postgresql://user@host/db, optionally "
+        "?schema=NAME&table=NAME), or spark:<table> / spark:parquet:<directory> for a "
+        "lakehouse table read through Spark (PySpark; local mode unless ?master= names a "
+        "cluster).",
+    )
     redis_url: str | None = Field(
         default=None,
         description="Redis URL (redis://host:6379/0): when set, jobs go through Redis to any "
         "number of workers and every worker shares one rate budget per API key.",
+    )
+    queue_name: str = Field(
+        default="segment-export", min_length=1, pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Name of the task queue in Redis: deployments sharing one Redis server use "
+        "different names (the rate budget per API key stays shared between them).",
     )
     worker_threads: int = Field(
         default=2, gt=0, description="Runs one worker process executes at the same time."

@@ -168,6 +168,18 @@ def test_profile_store_held_by_another_process_is_explained(world: World, tmp_pa
         holder.communicate()
 
 
+def test_profiles_kept_in_another_engine_are_left_to_it(world: World, tmp_path: Path) -> None:
+    prepare(world, 10)
+    # The URL names a server that is never contacted: a backup does not open such a store.
+    elsewhere = world.settings.model_copy(
+        update={"profile_store": "postgresql://reader@127.0.0.1:1/lake"})
+    backup = create_backup(settings=elsewhere, engine=world.engine,
+                           destination=tmp_path / "b.tar.gz")
+    assert backup.manifest["profiles"] is None
+    with tarfile.open(backup.path) as archive:
+        assert not [n for n in archive.getnames() if "profiles" in n]
+
+
 @pytest.mark.postgres
 def test_postgresql_state_database_round_trip(settings: Settings, tmp_path: Path) -> None:
     """A whole PostgreSQL database (as in production), through pg_dump and pg_restore."""

@@ -97,6 +97,9 @@ def test_definition_errors(session: Session, loaded: DuckDBProfileStore) -> None
         create_segment(session, loaded, name="x", rule={"field": "nope", "op": "eq", "value": 1})
     with pytest.raises(DataError, match="cannot be evaluated"):
         create_segment(session, loaded, name="x", expression="lifetime_value > 'lots'")
+    with pytest.raises(DataError, match=r"cannot be evaluated.*[Oo]verflow"):
+        create_segment(session, loaded, name="x",
+                       expression="lifetime_value::BIGINT * 9223372036854775807 > 1")
     assert list_segments(session) == []
 
 

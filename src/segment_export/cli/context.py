@@ -14,7 +14,8 @@ from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from segment_export.db.models import User
 from segment_export.log import configure_logging
-from segment_export.profiles import DuckDBProfileStore
+from segment_export.profiles import ProfileStore
+from segment_export.profiles.engines import open_profile_store
 from segment_export.scheduling.runtime import Runtime
 from segment_export.users import ensure_admin, get_user
 
@@ -42,8 +43,8 @@ class AppContext:
         return make_session_factory(self.engine)
 
     @cached_property
-    def store(self) -> DuckDBProfileStore:
-        return DuckDBProfileStore(self.settings.profiles_path)
+    def store(self) -> ProfileStore:
+        return open_profile_store(self.settings)
 
     def actor(self, session: Session) -> User:
         """The user the command acts as: --as-user, else the first admin (made on first use)."""

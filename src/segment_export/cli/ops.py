@@ -43,6 +43,10 @@ def backup_command(app: AppContext, destination: Path | None, include_key: bool,
                f"({result.manifest['database']['dialect']})"
                + (f", profile store ({len(profiles['tables'])} tables)" if profiles else "")
                + (", secrets key" if include_key else "") + ".")
+    if not no_profiles and not profiles:
+        click.echo(f"The profiles are not in the backup: they live in "
+                   f"{app.settings.profile_store.split('://')[0].split(':')[0]}; back them up "
+                   "there.")
     if not include_key:
         fingerprints = ", ".join(result.manifest["key"]["fingerprints"]) or "none"
         click.echo(f"The secrets key is not in the backup (key fingerprint {fingerprints}); "

@@ -14,19 +14,18 @@ import click
 from segment_export.cli.context import AppContext, pass_app
 
 if TYPE_CHECKING:
-    from segment_export.profiles import DuckDBProfileStore
+    from segment_export.profiles import ProfileStore
 
 # Kept literal (and tested equal to profiles.importer.FORMATS) so `--help` need not load DuckDB.
 FORMAT_CHOICES = ("csv", "parquet", "jsonl")
 
 
 @contextmanager
-def open_store(app: AppContext) -> Iterator[DuckDBProfileStore]:
-    """The profile store of the configured data directory, closed afterwards."""
-    from segment_export.profiles import DuckDBProfileStore
+def open_store(app: AppContext) -> Iterator[ProfileStore]:
+    """The configured profile store (SEGMENT_EXPORT_PROFILE_STORE), closed afterwards."""
+    from segment_export.profiles.engines import open_profile_store
 
-    app.settings.ensure_data_dir()
-    store = DuckDBProfileStore(app.settings.profiles_path)
+    store = open_profile_store(app.settings)
     try:
         yield store
     finally:
@@ -85,10 +84,11 @@ def show_command(app: AppContext) -> None:
 
     with open_store(app) as store:
         count, schema, id_column = store.count(), store.schema(), store.id_column
+        store_location = store.location
     if not schema:
         click.echo("No profiles imported yet (segment-export profiles import FILE).")
         return
-    click.echo(f"{count:,} profiles in {app.settings.profiles_path}, keyed by {id_column!r}.")
+    click.echo(f"{count:,} profiles in {store_location}, keyed by {id_column!r}.")
     table = Table("column", "type")
     for name, dtype in schema.items():
         table.add_row(name + (" (id)" if name == id_column else ""), dtype)

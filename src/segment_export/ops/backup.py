@@ -32,7 +32,15 @@ from segment_export import __version__, audit
 from segment_export.config import Settings
 from segment_export.db import make_engine, upgrade_database
 from segment_export.db.engine import current_revision
-from segment_export.db.models import Connection, Export, ExportMember, RejectedRow, Run, User
+from segment_export.db.models import (
+    Connection,
+    Export,
+    ExportMember,
+    ExportMemberBlock,
+    RejectedRow,
+    Run,
+    User,
+)
 from segment_export.db.types import utcnow
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.ops.keys import fingerprint, key_source, undecryptable, write_key_file
@@ -47,7 +55,8 @@ PROFILES = "profiles"
 KEYS = "secret.key"
 # The rows a restore reports, so a person can check it brought back what they expect.
 COUNTED = {"users": User, "connections": Connection, "exports": Export, "runs": Run,
-           "export_members": ExportMember, "rejected_rows": RejectedRow}
+           "export_members": ExportMember, "export_member_blocks": ExportMemberBlock,
+           "rejected_rows": RejectedRow}
 PROFILE_STORE_HELD = (
     "Another segment-export process (serve or worker) holds the profile store, and DuckDB lets "
     "one process open it at a time"
@@ -92,6 +101,11 @@ def create_backup(*, settings: Settings, engine: Engine, destination: Path,
     that works as is; from another process, DuckDB's one-process lock means the profile store
     can only be read while no other process holds it.
     """
+    from segment_export.profiles.engines import engine_of
+
+    # Profiles kept in PostgreSQL or a lakehouse are backed up where they live, with that
+    # system's own tools; only the embedded store belongs to this product's backup.
+    profiles = profiles and engine_of(settings.profile_store) == "duckdb"
     target = destination / default_backup_name() if destination.is_dir() else destination
     if not target.name.endswith((".tar.gz", ".tgz")):
         raise ConfigurationError(f"A backup is written as .tar.gz, not {target.name!r}",

@@ -19,6 +19,7 @@ from sqlglot import exp
 
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.profiles import importer
+from segment_export.storage import is_storage_full, storage_full_error
 
 ImportMode = Literal["replace", "upsert"]
 
@@ -53,6 +54,11 @@ class ProfileStore(Protocol):
     """
 
     dialect: str
+
+    @property
+    def location(self) -> str:
+        """Where the profiles are, for people (a path, a table name; never a password)."""
+        ...
 
     @property
     def id_column(self) -> str | None:
@@ -167,6 +173,10 @@ class DuckDBProfileStore:
 
     def __enter__(self) -> DuckDBProfileStore:
         return self
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
@@ -390,6 +400,8 @@ class DuckDBProfileStore:
                     # Row order is kept (DuckDB preserves insertion order), so rowid = file order.
                     cur.execute(f"CREATE TABLE {staging} AS SELECT * FROM {source}", params)
                 except duckdb.Error as exc:
+                    if is_storage_full(exc):  # the disk, not the data: say so
+                        raise storage_full_error(exc, data_dir=str(self.path.parent)) from exc
                     raise on_error(cur, exc) from exc
                 if after_load is not None:
                     after_load(cur, staging)
@@ -397,6 +409,10 @@ class DuckDBProfileStore:
                     cur, staging, label=label, row_label=row_label, first_row=first_row,
                     id_column=id_column, mode=mode, email_column=email_column,
                 )
+            except duckdb.Error as exc:
+                if is_storage_full(exc):
+                    raise storage_full_error(exc, data_dir=str(self.path.parent)) from exc
+                raise
             finally:
                 cur.execute(f"DROP TABLE IF EXISTS {staging}")
                 if register is not None:
@@ -539,7 +555,7 @@ class DuckDBProfileStore:
     def _run(self, cur: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> Any:
         try:
             return cur.execute(sql, list(params))
-        except (duckdb.ConversionException, duckdb.BinderException,
+        except (duckdb.ConversionException, duckdb.BinderException, duckdb.OutOfRangeException,
                 duckdb.InvalidInputException, duckdb.ParserException) as exc:
             raise DataError(
                 f"The segment condition cannot be evaluated: {str(exc).splitlines()[0][:300]}"

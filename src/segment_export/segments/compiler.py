@@ -56,14 +56,15 @@ _ALLOWED_NODES: tuple[type[exp.Expr], ...] = (
 _PREDICATES: tuple[type[exp.Expr], ...] = (
     exp.EQ, exp.NEQ, exp.LT, exp.LTE, exp.GT, exp.GTE, exp.NullSafeEQ, exp.NullSafeNEQ,
     exp.And, exp.Or, exp.Not, exp.Between, exp.In, exp.Like, exp.ILike, exp.Is, exp.Boolean,
-    exp.StartsWith,
+    exp.StartsWith, exp.Escape,
 )
 _CAST_TYPES = frozenset({
     exp.DataType.Type.VARCHAR, exp.DataType.Type.TEXT, exp.DataType.Type.CHAR,
     exp.DataType.Type.INT, exp.DataType.Type.BIGINT, exp.DataType.Type.SMALLINT,
     exp.DataType.Type.TINYINT, exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT,
     exp.DataType.Type.DECIMAL, exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP,
-    exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.BOOLEAN,
+    # DuckDB's TIMESTAMP parses as TIMESTAMPNTZ (and renders as TIMESTAMP_NTZ for Spark).
+    exp.DataType.Type.TIMESTAMPNTZ, exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.BOOLEAN,
 })
 _INTERVAL_UNITS = frozenset({"DAY", "DAYS", "WEEK", "WEEKS", "MONTH", "MONTHS", "YEAR", "YEARS",
                              "HOUR", "HOURS", "MINUTE", "MINUTES"})
