@@ -9,7 +9,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from segment_export.config import Settings
-from segment_export.db.models import Connection, Export, ExportMember, RejectedRow, Run, RunBatch
+from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch
+from segment_export.exports.delivery import load_members
 from tests.world import World
 
 
@@ -47,10 +48,16 @@ def snapshot(engine: Engine) -> dict[str, Any]:
                            for r in session.scalars(select(Run))),
             "connections": sorted((c.id, c.display_name, c.status, c.client_id, c.refresh_token)
                                   for c in session.scalars(select(Connection))),
-            "members": sorted(session.scalars(select(ExportMember.email))),
+            "members": sorted(e for export_id in session.scalars(select(Export.id))
+                              for e in _delivered(engine, export_id)),
             "rejected": session.scalar(select(func.count()).select_from(RejectedRow)),
             "batches": session.scalar(select(func.count()).select_from(RunBatch)),
         }
+
+
+def _delivered(engine: Engine, export_id: str) -> list[str]:
+    emails = load_members(engine, export_id, emails=True).emails
+    return emails.to_pylist() if emails is not None else []
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -176,6 +176,30 @@ class ExportMember(Base):
     )
 
 
+class ExportMemberBlock(Base):
+    """What one confirmed batch delivered, or one removal took off the list, in one packed row.
+
+    The export's delivered state is its ``export_members`` rows overlaid with its blocks, oldest
+    first (see exports/delivery.py). A million members cost one row per batch to record rather
+    than a million B-tree upserts, and the diff reads them back as arrays.
+    """
+
+    __tablename__ = "export_member_blocks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    export_id: Mapped[str] = mapped_column(
+        ForeignKey("exports.id", ondelete="CASCADE"), index=True
+    )
+    run_id: Mapped[str | None] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(10))  # delivered | removed
+    members: Mapped[int] = mapped_column(Integer)
+    # Little-endian int64 arrays (email keys, value hashes) and an Arrow IPC stream of emails.
+    keys: Mapped[bytes] = mapped_column(LargeBinary)
+    hashes: Mapped[bytes | None] = mapped_column(LargeBinary)
+    emails: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Run(Base):
     """One execution (or dry run) of an export, with counts that add up."""
 
@@ -220,8 +244,9 @@ class RunBatch(Base):
     nbytes: Mapped[int] = mapped_column(Integer, default=0)
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     errors: Mapped[list[Any]] = mapped_column(default=list)
-    # The email keys and value hashes the batch carries (two little-endian int64 arrays), so a
-    # resumed run can confirm a batch whose activity completed without sending it again.
+    # Whom the batch carries (email keys, value hashes, emails and customer ids; see
+    # exports/delivery.py BatchMembers.pack), so a resumed run can confirm a batch whose activity
+    # completed without sending it again.
     members: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]

@@ -9,22 +9,31 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import Engine, delete, insert, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from segment_export.constant_contact import Activity
-from segment_export.db.models import ExportMember, RejectedRow, RunBatch
+from segment_export.db.models import ExportMember, ExportMemberBlock, RejectedRow, RunBatch
 from segment_export.db.types import utcnow
 
 _ROW_ERROR = re.compile(r"^Row (\d+)(?: \((.*?)\))?: (.*)$")
+# Past this many blocks an export's state is folded into one at the start of its next run.
+MAX_BLOCKS = 64
+# The values hash of members whose delivery is unknown; real hashes never take it (a 64-bit
+# hash meets it by chance once in 2**64).
+UNCERTAIN_HASH = -0x0F0F_0F0F_0F0F_0F0F
+_FETCH_ROWS = 50_000
+
+
+# Marks a batch's members packed with their emails and customer ids (see BatchMembers.pack);
+# a blob without it holds only the keys and hashes (written before they were added).
+_PACKED = b"SEXBM02\x00"
 
 
 @dataclass(slots=True)
 class BatchMembers:
-    """The contacts one request carries, in the order they were serialized.
-
-    Held compactly (numpy and Arrow arrays, about 60 bytes a contact) because several batches
-    of 40,000 are in flight at once.
-    """
+    """The contacts one request carries, in the order they were serialized (about 60 bytes a
+    contact: numpy and Arrow arrays)."""
 
     keys: np.ndarray[Any, np.dtype[np.int64]]
     hashes: np.ndarray[Any, np.dtype[np.int64]]
@@ -41,10 +50,38 @@ class BatchMembers:
         return int(self.keys.size)
 
     def pack(self) -> bytes:
-        return self.keys.astype("<i8").tobytes() + self.hashes.astype("<i8").tobytes()
+        """Everything in one blob, kept on the batch's row: a run resumed after a crash settles
+        the batches its last attempt left in flight with whom they really carried, even a
+        contact that has left the segment since (its email could not be looked up again)."""
+        strings = pa.record_batch([self.emails.cast(pa.string()),
+                                   self.customer_ids.cast(pa.string())],
+                                  names=["email", "customer_id"])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, strings.schema) as writer:
+            writer.write_batch(strings)
+        return b"".join((_PACKED, np.uint64(len(self)).astype("<u8").tobytes(),
+                         _pack_ints(self.keys), _pack_ints(self.hashes),
+                         sink.getvalue().to_pybytes()))
+
+    @staticmethod
+    def unpack(blob: bytes) -> BatchMembers | None:
+        """The members :meth:`pack` made, or None for a blob of keys and hashes only."""
+        if not blob.startswith(_PACKED):
+            return None
+        count = int(np.frombuffer(blob, "<u8", 1, len(_PACKED))[0])
+        start = len(_PACKED) + 8
+        keys = np.frombuffer(blob, "<i8", count, start).astype(np.int64)
+        hashes = np.frombuffer(blob, "<i8", count, start + 8 * count).astype(np.int64)
+        strings = pa.ipc.open_stream(memoryview(blob)[start + 16 * count:]).read_all()
+        return BatchMembers(keys, hashes, strings.column("email").combine_chunks(),
+                            strings.column("customer_id").combine_chunks())
 
     @staticmethod
     def unpack_keys(blob: bytes) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """The email keys and value hashes of a packed batch, in either form."""
+        members = BatchMembers.unpack(blob)
+        if members is not None:
+            return members.keys, members.hashes
         both = np.frombuffer(blob, "<i8")
         half = both.size // 2
         return both[:half], both[half:]
@@ -90,34 +127,25 @@ def record_delivered(
     """In one transaction: remember what the batch delivered and mark the batch confirmed.
 
     Rows Constant Contact refused are not remembered, so the next run sends them again, and
-    they are reported with its reason.
+    they are reported with its reason. What was delivered is one packed block (see
+    :func:`load_members`), whatever the batch's size.
     """
-    emails = members.emails.to_pylist()
-    rows = [
-        (export_id, k, e, h, run_id)
-        for i, (k, h, e) in enumerate(zip(members.keys.tolist(), members.hashes.tolist(), emails,
-                                          strict=True))
-        if i not in verdict.refused_rows
-    ]
-    marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-    # Straight to the driver: SQLAlchemy's per-statement work costs more than SQLite's own
-    # insert at these volumes. ON CONFLICT ... excluded is the same on SQLite and PostgreSQL.
-    # Only the driver's placeholders are formatted in; every value travels as a parameter.
-    values = ", ".join([marker] * 5)
-    upsert = (
-        "INSERT INTO export_members (export_id, email_key, email, values_hash, run_id) "  # noqa: S608
-        "VALUES (" + values + ") ON CONFLICT (export_id, email_key) DO UPDATE SET "
-        "email = excluded.email, values_hash = excluded.values_hash, run_id = excluded.run_id"
-    )
+    kept = members
+    if verdict.refused_rows:
+        keep = np.ones(len(members), dtype=bool)
+        keep[[i for i in verdict.refused_rows if i < len(members)]] = False
+        kept = BatchMembers(members.keys[keep], members.hashes[keep],
+                            members.emails.filter(pa.array(keep)),
+                            members.customer_ids.filter(pa.array(keep)))
     with engine.begin() as conn:
-        if rows:
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.executemany(upsert, rows)
-            finally:
-                cursor.close()
+        if len(kept):
+            conn.execute(insert(ExportMemberBlock).values(
+                export_id=export_id, run_id=run_id, kind="delivered", members=len(kept),
+                keys=_pack_ints(kept.keys), hashes=_pack_ints(kept.hashes),
+                emails=_pack_strings(kept.emails)))
         if verdict.refused_rows:
             ids = members.customer_ids.to_pylist()
+            emails = members.emails.to_pylist()
             conn.execute(insert(RejectedRow), [
                 {"run_id": run_id, "customer_id": ids[i], "email": emails[i],
                  "reason": "rejected_by_constant_contact", "detail": reason}
@@ -133,11 +161,203 @@ def record_delivered(
         )
 
 
-def forget_members(engine: Engine, *, export_id: str, keys: Sequence[int]) -> None:
-    """Drop members the export removed from the list (mirror mode)."""
+def record_uncertain(engine: Engine, *, export_id: str, run_id: str, batch_id: int,
+                     members: BatchMembers) -> None:
+    """Remember a batch whose import may or may not have reached the list (its answer was
+    lost), and mark the batch ``unknown``.
+
+    Its members are remembered with :data:`UNCERTAIN_HASH`, which no contact's values give:
+    the next diff sends those still in the segment again, and mirror mode removes those that
+    left, so neither a delivery nor a leaver is lost track of.
+    """
     with engine.begin() as conn:
-        for start in range(0, len(keys), 500):
-            conn.execute(delete(ExportMember).where(
-                ExportMember.export_id == export_id,
-                ExportMember.email_key.in_([int(k) for k in keys[start:start + 500]]),
-            ))
+        if len(members):
+            uncertain = np.full(len(members), UNCERTAIN_HASH, dtype=np.int64)
+            conn.execute(insert(ExportMemberBlock).values(
+                export_id=export_id, run_id=run_id, kind="delivered", members=len(members),
+                keys=_pack_ints(members.keys), hashes=_pack_ints(uncertain),
+                emails=_pack_strings(members.emails)))
+        conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(state="unknown"))
+
+
+def forget_members(engine: Engine, *, export_id: str, keys: Sequence[int]) -> None:
+    """Drop members the export removed from the list (mirror mode): one block of removals."""
+    if len(keys) == 0:
+        return
+    with engine.begin() as conn:
+        conn.execute(insert(ExportMemberBlock).values(
+            export_id=export_id, run_id=None, kind="removed", members=len(keys),
+            keys=_pack_ints(np.asarray(keys, dtype=np.int64))))
+
+
+def forget_export_state(session: Session, *, export_id: str) -> None:
+    """Forget everything the export delivered (its list changed, or it is being removed)."""
+    session.execute(delete(ExportMember).where(ExportMember.export_id == export_id))
+    session.execute(delete(ExportMemberBlock).where(ExportMemberBlock.export_id == export_id))
+
+
+@dataclass(slots=True)
+class DeliveredMembers:
+    """An export's delivered state: email keys sorted, their value hashes and (if asked) emails."""
+
+    keys: np.ndarray[Any, np.dtype[np.int64]]
+    hashes: np.ndarray[Any, np.dtype[np.int64]]
+    emails: pa.Array | None = None
+
+    def __len__(self) -> int:
+        return int(self.keys.size)
+
+
+@dataclass(slots=True)
+class _Part:
+    keys: np.ndarray[Any, np.dtype[np.int64]]
+    hashes: np.ndarray[Any, np.dtype[np.int64]] | None  # None: these keys were removed
+    emails: pa.Array | None
+
+
+def load_members(engine: Engine, export_id: str, *, run_id: str | None = None,
+                 emails: bool = False) -> DeliveredMembers:
+    """The export's delivered state: its ``export_members`` rows overlaid with its blocks.
+
+    Blocks apply oldest first: a later delivery of a key replaces an earlier one, a removal
+    drops it. With ``run_id``, only what that run delivered. Emails are read only if asked.
+    """
+    with engine.connect() as conn:
+        return _load(conn, export_id, run_id=run_id, emails=emails)
+
+
+def _load(conn: Connection, export_id: str, *, run_id: str | None,
+          emails: bool) -> DeliveredMembers:
+    parts = [_rows_part(conn, export_id, run_id=run_id, emails=emails)]
+    query = select(ExportMemberBlock.kind, ExportMemberBlock.keys, ExportMemberBlock.hashes,
+                   *([ExportMemberBlock.emails] if emails else [])).where(
+        ExportMemberBlock.export_id == export_id).order_by(ExportMemberBlock.id)
+    if run_id is not None:
+        query = query.where(ExportMemberBlock.run_id == run_id)
+    for row in conn.execute(query):
+        removed = row.kind == "removed"
+        parts.append(_Part(
+            _unpack_ints(row.keys),
+            None if removed else _unpack_ints(row.hashes),
+            None if removed or not emails else _unpack_strings(row.emails)))
+    return _overlay(parts, emails=emails)
+
+
+def delivered_emails(engine: Engine, export_id: str,
+                     keys: np.ndarray[Any, Any]) -> dict[str, int]:
+    """email -> key for those of ``keys`` the export's delivered state holds."""
+    state = load_members(engine, export_id, emails=True)
+    assert state.emails is not None
+    found = np.isin(state.keys, keys)
+    picked = state.emails.filter(pa.array(found))
+    return dict(zip(picked.to_pylist(), state.keys[found].tolist(), strict=True))
+
+
+def compact_members(engine: Engine, export_id: str, *, max_blocks: int = MAX_BLOCKS) -> bool:
+    """Fold the export's rows and blocks into one block once there are more than ``max_blocks``
+    blocks (or any rows, written before blocks existed), so reading the state stays one
+    sequential read. The state itself does not change. Returns whether it folded.
+    """
+    with engine.connect() as conn:
+        blocks = conn.execute(select(func.count()).select_from(ExportMemberBlock).where(
+            ExportMemberBlock.export_id == export_id)).scalar_one()
+        has_rows = conn.execute(select(ExportMember.email_key).where(
+            ExportMember.export_id == export_id).limit(1)).first() is not None
+    if blocks <= max_blocks and not has_rows:
+        return False
+    with engine.begin() as conn:
+        last = conn.execute(select(func.max(ExportMemberBlock.id)).where(
+            ExportMemberBlock.export_id == export_id)).scalar()
+        state = _load(conn, export_id, run_id=None, emails=True)
+        assert state.emails is not None
+        conn.execute(delete(ExportMember).where(ExportMember.export_id == export_id))
+        conn.execute(delete(ExportMemberBlock).where(ExportMemberBlock.export_id == export_id,
+                                                     ExportMemberBlock.id <= (last or 0)))
+        if len(state):
+            conn.execute(insert(ExportMemberBlock).values(
+                export_id=export_id, run_id=None, kind="delivered", members=len(state),
+                keys=_pack_ints(state.keys), hashes=_pack_ints(state.hashes),
+                emails=_pack_strings(state.emails)))
+    return True
+
+
+def _rows_part(conn: Connection, export_id: str, *, run_id: str | None,
+               emails: bool) -> _Part:
+    """The export's ``export_members`` rows, straight through the driver's cursor: building a
+    SQLAlchemy Row per member costs more than the database's own read of a million of them."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    # Only the driver's placeholders are formatted in; the ids travel as parameters.
+    wanted = "email_key, values_hash" + (", email" if emails else "")
+    sql = "SELECT " + wanted + " FROM export_members WHERE export_id = " + marker  # noqa: S608
+    params: tuple[str, ...] = (export_id,)
+    if run_id is not None:
+        sql += " AND run_id = " + marker
+        params += (run_id,)
+    key_blocks: list[np.ndarray[Any, Any]] = []
+    hash_blocks: list[np.ndarray[Any, Any]] = []
+    email_blocks: list[pa.Array] = []
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(_FETCH_ROWS):
+            columns = list(zip(*rows, strict=True))
+            key_blocks.append(np.array(columns[0], dtype=np.int64))
+            hash_blocks.append(np.array(columns[1], dtype=np.int64))
+            if emails:
+                email_blocks.append(pa.array(columns[2], pa.string()))
+    finally:
+        cursor.close()
+    empty = np.empty(0, np.int64)
+    return _Part(
+        np.concatenate(key_blocks) if key_blocks else empty,
+        np.concatenate(hash_blocks) if hash_blocks else empty,
+        (pa.concat_arrays(email_blocks) if email_blocks else pa.array([], pa.string()))
+        if emails else None)
+
+
+def _overlay(parts: list[_Part], *, emails: bool) -> DeliveredMembers:
+    """Later parts win per key; a removal part drops its keys. Sorted by key."""
+    parts = [p for p in parts if p.keys.size]
+    if not parts:
+        return DeliveredMembers(np.empty(0, np.int64), np.empty(0, np.int64),
+                                pa.array([], pa.string()) if emails else None)
+    keys = np.concatenate([p.keys for p in parts])
+    hashes = np.concatenate([p.hashes if p.hashes is not None else np.zeros_like(p.keys)
+                             for p in parts])
+    present = np.concatenate([np.full(p.keys.size, p.hashes is not None) for p in parts])
+    order = np.argsort(keys, kind="stable")  # equal keys stay in part order: last one wins
+    ordered = keys[order]
+    last = np.ones(ordered.size, dtype=bool)
+    last[:-1] = ordered[1:] != ordered[:-1]
+    picked = order[last]
+    picked = picked[present[picked]]
+    found_emails = None
+    if emails:
+        strings = pa.chunked_array(
+            [p.emails if p.emails is not None else pa.nulls(p.keys.size, pa.string())
+             for p in parts], pa.string())
+        found_emails = strings.take(pa.array(picked)).combine_chunks()
+    return DeliveredMembers(keys[picked], hashes[picked], found_emails)
+
+
+def _pack_ints(values: np.ndarray[Any, Any]) -> bytes:
+    return np.ascontiguousarray(values, dtype="<i8").tobytes()
+
+
+def _unpack_ints(blob: bytes | None) -> np.ndarray[Any, np.dtype[np.int64]]:
+    return np.frombuffer(blob or b"", "<i8").astype(np.int64)
+
+
+def _pack_strings(values: pa.Array) -> bytes:
+    batch = pa.record_batch([values.cast(pa.string())], names=["email"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _unpack_strings(blob: bytes | None) -> pa.Array:
+    if not blob:
+        return pa.array([], pa.string())
+    table = pa.ipc.open_stream(blob).read_all()
+    return table.column(0).combine_chunks()

@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,17 +18,13 @@ from typing import Any, cast
 
 import httpx
 import numpy as np
-from sqlalchemy import CursorResult, Engine, select, update
+from sqlalchemy import CursorResult, Engine, delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from segment_export import metrics
+from segment_export import audit, metrics
 from segment_export.config import Settings
-from segment_export.constant_contact import (
-    ConstantContactClient,
-    RequestHook,
-    iter_import_bodies,
-)
-from segment_export.db.models import Connection, Export, Run, RunBatch
+from segment_export.constant_contact import ConstantContactClient, RequestHook
+from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch
 from segment_export.db.types import utcnow
 from segment_export.errors import (
     NotFoundError,
@@ -38,28 +33,46 @@ from segment_export.errors import (
     RetriableError,
     SegmentExportError,
 )
+from segment_export.exports.ahead import Ahead
+from segment_export.exports.bodies import BodyCutter, prepare_batches
 from segment_export.exports.connections import client_for
-from segment_export.exports.delivery import BatchMembers
+from segment_export.exports.delivery import BatchMembers, compact_members, record_uncertain
 from segment_export.exports.diff import (
-    Change,
     Delivered,
     DiffTotals,
     iter_changes,
     leavers,
     load_delivered,
 )
+from segment_export.exports.heartbeat import Heartbeat, heartbeat_interval
 from segment_export.exports.members import LocalCounts, store_rejections, stream_members
 from segment_export.exports.mirror import remove_leavers
 from segment_export.exports.sending import InFlight, Sender
 from segment_export.exports.validate import ValidatedMembers
 from segment_export.log import run_context
 from segment_export.profiles import ProfileStore
+from segment_export.storage import (
+    is_database_unreachable,
+    is_storage_full,
+    storage_full_error,
+    unreachable_error,
+)
 
 log = logging.getLogger(__name__)
 _worker_numbers = itertools.count(1)
 
 TERMINAL = frozenset({"succeeded", "succeeded_with_rejections", "failed", "cancelled", "skipped"})
+# Waiting for Constant Contact's daily quota to reset (counts["retry_at"]); the scheduler's tick
+# resumes it then, after its last confirmed batch. Not terminal, but nothing works on it.
+PAUSED = "paused"
+# A run in one of these holds its export: no second run of the export may start.
+ACTIVE = frozenset({"queued", "running", PAUSED})
 MAX_ATTEMPTS = 3
+# How long a run whose state database went away waits for it to answer again before it gives
+# up (and stays `running` until its worker is found gone or stale).
+STATE_STORE_WAIT_SECONDS = 120.0
+# The one rejection reason a run records from Constant Contact's verdicts, not from validation.
+REFUSED_BY_CONSTANT_CONTACT = "rejected_by_constant_contact"
 
 
 class RunCancelled(SegmentExportError):
@@ -68,6 +81,10 @@ class RunCancelled(SegmentExportError):
 
 class RunInterrupted(RunCancelled):
     """The process is stopping: the run settles what is in flight and goes back to the queue."""
+
+
+class RunLost(SegmentExportError):
+    """Another worker took the run over (this one looked dead): stop without writing."""
 
 
 @dataclass(slots=True)
@@ -140,15 +157,22 @@ def _claim(deps: RunDependencies, run_id: str) -> tuple[Run, bool]:
             run.worker_id, run.heartbeat_at, stale_after=deps.settings.stale_run_seconds
         ):
             return run, False
+        # A paused run resumed (by the tick or by hand) no longer waits for a reset.
+        counts = {k: v for k, v in run.counts.items() if k != "retry_at"}
         result = session.execute(
             update(Run)
             .where(Run.id == run_id, Run.status == run.status,
                    Run.worker_id.is_(None) if run.worker_id is None
                    else Run.worker_id == run.worker_id)
             .values(status="running", worker_id=deps.worker_id, heartbeat_at=utcnow(),
-                    attempt=Run.attempt + 1, started_at=run.started_at or utcnow())
+                    attempt=Run.attempt + 1, started_at=run.started_at or utcnow(),
+                    counts=counts)
         )
         claimed = cast("CursorResult[Any]", result).rowcount
+        if claimed == 1:
+            # Who ran which attempt: the history that shows one worker at a time.
+            audit.record(session, actor=None, action="run.claimed", target_type="run",
+                         target_id=run_id, worker_id=deps.worker_id, attempt=run.attempt + 1)
     with deps.sessions() as session:
         fresh = session.get(Run, run_id)
         assert fresh is not None
@@ -156,7 +180,15 @@ def _claim(deps: RunDependencies, run_id: str) -> tuple[Run, bool]:
 
 
 def _execute(run_id: str, deps: RunDependencies) -> Run:
-    run, claimed = _claim(deps, run_id)
+    try:
+        run, claimed = _claim(deps, run_id)
+    except Exception as exc:
+        if is_database_unreachable(exc):
+            raise unreachable_error(exc, engine=deps.engine) from exc
+        if is_storage_full(exc):
+            raise storage_full_error(exc, engine=deps.engine,
+                                     data_dir=str(deps.settings.data_dir)) from exc
+        raise
     if not claimed:
         return run
     if run.cancel_requested:
@@ -168,15 +200,29 @@ def _execute(run_id: str, deps: RunDependencies) -> Run:
         connection = session.get(Connection, export.connection_id) if export.connection_id else None
     log.info("run %s of export %r: attempt %d", run_id, export.name, attempt)
     try:
-        return _pipeline(deps, run, export, connection)
+        with Heartbeat(deps.sessions, run_id=run_id, worker_id=deps.worker_id,
+                       interval=heartbeat_interval(deps.settings.stale_run_seconds)):
+            return _pipeline(deps, run, export, connection)
+    except RunLost as exc:
+        log.warning("run %s: %s; this worker stops here", run_id, exc)
+        with deps.sessions() as session:
+            current = session.get(Run, run_id)
+            assert current is not None
+            return current
     except RunInterrupted:
         return _finish(deps, run_id, "queued", "Stopped by a shutdown after its last confirmed "
                        "batch; it resumes when a worker runs again.", error_kind="interrupted")
     except RunCancelled:
         return _finish(deps, run_id, "cancelled", "Cancelled; confirmed batches stay delivered.")
     except QuotaExhaustedError as exc:
-        return _finish(deps, run_id, "failed", str(exc), error_kind="quota_exhausted",
-                       retry_at=exc.resets_at.isoformat())
+        resets = exc.resets_at.isoformat()
+        log.warning("run %s paused: the daily quota is used up until %s", run_id, resets)
+        return _finish(
+            deps, run_id, PAUSED,
+            f"Paused: Constant Contact's daily request quota for this API key is used up. It "
+            f"resets at {resets}; then the run resumes by itself after its last confirmed batch "
+            "(a `serve` or `worker` process must be running), and nothing confirmed is sent again.",
+            error_kind="quota_exhausted", retry_at=resets)
     except ReauthorizationNeededError as exc:
         return _finish(deps, run_id, "failed", str(exc), error_kind="reauthorization_needed")
     except RetriableError as exc:
@@ -189,14 +235,59 @@ def _execute(run_id: str, deps: RunDependencies) -> Run:
     except SegmentExportError as exc:
         return _finish(deps, run_id, "failed", str(exc), error_kind=type(exc).__name__)
     except Exception as exc:
+        if is_storage_full(exc):
+            return _out_of_space(deps, run_id, exc)
+        if is_database_unreachable(exc):
+            return _state_store_lost(deps, run_id, attempt, exc)
         log.exception("run %s crashed", run_id)
         return _finish(deps, run_id, "failed", f"Internal error: {exc!r}", error_kind="internal")
+
+
+def _out_of_space(deps: RunDependencies, run_id: str, exc: Exception) -> Run:
+    """Stop the run with an error that names the full place; keep every confirmed batch."""
+    error = storage_full_error(exc, engine=deps.engine, data_dir=str(deps.settings.data_dir))
+    log.error("run %s stopped: %s", run_id, error)
+    try:
+        return _finish(deps, run_id, "failed", str(error), error_kind="storage_full")
+    except Exception as again:
+        if not (is_storage_full(again) or is_database_unreachable(again)):
+            raise
+        # Not even the run's status fits on the disk: it stays `running` under this worker and
+        # is resumed (after its last confirmed batch) once the worker is gone or stale.
+        raise error from exc
+
+
+def _state_store_lost(deps: RunDependencies, run_id: str, attempt: int, exc: Exception) -> Run:
+    """The state database went away mid-run (restart, failover): once it answers again, the
+    run goes back to the queue and resumes after its last confirmed batch."""
+    error = unreachable_error(exc, engine=deps.engine)
+    log.warning("run %s attempt %d: %s", run_id, attempt, error)
+    deadline = time.monotonic() + STATE_STORE_WAIT_SECONDS
+    pause = 0.2
+    while True:
+        try:
+            if attempt < MAX_ATTEMPTS:
+                return _finish(deps, run_id, "queued", f"Retrying after: {error}",
+                               error_kind="retrying")
+            return _finish(deps, run_id, "failed", f"Failed after {attempt} attempts: {error}",
+                           error_kind="state_store_unavailable")
+        except Exception as again:
+            if not is_database_unreachable(again):
+                raise
+            if time.monotonic() > deadline:
+                raise error from exc
+        time.sleep(pause)
+        pause = min(pause * 2, 5.0)
 
 
 def _finish(deps: RunDependencies, run_id: str, status: str, message: str, **extra: Any) -> Run:
     with deps.sessions.begin() as session:
         run = session.get(Run, run_id)
         assert run is not None
+        if run.worker_id != deps.worker_id or run.status != "running":
+            log.warning("run %s: not recording %s, another worker took the run over",
+                        run_id, status)
+            return run
         run.status = status
         run.message = message
         run.error_kind = extra.pop("error_kind", None)
@@ -222,6 +313,8 @@ def _check_cancel(deps: RunDependencies, run_id: str, counts: dict[str, Any]) ->
     with deps.sessions.begin() as session:
         run = session.get(Run, run_id)
         assert run is not None
+        if run.worker_id != deps.worker_id or run.status != "running":
+            raise RunLost(f"worker {run.worker_id} holds the run now ({run.status})")
         run.heartbeat_at = utcnow()
         run.counts = {**run.counts, **counts}
         cancel = run.cancel_requested
@@ -259,8 +352,11 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
                     **deps.client_options) as client:
         _confirm_left_over_batches(deps, client, run, export)
         started = time.perf_counter()
-        delivered = (_delivered_in_run(deps, run.id) if run.full_resync
-                     else load_delivered(deps.engine, export.id))
+        if not run.full_resync:
+            compact_members(deps.engine, export.id)
+        # A resumed full resync skips only what this run already delivered.
+        delivered = load_delivered(deps.engine, export.id,
+                                   run_id=run.id if run.full_resync else None)
         stages.add("diff", started)
         totals = DiffTotals()
         chunks = stream_members(deps.store, export, seconds=stages.seconds, counts=local)
@@ -277,22 +373,6 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
             stages.add("remove", started)
             counts.update(removal)
     return _complete(deps, run.id, counts, stages)
-
-
-def _delivered_in_run(deps: RunDependencies, run_id: str) -> Delivered:
-    """For a resumed full resync: only what this run already delivered counts as done."""
-    from segment_export.db.models import ExportMember
-
-    with deps.engine.connect() as conn:
-        rows = conn.execute(
-            select(ExportMember.email_key, ExportMember.values_hash)
-            .where(ExportMember.run_id == run_id).order_by(ExportMember.email_key)
-        ).all()
-    if not rows:
-        return Delivered.empty()
-    flat = itertools.chain.from_iterable(rows)
-    block = np.fromiter(flat, dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
-    return Delivered(block[:, 0].copy(), block[:, 1].copy())
 
 
 def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts,
@@ -325,35 +405,28 @@ def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts
 def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export: Export,
           chunks: Iterator[ValidatedMembers], delivered: Delivered, totals: DiffTotals,
           counts: dict[str, Any], local: LocalCounts, stages: _Stages) -> None:
-    pending: deque[Change] = deque()
-    # Rejections are written once per run: a resumed attempt validates the same rows again.
-    keep_rejections = run.attempt == 1
-
-    def contacts() -> Iterator[dict[str, Any]]:
-        for chunk in chunks:
-            if keep_rejections:
-                store_rejections(deps.engine, run.id, chunk)
-            for change in iter_changes(chunk.contacts, delivered, totals,
-                                       full_resync=run.full_resync):
-                pending.append(change)
-                yield change.contact
+    if run.attempt > 1:
+        # A resumed attempt validates every row again: it rewrites the local rejections, which
+        # the attempt before may have stopped writing halfway (Constant Contact's stay).
+        _forget_local_rejections(deps, run.id)
 
     def settled(contacts: int) -> None:
         counts["sent_so_far"] = counts.get("sent_so_far", 0) + contacts
 
+    # Bodies are read, validated, diffed and serialized in a thread, a few ahead of the sender,
+    # so that work overlaps the waits of Constant Contact's pacing.
+    bodies = prepare_batches(
+        chunks, delivered=delivered, totals=totals, full_resync=run.full_resync,
+        cutter=BodyCutter(list_ids=[export.list_id],
+                          max_contacts=deps.settings.import_batch_contacts),
+        seconds=stages.seconds, on_chunk=lambda chunk: store_rejections(deps.engine, run.id, chunk))
     seq = _next_seq(deps, run.id, "import")
+    # One body waits while another is sent: enough to hide the producer's jitter, and each
+    # body held costs about 10 MB (its bytes, emails and members).
     with Sender(engine=deps.engine, client=client, run_id=run.id, export_id=export.id,
-                poll_interval=deps.poll_interval, on_settled=settled,
-                timing=stages.add) as sender:
-        serialise_started = time.perf_counter()
-        for batch in iter_import_bodies(contacts(), list_ids=[export.list_id],
-                                        max_contacts=deps.settings.import_batch_contacts):
-            stages.add("prepare", serialise_started)
-            carried = [pending.popleft() for _ in range(batch.count)]
-            members = BatchMembers.of(
-                [c.key for c in carried], [c.values_hash for c in carried],
-                [c.contact["email"] for c in carried], [c.customer_id for c in carried])
-            del carried
+                poll_interval=deps.poll_interval, on_settled=settled, timing=stages.add
+                ) as sender, Ahead(bodies, depth=1, name="prepare-bodies") as ready:
+        for batch, members in ready:
             counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
                           processed=local.in_segment)
             try:
@@ -365,11 +438,16 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
                 raise
             sender.send(batch, members, seq=seq)
             seq += 1
-            serialise_started = time.perf_counter()
         sender.settle()
     counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
                   new=totals.new, changed=totals.changed, processed=local.in_segment)
     _check_cancel(deps, run.id, counts)
+
+
+def _forget_local_rejections(deps: RunDependencies, run_id: str) -> None:
+    with deps.engine.begin() as conn:
+        conn.execute(delete(RejectedRow).where(
+            RejectedRow.run_id == run_id, RejectedRow.reason != REFUSED_BY_CONSTANT_CONTACT))
 
 
 def _next_seq(deps: RunDependencies, run_id: str, kind: str) -> int:
@@ -382,21 +460,28 @@ def _next_seq(deps: RunDependencies, run_id: str, kind: str) -> int:
 
 def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactClient, run: Run,
                                export: Export) -> None:
-    """After a crash: settle the batches a previous attempt sent but never confirmed."""
+    """After a crash or a lost answer: settle the batches a previous attempt sent but never
+    confirmed, and remember those whose import may or may not have happened (``pending``:
+    the answer that would have named its activity never came)."""
     with deps.sessions() as session:
         left = session.scalars(select(RunBatch).where(
             RunBatch.run_id == run.id, RunBatch.kind == "import",
-            RunBatch.state == "sent")).all()
+            RunBatch.state.in_(("sent", "pending")))).all()
     if not left:
         return
     with Sender(engine=deps.engine, client=client, run_id=run.id, export_id=export.id,
                 poll_interval=deps.poll_interval) as sender:
         for batch in left:
             assert batch.members is not None
-            assert batch.activity_id is not None
-            keys, hashes = BatchMembers.unpack_keys(batch.members)
-            emails, customer_ids = _emails_for(deps, export, run.id, keys)
-            members = BatchMembers.of(keys.tolist(), hashes.tolist(), emails, customer_ids)
+            members = BatchMembers.unpack(batch.members)
+            if members is None:  # packed before emails were kept with the batch
+                keys, hashes = BatchMembers.unpack_keys(batch.members)
+                emails, customer_ids = _emails_for(deps, export, run.id, keys)
+                members = BatchMembers.of(keys.tolist(), hashes.tolist(), emails, customer_ids)
+            if batch.activity_id is None:
+                record_uncertain(deps.engine, export_id=export.id, run_id=run.id,
+                                 batch_id=batch.id, members=members)
+                continue
             sender.adopt(InFlight(batch.id, batch.activity_id, members))
         # A left-over activity that failed is no loss: this attempt sends its contacts again.
         sender.settle(tolerate_failures=True)

@@ -7,6 +7,7 @@ holds one chunk of profiles in memory, not the whole segment.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
 from segment_export.db.models import Export, RejectedRow
+from segment_export.db.types import utcnow
 from segment_export.exports.validate import (
     EMAIL_MAX_LENGTH,
     EMAIL_PATTERN,
@@ -26,7 +28,10 @@ from segment_export.exports.validate import (
 )
 from segment_export.profiles import ProfileStore
 
-CHUNK_ROWS = 100_000
+# Rows validated, diffed and serialized at a time: the transient Arrow memory of a chunk is a
+# few times its size. At a million members 25,000 rows peaked about 60 MB lower than 100,000,
+# for the same CPU time.
+CHUNK_ROWS = 25_000
 
 
 @dataclass(slots=True)
@@ -61,6 +66,7 @@ def stream_members(
     chunk_rows: int = CHUNK_ROWS,
 ) -> Iterator[ValidatedMembers]:
     """Validated chunks of the export's members; ``counts`` and ``seconds`` grow as they go."""
+    _lean_arrow_allocator()
     id_column = store.id_column or "customer_id"
     email_column = export.mapping["email"]
     consent = export.consent_field
@@ -85,12 +91,45 @@ def stream_members(
         yield chunk
 
 
+def _lean_arrow_allocator() -> None:
+    """Allocate Arrow buffers with the system allocator rather than pyarrow's default mimalloc.
+
+    mimalloc keeps the pages of freed chunk intermediates for its threads: a million-member run
+    peaked about 50 MB higher with it, at the same CPU time. pyarrow reads its default pool
+    with the GIL held, so switching it is safe while other threads use Arrow; buffers already
+    made go back to the pool that made them.
+    """
+    if pa.default_memory_pool().backend_name == "mimalloc":
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def store_rejections(engine: Engine, run_id: str, chunk: ValidatedMembers) -> None:
-    """Write a chunk's refused rows, with their reasons, to the run's report."""
-    rows = chunk.rejected.to_pylist()
-    if rows:
-        with engine.begin() as conn:
-            conn.execute(insert(RejectedRow), [{"run_id": run_id, **r} for r in rows])
+    """Write a chunk's refused rows, with their reasons, to the run's report.
+
+    Straight through the driver's executemany: SQLAlchemy's per-row parameter work cost more
+    than the database's own insert for the tens of thousands of rows a large run refuses.
+    """
+    rejected = chunk.rejected
+    if not rejected.num_rows:
+        return
+    # The timestamp in the form the dialect's own type stores it (SQLite: SQLAlchemy's text).
+    column_type = RejectedRow.__table__.c.created_at.type.dialect_impl(engine.dialect)
+    created = column_type.bind_processor(engine.dialect)
+    now = utcnow()
+    columns = ("customer_id", "email", "reason", "detail")
+    rows = list(zip(itertools.repeat(run_id),
+                    *(rejected.column(c).to_pylist() for c in columns),
+                    itertools.repeat(created(now) if created else now)))
+    marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    # Only the driver's placeholders are formatted in; every value travels as a parameter.
+    sql = ("INSERT INTO rejected_rows (run_id, customer_id, email, reason, detail, created_at) "
+           "VALUES (" + ", ".join([marker] * 6) + ")")
+    with engine.begin() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
 
 
 def _add(seconds: dict[str, float], stage: str, started: float) -> None:

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, update
 
 from segment_export.constant_contact import MAX_CONTACT_IDS, ConstantContactClient
-from segment_export.db.models import Export, ExportMember, RunBatch
+from segment_export.db.models import Export, RunBatch
 from segment_export.db.types import utcnow
 from segment_export.errors import RetriableError
-from segment_export.exports.delivery import forget_members
+from segment_export.exports.delivery import delivered_emails, forget_members
 from segment_export.exports.diff import Delivered, leavers
 
 if TYPE_CHECKING:
@@ -27,20 +27,6 @@ log = logging.getLogger(__name__)
 # Up to this many leavers are looked up one email at a time; beyond it one contact export of
 # the list costs fewer requests than a lookup each.
 LOOKUP_ONE_BY_ONE = 40
-
-
-def _leaver_emails(deps: RunDependencies, export_id: str,
-                   keys: np.ndarray[Any, Any]) -> dict[str, int]:
-    wanted = {int(k) for k in keys.tolist()}
-    found: dict[str, int] = {}
-    with deps.engine.connect() as conn:
-        rows = conn.execution_options(yield_per=50_000).execute(
-            select(ExportMember.email_key, ExportMember.email).where(
-                ExportMember.export_id == export_id))
-        for key, email in rows:
-            if key in wanted:
-                found[email] = key
-    return found
 
 
 def _contact_ids(client: ConstantContactClient, list_id: str,
@@ -79,7 +65,7 @@ def remove_leavers(
     gone = leavers(delivered, current_keys)
     if gone.size == 0:
         return {"left_segment": 0, "removed": 0, "already_off_list": 0}
-    emails = _leaver_emails(deps, export.id, gone)
+    emails = delivered_emails(deps.engine, export.id, gone)
     ids = _contact_ids(client, export.list_id, emails)
     # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no call.
     absent = [key for email, key in emails.items() if email not in ids]

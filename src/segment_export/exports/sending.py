@@ -1,8 +1,8 @@
 """Stage 5 of a run: send import batches, learn their outcome, record what was delivered.
 
 Activities are confirmed several at a time with one listing request instead of one poll per
-activity, and the delivered state is written by a background thread, so the request budget
-goes to imports and the CPU keeps serializing while the database writes.
+activity, so the request budget goes to imports; what a batch delivered is one packed row,
+written as the batch is confirmed.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 
@@ -52,14 +51,12 @@ class Sender:
         self.on_settled = on_settled
         self.timing = timing
         self.in_flight: dict[str, InFlight] = {}
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delivered-writer")
-        self._writes: list[Future[None]] = []
 
     def __enter__(self) -> Sender:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._writer.shutdown(wait=True)
+        pass
 
     def send(self, batch: ImportBatch, members: BatchMembers, *, seq: int) -> None:
         """Record the batch, send it, and settle older ones when too many are in flight."""
@@ -102,13 +99,6 @@ class Sender:
                 time.sleep(self.poll_interval)
             elif not until_empty:
                 return
-        self.flush()
-
-    def flush(self) -> None:
-        """Wait for every delivered-state write; raise the first that failed."""
-        writes, self._writes = self._writes, []
-        for future in writes:
-            future.result()
 
     def _look_up(self) -> dict[str, Activity]:
         if len(self.in_flight) == 1:
@@ -135,12 +125,13 @@ class Sender:
                 log.warning("%s; its contacts are sent again", message)
                 return
             raise RetriableError(message, activity_id=flight.activity_id)
-        verdict = read_verdict(activity, len(flight.members))
+        started = time.perf_counter()
+        members = flight.members
+        verdict = read_verdict(activity, len(members))
         if verdict.rejected and not activity.activity_errors:
             # A listing may leave out the error texts; the activity itself has them.
-            verdict = read_verdict(self.client.get_activity(flight.activity_id),
-                                   len(flight.members))
-        self._writes.append(self._writer.submit(
-            record_delivered, self.engine, export_id=self.export_id, run_id=self.run_id,
-            batch_id=flight.batch_id, members=flight.members, verdict=verdict))
-        self.on_settled(len(flight.members))
+            verdict = read_verdict(self.client.get_activity(flight.activity_id), len(members))
+        record_delivered(self.engine, export_id=self.export_id, run_id=self.run_id,
+                         batch_id=flight.batch_id, members=members, verdict=verdict)
+        self.timing("record", started)
+        self.on_settled(len(members))

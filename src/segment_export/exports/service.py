@@ -10,13 +10,14 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from segment_export import audit
-from segment_export.db.models import Connection, Export, ExportMember, Run, Segment, User
+from segment_export.db.models import Connection, Export, Run, Segment, User
 from segment_export.errors import ConfigurationError, NotFoundError, PermissionDeniedError
 from segment_export.exports.connections import can_use, require_usable
+from segment_export.exports.delivery import forget_export_state
 from segment_export.exports.mapping import validate_mapping
 from segment_export.users import Role
 
@@ -170,7 +171,7 @@ def update_export(
         raise ConfigurationError(f"An export named {spec.name!r} already exists", field="name")
     if spec.list_id.lower() != export.list_id:
         # What was delivered to the old list says nothing about the new one.
-        session.execute(delete(ExportMember).where(ExportMember.export_id == export.id))
+        forget_export_state(session, export_id=export.id)
     _apply(export, spec, mapping)
     audit.record(session, actor=actor, action="export.updated", target_type="export",
                  target_id=export.id, **_spec_summary(spec))
@@ -201,7 +202,7 @@ def duplicate_export(session: Session, *, actor: User, export: Export, name: str
 def remove_export(session: Session, *, actor: User, export: Export) -> None:
     """Stop the export for good and purge what was stored for it (runs, reports, state)."""
     require_manage(session, actor, export)
-    session.execute(delete(ExportMember).where(ExportMember.export_id == export.id))
+    forget_export_state(session, export_id=export.id)
     for run in session.scalars(select(Run).where(Run.export_id == export.id,
                                                  Run.status.in_(("queued", "running")))):
         run.cancel_requested = True

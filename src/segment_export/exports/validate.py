@@ -208,22 +208,19 @@ def validate_members(
         pa.Table.from_pydict({"i": table.column("sort_id"), "e": table.column("email")})
         .to_batches(), id_column="i", email_column="e")
     if plan.winners.num_rows:
-        repeated = plan.winners.column("email")
-        shared = pc.is_in(table.column("email"), value_set=repeated)
+        # Each row's position among the repeated emails (null: its email is not repeated) gives
+        # the winning id to compare with, in row order, without a join.
+        position = pc.index_in(table.column("email"), value_set=plan.winners.column("email"))
+        shared = pc.is_valid(position)
         dupes = table.filter(shared)
         id_type = table.schema.field("sort_id").type
-        winners = plan.winners.cast(pa.schema([("email", pa.string()),
-                                               ("sort_id_max", id_type)]))
-        dupes = dupes.join(winners, "email")
-        is_winner = pc.equal(dupes.column("sort_id"), dupes.column("sort_id_max"))
+        best = plan.winners.column("sort_id_max").cast(id_type).take(position.filter(shared))
+        is_winner = pc.equal(dupes.column("sort_id"), best)
         rejected.append(
             _rejections(dupes, pc.invert(is_winner), "superseded",
                         "same email as a profile with a higher customer id")
         )
-        table = pa.concat_tables([
-            table.filter(pc.invert(shared)),
-            dupes.filter(is_winner).drop_columns(["sort_id_max"]).select(table.column_names),
-        ])
+        table = pa.concat_tables([table.filter(pc.invert(shared)), dupes.filter(is_winner)])
 
     contacts: dict[str, Any] = {"customer_id": table.column("customer_id"),
                                 "email": table.column("email")}
