@@ -44,8 +44,9 @@ class QuotaExhaustedError(RetriableError):
     def __init__(self, message: str, *, resets_at: datetime, **context: Any) -> None:
         super().__init__(message, **context)
         self.resets_at = resets_at
-        self.hint = (f"The daily quota resets at {resets_at.isoformat()}; run the export again "
-                     "after that (batches already confirmed are not sent again).")
+        self.hint = (f"The daily quota resets at {resets_at.isoformat()}; a run it stopped is "
+                     "paused until then and resumes by itself (batches already confirmed are "
+                     "not sent again).")
 
 
 class ReauthorizationNeededError(SegmentExportError):

@@ -36,7 +36,7 @@ CONTACT_OUTCOMES = (
     "sent", "accepted", "rejected_locally", "rejected_by_constant_contact",
     "unsubscribed_not_added", "no_consent", "removed",
 )
-RUN_STATUSES = ("queued", "running", *TERMINAL)
+RUN_STATUSES = ("queued", "running", "paused", *TERMINAL)
 # Ids in request paths would give every activity its own time series.
 _ID_SEGMENT = re.compile(
     r"/(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"

@@ -11,7 +11,7 @@ import pytest
 
 from segment_export.cli import cli
 from segment_export.config import Settings
-from segment_export.exports.engine import TERMINAL
+from segment_export.exports.engine import ACTIVE, TERMINAL
 from segment_export.exports.validate import REASONS
 from segment_export.metrics import Metrics
 
@@ -93,7 +93,7 @@ def test_every_rejection_reason_is_documented(reason: str) -> None:
     assert f"| `{reason}` |" in _read("rejections.md")
 
 
-@pytest.mark.parametrize("status", sorted({"queued", "running", *TERMINAL}))
+@pytest.mark.parametrize("status", sorted(ACTIVE | TERMINAL))
 def test_every_run_status_is_documented(status: str) -> None:
     assert f"| `{status}` |" in _read("statuses.md")
 

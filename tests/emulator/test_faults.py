@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 
 import httpx
+import orjson
 import pytest
 
 from segment_export.emulator import EmulatorServer
+from segment_export.errors import DataError
 from tests.emulator.helpers import APP, CLIENT_ID, CLIENT_SECRET, HTTP, get_code
 
 IMPORT = "/activities/contacts_json_import"
@@ -97,6 +99,34 @@ def test_drop_after_processing(emu: EmulatorServer, api: httpx.Client, list_id: 
         _import(api, list_id, "processed@example.com")
     api.get("/contact_lists")
     assert emu.control.list_members(list_id) == {"processed@example.com"}
+
+
+def test_drop_during_the_upload_cuts_the_body_short(emu: EmulatorServer, api: httpx.Client,
+                                                   list_id: str) -> None:
+    # 2,000 contacts (~110 KB): more than the server reads at once, so the cut is mid-body.
+    rows = [{"email": f"p{i}@example.com", "first_name": "x" * 30} for i in range(2000)]
+    emu.control.inject_fault(kind="drop", when="during", path_prefix="/v3" + IMPORT)
+    with pytest.raises((httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
+        api.post(IMPORT, json={"import_data": rows, "list_ids": [list_id]})
+    assert emu.control.contacts() == []  # nothing processed
+    cut = emu.control.requests()[-1]
+    assert (cut.fault, cut.status) == ("drop:during", 0)
+    body = {"import_data": rows, "list_ids": [list_id]}
+    assert 0 < cut.request_bytes < len(orjson.dumps(body))
+    assert _import(api, list_id, "after@example.com").status_code == 201
+
+
+def test_during_is_only_for_drops(emu: EmulatorServer) -> None:
+    with pytest.raises(DataError, match="during"):
+        emu.control.inject_fault(kind="status", status=503, when="during")
+
+
+def test_a_new_quota_day_restarts_the_count(emu: EmulatorServer, api: httpx.Client) -> None:
+    emu.control.set_config(daily_quota=2)
+    assert [api.get("/contact_lists").status_code for _ in range(3)] == [200, 200, 429]
+    emu.control.reset_quota()
+    assert api.get("/contact_lists").status_code == 200
+    assert emu.control.state()["usage_today"][CLIENT_ID] == 1
 
 
 def test_drop_after_a_token_refresh_loses_the_rotated_token(emu: EmulatorServer) -> None:

@@ -28,6 +28,7 @@ from segment_export.errors import (
     RetriableError,
     SegmentExportError,
 )
+from segment_export.storage import StorageFullError
 from segment_export.users import AuthenticationError
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,11 @@ _STATUS: list[tuple[type[SegmentExportError], int, str]] = [
     (ConfigurationError, 422, "configuration"),
     (DataError, 400, "invalid_data"),
     (RetriableError, 503, "temporarily_unavailable"),
+    (StorageFullError, 507, "insufficient_storage"),
 ]
 _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 422: "Cannot be processed",
-           500: "Internal error", 503: "Temporarily unavailable"}
+           500: "Internal error", 503: "Temporarily unavailable", 507: "Insufficient storage"}
 
 
 class Problem(BaseModel):

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
-from segment_export.cli.runs import print_report
+from segment_export.cli.runs import exit_for, print_report
 from segment_export.db.models import Connection, Run
 from segment_export.exports import service
 from segment_export.exports.connections import get_connection
@@ -231,7 +231,4 @@ def run(app: AppContext, name: str, dry_run: bool, full: bool, wait: bool) -> No
         return
     result = _watch(app, run_id)
     print_report(app, result.id)
-    if result.error_kind == "interrupted":
-        raise SystemExit(143)  # stopped by SIGTERM, as a killed process would report
-    if result.status in {"failed", "cancelled"}:
-        raise SystemExit(1)
+    exit_for(result)

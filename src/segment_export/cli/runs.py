@@ -10,12 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
-from segment_export.db.models import Export, RunBatch
+from segment_export.db.models import Export, Run, RunBatch
 from segment_export.exports import runs as service
+from segment_export.exports.engine import PAUSED
 from segment_export.exports.runs import COUNT_LABELS
 from segment_export.exports.service import get_export
 
 console = Console()
+# EX_TEMPFAIL: the run is not finished but will be (paused until the daily quota resets).
+EXIT_PAUSED = 75
 
 @click.group("runs")
 def runs_group() -> None:
@@ -30,11 +33,14 @@ def print_report(app: AppContext, run_id: str) -> None:
         batches = session.query(RunBatch).filter(RunBatch.run_id == run.id).order_by(
             RunBatch.kind, RunBatch.seq).all()
     colour = {"succeeded": "green", "succeeded_with_rejections": "yellow",
-              "skipped": "yellow"}.get(run.status, "red")
+              "skipped": "yellow", "paused": "yellow"}.get(run.status, "red")
     console.print(f"Run [bold]{run.id}[/] of [bold]{export.name if export else '?'}[/]: "
                   f"[{colour}]{run.status}[/]" + (" (dry run)" if run.dry_run else ""))
     if run.message:
         console.print(run.message)
+    resumes = service.retry_at(run)
+    if resumes is not None:
+        console.print(f"Resumes after {resumes:%Y-%m-%d %H:%M} UTC (the daily quota's reset).")
     table = Table("count", "value", show_header=False, box=None)
     for key, label in COUNT_LABELS:
         if key in run.counts:
@@ -117,14 +123,21 @@ def cancel(app: AppContext, run_id: str) -> None:
 @click.argument("run_id")
 @pass_app
 def resume(app: AppContext, run_id: str) -> None:
-    """Continue a run whose worker died, here, after its last confirmed batch."""
+    """Continue a run whose worker died, or a paused one, here, after its last confirmed batch."""
     with app.sessions() as session:
         run = service.get_run(session, run_id=run_id)
     deps = app.runtime().deps()
     deps.stopping = app.stop_on_sigterm().is_set
     result = service.run_to_completion(run.id, deps=deps)
     print_report(app, result.id)
+    exit_for(result)
+
+
+def exit_for(result: Run) -> None:
+    """The exit status a run's outcome gives the command that ran it (see docs/cli.md)."""
     if result.error_kind == "interrupted":
-        raise SystemExit(143)
+        raise SystemExit(143)  # stopped by SIGTERM, as a killed process would report
+    if result.status == PAUSED:
+        raise SystemExit(EXIT_PAUSED)
     if result.status in {"failed", "cancelled"}:
         raise SystemExit(1)

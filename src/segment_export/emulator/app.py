@@ -108,6 +108,10 @@ class EmulatorApp(Starlette):
             await asyncio.sleep(fault.delay)
             await super().__call__(scope, receive, respond)
             return
+        if fault.when == "during":
+            await receive()  # the first part of the body arrives; the rest is never read
+            await drop_connection(raw_send, receive)
+            return
         held: list[Message] = []
 
         async def hold(message: Message) -> None:

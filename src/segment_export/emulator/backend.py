@@ -208,6 +208,12 @@ class Backend:
         return self.oauth.expire_all(self._now)
 
     @_locked
+    def new_quota_day(self) -> None:
+        """Start a new day of the daily quota now, as 00:00 UTC does: every key's count restarts
+        (lets tests see a quota reset without waiting for midnight)."""
+        self.quota.clear()
+
+    @_locked
     def start_request(self, *, method: str, path: str, query: str) -> RequestRecord:
         """Open a request log record."""
         return self.request_log.start(time=self._now, method=method, path=path, query=query)

@@ -136,7 +136,8 @@ class EmulatorControl:
         ``status``: answer ``status`` (429 throttled body, 500, 503...). ``slow``: wait
         ``delay`` seconds. ``drop``: close the connection without a response. ``when='after'``
         processes the request first (an import is accepted, a token rotated) and then fails,
-        delays or loses the response.
+        delays or loses the response; ``when='during'`` (drops only) cuts the connection
+        mid-upload, after the first part of the body arrived, processing nothing.
         """
         self._call(
             "POST",
@@ -152,6 +153,10 @@ class EmulatorControl:
     def expire_tokens(self) -> int:
         """Expire every access token now (refresh tokens keep working); returns how many."""
         return int(self._call("POST", "/expire_tokens")["expired"])
+
+    def reset_quota(self) -> None:
+        """Start a new day of the daily quota now, as 00:00 UTC does (usage counts restart)."""
+        self._call("POST", "/quota/reset")
 
     def fail_activity(self, count: int = 1, *, kind: str = "contacts_json_import") -> None:
         """The next ``count`` activities of ``kind`` (or ``any``) end ``failed``; they apply

@@ -1,5 +1,6 @@
 """Control endpoints (``/_emulator``), not part of Constant Contact's API: reset, seed, faults,
-runtime limits, consent without a browser, and read-outs of state and the request log.
+runtime limits, a new quota day, consent without a browser, and read-outs of state and the
+request log.
 
 Never rate-limited and never written to the request log.
 """
@@ -89,6 +90,12 @@ async def expire_tokens(request: Request) -> Response:
     return json_response({"expired": backend_of(request).expire_tokens()})
 
 
+async def new_quota_day(request: Request) -> Response:
+    """Start a new day of the daily quota now (what 00:00 UTC does)."""
+    backend_of(request).new_quota_day()
+    return json_response({"reset": True})
+
+
 async def get_config(request: Request) -> Response:
     """The limits and speeds in force."""
     return json_response(backend_of(request).config.model_dump())
@@ -156,6 +163,7 @@ CONTROL_ROUTES = [
     Route("/faults", clear_faults, methods=["DELETE"]),
     Route("/activity_faults", add_activity_fault, methods=["POST"]),
     Route("/expire_tokens", expire_tokens, methods=["POST"]),
+    Route("/quota/reset", new_quota_day, methods=["POST"]),
     Route("/config", get_config, methods=["GET"]),
     Route("/config", set_config, methods=["PATCH"]),
     Route("/approve", approve, methods=["POST"]),

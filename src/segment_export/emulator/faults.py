@@ -1,5 +1,5 @@
 """Injected faults: the next N matching requests answer 429/500/503, answer slowly, or lose
-their connection before or after the request is processed."""
+their connection before, during (mid-upload) or after the request is processed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from starlette.types import Receive, Send
 from segment_export.emulator.errors import MESSAGES, THROTTLED_BODY
 
 FaultKind = Literal["status", "slow", "drop"]
-When = Literal["before", "after"]
+When = Literal["before", "during", "after"]
 _FAULT_KEYS = {
     429: "throttled",
     500: "server_error",
@@ -34,8 +34,10 @@ def fault_body(status: int) -> Any:
 class Fault:
     """``remaining`` more requests whose path starts with ``path_prefix`` meet this fault.
 
-    ``when="before"``: the request is not processed. ``"after"``: it is processed (an import is
-    accepted, a token rotated) and then the response is replaced, delayed or lost.
+    ``when="before"``: the request is not processed. ``"during"`` (drops only): the connection
+    is cut after the first part of the body arrived, while the client may still be uploading;
+    nothing is processed. ``"after"``: it is processed (an import is accepted, a token rotated)
+    and then the response is replaced, delayed or lost.
     """
 
     kind: FaultKind
@@ -54,9 +56,9 @@ class Fault:
 
     @property
     def label(self) -> str:
-        """How the request log names it: ``status:503``, ``slow``, ``drop:after``."""
+        """How the request log names it: ``status:503``, ``slow``, ``drop:during``..."""
         detail = f":{self.status}" if self.kind == "status" else ""
-        return f"{self.kind}{detail}" + (":after" if self.when == "after" else "")
+        return f"{self.kind}{detail}" + ("" if self.when == "before" else f":{self.when}")
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for the control API."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from segment_export.emulator.activities import ActivityKind
 from segment_export.emulator.faults import FAULT_STATUSES, FaultKind, When
@@ -65,6 +65,13 @@ class FaultRequest(_Body):
         if value not in FAULT_STATUSES:
             raise ValueError(f"status must be one of {sorted(FAULT_STATUSES)}")
         return value
+
+    @model_validator(mode="after")
+    def _during_is_a_drop(self) -> FaultRequest:
+        # Only a lost connection can happen mid-upload; an answer needs the whole request.
+        if self.when == "during" and self.kind != "drop":
+            raise ValueError("when='during' is only for kind='drop'")
+        return self
 
 
 class ActivityFaultRequest(_Body):

@@ -1,4 +1,4 @@
-"""Runs: start, dry-run, cancel and read runs and their rejected-rows reports."""
+"""Runs: start, dry-run, cancel, resume and read runs and their rejected-rows reports."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import csv
 import io
 import time
 from collections.abc import Iterator
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -13,7 +14,13 @@ from sqlalchemy.orm import Session
 from segment_export import audit
 from segment_export.db.models import Connection, Export, RejectedRow, Run, User
 from segment_export.errors import ConfigurationError, NotFoundError, PermissionDeniedError
-from segment_export.exports.engine import TERMINAL, RunDependencies, execute_run
+from segment_export.exports.engine import (
+    ACTIVE,
+    PAUSED,
+    TERMINAL,
+    RunDependencies,
+    execute_run,
+)
 from segment_export.exports.service import permissions
 
 # Spreadsheets run cells that start with these as formulas (CSV injection).
@@ -45,7 +52,7 @@ def request_run(
     if not export.enabled and trigger != "manual":
         raise ConfigurationError(f"The export {export.name!r} is disabled")
     active = session.scalars(select(Run).where(
-        Run.export_id == export.id, Run.status.in_(("queued", "running")),
+        Run.export_id == export.id, Run.status.in_(ACTIVE),
         Run.dry_run.is_(False))).first()
     if active is not None and not dry_run:
         raise ConfigurationError(
@@ -62,10 +69,15 @@ def request_run(
 
 
 def run_to_completion(run_id: str, *, deps: RunDependencies, backoff: float = 2.0) -> Run:
-    """Execute a run in this process, re-attempting it while it asks to be retried."""
+    """Execute a run in this process, re-attempting it while it asks to be retried.
+
+    Returns when the run ended, or paused until the daily quota resets (a worker's tick resumes
+    it then), or the process is stopping.
+    """
     while True:
         run = execute_run(run_id, deps=deps)
-        if run.status in TERMINAL or (deps.stopping is not None and deps.stopping()):
+        if run.status in TERMINAL or run.status == PAUSED or (
+                deps.stopping is not None and deps.stopping()):
             return run
         time.sleep(backoff * run.attempt)
 
@@ -83,9 +95,37 @@ def cancel_run(session: Session, *, actor: User, run: Run) -> Run:
     if run.status == "queued":
         run.status = "cancelled"
         run.message = "Cancelled before it started."
+    elif run.status == PAUSED:
+        run.status = "cancelled"
+        run.message = "Cancelled while paused; confirmed batches stay delivered."
     audit.record(session, actor=actor, action="run.cancel_requested", target_type="run",
                  target_id=run.id)
     return run
+
+
+def retry_at(run: Run) -> datetime | None:
+    """When a paused run may resume (the daily quota's reset), or None."""
+    value = run.counts.get("retry_at") if run.status == PAUSED else None
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def requeue_paused_runs(session: Session, *, now: datetime) -> list[str]:
+    """Put back in the queue every paused run whose quota reset has come; returns their ids.
+
+    They resume after their last confirmed batch, so nothing confirmed is sent again.
+    """
+    resumed = []
+    for run in session.scalars(select(Run).where(Run.status == PAUSED)):
+        resets = retry_at(run)
+        if resets is not None and resets > now:
+            continue
+        run.status = "queued"
+        run.message = (f"Resuming after the daily quota reset ({resets.isoformat()})"
+                       if resets else "Resuming")
+        audit.record(session, actor=None, action="run.resumed", target_type="run",
+                     target_id=run.id, reason="quota_reset")
+        resumed.append(run.id)
+    return resumed
 
 
 def get_run(session: Session, *, run_id: str) -> Run:

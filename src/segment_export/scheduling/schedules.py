@@ -1,5 +1,5 @@
 """Schedules: the system refresh (segments, then every export "with every refresh"), per-export
-cron schedules, and picking up runs that need a worker."""
+cron schedules, and picking up runs that need a worker (paused ones once the quota resets)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from segment_export.db.models import Export, Run, SystemSetting, User
 from segment_export.db.types import utcnow
 from segment_export.errors import ConfigurationError, SegmentExportError
 from segment_export.exports.engine import worker_alive
-from segment_export.exports.runs import request_run
+from segment_export.exports.runs import request_run, requeue_paused_runs
 from segment_export.exports.service import next_cron_time
 from segment_export.scheduling.runtime import Runtime
 from segment_export.segments.refresh import refresh_segments
@@ -82,7 +82,8 @@ def system_refresh(runtime: Runtime, *, enqueue: Callable[[str], None],
 
 def tick(runtime: Runtime, *, enqueue: Callable[[str], None],
          now: datetime | None = None) -> None:
-    """Once a minute: start what is due and give orphaned or retrying runs to a worker."""
+    """Once a minute: start what is due and give orphaned, retrying or (after the daily quota's
+    reset) paused runs to a worker."""
     now = now or utcnow()
     with runtime.sessions.begin() as session:
         schedule = get_refresh_schedule(session)
@@ -104,6 +105,9 @@ def tick(runtime: Runtime, *, enqueue: Callable[[str], None],
                                        trigger="schedule").id)
             except SegmentExportError as exc:
                 log.warning("scheduled run of %r not queued: %s", export.name, exc)
+        # Runs paused for the daily quota go back to the queue once it has reset.
+        requeue_paused_runs(session, now=now)
+        session.flush()
         for run in session.scalars(select(Run).where(Run.status.in_(("queued", "running")))):
             if run.status == "queued" or not worker_alive(
                     run.worker_id, run.heartbeat_at,

@@ -20,14 +20,16 @@ STATIC_DIR = Path(__file__).with_name("static")
 NOTICE_COOKIE = "se_notice"
 
 STATUS_LABELS = {
-    "queued": "Queued", "running": "Running", "succeeded": "Succeeded",
+    "queued": "Queued", "running": "Running", "paused": "Paused (daily quota)",
+    "succeeded": "Succeeded",
     "succeeded_with_rejections": "Succeeded with rejections", "failed": "Failed",
     "cancelled": "Cancelled", "skipped": "Skipped", "pending": "Not authorized yet",
     "connected": "Connected", "reauthorization_needed": "Needs re-authorization",
 }
 STATUS_TONES = {
     "succeeded": "ok", "connected": "ok", "succeeded_with_rejections": "warn", "skipped": "warn",
-    "pending": "warn", "queued": "info", "running": "info", "failed": "bad", "cancelled": "muted",
+    "pending": "warn", "queued": "info", "running": "info", "paused": "warn", "failed": "bad",
+    "cancelled": "muted",
     "reauthorization_needed": "bad",
 }
 
