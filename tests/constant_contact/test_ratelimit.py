@@ -18,6 +18,8 @@ from segment_export.constant_contact.ratelimit import (
     DatabaseRateLimiter,
     InProcessRateLimiter,
     RedisRateLimiter,
+    RedisSendWindow,
+    SendWindow,
     make_rate_limiter,
     next_utc_midnight,
     take,
@@ -229,3 +231,33 @@ def test_factory_picks_the_backend(
     assert db.rate == pytest.approx(settings.cc_requests_per_second / 1.1)
     red = make_rate_limiter(settings=settings, key="k", redis_url=REDIS_URL)
     assert isinstance(red, RedisRateLimiter)
+
+
+
+def test_the_send_window_holds_the_rate_in_any_window_of_actual_sends() -> None:
+    window = SendWindow(rate=4.0, safety_margin=0.1)
+    assert (window.limit, window.seconds) == (4, pytest.approx(1.1))
+    # Four sends bunched together (a late sleeper among them) fill the window; the fifth waits
+    # for the oldest to be 1.1 s old, whatever slots were handed out.
+    assert [window.admit(t) for t in (10.0, 10.05, 10.1, 10.3)] == [0, 0, 0, 0]
+    assert window.admit(10.5) == pytest.approx(0.6)
+    assert window.admit(11.1) == 0
+    assert window.admit(11.1) == pytest.approx(0.05)
+    half = SendWindow(rate=0.5, safety_margin=0)
+    assert (half.limit, half.seconds) == (1, 2.0)
+
+
+@pytest.mark.redis
+def test_the_redis_send_window_is_shared_by_every_process(redis_client: redis.Redis) -> None:
+    key = f"test-window-{uuid.uuid4().hex}"
+    a, b = (RedisSendWindow(redis_client, key=key, rate=4.0, safety_margin=0.1)
+            for _ in range(2))
+    try:
+        assert [a.admit(), b.admit(), a.admit(), b.admit()] == [0, 0, 0, 0]
+        wait = a.admit()
+        assert 1.0 < wait <= 1.1
+        assert b.admit() > 1.0  # refused sends are not recorded
+        time.sleep(wait)
+        assert b.admit() == 0
+    finally:
+        redis_client.delete(key)

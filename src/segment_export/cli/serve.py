@@ -13,8 +13,12 @@ from segment_export.cli.context import AppContext, pass_app
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", type=click.IntRange(1, 64),
               help="Runs the in-process worker executes at once (default: the setting).")
+@click.option("--worker/--no-worker", "with_worker", default=True, show_default=True,
+              help="Run an in-process worker; --no-worker when `segment-export worker` "
+                   "processes execute the runs (with SEGMENT_EXPORT_REDIS_URL).")
 @pass_app
-def serve_command(app: AppContext, host: str, port: int, workers: int | None) -> None:
+def serve_command(app: AppContext, host: str, port: int, workers: int | None,
+                  with_worker: bool) -> None:
     """Start the web app and the worker together (Ctrl-C stops both)."""
     from segment_export.api import create_app
     from segment_export.api.server import serve
@@ -40,9 +44,11 @@ def serve_command(app: AppContext, host: str, port: int, workers: int | None) ->
                     "machines; serve it behind https and set SEGMENT_EXPORT_PUBLIC_URL.",
                     fg="yellow", err=True)
     sock = bind(host, port)
-    web = create_app(settings, runtime=app.runtime(), start_worker=True,
+    web = create_app(settings, runtime=app.runtime(), start_worker=with_worker,
                      worker_threads=workers)
     shown = f"[{host}]" if ":" in host else host
+    worker = (f"worker: {workers or settings.worker_threads} threads" if with_worker
+              else "no worker: `segment-export worker` processes execute the runs")
     click.echo(f"segment-export: serving http://{shown}:{sock.getsockname()[1]} "
-               f"(worker: {workers or settings.worker_threads} threads); Ctrl-C stops it.")
+               f"({worker}); Ctrl-C stops it.")
     serve(web, host=host, port=port, sock=sock)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 import click
 
 from segment_export.cli.context import AppContext, pass_app
@@ -18,14 +21,19 @@ from segment_export.scheduling.schedules import (
 @pass_app
 def worker_command(app: AppContext, threads: int | None) -> None:
     """Execute queued runs and the schedules (Ctrl-C stops after the current batch)."""
-    queue = TaskQueue(app.runtime())
+    runtime = app.runtime()
+    # Open the state store (and migrate it) before the threads start, not in each of them.
+    _ = runtime.engine
+    queue = TaskQueue(runtime)
     if app.settings.metrics_listen:
         from segment_export import metrics
 
         metrics.default().track_queue_depth(queue.huey.pending_count)
         metrics.default().track_runs(queue.runtime.engine)
         metrics.serve(app.settings.metrics_listen)
-    click.echo(f"Worker started ({'Redis' if app.settings.redis_url else 'SQLite'} queue).")
+    where = (f"Redis queue {app.settings.queue_name!r}" if app.settings.redis_url
+             else "SQLite queue: this machine only")
+    click.echo(f"Worker {socket.gethostname()}:{os.getpid()} started ({where}).")
     queue.consumer(workers=threads).run()
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +33,7 @@ _BUCKETS = cast(sa.Table, RateLimitBucket.__table__)
 # here evenly spaced, but scheduling and network jitter can bunch them on the way. Spacing them
 # this much wider than 1/rate keeps a jittered fifth request out of the previous four's second.
 DEFAULT_SAFETY_MARGIN = 0.1
+MAX_ADMIT_TRIES = 100
 
 
 class RateLimiter(Protocol):
@@ -122,9 +127,17 @@ class InProcessRateLimiter:
         self._sleep = sleep
         self._state: BucketState | None = None
         self._lock = threading.Lock()
+        self._window = SendWindow(rate, safety_margin)
 
     def acquire(self) -> float:
         """Wait for this caller's slot; see RateLimiter.acquire."""
+        return _paced(self._reserve, self._admit, self._sleep, self.key)
+
+    def _admit(self) -> float:
+        with self._lock:
+            return self._window.admit(self._clock())
+
+    def _reserve(self) -> float:
         with self._lock:
             self._state, wait = take(
                 self._state,
@@ -133,7 +146,7 @@ class InProcessRateLimiter:
                 daily_quota=self.daily_quota,
                 key=self.key,
             )
-        return _wait(wait, self._sleep, self.key)
+        return wait
 
     @property
     def day_count(self) -> int:
@@ -172,6 +185,9 @@ class DatabaseRateLimiter:
 
     def acquire(self) -> float:
         """Reserve a slot in the shared bucket, then wait for it; see RateLimiter.acquire."""
+        return _paced(self._reserve, lambda: 0.0, self._sleep, self.key)
+
+    def _reserve(self) -> float:
         table = _BUCKETS
         with self.engine.connect() as conn:
             row = lock_row(conn, sa.select(table).where(table.c.key == self.key))
@@ -206,7 +222,7 @@ class DatabaseRateLimiter:
                 )
             )
             conn.commit()
-        return _wait(wait, self._sleep, self.key)
+        return wait
 
     def day_count(self) -> int:
         """Requests let through today (UTC) for this key, by every process."""
@@ -269,6 +285,41 @@ return {'ok', tostring(wait), tostring(count + 1)}
 """
 
 
+# KEYS[1]: the sorted set of the key's recent send times. ARGV: how many sends a window holds,
+# the window in seconds, a unique member. Returns the seconds to wait ("0": admitted, recorded).
+_REDIS_ADMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('EXPIRE', KEYS[1], 60)
+  return '0'
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return tostring(math.max(0.001, tonumber(oldest[2]) + window - now))
+"""
+
+
+class RedisSendWindow:
+    """``SendWindow`` kept in Redis (a sorted set of send times, on the server's clock), shared by
+    every process and machine sending with one API key."""
+
+    def __init__(self, client: redis.Redis, *, key: str, rate: float,
+                 safety_margin: float = DEFAULT_SAFETY_MARGIN) -> None:
+        self.limit, self.seconds = _window_shape(rate, safety_margin)
+        self._key = key
+        self._script = client.register_script(_REDIS_ADMIT)
+
+    def admit(self) -> float:
+        """Record a send now and return 0, or return how long to wait first."""
+        wait = self._script(keys=[self._key],
+                            args=[self.limit, repr(self.seconds), uuid.uuid4().hex])
+        return float(wait.decode() if isinstance(wait, bytes) else wait)
+
+
 class RedisRateLimiter:
     """Pacing for one API key shared by every process and machine using one Redis.
 
@@ -292,16 +343,20 @@ class RedisRateLimiter:
         self._sleep = sleep
         self._redis_key = prefix + key
         self._script = client.register_script(_REDIS_TAKE)
+        self._window = RedisSendWindow(client, key=self._redis_key + ":sent", rate=rate,
+                                       safety_margin=safety_margin)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> RedisRateLimiter:
-        """A limiter on a new client for ``url`` (keyword arguments as for the constructor)."""
-        import redis as redis_lib
-
-        return cls(redis_lib.Redis.from_url(url), **kwargs)  # type: ignore[arg-type]
+        """A limiter on the process's client for ``url`` (keyword arguments as for the
+        constructor)."""
+        return cls(redis_client(url), **kwargs)  # type: ignore[arg-type]
 
     def acquire(self) -> float:
         """Reserve a slot in the shared bucket, then wait for it; see RateLimiter.acquire."""
+        return _paced(self._reserve, self._window.admit, self._sleep, self.key)
+
+    def _reserve(self) -> float:
         result = self._script(keys=[self._redis_key], args=[repr(self.rate), self.daily_quota])
         status, value, count = (v.decode() if isinstance(v, bytes) else str(v) for v in result)
         if status == "quota":
@@ -313,7 +368,7 @@ class RedisRateLimiter:
                 key=self.key,
                 day_count=int(count),
             )
-        return _wait(float(value), self._sleep, self.key)
+        return float(value)
 
 
 def make_rate_limiter(
@@ -332,12 +387,69 @@ def make_rate_limiter(
     return InProcessRateLimiter(key=key, rate=rate, daily_quota=quota)
 
 
-def _wait(seconds: float, sleep: Callable[[float], None], key: str) -> float:
+@functools.cache
+def redis_client(url: str) -> redis.Redis:
+    """One client (and connection pool) per Redis URL per process, shared by its threads: a
+    run opens a client per connection, and a pool per run would leave idle sockets behind."""
+    import redis as redis_lib
+
+    return redis_lib.Redis.from_url(url)
+
+
+class SendWindow:
+    """The last sends of a key: at most ``limit`` in any ``seconds`` (the server's sliding second,
+    widened by the safety margin), counted when a request actually leaves.
+
+    The bucket hands out slots, possibly seconds ahead; a process that wakes late for its slot
+    (a busy machine, a pause) would land in the same second as slots reserved after it. Checked
+    again just before sending, against the times requests really left, it cannot.
+    """
+
+    def __init__(self, rate: float, safety_margin: float = DEFAULT_SAFETY_MARGIN) -> None:
+        self.limit, self.seconds = _window_shape(rate, safety_margin)
+        self._sent: deque[float] = deque()
+
+    def admit(self, now: float) -> float:
+        """Record a send at ``now`` and return 0, or return how long to wait first."""
+        # A microsecond of slack: slots are sums of floats, and the fifth of five slots spaced
+        # by exactly a window's quarter must not wait on rounding.
+        while self._sent and self._sent[0] <= now - self.seconds + 1e-6:
+            self._sent.popleft()
+        if len(self._sent) < self.limit:
+            self._sent.append(now)
+            return 0.0
+        return max(0.001, self._sent[0] + self.seconds - now)
+
+
+def _window_shape(rate: float, safety_margin: float) -> tuple[int, float]:
+    # As Constant Contact counts: r whole requests in any second; a fractional rate keeps its
+    # average over a longer window (0.5/s: one in any 2 s). Widened by the safety margin.
+    _effective_rate(rate, safety_margin)  # the same checks of the arguments
+    limit = max(1, math.floor(rate))
+    return limit, limit / rate * (1.0 + safety_margin)
+
+
+def _paced(reserve: Callable[[], float], admit: Callable[[], float],
+           sleep: Callable[[float], None], key: str) -> float:
+    """Sleep until a reserved slot, then until the send window admits; the seconds waited."""
+    waited = _sleep(reserve(), sleep, key)
+    for _ in range(MAX_ADMIT_TRIES):
+        wait = admit()
+        if wait <= 0:
+            return waited
+        log.debug("pacing: the last second's sends still fill the window (key %s)", key)
+        waited += _sleep(wait, sleep, key)
+    # Only a clock that does not move gets here; a request that bounces is retried anyway.
+    log.warning("pacing: the send window never opened for key %s; sending", key)
+    return waited
+
+
+def _sleep(seconds: float, sleep: Callable[[float], None], key: str) -> float:
     if seconds > 0:
         # Pacing waits happen before nearly every request: DEBUG, not a warning.
         log.debug("pacing: waiting %.3f s for a request slot (key %s)", seconds, key)
         sleep(seconds)
-    return seconds
+    return max(0.0, seconds)
 
 
 __all__ = [
@@ -347,6 +459,8 @@ __all__ = [
     "InProcessRateLimiter",
     "RateLimiter",
     "RedisRateLimiter",
+    "RedisSendWindow",
+    "SendWindow",
     "make_rate_limiter",
     "next_utc_midnight",
     "take",

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from segment_export.config import Settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from segment_export.exports.engine import RunDependencies
-from segment_export.profiles import DuckDBProfileStore, ProfileStore
+from segment_export.profiles import ProfileStore
+from segment_export.profiles.engines import open_profile_store
 
 
 class Runtime:
@@ -36,7 +37,7 @@ class Runtime:
 
     @cached_property
     def store(self) -> ProfileStore:
-        return self._store or DuckDBProfileStore(self.settings.profiles_path)
+        return self._store or open_profile_store(self.settings)
 
     def deps(self) -> RunDependencies:
         from segment_export import metrics
