@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import importlib.abc
 import os
 import platform
 import resource
@@ -54,8 +55,21 @@ def _env(workdir: Path, emulator: str) -> dict[str, str]:
 
 # -- child: one export run in its own process ----------------------------------------------
 
+class _WithoutPandas(importlib.abc.MetaPathFinder):
+    """Makes ``import pandas`` fail as it does where pandas is not installed."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
 def child(phase: str) -> None:
     """Run the bench export once (``phase`` full|incremental|mirror); print JSON stats."""
+    if not os.environ.get("BENCH_WITH_PANDAS"):
+        # pandas is here only for the baseline (the bench extra); the product does not depend
+        # on it, but pyarrow imports it when it is installed (~40 MB, ~1 s). The exporting
+        # process is measured as a production install runs it: without pandas.
+        sys.meta_path.insert(0, _WithoutPandas())
     from segment_export.config import load_settings
     from segment_export.db import make_engine, make_session_factory
     from segment_export.exports.engine import RunDependencies
@@ -70,8 +84,8 @@ def child(phase: str) -> None:
     store = DuckDBProfileStore(settings.profiles_path)
     requests: list[tuple[str, str, int | None, int, float]] = []
 
-    if os.environ.get("BENCH_RSS_TIMELINE"):
-        _rss_timeline()
+    _sample_rss()
+    timeline = _rss_timeline() if os.environ.get("BENCH_RSS_TIMELINE") else None
     trace = os.environ.get("BENCH_TRACEMALLOC")
     if trace:
         import tracemalloc
@@ -80,6 +94,8 @@ def child(phase: str) -> None:
 
     def on_request(method: str, path: str, status: int | None, sent: int, seconds: float) -> None:
         requests.append((method, path, status, sent, seconds))
+        if timeline is not None:
+            timeline.append(f"{method} {path.rsplit('/', 1)[-1]} {sent:,} bytes, {seconds:.2f} s")
         if trace and path.endswith("contacts_json_import"):
             import tracemalloc
 
@@ -102,25 +118,96 @@ def child(phase: str) -> None:
     if profile_dir:
         from pyinstrument import Profiler
 
+        _profile_bodies_thread(Path(profile_dir, f"{phase}-bodies.txt"))
         profiler = Profiler(interval=0.005)
         profiler.start()
+    load_before = os.getloadavg()[0]
+    cpu_before = os.times()
     started = time.perf_counter()
     done = run_to_completion(run.id, deps=RunDependencies(
         settings=settings, engine=engine, sessions=sessions, store=store,
         on_request=on_request, poll_interval=0.1))
     wall = time.perf_counter() - started
+    cpu_after = os.times()
     if profiler is not None:
         profiler.stop()
         Path(profile_dir, f"{phase}.txt").write_text(profiler.output_text(show_all=False))
     print(json.dumps({
         "phase": phase, "status": done.status, "message": done.message, "wall": wall,
+        # CPU seconds of the exporting process during the run (every thread), and the 1-minute
+        # load average before and after it: on a shared machine wall times follow the load.
+        "cpu": (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system),
+        "load": [load_before, os.getloadavg()[0]],
         "stages": done.stage_seconds, "counts": done.counts,
         "requests": len(requests), "bytes_sent": sum(r[3] for r in requests),
+        "import_bytes": sum(r[3] for r in requests if r[1].endswith("contacts_json_import")),
         "largest_request": max((r[3] for r in requests), default=0),
         "statuses": sorted({str(r[2]) for r in requests}),
         "by_endpoint": _by_endpoint(requests),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
     }))
+
+
+_SAMPLED_PEAK_MB = [0.0]
+
+
+def _sample_rss() -> None:
+    """Sample the RSS every 20 ms in a daemon thread, for :func:`_peak_rss_mb`."""
+    import threading
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def sample() -> None:
+        while True:
+            with open("/proc/self/statm") as handle:
+                rss = int(handle.read().split()[1]) * page / 1e6
+            _SAMPLED_PEAK_MB[0] = max(_SAMPLED_PEAK_MB[0], rss)
+            time.sleep(0.02)
+
+    threading.Thread(target=sample, daemon=True, name="rss-sampler").start()
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS since it started, in MB (10^6 bytes, the targets' unit).
+
+    Not getrusage's ru_maxrss: on Linux that also holds the RSS the process had before its
+    exec, i.e. the parent's at the fork (this benchmark's parent holds the whole generated
+    table), so a fresh child of a 600 MB parent reports 600 MB. The kernel's VmHWM belongs to
+    the process's own address space; the larger of it and the sampled peak is reported (the
+    kernel's per-thread RSS counters can lag a little).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return max(int(line.split()[1]) * 1024 / 1e6, _SAMPLED_PEAK_MB[0])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def _profile_bodies_thread(path: Path) -> None:
+    """Profile the thread that reads, validates, diffs and serializes (pyinstrument follows
+    only the thread that starts it)."""
+    from collections.abc import Iterator
+
+    from pyinstrument import Profiler
+
+    import segment_export.exports.bodies as bodies
+    import segment_export.exports.engine as engine
+
+    original = bodies.prepare_batches
+
+    def profiled(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        profiler = Profiler(interval=0.005)
+        profiler.start()
+        try:
+            yield from original(*args, **kwargs)
+        finally:
+            profiler.stop()
+            path.write_text(profiler.output_text(show_all=False))
+
+    vars(engine)["prepare_batches"] = profiled
 
 
 def _by_endpoint(requests: list[tuple[str, str, int | None, int, float]]) -> dict[str, int]:
@@ -134,52 +221,72 @@ def _by_endpoint(requests: list[tuple[str, str, int | None, int, float]]) -> dic
     return counts
 
 
-def _rss_timeline() -> None:
-    """Debug aid: print the peak RSS seen while each named engine function ran."""
-    import functools
+def _rss_timeline() -> list[str]:
+    """Debug aid: sample the RSS every 10 ms; at exit print its peak and a timeline of the
+    run's events (the returned list: the child appends to it) with the RSS at each."""
     import threading
 
-    import segment_export.exports.diff as diff
-    import segment_export.exports.engine as engine
-    import segment_export.exports.members as members
-    import segment_export.exports.sending as sending
-
     page = os.sysconf("SC_PAGE_SIZE")
-    current: list[str] = ["start"]
-    peaks: dict[str, float] = {}
+    started = time.perf_counter()
+    events: list[str] = []
+    peak = [0.0, 0.0]  # MB, seconds after the start
+
+    def rss() -> float:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * page / 1e6
 
     def sample() -> None:
         while True:
-            with open("/proc/self/statm") as handle:
-                rss = int(handle.read().split()[1]) * page / 1e6
-            peaks[current[-1]] = max(peaks.get(current[-1], 0.0), rss)
+            now = rss()
+            if now > peak[0]:
+                peak[:] = [now, time.perf_counter() - started]
             time.sleep(0.01)
 
     threading.Thread(target=sample, daemon=True).start()
 
-    def wrap(module: Any, name: str) -> None:
-        original = getattr(module, name)
+    class Events(list[str]):
+        def append(self, what: str) -> None:
+            most = _peak_rss_mb()
+            super().append(f"{time.perf_counter() - started:6.2f} s {rss():5.0f} MB "
+                           f"(peak so far {most:4.0f})  {what}")
 
-        @functools.wraps(original)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            current.append(name)
-            try:
-                return original(*args, **kwargs)
-            finally:
-                current.pop()
-        setattr(module, name, wrapper)
-
-    wrap(members, "DedupePlan")
-    wrap(engine, "load_delivered")
-    wrap(engine, "remove_leavers")
-    wrap(members, "validate_members")
-    wrap(diff, "fingerprints")
-    wrap(sending, "record_delivered")
-    wrap(engine, "iter_import_bodies")
+    events = Events()
+    _log_calls(events)
     import atexit
 
     atexit.register(lambda: sys.stderr.write(
-        "RSS peaks (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + "\n"))
+        f"RSS peak {peak[0]:.0f} MB at {peak[1]:.2f} s\n" + "\n".join(events) + "\n"))
+    return events
+
+
+def _log_calls(events: list[str]) -> None:
+    """Debug aid: note in ``events`` when the main pipeline steps start and end."""
+    import functools
+
+    import segment_export.exports.bodies as bodies
+    import segment_export.exports.diff as diff
+    import segment_export.exports.engine as engine
+    import segment_export.exports.members as members
+    from segment_export.profiles import DuckDBProfileStore
+
+    def wrap(owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def logged(*args: Any, **kwargs: Any) -> Any:
+            events.append(f"{name} starts")
+            try:
+                return original(*args, **kwargs)
+            finally:
+                events.append(f"{name} ends")
+        setattr(owner, name, logged)
+
+    for owner, name in [(engine, "load_delivered"), (engine, "compact_members"),
+                        (engine, "store_rejections"), (members, "validate_members"),
+                        (diff, "fingerprints"), (bodies, "contact_objects"),
+                        (DuckDBProfileStore, "duplicate_emails"),
+                        (DuckDBProfileStore, "membership_size")]:
+        wrap(owner, name)
 
 
 # -- parent: data, emulator, phases, baseline ----------------------------------------------
@@ -198,18 +305,20 @@ def _run_child(phase: str, env: dict[str, str]) -> dict[str, Any]:
     if out.returncode != 0:
         raise SystemExit(f"{phase} child failed:\n{out.stderr[-4000:]}")
     if env.get("BENCH_TRACEMALLOC") or env.get("BENCH_RSS_TIMELINE"):
-        print(out.stderr[-6000:])
+        print(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _delivered_emails(env: dict[str, str]) -> set[str]:
     code = ("from segment_export.config import load_settings\n"
             "from segment_export.db import make_engine\n"
+            "from segment_export.exports.delivery import load_members\n"
             "import sqlalchemy as sa\n"
             "e = make_engine(load_settings())\n"
             "with e.connect() as c:\n"
-            "    print('\\n'.join(r[0] for r in c.execute(sa.text("
-            "'select email from export_members'))))\n")
+            "    export_id = c.execute(sa.text('select id from exports')).scalar_one()\n"
+            "state = load_members(e, export_id, emails=True)\n"
+            "print('\\n'.join(state.emails.to_pylist()))\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True)
     return set(out.stdout.split())
@@ -219,7 +328,10 @@ def _print_phase(result: dict[str, Any], floor_requests: int) -> float:
     floor = _floor(floor_requests)
     ratio = result["wall"] / floor if floor else float("inf")
     counts = result["counts"]
-    print(f"\n== {result['phase']}: {result['status']} in {result['wall']:.2f} s")
+    print(f"\n== {result['phase']}: {result['status']} in {result['wall']:.2f} s "
+          f"({result['cpu']:.2f} s CPU in the exporting process; load average "
+          f"{result['load'][0]:.1f} before, {result['load'][1]:.1f} after, on "
+          f"{os.cpu_count()} cores)")
     print(f"   {result['message']}")
     print("   stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in result["stages"].items()))
     print(f"   requests {result['requests']} ({result['by_endpoint']}), bytes sent "

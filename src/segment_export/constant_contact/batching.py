@@ -34,7 +34,7 @@ class ImportBatch:
     count: int
     nbytes: int
     start: int
-    emails: list[str | None]
+    emails: Sequence[str | None]
 
     @property
     def stop(self) -> int:

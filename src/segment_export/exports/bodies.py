@@ -199,13 +199,41 @@ class BodyCutter:
         body = b"".join((self.head, data[int(offsets[start]):int(offsets[end]) - 1], self.tail))
         emails = pending.emails.slice(start, end - start)
         batch = ImportBatch(body=body, count=end - start, nbytes=len(body),
-                            start=self.start + start, emails=emails.to_pylist())
+                            start=self.start + start, emails=_Strings(emails))
         # Copies, not slices: a batch stays in flight until Constant Contact confirms it, and a
         # slice would keep the whole chunk it came from alive.
         members = BatchMembers(pending.keys[start:end].copy(), pending.hashes[start:end].copy(),
                                pa.concat_arrays([emails]),
                                pa.concat_arrays([pending.customer_ids.slice(start, end - start)]))
         return batch, members
+
+
+class _Strings(Sequence[str | None]):
+    """An Arrow string array seen as a sequence of str: 40,000 Python strings per body would
+    cost megabytes while the body waits for its turn, and are rarely read."""
+
+    def __init__(self, values: pa.Array) -> None:
+        self._values = values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return self._values.slice(*_slice_bounds(index, len(self))).to_pylist()
+        return self._values[index].as_py()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so unhashable like them
+
+
+def _slice_bounds(index: slice, size: int) -> tuple[int, int]:
+    start, stop, step = index.indices(size)
+    if step != 1:
+        raise ValueError("only contiguous slices of a batch's emails are supported")
+    return start, max(stop - start, 0)
 
 
 def prepare_batches(
