@@ -12,9 +12,9 @@ process so that its peak RSS is its own.
 from __future__ import annotations
 
 import argparse
+import importlib.abc
 import json
 import math
-import importlib.abc
 import os
 import platform
 import resource
