@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import re
+import time
 from typing import Any
 
 import pytest
@@ -208,3 +209,33 @@ def test_api_docs_render_without_internet(browser: Any, site: Site) -> None:
     assert page.locator(".opblock").count() > 20
     assert failed == []
     page.close()
+
+
+def test_a_paused_run_page_reloads_once_the_run_moves_on(browser: Any, site: Site) -> None:
+    from playwright.sync_api import expect
+
+    from segment_export.db.models import Run
+
+    world = site.world
+    run_id = world.run(world.export()).id
+    with world.runtime.sessions.begin() as db:
+        run = db.get(Run, run_id)
+        assert run is not None
+        run.status, run.error_kind = "paused", "quota_exhausted"
+        run.message = "Paused: the daily quota is used up; the run resumes after the reset."
+        run.counts = {"retry_at": "2099-01-01T00:00:00+00:00"}  # the tick leaves it alone
+    page = _page(browser, site)
+    page.clock.install()  # the page looks once a minute: let the test move its clock
+    _sign_in(page, "viewer")
+    page.goto(f"/runs/{run_id}")
+    expect(page.locator("#run-status")).to_contain_text("Paused")
+    with world.runtime.sessions.begin() as db:
+        run = db.get(Run, run_id)
+        assert run is not None
+        run.status, run.message = "succeeded", "Sent 0 contacts."
+    page.clock.run_for(30_000)
+    time.sleep(1.5)  # real time for a look, had one been made, to come back and reload
+    expect(page.locator("#run-status")).to_contain_text("Paused")  # not looked yet
+    page.clock.run_for(31_000)
+    expect(page.locator("#run-status")).not_to_contain_text("Paused")
+    page.context.close()

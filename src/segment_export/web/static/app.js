@@ -115,6 +115,7 @@
     const text = document.getElementById("run-progress-text");
     const status = document.getElementById("run-status");
     const fmt = new Intl.NumberFormat();
+    const paused = live.dataset.paused === "true";
     const poll = async () => {
       try {
         const response = await fetch("/api/runs/" + encodeURIComponent(live.dataset.run), {
@@ -122,7 +123,8 @@
         });
         if (response.ok) {
           const run = await response.json();
-          if (run.finished) { window.location.reload(); return; }
+          if (run.finished || (paused && run.status !== "paused")) { window.location.reload(); return; }
+          if (paused) { setTimeout(poll, 60000); return; }
           const p = run.progress;
           if (p.fraction !== null) { bar.value = p.fraction; }
           text.textContent = p.to_send !== null
@@ -132,8 +134,8 @@
           if (badge) { badge.textContent = run.status === "running" ? "Running" : badge.textContent; }
         }
       } catch (error) { /* the next poll tries again */ }
-      setTimeout(poll, 1000);
+      setTimeout(poll, paused ? 60000 : 1000);
     };
-    setTimeout(poll, 700);
+    setTimeout(poll, paused ? 60000 : 700);
   }
 })();
