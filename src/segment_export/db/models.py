@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -200,6 +201,9 @@ class ExportMemberBlock(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+ONE_ACTIVE_RUN = "status IN ('queued', 'running', 'paused') AND NOT dry_run"
+
+
 class Run(Base):
     """One execution (or dry run) of an export, with counts that add up."""
 
@@ -226,6 +230,13 @@ class Run(Base):
     stage_seconds: Mapped[dict[str, Any]] = mapped_column(default=dict)
     message: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(60))
+
+    __table_args__ = (
+        # One active real run per export, enforced by the database: a manual run and the
+        # scheduler's tick requested at the same moment cannot both start one.
+        Index("uq_runs_one_active_per_export", "export_id", unique=True,
+              sqlite_where=text(ONE_ACTIVE_RUN), postgresql_where=text(ONE_ACTIVE_RUN)),
+    )
 
 
 class RunBatch(Base):

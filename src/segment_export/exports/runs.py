@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from segment_export import audit
@@ -60,8 +61,16 @@ def request_run(
             run_id=active.id)
     run = Run(export_id=export.id, dry_run=dry_run, full_resync=full_resync, trigger=trigger,
               requested_by_id=actor.id if actor else None)
-    session.add(run)
-    session.flush()
+    try:
+        # A savepoint: a request that loses the race leaves the caller's session usable.
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError as exc:
+        # Another request queued a run between the check above and this insert (the unique
+        # index uq_runs_one_active_per_export decided).
+        raise ConfigurationError(
+            f"The export {export.name!r} already has an active run") from exc
     audit.record(session, actor=actor, action="run.dry_run" if dry_run else "run.requested",
                  target_type="export", target_id=export.id, run_id=run.id,
                  full_resync=full_resync, trigger=trigger)

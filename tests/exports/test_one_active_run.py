@@ -1,0 +1,63 @@
+"""Two requests at the same moment (a manual run and the scheduler's tick) start one run."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from segment_export.db.models import Run
+from segment_export.errors import ConfigurationError
+from segment_export.exports.runs import request_run
+from tests.world import World
+
+
+def test_requests_racing_past_the_check_queue_one_run(world: World) -> None:
+    world.load_profiles([{"customer_id": 1, "email": "a@example.com", "first_name": "A",
+                          "last_name": "B", "country": "DE"}])
+    export = world.export("racy", [world.segment("all", "country = 'DE'")])
+    # Both requests have found no active run before either inserts its own.
+    both_checked = threading.Barrier(2, timeout=10)
+    outcomes: list[Any] = []
+
+    def request(trigger: str) -> None:
+        with world.sessions() as session:
+            def before_inserting_the_run(flushing: Any, *_: Any) -> None:
+                if any(isinstance(row, Run) for row in flushing.new):
+                    both_checked.wait()
+
+            event.listen(session, "before_flush", before_inserting_the_run)
+            try:
+                run = request_run(session, actor=None, export=session.merge(export),
+                                  trigger=trigger)
+                session.commit()
+                outcomes.append(run.id)
+            except ConfigurationError as exc:
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=request, args=(t,)) for t in ("manual", "schedule")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    refused = [o for o in outcomes if isinstance(o, ConfigurationError)]
+    assert len(outcomes) == 2
+    assert len(refused) == 1, outcomes
+    assert "already has an active run" in str(refused[0])
+    with world.sessions() as session:
+        runs = session.scalars(select(Run).where(Run.export_id == export.id)).all()
+    assert [r.id for r in runs] == [o for o in outcomes if isinstance(o, str)]
+
+
+def test_a_dry_run_may_run_beside_a_real_one(world: World) -> None:
+    world.load_profiles([{"customer_id": 1, "email": "a@example.com", "first_name": "A",
+                          "last_name": "B", "country": "DE"}])
+    export = world.export("dry", [world.segment("all", "country = 'DE'")])
+    with world.sessions.begin() as session:
+        request_run(session, actor=None, export=session.merge(export))
+    with world.sessions.begin() as session:
+        request_run(session, actor=None, export=session.merge(export), dry_run=True)
+        with pytest.raises(ConfigurationError, match="already has a run queued"):
+            request_run(session, actor=None, export=session.merge(export))
