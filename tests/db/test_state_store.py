@@ -144,3 +144,35 @@ def test_migrations_match_the_models(engine: Engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == [], "models changed without a migration: generate one"
+
+
+def test_upgrade_keeps_the_oldest_of_duplicate_active_runs(engine: Engine) -> None:
+    from alembic import command
+
+    from segment_export.db import make_session_factory
+    from segment_export.db.engine import alembic_config
+
+    command.downgrade(alembic_config(engine), "0004")
+    sessions = make_session_factory(engine)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    with sessions.begin() as session:
+        admin = User(username="ada", role="admin")
+        conn = _connection()
+        session.add_all([admin, conn])
+        session.flush()
+        export = Export(name="raced", connection_id=conn.id, list_id="0" * 36,
+                        mapping={"email": "email"}, segment_ids=["s1"], created_by_id=admin.id)
+        session.add(export)
+        session.flush()
+        # What the race left before 0005: two active runs of one export, and a dry run.
+        session.add_all([
+            Run(id="run-b", export_id=export.id, status="queued",
+                queued_at=start + timedelta(seconds=1)),
+            Run(id="run-a", export_id=export.id, status="running", queued_at=start),
+            Run(id="run-dry", export_id=export.id, status="queued", dry_run=True,
+                queued_at=start),
+        ])
+    upgrade_database(engine)
+    with sessions() as session:
+        status = {r.id: r.status for r in session.scalars(select(Run))}
+    assert status == {"run-a": "running", "run-b": "cancelled", "run-dry": "queued"}
