@@ -206,3 +206,14 @@ def worker_pid(worker_id: str | None) -> int | None:
 
 __all__ = ["EmulatorProcess", "Worker", "Workers", "emulator_process", "settings_environment",
            "worker_pid"]
+
+
+def max_in_any_second(times: list[float]) -> int:
+    """The most requests sent within any one second (any 1-s window, not calendar seconds)."""
+    times = sorted(times)
+    best, first = 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - 1.0:
+            first += 1
+        best = max(best, last - first + 1)
+    return best

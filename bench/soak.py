@@ -46,7 +46,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 from sqlalchemy import select, update
 
-from bench.cluster import EmulatorProcess, Workers, emulator_process
+from bench.cluster import EmulatorProcess, Workers, emulator_process, max_in_any_second
 from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from segment_export.db.models import Export, Run
@@ -518,7 +518,7 @@ def _check(dep: Deployment, profiles: Profiles, report: Report) -> None:
                     f"{p.time - r.time:+.3f} {p.method} {p.path.rsplit('/', 1)[-1]} "
                     f"{p.status} {p.fault or ''} {p.duration:.2f}s"
                     for p in api[max(0, index - 8):index + 1] if p.time > r.time - 1.5))
-    report.max_per_second = _max_in_any_second([r.time for r in api])
+    report.max_per_second = max_in_any_second([r.time for r in api])
 
 
 def _counts_problem(c: dict[str, Any]) -> str | None:
@@ -532,16 +532,6 @@ def _counts_problem(c: dict[str, Any]) -> str | None:
     if c["sent"] != remote:
         return f"sent {c['sent']} != {remote}"
     return None
-
-
-def _max_in_any_second(times: list[float]) -> int:
-    times = sorted(times)
-    best, first = 0, 0
-    for last, t in enumerate(times):
-        while times[first] <= t - 1.0:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
 
 
 def main(argv: list[str] | None = None) -> int:

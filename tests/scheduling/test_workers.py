@@ -15,7 +15,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
 import pytest
-from bench.cluster import EmulatorProcess, Workers, emulator_process, worker_pid
+from bench.cluster import (
+    EmulatorProcess,
+    Workers,
+    emulator_process,
+    max_in_any_second,
+    worker_pid,
+)
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -158,16 +164,6 @@ def _wait(condition: str, check: object, timeout: float, workers: Workers) -> No
     pytest.fail(f"timed out waiting for {condition}\n{logs}")
 
 
-def _max_in_any_second(times: list[float]) -> int:
-    times = sorted(times)
-    best, first = 0, 0
-    for last, t in enumerate(times):
-        while times[first] <= t - 1.0:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
-
-
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.slow
@@ -258,7 +254,7 @@ def test_three_workers_share_runs_and_one_rate_budget_and_resume_a_killed_one(
     api = [r for r in cluster.emulator.control.requests() if r.path.startswith("/v3/")]
     assert api, "the emulator saw no API requests"
     assert [r for r in api if r.status == 429] == []
-    assert _max_in_any_second([r.time for r in api]) <= RATE
+    assert max_in_any_second([r.time for r in api]) <= RATE
     imports = [r for r in api if r.path.endswith("/contacts_json_import")]
     # The resumed attempt confirmed what the killed one had sent instead of sending it again;
     # only an import whose answer died with the worker may have gone twice.

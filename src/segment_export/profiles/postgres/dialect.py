@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-import sqlglot
 from sqlglot import exp
+
+from segment_export.profiles.rounding import DoubleSQL, round_half_away
 
 E = TypeVar("E", bound=exp.Expr)
 
@@ -108,54 +109,17 @@ def _is_double(node: exp.Expr, types: Mapping[str, str]) -> bool:
     return isinstance(node, exp.Column) and types.get(node.name) == "DOUBLE"
 
 
-# Rounding half away from zero of the double's exact value, as DuckDB does: y approximates the
-# scaled value and err is the exact part y lost (Dekker's product error), which only matters
-# when y lands exactly on a half: round(2.675, 2) is 2.67 because 2.675 is a little less.
-_ROUND = ("SIGN({y}) * (FLOOR(ABS({y})) + CASE WHEN ABS({y}) - FLOOR(ABS({y})) > 0.5 OR "
-          "(ABS({y}) - FLOOR(ABS({y})) = 0.5 AND SIGN({y}) * {err} >= 0) THEN 1 ELSE 0 END)")
-_SPLITTER = 134217729.0  # 2**27 + 1 splits a double into two halves of 26 bits
-_VALUE = "__rounded_value__"
-
-
-def _split(value: float) -> tuple[float, float]:
-    scaled = _SPLITTER * value
-    high = scaled - (scaled - value)
-    return high, value - high
-
-
-def _product_error(a: str, b: float, product: str) -> str:
-    """SQL for a·b − product, exactly, when product is the double nearest to a·b."""
-    a_high = f"(({_SPLITTER!r} * {a}) - (({_SPLITTER!r} * {a}) - {a}))"
-    a_low = f"({a} - {a_high})"
-    b_high, b_low = _split(b)
-    return (f"(((({a_high} * {b_high!r} - {product}) + {a_high} * {b_low!r}) + "
-            f"{a_low} * {b_high!r}) + {a_low} * {b_low!r})")
+# Half away from zero of y; err (what y lost of the exact value) decides exact halves.
+_POSTGRES = DoubleSQL(
+    dialect="postgres",
+    round_template=("SIGN({y}) * (FLOOR(ABS({y})) + CASE WHEN ABS({y}) - FLOOR(ABS({y})) > 0.5 "
+                    "OR (ABS({y}) - FLOOR(ABS({y})) = 0.5 AND SIGN({y}) * {err} >= 0) "
+                    "THEN 1 ELSE 0 END)"))
 
 
 def _round_half_away(value: exp.Expr, decimals: exp.Expr | None) -> exp.Expr:
     """DuckDB's ROUND(value[, decimals]) in PostgreSQL."""
-    digits = 0 if decimals is None else int(decimals.to_py()) if decimals.is_int else None
-    v = _VALUE
-    if digits is None or not -22 <= digits <= 22:
-        # Not a literal power of ten that a double holds exactly: ties are taken as they come.
-        scale = "10" if decimals is None else f"POWER(10, {decimals.sql(dialect='postgres')})"
-        text = f"{_ROUND.format(y=f'({v} * {scale})', err='0')} / {scale}"
-    elif digits == 0:
-        text = _ROUND.format(y=v, err="0")
-    elif digits > 0:
-        factor = 10.0 ** digits
-        y = f"({v} * {factor!r})"
-        text = f"{_ROUND.format(y=y, err=_product_error(v, factor, y))} / {factor!r}"
-    else:
-        divisor = 10.0 ** -digits
-        y = f"({v} / {divisor!r})"
-        back = f"({y} * {divisor!r})"
-        remainder = f"(({v} - {back}) - {_product_error(y, divisor, back)})"
-        text = f"{_ROUND.format(y=y, err=remainder)} * {divisor!r}"
-    tree = sqlglot.parse_one(text, read="postgres")
-    return exp.Paren(this=tree.transform(
-        lambda node: exp.Paren(this=value.copy())
-        if isinstance(node, exp.Column) and node.name == _VALUE else node))
+    return round_half_away(value, decimals, _POSTGRES)
 
 
 def _substring_from_end(node: exp.Substring) -> None:
