@@ -264,3 +264,26 @@ def test_a_paused_run_can_be_cancelled_or_resumed_by_hand(world: World) -> None:
     tick(Runtime(world.settings, engine=world.engine, store=world.store), enqueue=queued.append,
          now=datetime.now(UTC) + timedelta(days=2))
     assert queued == []
+
+
+def test_a_resumed_full_resync_does_not_send_its_confirmed_batches_again(world: World) -> None:
+    n, batch = 300, 100
+    export = prepare(world, n, batch=batch)
+    assert run(world, export).status == "succeeded"
+    before = len([r for r in imports(world) if r.status == 201])
+    # Room for the resync's first imports, not for all of them.
+    world.control.set_config(daily_quota=world.control.state()["usage_today"][CLIENT_ID] + 2)
+    with world.sessions.begin() as session:
+        resync = request_run(session, actor=world.admin, export=export, full_resync=True)
+    paused = run_to_completion(resync.id, deps=deps(world), backoff=0.01)
+    assert paused.status == "paused", paused.message
+    sent_before_the_pause = len([r for r in imports(world) if r.status == 201]) - before
+    assert 0 < sent_before_the_pause < n // batch
+
+    world.control.set_config(daily_quota=10_000)
+    resumed = run_to_completion(paused.id, deps=deps(world), backoff=0.01)
+    assert resumed.status == "succeeded", resumed.message
+    assert_exact(world, world.list_id, expected(n))
+    keys = _confirmed_keys(world, paused.id)
+    assert len(keys) == len(set(keys)) == n  # every contact once, none of them twice
+    assert len([r for r in imports(world) if r.status == 201]) - before == n // batch

@@ -242,7 +242,6 @@ def prepare_batches(
     delivered: Delivered,
     totals: DiffTotals,
     cutter: BodyCutter,
-    full_resync: bool = False,
     seconds: dict[str, float],
     on_chunk: Callable[[ValidatedMembers], None] = lambda chunk: None,
 ) -> Iterator[Ready]:
@@ -255,8 +254,7 @@ def prepare_batches(
         for chunk in chunks:
             on_chunk(chunk)
             started = time.perf_counter()
-            changes = select_changes(chunk.contacts, delivered, totals, full_resync=full_resync,
-                                     con=hashing)
+            changes = select_changes(chunk.contacts, delivered, totals, con=hashing)
             _add(seconds, "diff", started)
             yield from _timed(cutter.add(changes.contacts, changes.keys, changes.hashes), seconds)
             # Hand back what the chunk's kernels used: Arrow's allocator keeps freed pages.

@@ -119,13 +119,14 @@ class Changes:
 
 
 def select_changes(
-    contacts: pa.Table, delivered: Delivered, totals: DiffTotals, *, full_resync: bool = False,
+    contacts: pa.Table, delivered: Delivered, totals: DiffTotals, *,
     con: duckdb.DuckDBPyConnection | None = None,
 ) -> Changes:
     """The contacts that are new or whose mapped values changed since last delivery, vectorised.
 
-    With ``full_resync`` every contact is selected. ``totals`` (which may span several chunks)
-    counts new, changed and unchanged contacts. ``con``: see :func:`fingerprints`.
+    A full resync passes what its own run delivered so far (nothing, on its first attempt), so
+    it sends every contact once. ``totals`` (which may span several chunks) counts new, changed
+    and unchanged contacts. ``con``: see :func:`fingerprints`.
     """
     keys, hashes = fingerprints(contacts, con=con)
     if len(delivered):
@@ -138,8 +139,6 @@ def select_changes(
         same = known & (delivered.hashes[position] == hashes)
     else:
         known = same = np.zeros(len(keys), dtype=bool)
-    if full_resync:
-        same = np.zeros(len(keys), dtype=bool)
     totals.unchanged += int(same.sum())
     totals.changed += int((known & ~same).sum())
     totals.new += int((~known).sum())
@@ -152,14 +151,14 @@ def select_changes(
 
 
 def iter_changes(
-    contacts: pa.Table, delivered: Delivered, totals: DiffTotals, *, full_resync: bool = False
+    contacts: pa.Table, delivered: Delivered, totals: DiffTotals
 ) -> Iterator[Change]:
     """Yield the contacts that are new or whose mapped values changed since last delivery.
 
     The comparison is vectorised (:func:`select_changes`); only the contacts to send become
     Python dicts. ``totals`` is updated before the first yield.
     """
-    changes = select_changes(contacts, delivered, totals, full_resync=full_resync)
+    changes = select_changes(contacts, delivered, totals)
     for offset, (customer_id, contact) in enumerate(_rows(changes.contacts)):
         yield Change(contact, customer_id, int(changes.keys[offset]),
                      int(changes.hashes[offset]), is_new=bool(changes.is_new[offset]))

@@ -382,7 +382,7 @@ def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts
     for chunk in stream_members(deps.store, export, seconds=stages.seconds, counts=local):
         store_rejections(deps.engine, run.id, chunk)
         started = time.perf_counter()
-        for _ in iter_changes(chunk.contacts, delivered, totals, full_resync=run.full_resync):
+        for _ in iter_changes(chunk.contacts, delivered, totals):
             pass
         stages.add("diff", started)
     would_remove = 0
@@ -416,7 +416,7 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
     # Bodies are read, validated, diffed and serialized in a thread, a few ahead of the sender,
     # so that work overlaps the waits of Constant Contact's pacing.
     bodies = prepare_batches(
-        chunks, delivered=delivered, totals=totals, full_resync=run.full_resync,
+        chunks, delivered=delivered, totals=totals,
         cutter=BodyCutter(list_ids=[export.list_id],
                           max_contacts=deps.settings.import_batch_contacts),
         seconds=stages.seconds, on_chunk=lambda chunk: store_rejections(deps.engine, run.id, chunk))
