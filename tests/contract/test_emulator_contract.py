@@ -94,6 +94,22 @@ def _run_scenario(emu: EmulatorServer, http: httpx.Client) -> None:
         return done
 
     get("/account/summary", extra_fields="physical_address")
+    # Typed custom fields (2025-09): create, list with types and choices, read, delete.
+    send("POST", "/contact_custom_fields", {
+        "label": "Loyalty tier", "type": "single_select",
+        "choices": [{"choice_label": "Gold", "display_order": 1},
+                    {"choice_label": "Silver", "display_order": 2}],
+        "metadata": {"display_type": "dropdown"}}, 201)
+    score = send("POST", "/contact_custom_fields", {
+        "label": "Score", "type": "number",
+        "metadata": {"decimal_places": 1, "allow_negative": True}}, 201)
+    listed = get("/contact_custom_fields", limit="2")
+    assert {f["type"] for f in listed["custom_fields"]} == {"single_select", "number"}
+    get("/contact_custom_fields", limit="100")
+    get(f"/contact_custom_fields/{score['custom_field_id']}")
+    deleted = http.delete(f"{api}/contact_custom_fields/{score['custom_field_id']}",
+                          headers=headers)
+    assert deleted.status_code == 204
     # Lists.
     created = send("POST", "/contact_lists", {"name": "Segment: VIP", "favorite": False}, 201)
     list_id = created["list_id"]
@@ -178,6 +194,9 @@ def test_the_scenario_covers_the_operations_the_product_uses(
     operations = {(m, t) for m, t, _ in seen}
     assert operations >= {
         ("GET", "/account/summary"), ("GET", "/contact_lists"), ("POST", "/contact_lists"),
+        ("GET", "/contact_custom_fields"), ("POST", "/contact_custom_fields"),
+        ("GET", "/contact_custom_fields/{custom_field_id}"),
+        ("DELETE", "/contact_custom_fields/{custom_field_id}"),
         ("GET", "/contact_lists/{list_id}"), ("PUT", "/contact_lists/{list_id}"),
         ("DELETE", "/contact_lists/{list_id}"), ("GET", "/contacts"),
         ("GET", "/contacts/{contact_id}"), ("POST", "/activities/contacts_json_import"),
@@ -186,7 +205,7 @@ def test_the_scenario_covers_the_operations_the_product_uses(
         ("GET", "/contact_exports/{file_export_id}"), ("GET", "/activities/{activity_id}"),
         ("GET", "/activities"),
     }
-    assert {s for _, _, s in seen} >= {200, 201, 202, 400, 401, 404, 429}
+    assert {s for _, _, s in seen} >= {200, 201, 202, 204, 400, 401, 404, 429}
 
 
 def test_every_api_request_was_recorded(

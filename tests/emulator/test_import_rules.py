@@ -35,7 +35,7 @@ def test_salvage_survives_a_cut_inside_a_multibyte_character() -> None:
     ["a@example.com", "first.last+tag@sub.example.co.uk", "o'brien@example.ie", "X_Y@EXAMPLE.COM"],
 )
 def test_valid_addresses(address: str) -> None:
-    assert plan_import([{"email": address}], custom_fields=()).rows
+    assert plan_import([{"email": address}], custom_fields={}).rows
 
 
 @pytest.mark.parametrize(
@@ -44,18 +44,18 @@ def test_valid_addresses(address: str) -> None:
      ".a@example.com", "a..b@example.com", "a@-example.com", "a@example.c"],
 )
 def test_invalid_addresses(address: str) -> None:
-    plan = plan_import([{"email": address}], custom_fields=())
+    plan = plan_import([{"email": address}], custom_fields={})
     assert plan.rows == {}
     assert plan.correctable_count == 1
 
 
 def test_leading_and_trailing_spaces_are_trimmed() -> None:
-    plan = plan_import([{"email": "  Pad@Example.com "}], custom_fields=())
+    plan = plan_import([{"email": "  Pad@Example.com "}], custom_fields={})
     assert plan.rows["pad@example.com"]["email"] == "Pad@Example.com"
 
 
 def test_error_messages_are_capped() -> None:
-    plan = plan_import([{"email": "bad"}] * 1_500, custom_fields=())
+    plan = plan_import([{"email": "bad"}] * 1_500, custom_fields={})
     assert plan.correctable_count == 1_500
     assert len(plan.errors) == 1_001
     assert plan.errors[-1].startswith("More rows were rejected")

@@ -71,6 +71,8 @@ def test_new_existing_and_unsubscribed_contacts(
 def test_invalid_rows_are_counted_and_described(
     emu: EmulatorServer, api: httpx.Client, seeded: SeedResult
 ) -> None:
+    # Strict: an unknown custom field fails its row (Constant Contact would ignore the key).
+    emu.control.set_config(strict_custom_fields=True)
     rows: list[Any] = [
         {"email": "ok@example.com", "cf:tier": "gold"},
         {"email": "bad@"},

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from segment_export.emulator import bulk
+from segment_export.emulator import bulk, custom_fields
 from segment_export.emulator.activities import Activity, ActivityKind, ActivityQueue, Outcome
 from segment_export.emulator.config import EmulatorConfig
 from segment_export.emulator.errors import ApiError, OAuthError, RedirectError
@@ -366,13 +366,37 @@ class Backend:
         return account_json(self.store.account, extra_fields)
 
     @_locked
-    def get_custom_fields(self) -> dict[str, Any]:
-        """``GET /contact_custom_fields`` (one page: an account holds at most 100)."""
-        return {"custom_fields": [
-            {"custom_field_id": f.custom_field_id, "name": f.name,
-             "label": f.name.replace("_", " "), "type": "string"}
-            for f in sorted(self.store.custom_fields.values(), key=lambda f: f.name)
-        ]}
+    def get_custom_fields(
+        self, *, query: Mapping[str, str], offset: int, limit: int
+    ) -> dict[str, Any]:
+        """``GET /contact_custom_fields``, one page (by name)."""
+        fields = sorted(self.store.custom_fields.values(), key=lambda f: f.name)
+        page = fields[offset : offset + limit]
+        more = offset + limit < len(fields)
+        return {
+            "custom_fields": [custom_fields.field_json(f) for f in page],
+            "_links": next_link("/v3/contact_custom_fields", query, offset + limit)
+            if more else {},
+        }
+
+    @_locked
+    def create_custom_field(self, *, body: Any) -> dict[str, Any]:
+        """``POST /contact_custom_fields``: 409 when the name is taken, 400 past the limit."""
+        field = custom_fields.make_field(body, now=self._now)
+        if len(self.store.custom_fields) >= self.config.max_custom_fields:
+            raise ApiError.invalid(
+                f"The account already has {self.config.max_custom_fields} custom fields.")
+        return custom_fields.field_json(self.store.add_custom_field(field))
+
+    @_locked
+    def get_custom_field(self, *, custom_field_id: str) -> dict[str, Any]:
+        """``GET /contact_custom_fields/{custom_field_id}``."""
+        return custom_fields.field_json(self.store.custom_field_by_id(custom_field_id))
+
+    @_locked
+    def delete_custom_field(self, *, custom_field_id: str) -> None:
+        """``DELETE /contact_custom_fields/{custom_field_id}``: the field and its values go."""
+        self.store.remove_custom_field(self.store.custom_field_by_id(custom_field_id))
 
     @_locked
     def get_lists(

@@ -76,7 +76,8 @@ def check_import(data: Any, *, store: Store, config: EmulatorConfig) -> ImportJo
             f"{config.max_contacts_per_import:,} are allowed per import."
         )
     plan = plan_import(rows, custom_fields=store.custom_fields,
-                       max_custom_fields=config.max_custom_fields_per_contact)
+                       max_custom_fields=config.max_custom_fields_per_contact,
+                       strict_custom_fields=config.strict_custom_fields)
     return ImportJob(plan=plan, lists=lists)
 
 

@@ -96,7 +96,7 @@ class EmulatorControl:
         *,
         apps: Sequence[SeedApp | Mapping[str, Any]] = (),
         account: Mapping[str, Any] | None = None,
-        custom_fields: Sequence[str] = (),
+        custom_fields: Sequence[str | Mapping[str, Any]] = (),
         lists: Sequence[SeedList | Mapping[str, Any] | str] = (),
         contacts: Sequence[Mapping[str, Any]] = (),
     ) -> SeedResult:
@@ -107,11 +107,13 @@ class EmulatorControl:
         ``{name, list_id?, description?, favorite?}``. ``contacts``: import-shaped rows
         (``email``, ``first_name``, ``cf:tier`` ...) plus optional ``permission_to_send``
         (e.g. ``unsubscribed``) and ``lists`` (names or ids the contact is a member of).
+        ``custom_fields``: names (``string`` fields), or ``{name, type, choices: [labels],
+        metadata}`` for typed ones.
         """
         body = {
             "apps": [_plain(a) for a in apps],
             "account": dict(account or {}),
-            "custom_fields": list(custom_fields),
+            "custom_fields": [c if isinstance(c, str) else dict(c) for c in custom_fields],
             "lists": [{"name": x} if isinstance(x, str) else _plain(x) for x in lists],
             "contacts": [dict(c) for c in contacts],
         }

@@ -28,6 +28,12 @@ class EmulatorConfig(BaseModel):
     max_contact_ids: int = Field(default=500, gt=0, description="contact_ids per activity.")
     max_lists: int = Field(default=1_000, gt=0, description="Lists per account.")
     max_custom_fields_per_contact: int = Field(default=25, gt=0)
+    max_custom_fields: int = Field(default=100, gt=0, description="Custom fields per account.")
+    strict_custom_fields: bool = Field(
+        default=False,
+        description="Reject an import row naming a custom field the account lacks; Constant "
+        "Contact silently ignores such a cf: key (the default here too).",
+    )
     activity_seconds: float = Field(
         default=0.0, ge=0, description="From initialized to completed; 0 = at once."
     )

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Container
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from segment_export.emulator.custom_fields import value_problem
+from segment_export.emulator.models import CustomField
 
 # maxLength per key of the contract's JsonImportContact (FACTS.md §4.1).
 _NAME_LIMIT: Final = 50
@@ -91,11 +94,16 @@ def _as_int(value: object) -> int | None:
 
 
 def _check_row(
-    row: dict[str, Any], custom_fields: Container[str], max_custom_fields: int
+    row: dict[str, Any], custom_fields: Mapping[str, CustomField], max_custom_fields: int,
+    strict_custom_fields: bool = False,
 ) -> tuple[str, bool] | None:
-    """The first problem of one row as (reason, correctable), or None when it is valid."""
+    """The first problem of one row as (reason, correctable), or None when it is valid.
+
+    A ``cf:`` key the account has no field for is dropped from the row, as Constant Contact
+    silently ignores it (phpfui/ConstantContact#8), unless ``strict_custom_fields``.
+    """
     custom = 0
-    for key, value in row.items():
+    for key, value in list(row.items()):
         limit = STRING_LIMITS.get(key)
         if limit is not None:
             if not isinstance(value, str):
@@ -106,12 +114,17 @@ def _check_row(
                 return f"{key} longer than {limit} characters", False
         elif key.startswith("cf:"):
             custom += 1
-            if key[3:] not in custom_fields:
-                return f"custom field '{key}' does not exist in the account", False
-            if not isinstance(value, str):
-                return f"{key} must be a string", False
-            if len(value) > CUSTOM_FIELD_LIMIT:
-                return f"{key} longer than {CUSTOM_FIELD_LIMIT} characters", False
+            field = custom_fields.get(key[3:])
+            if field is None:
+                if strict_custom_fields:
+                    return f"custom field '{key}' does not exist in the account", False
+                del row[key]
+                continue
+            problem = value_problem(field, value)
+            if problem is not None:
+                shown = repr(value if not isinstance(value, str) or len(value) <= 40
+                             else value[:40] + "…")
+                return f"{key} ({field.type}) {shown} {problem}", False
         elif key == "anniversary":
             if not isinstance(value, str) or not _valid_anniversary(value):
                 return "anniversary is not in a supported date format", True
@@ -128,13 +141,15 @@ def _check_row(
 
 
 def plan_import(
-    rows: list[Any], *, custom_fields: Container[str], max_custom_fields: int = 25
+    rows: list[Any], *, custom_fields: Mapping[str, CustomField], max_custom_fields: int = 25,
+    strict_custom_fields: bool = False,
 ) -> ImportPlan:
     """Validate every row of ``import_data``; the valid ones are kept by lowercased email.
 
     Correctable (Constant Contact's own definition): a bad or missing email address, a bad
-    birthday or anniversary. Everything else (too long, unknown field, unknown custom field,
-    too many custom fields) counts as a non-correctable error.
+    birthday or anniversary. Everything else (too long, unknown field, a custom field value of
+    the wrong type, too many custom fields; an unknown custom field when
+    ``strict_custom_fields``) counts as a non-correctable error.
     """
     plan = ImportPlan(rows={}, items_total=len(rows))
     valid = plan.rows
@@ -151,7 +166,8 @@ def plan_import(
         for key, value in row.items():
             limit = limits.get(key)
             if limit is None or type(value) is not str or len(value) > limit:
-                problem = _check_row(row, custom_fields, max_custom_fields)
+                problem = _check_row(row, custom_fields, max_custom_fields,
+                                     strict_custom_fields)
                 break
         if problem is not None:
             plan.reject(number, email, problem[0], correctable=problem[1])

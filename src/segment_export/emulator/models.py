@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -168,11 +168,37 @@ class ContactList:
         return sum(1 for c in self.members if c.permission != UNSUBSCRIBED)
 
 
+class Choice:
+    """One choice of a ``single_select`` or ``multi_select`` custom field."""
+
+    __slots__ = ("choice_id", "display_order", "label")
+
+    def __init__(self, *, choice_id: int, label: str, display_order: int) -> None:
+        self.choice_id = choice_id
+        self.label = label
+        self.display_order = display_order
+
+
 class CustomField:
-    """An account custom field, used in imports as ``cf:<name>``."""
+    """An account custom field, used in imports as ``cf:<name>``; typed since 2025-09."""
 
-    __slots__ = ("custom_field_id", "name")
+    __slots__ = ("choices", "created_at", "custom_field_id", "label", "metadata", "name", "type")
 
-    def __init__(self, *, name: str, custom_field_id: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        custom_field_id: str | None = None,
+        label: str | None = None,
+        type: str = "string",
+        choices: list[Choice] | None = None,
+        metadata: dict[str, Any] | None = None,
+        created_at: float = 0.0,
+    ) -> None:
         self.name = name
         self.custom_field_id = custom_field_id or new_id()
+        self.label = label or name.replace("_", " ")
+        self.type = type
+        self.choices = choices or []
+        self.metadata = metadata or {}
+        self.created_at = created_at

@@ -108,9 +108,33 @@ async def account_summary(request: Request) -> Response:
 
 
 async def get_custom_fields(request: Request) -> Response:
-    """List the account's custom fields."""
+    """List the account's custom fields with their types, paged by cursor."""
     _admit(request)
-    return json_response(backend_of(request).get_custom_fields())
+    query, offset = _query(request)
+    body = backend_of(request).get_custom_fields(
+        query=query, offset=offset, limit=_int(query, "limit", default=50, low=1, high=100))
+    return json_response(body)
+
+
+async def create_custom_field(request: Request) -> Response:
+    """Create a typed custom field (409 when its name is taken)."""
+    _admit(request)
+    body = await _json_body(request)
+    return json_response(backend_of(request).create_custom_field(body=body), 201)
+
+
+async def get_custom_field(request: Request) -> Response:
+    """Get one custom field."""
+    _admit(request)
+    field_id = request.path_params["custom_field_id"]
+    return json_response(backend_of(request).get_custom_field(custom_field_id=field_id))
+
+
+async def delete_custom_field(request: Request) -> Response:
+    """Delete a custom field and its values (204)."""
+    _admit(request)
+    backend_of(request).delete_custom_field(custom_field_id=request.path_params["custom_field_id"])
+    return Response(status_code=204)
 
 
 async def get_lists(request: Request) -> Response:
@@ -257,6 +281,9 @@ async def get_activities(request: Request) -> Response:
 API_ROUTES = [
     Route("/account/summary", account_summary, methods=["GET"]),
     Route("/contact_custom_fields", get_custom_fields, methods=["GET"]),
+    Route("/contact_custom_fields", create_custom_field, methods=["POST"]),
+    Route("/contact_custom_fields/{custom_field_id}", get_custom_field, methods=["GET"]),
+    Route("/contact_custom_fields/{custom_field_id}", delete_custom_field, methods=["DELETE"]),
     Route("/contact_lists", get_lists, methods=["GET"]),
     Route("/contact_lists", create_list, methods=["POST"]),
     Route("/contact_lists/{list_id}", get_list, methods=["GET"]),

@@ -34,12 +34,21 @@ class SeedList(_Body):
     favorite: bool = False
 
 
+class SeedCustomField(_Body):
+    """A typed custom field; a plain string in ``custom_fields`` seeds a ``string`` field."""
+
+    name: str = Field(min_length=1, max_length=50, description="Also its label, '_' as blanks.")
+    type: str = "string"
+    choices: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
 class SeedRequest(_Body):
     """What ``POST /_emulator/seed`` adds to the account (nothing is removed)."""
 
     apps: list[SeedApp] = Field(default_factory=list)
     account: dict[str, Any] = Field(default_factory=dict)
-    custom_fields: list[str] = Field(default_factory=list)
+    custom_fields: list[str | SeedCustomField] = Field(default_factory=list)
     lists: list[SeedList] = Field(default_factory=list)
     contacts: list[dict[str, Any]] = Field(
         default_factory=list,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from segment_export.emulator.custom_fields import make_field
 from segment_export.emulator.errors import ApiError
 from segment_export.emulator.imports import plan_import
 from segment_export.emulator.models import (
@@ -20,7 +21,7 @@ from segment_export.emulator.models import (
     new_id,
     new_ids,
 )
-from segment_export.emulator.schemas import SeedRequest
+from segment_export.emulator.schemas import SeedCustomField, SeedRequest
 from segment_export.emulator.views import DEFAULT_ACCOUNT
 
 _CORE_FIELDS = frozenset({"email", "first_name", "last_name"})
@@ -92,6 +93,31 @@ class Store:
             for contact in lst.members:
                 lists_of.setdefault(contact, []).append(lst.list_id)
         return lists_of
+
+    # -- custom fields -----------------------------------------------------------------------
+
+    def add_custom_field(self, field: CustomField) -> CustomField:
+        """Add ``field``; 409 when a field of that name exists."""
+        if field.name in self.custom_fields:
+            raise ApiError.of(409, "contacts.api.conflict",
+                              f"A custom field named {field.name!r} exists.")
+        self.custom_fields[field.name] = field
+        return field
+
+    def custom_field_by_id(self, custom_field_id: str) -> CustomField:
+        """A custom field by id, or 404."""
+        for field in self.custom_fields.values():
+            if field.custom_field_id == custom_field_id:
+                return field
+        raise ApiError.not_found("custom_fields", f"Custom field {custom_field_id} was not found.")
+
+    def remove_custom_field(self, field: CustomField) -> None:
+        """Delete ``field`` and every contact's value of it."""
+        del self.custom_fields[field.name]
+        key = f"cf:{field.name}"
+        for contact in self.contacts:
+            if contact.extra and key in contact.extra:
+                del contact.extra[key]
 
     # -- contacts ----------------------------------------------------------------------------
 
@@ -192,8 +218,11 @@ class Store:
     def seed(self, request: SeedRequest, *, now: float, max_custom_fields: int) -> dict[str, Any]:
         """Add account details, custom fields, lists and contacts; returns their ids."""
         self.account.update(request.account)
-        for name in request.custom_fields:
-            self.custom_fields.setdefault(name, CustomField(name=name))
+        for wanted in request.custom_fields:
+            if isinstance(wanted, str):
+                self.custom_fields.setdefault(wanted, CustomField(name=wanted, created_at=now))
+            elif wanted.name not in self.custom_fields:
+                self.add_custom_field(_seeded_field(wanted, now))
         for item in request.lists:
             existing = self.lists.get(item.list_id or "") or self.list_named(item.name)
             if existing is None:
@@ -230,8 +259,9 @@ class Store:
             extras.append((permission, lists))
             fields.append(row)
         with gc_paused():
+            # A seed naming a field the account lacks is a mistake in the test: say so.
             plan = plan_import(fields, custom_fields=self.custom_fields,
-                               max_custom_fields=max_custom_fields)
+                               max_custom_fields=max_custom_fields, strict_custom_fields=True)
         if plan.errors:
             raise ApiError.invalid("Invalid seeded contacts: " + "; ".join(plan.errors[:5]))
         stored = dict(zip(plan.rows, self.upsert_rows(plan.rows, now=now, permission="implicit"),
@@ -250,3 +280,11 @@ class Store:
                 lst.members.add(contact)
             ids[key] = contact.contact_id
         return ids
+
+
+def _seeded_field(item: SeedCustomField, now: float) -> CustomField:
+    body = {"label": item.name.replace("_", " "), "type": item.type, "metadata": item.metadata,
+            "choices": [{"choice_label": c} for c in item.choices]}
+    field = make_field(body, now=now)
+    field.name = item.name  # exactly as asked, even where the label would not give it back
+    return field
