@@ -310,8 +310,10 @@ def require_usable(actor: User, connection: Connection | None) -> Connection:
         raise ConfigurationError(
             "This export is detached from its connection; attach it to a connection first")
     if not can_use(actor, connection):
-        raise PermissionDeniedError(
-            f"{actor.username!r} may not use the connection {connection.display_name!r}")
+        # Not by name: someone who may not use a connection learns nothing about it, not even
+        # the name behind an id (contributors see the names of shared connections only).
+        raise PermissionDeniedError(f"{actor.username!r} may not use this connection",
+                                    hint="Ask an administrator to share it with contributors.")
     return connection
 
 
