@@ -13,7 +13,9 @@ from segment_export.cli.profiles import open_store
 from segment_export.errors import DataError
 
 if TYPE_CHECKING:
-    from segment_export.db.models import Segment
+    from sqlalchemy.orm import Session
+
+    from segment_export.db.models import Segment, User
 
 # The services (sqlglot, pydantic, DuckDB) load inside each command so `--help` stays quick.
 
@@ -32,6 +34,38 @@ def _rule_text(value: str | None) -> str | None:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"Cannot read the rule file {path}: {exc}", field="rule") from exc
+
+
+def _checked_rule(value: str | None) -> str | None:
+    """The --rule text, refused as a usage error when it does not fit the rule model."""
+    text = _rule_text(value)
+    if text is None:
+        return None
+    from segment_export.segments import parse_rule
+
+    try:
+        parse_rule(text)
+    except DataError as exc:
+        raise click.BadParameter(exc.message, param_hint="'--rule'") from None
+    return text
+
+
+def _show_senders(session: Session, segment: Segment, actor: User | None) -> int:
+    """Print the exports that send ``segment``; how many there are."""
+    from segment_export.segments import dependent_exports
+
+    senders = dependent_exports(session, segment=segment, actor=actor)
+    if senders:
+        click.echo(f"Segment {segment.name!r} is sent by {len(senders)} export(s):")
+    for sender in senders:
+        notes = ["mirror: removes contacts who leave" if sender.mode == "mirror"
+                 else "add/update"]
+        if not sender.enabled:
+            notes.append("disabled")
+        if not sender.may_edit:
+            notes.append("you may not change it")
+        click.echo(f"  - {sender.name} ({'; '.join(notes)})")
+    return len(senders)
 
 
 def _when(moment: datetime | None) -> str:
@@ -65,10 +99,11 @@ def create_command(
     """Create segment NAME from --rule or --where, and evaluate it at once."""
     from segment_export.segments import create_segment
 
+    rule = _checked_rule(rule)
     with open_store(app) as store, app.sessions() as session:
         segment = create_segment(
-            session, store, name=name, rule=_rule_text(rule), expression=expression,
-            description=description, active=not inactive,
+            session, store, name=name, rule=rule, expression=expression,
+            description=description, active=not inactive, actor=app.actor(session),
         )
         size = "not refreshed (inactive)" if segment.size is None else f"{segment.size:,} members"
         click.echo(f"Created segment {segment.name!r} ({segment.id}): {size}.")
@@ -81,18 +116,31 @@ def create_command(
 @click.option("--where", "expression", help=WHERE_HELP)
 @click.option("--description", default=None, help="New description ('' clears it).")
 @click.option("--active/--inactive", default=None, help="Switch refreshes on or off.")
+@click.option("--yes", is_flag=True,
+              help="Do not ask for confirmation when exports send the segment.")
 @pass_app
 def edit_command(
     app: AppContext, name: str, new_name: str | None, rule: str | None,
-    expression: str | None, description: str | None, active: bool | None,
+    expression: str | None, description: str | None, active: bool | None, yes: bool,
 ) -> None:
-    """Change segment NAME; a new definition is evaluated at once."""
-    from segment_export.segments import update_segment
+    """Change segment NAME; a new definition is evaluated at once.
 
+    The exports that send it are listed first (a change changes what they send); changing it
+    needs the right to change every one of them.
+    """
+    from segment_export.segments import get_segment, require_may_change, update_segment
+
+    rule = _checked_rule(rule)
     with open_store(app) as store, app.sessions() as session:
+        actor = app.actor(session)
+        found = get_segment(session, name_or_id=name)
+        senders = _show_senders(session, found, actor)
+        require_may_change(session, actor=actor, segment=found)
+        if senders and not yes:
+            click.confirm("Change it, and so what these exports send?", abort=True)
         segment = update_segment(
-            session, store, name_or_id=name, name=new_name, rule=_rule_text(rule),
-            expression=expression, description=description, active=active,
+            session, store, name_or_id=found.id, name=new_name, rule=rule,
+            expression=expression, description=description, active=active, actor=actor,
         )
         size = "—" if segment.size is None else f"{segment.size:,} members"
         click.echo(f"Updated segment {segment.name!r}: {size}.")
@@ -122,7 +170,7 @@ def list_command(app: AppContext) -> None:
 
 @segments_group.command("show")
 @click.argument("name")
-@click.option("--history", "history_limit", type=click.IntRange(min=1), default=20,
+@click.option("--history", "history_limit", type=click.IntRange(min=1, max=10_000), default=20,
               show_default=True, help="How many of the latest sizes to show.")
 @pass_app
 def show_command(app: AppContext, name: str, history_limit: int) -> None:
@@ -130,11 +178,12 @@ def show_command(app: AppContext, name: str, history_limit: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from segment_export.segments import get_segment, size_history
+    from segment_export.segments import dependent_exports, get_segment, size_history
 
     with app.sessions() as session:
         seg = get_segment(session, name_or_id=name)
         history = size_history(session, segment_id=seg.id, limit=history_limit)
+        senders = dependent_exports(session, segment=seg, actor=app.actor(session))
     click.echo(f"Segment {seg.name!r} ({seg.id})")
     click.echo(f"  description: {seg.description or '—'}")
     click.echo(f"  active:      {'yes' if seg.active else 'no'}")
@@ -142,6 +191,7 @@ def show_command(app: AppContext, name: str, history_limit: int) -> None:
     click.echo(f"  {kind + ':':<12} {_definition(seg)}")
     click.echo(f"  size:        {'—' if seg.size is None else f'{seg.size:,}'}")
     click.echo(f"  refreshed:   {_when(seg.refreshed_at)}")
+    click.echo(f"  exports:     {', '.join(s.name for s in senders) or '—'}")
     if history:
         table = Table("refreshed at", "size", title="size history")
         for point in history:
@@ -155,13 +205,16 @@ def show_command(app: AppContext, name: str, history_limit: int) -> None:
 @pass_app
 def delete_command(app: AppContext, name: str, yes: bool) -> None:
     """Delete segment NAME, its history and its stored members."""
-    from segment_export.segments import delete_segment, get_segment
+    from segment_export.segments import delete_segment, get_segment, require_may_change
 
     with open_store(app) as store, app.sessions() as session:
+        actor = app.actor(session)
         seg = get_segment(session, name_or_id=name)
+        _show_senders(session, seg, actor)
+        require_may_change(session, actor=actor, segment=seg)
         if not yes:
             click.confirm(f"Delete segment {seg.name!r}?", abort=True)
-        delete_segment(session, store, name_or_id=seg.id)
+        delete_segment(session, store, name_or_id=seg.id, actor=actor)
     click.echo(f"Deleted segment {seg.name!r}.")
 
 
@@ -188,7 +241,7 @@ def preview_command(
         raise click.UsageError("Give a segment NAME, or --rule or --where.")
     with open_store(app) as store, app.sessions() as session:
         preview = preview_segment(
-            session, store, name_or_id=name, rule=_rule_text(rule), expression=expression,
+            session, store, name_or_id=name, rule=_checked_rule(rule), expression=expression,
             limit=limit,
         )
     click.echo(f"{preview.count:,} matching profiles.  WHERE {preview.sql}")

@@ -14,12 +14,15 @@ from segment_export.segments.refresh import (
 )
 from segment_export.segments.rules import AllGroup, AnyGroup, Condition, Rule, parse_rule
 from segment_export.segments.service import (
+    DependentExport,
     Preview,
     create_segment,
     delete_segment,
+    dependent_exports,
     get_segment,
     list_segments,
     preview_segment,
+    require_may_change,
     size_history,
     update_segment,
 )
@@ -28,6 +31,7 @@ __all__ = [
     "AllGroup",
     "AnyGroup",
     "Condition",
+    "DependentExport",
     "Preview",
     "RefreshResult",
     "Rule",
@@ -36,12 +40,14 @@ __all__ = [
     "compile_segment",
     "create_segment",
     "delete_segment",
+    "dependent_exports",
     "get_segment",
     "list_segments",
     "parse_rule",
     "preview_segment",
     "refresh_segment",
     "refresh_segments",
+    "require_may_change",
     "segment_condition",
     "size_history",
     "to_sql",

@@ -30,7 +30,15 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from segment_export.errors import DataError
-from segment_export.segments.rules import AllGroup, AnyGroup, Condition, Rule, parse_rule
+from segment_export.segments.rules import (
+    MAX_DAYS,
+    AllGroup,
+    AnyGroup,
+    Condition,
+    Rule,
+    check_value_bounds,
+    parse_rule,
+)
 
 EXPRESSION_DIALECT = "duckdb"
 MAX_EXPRESSION_CHARS = 10_000
@@ -232,6 +240,7 @@ def _literal(
             if not _NUMBER.fullmatch(value.strip()):
                 raise DataError(f"Field {name!r} is a number; {shown} is not", field=name)
             value = value.strip()
+            _check_number_text(value, name)
         return exp.Literal.number(value)
     if ctype == "BOOLEAN":
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
@@ -256,7 +265,23 @@ def _literal(
             "(like 2024-01-31 or 2024-01-31T12:00:00+01:00)",
             field=name,
         ) from exc
-    return _moment(moment, ctype, zone)
+    try:
+        return _moment(moment, ctype, zone)
+    except OverflowError as exc:
+        # Moving 0001-01-01 or 9999-12-31 to another zone leaves the years datetime knows.
+        raise DataError(f"Field {name!r}: {shown} is too close to year 1 or 9999 to compare "
+                        "in another time zone", field=name) from exc
+
+
+def _check_number_text(text: str, name: str) -> None:
+    """A number written as text obeys the same bounds as one written as a number."""
+    number: int | float
+    try:
+        number = int(text) if text.lstrip("+-").isdigit() else float(text)
+        check_value_bounds(number)
+    except ValueError as exc:
+        raise DataError(f"Field {name!r}: {str(exc).removeprefix('Value error, ')}",
+                        field=name) from exc
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
@@ -289,15 +314,24 @@ def _within_last_days(cond: Condition, name: str, ctype: str, context: _Context)
             f"within_last_days needs a date or timestamp field, but {name!r} is {ctype}",
             field=name,
         )
+    days = cond.value
+    if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_DAYS:
+        # The rule model refuses these already; a Rule built around it must not crash here.
+        raise DataError(f"within_last_days takes a whole number of days from 0 to {MAX_DAYS:,}",
+                        field=name)
     zone = _zone(cond.timezone or context.timezone)
-    local_now = context.now.astimezone(zone)
-    first_day = local_now.date() - timedelta(days=int(cond.value))
     col = exp.column(name, quoted=True)
-    if ctype == "DATE":
-        low, high = _date(first_day), _date(local_now.date())
-    else:
-        start = datetime.combine(first_day, time(0), tzinfo=zone)
-        low, high = _moment(start, ctype, zone), _moment(local_now, ctype, zone)
+    try:
+        local_now = context.now.astimezone(zone)
+        first_day = local_now.date() - timedelta(days=days)
+        if ctype == "DATE":
+            low, high = _date(first_day), _date(local_now.date())
+        else:
+            start = datetime.combine(first_day, time(0), tzinfo=zone)
+            low, high = _moment(start, ctype, zone), _moment(local_now, ctype, zone)
+    except OverflowError as exc:
+        # Only a ``now`` within MAX_DAYS of year 1 gets here.
+        raise DataError(f"within_last_days {days} reaches before year 1", field=name) from exc
     return exp.Between(this=col, low=low, high=high)
 
 

@@ -30,6 +30,13 @@ NO_VALUE_OPS = frozenset({"is_empty", "is_not_empty"})
 MAX_IN_VALUES = 10_000
 MAX_DEPTH = 12
 MAX_CONDITIONS = 500
+# Bounds of the values themselves, so no value can overflow the compiler's date arithmetic or
+# an engine's number types (docs/profiles-and-segments.md lists them).
+MAX_DAYS = 36_500  # within_last_days: a hundred years back is the furthest a rule may look
+MIN_INTEGER = -(2**63)  # whole numbers fit a 64-bit BIGINT, the widest integer column
+MAX_INTEGER = 2**63 - 1
+MAX_NUMBER = 1e300  # decimals: finite, and far from overflowing when an engine scales them
+MAX_TEXT = 1_000  # characters in one text value
 
 Scalar = bool | int | float | str
 
@@ -47,7 +54,7 @@ class Condition(BaseModel):
     op: Op
     # Checked by hand below: a pydantic union would coerce "1" to 1 and explain badly.
     value: Any = None
-    timezone: str | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -74,8 +81,8 @@ class Condition(BaseModel):
         for item in items:
             if item is not None and not isinstance(item, Scalar):
                 raise ValueError("values must be text, numbers or true/false")
-            if isinstance(item, float) and not math.isfinite(item):
-                raise ValueError("numbers must be finite")
+            if op != "within_last_days":  # its own bound below says more
+                check_value_bounds(item)
         if op in NO_VALUE_OPS:
             if value is not None:
                 raise ValueError(f"{op} takes no value")
@@ -90,12 +97,32 @@ class Condition(BaseModel):
             if None in value:
                 raise ValueError("in cannot match an empty value; use is_empty in an any group")
         elif op == "within_last_days":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError("within_last_days takes a whole number of days (0 or more)")
+            if isinstance(value, bool) or not isinstance(value, int) or not (
+                0 <= value <= MAX_DAYS
+            ):
+                raise ValueError(
+                    f"within_last_days takes a whole number of days from 0 to {MAX_DAYS:,}")
         elif value is None or isinstance(value, list):
             raise ValueError(f"{op} takes a single value")
         if self.timezone is not None and op != "within_last_days":
             raise ValueError("timezone only applies to within_last_days")
+
+
+def check_value_bounds(value: Any) -> None:
+    """Raise ValueError unless a rule value lies within the documented bounds."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not MIN_INTEGER <= value <= MAX_INTEGER:
+            raise ValueError(
+                f"whole numbers must lie between {MIN_INTEGER:,} and {MAX_INTEGER:,} "
+                "(64 bits)")
+    elif isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+            raise ValueError(f"numbers must be finite and between -{MAX_NUMBER:g} and "
+                             f"{MAX_NUMBER:g}")
+    elif isinstance(value, str) and len(value) > MAX_TEXT:
+        raise ValueError(f"text values have at most {MAX_TEXT:,} characters")
 
 
 class AllGroup(BaseModel):

@@ -13,12 +13,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from segment_export import audit
-from segment_export.db.models import Export, Segment, SegmentSize, User, new_id
+from segment_export.db.models import Segment, SegmentSize, User, new_id
 from segment_export.errors import ConfigurationError, DataError, NotFoundError
 from segment_export.profiles.store import ProfileStore
 from segment_export.segments.compiler import compile_segment, to_sql
+from segment_export.segments.dependents import (
+    DependentExport,
+    dependent_exports,
+    require_may_change,
+)
 from segment_export.segments.refresh import RefreshResult, refresh_segment
 from segment_export.segments.rules import Rule, parse_rule
+from segment_export.users import Role, require_role
 
 MAX_NAME = 200
 MAX_PREVIEW_ROWS = 1000
@@ -104,6 +110,8 @@ def create_segment(
     An active segment is evaluated at once, so an export never reads a segment that has no
     membership yet.
     """
+    if actor is not None:
+        require_role(actor, Role.ADMIN, Role.CONTRIBUTOR)
     name = _clean_name(name)
     _name_taken(session, name)
     stored_rule, stored_expression = _definition(store, rule=rule, expression=expression)
@@ -141,9 +149,12 @@ def update_segment(
 
     ``description=""`` clears the description. When the definition changes, or the segment
     is switched on, its membership is recomputed at once so exports never send an outdated
-    definition.
+    definition. Any change of a segment that feeds exports needs the right to change every
+    one of them (``actor`` None: the system itself).
     """
     segment = get_segment(session, name_or_id=name_or_id)
+    if actor is not None:
+        require_may_change(session, actor=actor, segment=segment)
     if rule is not None and expression is not None:
         raise DataError("Give either a rule or an expression, not both", field="rule")
     if name is not None:
@@ -177,14 +188,13 @@ def delete_segment(
     """Delete a segment, its size history and its stored membership.
 
     Refused while an export still sends the segment: removing it would silently shrink (or,
-    in mirror mode, empty) that export's list.
+    in mirror mode, empty) that export's list. Someone who may not change one of those
+    exports is refused first (PermissionDeniedError), as for an edit.
     """
     segment = get_segment(session, name_or_id=name_or_id)
-    users = [
-        export.name
-        for export in session.scalars(select(Export)).all()
-        if segment.id in (export.segment_ids or [])
-    ]
+    if actor is not None:
+        require_may_change(session, actor=actor, segment=segment)
+    users = [d.name for d in dependent_exports(session, segment=segment)]
     if users:
         raise ConfigurationError(
             f"Segment {segment.name!r} is used by export(s) {', '.join(map(repr, users))}",
@@ -262,13 +272,16 @@ def size_history(
 
 
 __all__ = [
+    "DependentExport",
     "Preview",
     "RefreshResult",
     "create_segment",
     "delete_segment",
+    "dependent_exports",
     "get_segment",
     "list_segments",
     "preview_segment",
+    "require_may_change",
     "size_history",
     "update_segment",
 ]

@@ -6,13 +6,22 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
+from sqlalchemy.orm import Session
 
 from segment_export.api.deps import Db, EditorUser, Services
 from segment_export.api.errors import PROBLEM_RESPONSES
 from segment_export.api.types import LongText, Name, ObjectId, Word, plain
-from segment_export.db.models import Segment
+from segment_export.db.models import Segment, User
+from segment_export.errors import DataError
 from segment_export.segments import service
+from segment_export.segments.dependents import (
+    DependentExport,
+    exports_by_segment,
+    segment_permissions,
+)
+from segment_export.segments.rules import parse_rule
 
 router = APIRouter(prefix="/api", tags=["segments"], responses=PROBLEM_RESPONSES)
 
@@ -20,9 +29,25 @@ RULE_DOC = ('The rule tree, e.g. {"all": [{"field": "country", "op": "eq", "valu
             '{"field": "lifetime_value", "op": "gt", "value": 100}]}')
 
 
+
+
+def _valid_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    # The rule model (shape, operators, value bounds) is checked with the rest of the body, so
+    # a bad rule is a 422 naming body.rule; what depends on the profiles is checked later.
+    try:
+        parse_rule(rule)
+    except DataError as exc:
+        raise PydanticCustomError("invalid_rule", "{reason}",
+                                  {"reason": exc.message}) from None
+    return rule
+
+
+RuleBody = Annotated[dict[str, Any], AfterValidator(_valid_rule)]
+
+
 class SegmentCreate(BaseModel):
     name: Name
-    rule: dict[str, Any] | None = Field(default=None, description=RULE_DOC)
+    rule: RuleBody | None = Field(default=None, description=RULE_DOC)
     expression: LongText | None = Field(
         default=None, description="Instead of a rule: a restricted SQL condition.")
     description: LongText | None = None
@@ -31,10 +56,23 @@ class SegmentCreate(BaseModel):
 
 class SegmentUpdate(BaseModel):
     name: Name | None = None
-    rule: dict[str, Any] | None = Field(default=None, description=RULE_DOC)
+    rule: RuleBody | None = Field(default=None, description=RULE_DOC)
     expression: LongText | None = None
     description: LongText | None = None
     active: bool | None = None
+
+
+class SegmentExport(BaseModel):
+    """An export that sends the segment (its connection is not shown)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    mode: str = Field(description="add_update, or mirror (also removes who leaves).")
+    enabled: bool
+    permissions: list[str] = Field(
+        description="What the caller may do with the export: view, edit, run, remove.")
 
 
 class SegmentPublic(BaseModel):
@@ -50,10 +88,16 @@ class SegmentPublic(BaseModel):
     refreshed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    exports: list[SegmentExport] = Field(
+        description="The exports that send this segment: changing the segment changes what "
+                    "they send.")
+    permissions: list[str] = Field(
+        description="What the caller may do with the segment: view, edit, delete. Changing a "
+                    "segment needs the right to edit every export that sends it.")
 
 
 class PreviewRequest(BaseModel):
-    rule: dict[str, Any] | None = Field(default=None, description=RULE_DOC)
+    rule: RuleBody | None = Field(default=None, description=RULE_DOC)
     expression: LongText | None = None
     segment_id: Word | None = Field(default=None, description="Preview a saved segment instead.")
     limit: Annotated[int, Field(ge=0, le=100)] = 10
@@ -77,23 +121,32 @@ class ProfileColumn(BaseModel):
     type: str
 
 
-def _public(segment: Segment) -> SegmentPublic:
-    return SegmentPublic.model_validate(segment)
+def _public(segment: Segment, user: User, dependents: list[DependentExport]) -> SegmentPublic:
+    fields = {name: getattr(segment, name) for name in SegmentPublic.model_fields
+              if name not in ("exports", "permissions")}
+    return SegmentPublic(
+        **fields, exports=[SegmentExport.model_validate(d) for d in dependents],
+        permissions=segment_permissions(user, dependents))
+
+
+def _one(db: Session, segment: Segment, user: User) -> SegmentPublic:
+    return _public(segment, user, service.dependent_exports(db, segment=segment, actor=user))
 
 
 @router.get("/segments")
-def segments(db: Db, _user: EditorUser) -> list[SegmentPublic]:
-    """Every segment with its last size."""
-    return [_public(s) for s in service.list_segments(db)]
+def segments(db: Db, user: EditorUser) -> list[SegmentPublic]:
+    """Every segment with its last size and the exports that send it."""
+    senders = exports_by_segment(db, user)
+    return [_public(s, user, senders.get(s.id, [])) for s in service.list_segments(db)]
 
 
 @router.post("/segments", status_code=status.HTTP_201_CREATED)
 def add_segment(body: SegmentCreate, db: Db, services: Services,
                 user: EditorUser) -> SegmentPublic:
     """Create a segment from a rule or an expression; an active one is evaluated at once."""
-    return _public(service.create_segment(
+    return _one(db, service.create_segment(
         db, services.runtime.store, name=body.name, rule=body.rule, expression=body.expression,
-        description=body.description, active=body.active, actor=user))
+        description=body.description, active=body.active, actor=user), user)
 
 
 @router.post("/segments/preview")
@@ -107,24 +160,24 @@ def preview(body: PreviewRequest, db: Db, services: Services, _user: EditorUser)
 
 
 @router.get("/segments/{segment_id}")
-def segment(segment_id: ObjectId, db: Db, _user: EditorUser) -> SegmentPublic:
-    """One segment."""
-    return _public(service.get_segment(db, name_or_id=segment_id))
+def segment(segment_id: ObjectId, db: Db, user: EditorUser) -> SegmentPublic:
+    """One segment, with the exports that send it and what the caller may do with it."""
+    return _one(db, service.get_segment(db, name_or_id=segment_id), user)
 
 
 @router.patch("/segments/{segment_id}")
 def edit_segment(segment_id: ObjectId, body: SegmentUpdate, db: Db, services: Services,
                  user: EditorUser) -> SegmentPublic:
-    """Change a segment; a new definition is evaluated at once."""
-    return _public(service.update_segment(
+    """Change a segment (needs the right to edit every export that sends it)."""
+    return _one(db, service.update_segment(
         db, services.runtime.store, name_or_id=segment_id, name=body.name, rule=body.rule,
         expression=body.expression, description=body.description, active=body.active,
-        actor=user))
+        actor=user), user)
 
 
 @router.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_segment(segment_id: ObjectId, db: Db, services: Services, user: EditorUser) -> None:
-    """Delete a segment (refused while an export sends it)."""
+    """Delete a segment (refused while an export sends it, 403 for those who may not edit one)."""
     service.delete_segment(db, services.runtime.store, name_or_id=segment_id, actor=user)
 
 

@@ -11,9 +11,10 @@ from starlette.responses import Response
 
 from segment_export.api.deps import Db, EditorUser, Services
 from segment_export.api.types import ObjectId, plain
-from segment_export.db.models import Segment
+from segment_export.db.models import Segment, User
 from segment_export.errors import ConfigurationError, DataError, SegmentExportError
 from segment_export.segments import service
+from segment_export.segments.dependents import segment_permissions
 from segment_export.web.charts import line_chart
 from segment_export.web.render import redirect, render
 from segment_export.web.rule_form import OPERATORS, ConditionRow, rows_from_rule, rule_from_rows
@@ -84,12 +85,23 @@ def _read_form(
 SegmentFormData = Annotated[SegmentForm, Depends(_read_form)]
 
 
+def _senders(db: Db, segment: Segment | None, user: User | None) -> dict[str, Any]:
+    """The exports the segment feeds and whether ``user`` may change it (for the templates)."""
+    if segment is None or user is None:
+        return {"dependents": [], "may_change": True}
+    dependents = service.dependent_exports(db, segment=segment, actor=user)
+    return {"dependents": dependents,
+            "may_change": "edit" in segment_permissions(user, dependents)}
+
+
 def _page(request: Request, services: Services, *, form: SegmentForm,
           segment: Segment | None = None, history: Any = None, status: int = 200,
-          error: SegmentExportError | None = None, **preview: Any) -> Response:
+          error: SegmentExportError | None = None, senders: dict[str, Any] | None = None,
+          **preview: Any) -> Response:
     return render(request, "segments/form.html", status=status, form=form, segment=segment,
                   schema=services.runtime.store.schema(), operators=OPERATORS, error=error,
-                  history_chart=history, **preview)
+                  history_chart=history, **(senders or {"dependents": [], "may_change": True}),
+                  **preview)
 
 
 def _history_chart(db: Db, segment: Segment) -> Any:
@@ -163,11 +175,12 @@ def preview(request: Request, db: Db, services: Services, _user: EditorUser,
 
 @router.get("/{segment_id}")
 def segment(request: Request, segment_id: ObjectId, db: Db, services: Services,
-            _user: EditorUser) -> Response:
-    """A segment: its rule in the builder, the live count and its size over time."""
+            user: EditorUser) -> Response:
+    """A segment: its rule in the builder, the live count, its size over time and the
+    exports it feeds (a change would change what they send)."""
     found = service.get_segment(db, name_or_id=segment_id)
     return _page(request, services, form=SegmentForm.of(found), segment=found,
-                 history=_history_chart(db, found))
+                 history=_history_chart(db, found), senders=_senders(db, found, user))
 
 
 @router.post("/{segment_id}")
@@ -184,19 +197,17 @@ def save_segment(request: Request, segment_id: ObjectId, db: Db, services: Servi
     except (ConfigurationError, DataError) as exc:
         db.rollback()
         return _page(request, services, form=form, segment=found, status=422, error=exc,
-                     history=_history_chart(db, found))
+                     history=_history_chart(db, found), senders=_senders(db, found, user))
     return redirect(f"/data/segments/{updated.id}", notice=f"Saved the segment {updated.name!r}.")
 
 
 @router.get("/{segment_id}/delete")
 def confirm_delete(request: Request, segment_id: ObjectId, db: Db,
-                   _user: EditorUser) -> Response:
-    """Ask before deleting a segment."""
-    return render(request, "confirm.html", title="Delete segment",
-                  subject=service.get_segment(db, name_or_id=segment_id).name,
-                  message="The segment, its stored members and its size history are deleted.",
-                  action=f"/data/segments/{segment_id}/delete", button="Delete segment",
-                  back="/data/segments")
+                   user: EditorUser) -> Response:
+    """Ask before deleting a segment, or say which exports stop it."""
+    found = service.get_segment(db, name_or_id=segment_id)
+    return render(request, "segments/delete.html", segment=found,
+                  **_senders(db, found, user))
 
 
 @router.post("/{segment_id}/delete")
