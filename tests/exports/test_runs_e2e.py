@@ -120,14 +120,15 @@ def test_custom_fields_must_exist_and_are_delivered(world: World) -> None:
     import pytest
 
     from segment_export.errors import ConfigurationError
-    from segment_export.exports.lists import check_custom_fields
+    from segment_export.exports.connections import client_for
+    from segment_export.exports.custom_fields import check_mapping, read_account_fields
 
     world.control.seed(custom_fields=["tier"])
-    check_custom_fields(world.connection, {"email": "email", "cf:tier": "tier"},
-                        settings=world.settings, engine=world.engine)
+    with client_for(world.connection, settings=world.settings, engine=world.engine) as client:
+        fields = read_account_fields(client)
+    check_mapping({"email": "email", "cf:tier": "tier"}, fields, account="Sandbox Bakery")
     with pytest.raises(ConfigurationError, match="cf:nope"):
-        check_custom_fields(world.connection, {"email": "email", "cf:nope": "tier"},
-                            settings=world.settings, engine=world.engine)
+        check_mapping({"email": "email", "cf:nope": "tier"}, fields, account="Sandbox Bakery")
     world.load_profiles([{**row, "tier": "gold"} for row in _people(2)])
     export = world.export("with cf", [world.segment("all", "country = 'DE'")],
                           mapping={"email": "email", "cf:tier": "tier"})

@@ -12,10 +12,11 @@ from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.cli.runs import exit_for, print_report
-from segment_export.db.models import Connection, Run
+from segment_export.db.models import Connection, Export, Run
+from segment_export.errors import ConfigurationError
 from segment_export.exports import service
+from segment_export.exports.configuration import ExportCreate, ExportUpdate, save_export
 from segment_export.exports.connections import get_connection
-from segment_export.exports.lists import check_custom_fields, resolve_list
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.segments.service import get_segment
@@ -66,10 +67,11 @@ def _spec_options(fn: Any) -> Any:
     return fn
 
 
-def _build_spec(app: AppContext, session: Any, base: service.ExportSpec | None,
-                name: str, opts: dict[str, Any]) -> service.ExportSpec:
-    values: dict[str, Any] = dataclasses.asdict(base) if base else {
-        "name": name, "connection_id": "", "list_id": "", "mapping": {}, "segment_ids": []}
+def _configuration(session: Any, base: ExportUpdate | None, name: str,
+                   opts: dict[str, Any]) -> ExportCreate:
+    """The options (over ``base``, the export's configuration, on edit) as the configuration
+    the service checks, the same for the API and the web app."""
+    values: dict[str, Any] = base.model_dump() if base else {"name": name, "connection_id": ""}
     values["name"] = name
     if opts["connection_name"]:
         values["connection_id"] = get_connection(session, name_or_id=opts["connection_name"]).id
@@ -85,18 +87,20 @@ def _build_spec(app: AppContext, session: Any, base: service.ExportSpec | None,
         if opts[option] is not None:
             values[key] = opts[option]
     if opts["list_id"] or opts["create_list"]:
-        connection = session.get(Connection, values["connection_id"])
-        if connection is None:
-            raise click.UsageError("Choose --connection first")
-        chosen = resolve_list(connection, settings=app.settings, engine=app.engine,
-                              list_id=opts["list_id"], create_name=opts["create_list"])
-        values["list_id"], values["list_name"] = chosen.list_id, chosen.name
-    if opts["maps"]:
-        connection = session.get(Connection, values["connection_id"])
-        if connection is not None:
-            check_custom_fields(connection, values["mapping"], settings=app.settings,
-                                engine=app.engine)
-    return service.ExportSpec(**values)
+        values["list_id"], values["create_list_name"] = opts["list_id"], opts["create_list"]
+    return (ExportUpdate if base else ExportCreate).model_validate(values)
+
+
+def _save(app: AppContext, session: Any, name: str, opts: dict[str, Any],
+          export: Export | None = None) -> Export:
+    """Save through the one service; a configuration it refuses is a usage error."""
+    try:
+        data = _configuration(session, ExportUpdate.of(export) if export else None, name, opts)
+        return save_export(session, actor=app.actor(session), data=data, export=export,
+                           settings=app.settings, engine=app.engine,
+                           profile_columns=app.store.schema())
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 @exports_group.command("create")
@@ -106,9 +110,7 @@ def _build_spec(app: AppContext, session: Any, base: service.ExportSpec | None,
 def create(app: AppContext, /, name: str, **opts: Any) -> None:
     """Add an export destination (saving does not run it)."""
     with app.sessions() as session:
-        spec = _build_spec(app, session, None, name, opts)
-        export = service.create_export(session, actor=app.actor(session), spec=spec,
-                                       profile_columns=app.store.schema())
+        export = _save(app, session, name, opts)
         session.commit()
         click.echo(f"Saved export {export.name!r} -> list {export.list_name or export.list_id} "
                    f"({export.mode}, {export.schedule_kind}). Run it with "
@@ -124,9 +126,7 @@ def edit(app: AppContext, /, name: str, rename: str | None, **opts: Any) -> None
     """Change an export's settings."""
     with app.sessions() as session:
         export = service.get_export(session, name_or_id=name)
-        spec = _build_spec(app, session, service.spec_of(export), rename or export.name, opts)
-        service.update_export(session, actor=app.actor(session), export=export, spec=spec,
-                              profile_columns=app.store.schema())
+        _save(app, session, rename or export.name, opts, export)
         session.commit()
         click.echo(f"Updated export {export.name!r}.")
 

@@ -57,13 +57,38 @@ class ContactList(_Model):
     membership_count: int | None = None
 
 
+class CustomFieldChoice(_Model):
+    """One choice of a ``single_select`` or ``multi_select`` custom field."""
+
+    choice_id: int | str | None = None
+    choice_label: str
+    display_order: int | None = None
+
+
+class CustomFieldMetadata(_Model):
+    """How a custom field's values are shaped (numbers and currencies) or shown (selects)."""
+
+    display_type: str | None = None
+    allow_negative: bool | None = None
+    decimal_places: int | None = None
+    currency_code: str | None = None
+    integer: bool | None = None
+    display_format: str | None = None
+
+
 class CustomField(_Model):
-    """An account custom field; imports address it as ``cf:<name>``."""
+    """An account custom field; imports address it as ``cf:<name>``.
+
+    Typed since 2025-09: ``string``, ``text_area``, ``number``, ``currency``, ``boolean``,
+    ``date``, ``datetime``, ``single_select`` or ``multi_select`` (those two with ``choices``).
+    """
 
     custom_field_id: str
     name: str
     label: str | None = None
     type: str | None = None
+    metadata: CustomFieldMetadata | None = None
+    choices: list[CustomFieldChoice] = Field(default_factory=list)
 
 
 class EmailAddress(_Model):

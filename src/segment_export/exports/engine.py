@@ -36,6 +36,7 @@ from segment_export.errors import (
 from segment_export.exports.ahead import Ahead
 from segment_export.exports.bodies import BodyCutter, prepare_batches
 from segment_export.exports.connections import client_for
+from segment_export.exports.custom_fields import AccountField, fields_for_run, mapped_names
 from segment_export.exports.delivery import BatchMembers, compact_members, record_uncertain
 from segment_export.exports.diff import (
     Delivered,
@@ -344,13 +345,16 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
     local = LocalCounts()
     counts: dict[str, Any] = {"segment_size": size}
     if run.dry_run:
-        return _dry_run(deps, run, export, local, counts, stages)
+        return _dry_run(deps, run, export, local, counts, stages,
+                        _custom_fields(deps, connection, export))
 
     assert connection is not None
     with client_for(connection, settings=deps.settings, engine=deps.engine,
                     transport=deps.transport, on_request=deps.on_request,
                     **deps.client_options) as client:
         _confirm_left_over_batches(deps, client, run, export)
+        # Read once per run: a custom field deleted since the export was saved fails it here.
+        typed = fields_for_run(client, export.mapping, account=_account(connection))
         started = time.perf_counter()
         if not run.full_resync:
             compact_members(deps.engine, export.id)
@@ -359,7 +363,8 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
                                    run_id=run.id if run.full_resync else None)
         stages.add("diff", started)
         totals = DiffTotals()
-        chunks = stream_members(deps.store, export, seconds=stages.seconds, counts=local)
+        chunks = stream_members(deps.store, export, seconds=stages.seconds, counts=local,
+                                custom_fields=typed)
         _send(deps, client, run, export, chunks, delivered, totals, counts, local, stages)
         counts.update(local.as_dict())
         if export.mode == "mirror":
@@ -375,11 +380,29 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
     return _complete(deps, run.id, counts, stages)
 
 
+def _account(connection: Connection) -> str:
+    return connection.account_name or connection.display_name
+
+
+def _custom_fields(deps: RunDependencies, connection: Connection | None,
+                   export: Export) -> dict[str, AccountField] | None:
+    """For a dry run: the account's custom fields the mapping fills (none asked for when it
+    fills none, or when the export is detached: its values then go uncast, as text)."""
+    if connection is None or not mapped_names(export.mapping):
+        return None
+    with client_for(connection, settings=deps.settings, engine=deps.engine,
+                    transport=deps.transport, on_request=deps.on_request,
+                    **deps.client_options) as client:
+        return fields_for_run(client, export.mapping, account=_account(connection))
+
+
 def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts,
-             counts: dict[str, Any], stages: _Stages) -> Run:
+             counts: dict[str, Any], stages: _Stages,
+             typed: dict[str, AccountField] | None = None) -> Run:
     delivered = Delivered.empty() if run.full_resync else load_delivered(deps.engine, export.id)
     totals = DiffTotals()
-    for chunk in stream_members(deps.store, export, seconds=stages.seconds, counts=local):
+    for chunk in stream_members(deps.store, export, seconds=stages.seconds, counts=local,
+                                custom_fields=typed):
         store_rejections(deps.engine, run.id, chunk)
         started = time.perf_counter()
         for _ in iter_changes(chunk.contacts, delivered, totals):

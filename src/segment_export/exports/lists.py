@@ -9,28 +9,7 @@ from segment_export.constant_contact import ContactList
 from segment_export.db.models import Connection
 from segment_export.errors import ConfigurationError, NotFoundError
 from segment_export.exports.connections import client_for
-from segment_export.exports.mapping import CUSTOM_FIELD_PREFIX
 from segment_export.exports.service import UUID_PATTERN
-
-
-def check_custom_fields(connection: Connection, mapping: dict[str, str], *,
-                        settings: Settings, engine: Engine) -> None:
-    """Every ``cf:<name>`` the mapping fills must exist in the account (imports need that)."""
-    wanted = sorted(f[len(CUSTOM_FIELD_PREFIX):] for f in mapping
-                    if f.startswith(CUSTOM_FIELD_PREFIX))
-    if not wanted:
-        return
-    with client_for(connection, settings=settings, engine=engine) as client:
-        existing = {f.name for f in client.list_custom_fields()}
-    missing = [name for name in wanted if name not in existing]
-    if missing:
-        raise ConfigurationError(
-            "Custom field(s) not in the Constant Contact account: "
-            + ", ".join(f"cf:{n}" for n in missing),
-            hint="Create them in Constant Contact (Contacts > Custom fields) or use one of: "
-            + (", ".join(f"cf:{n}" for n in sorted(existing)) or "(the account has none)"),
-            field="mapping",
-        )
 
 
 def account_lists(connection: Connection, *, settings: Settings,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from segment_export.db.models import Export, RejectedRow
 from segment_export.db.types import utcnow
+from segment_export.exports.custom_fields import AccountField
 from segment_export.exports.validate import (
     EMAIL_MAX_LENGTH,
     EMAIL_PATTERN,
@@ -64,8 +65,10 @@ def stream_members(
     seconds: dict[str, float],
     counts: LocalCounts,
     chunk_rows: int = CHUNK_ROWS,
+    custom_fields: Mapping[str, AccountField] | None = None,
 ) -> Iterator[ValidatedMembers]:
-    """Validated chunks of the export's members; ``counts`` and ``seconds`` grow as they go."""
+    """Validated chunks of the export's members; ``counts`` and ``seconds`` grow as they go.
+    ``custom_fields``: the account's fields the mapping fills, to cast their values by type."""
     _lean_arrow_allocator()
     id_column = store.id_column or "customer_id"
     email_column = export.mapping["email"]
@@ -85,7 +88,8 @@ def stream_members(
             return
         started = time.perf_counter()
         chunk = validate_members(pa.Table.from_batches([batch]), id_column=id_column,
-                                 mapping=export.mapping, consent_column=consent, dedupe=plan)
+                                 mapping=export.mapping, consent_column=consent, dedupe=plan,
+                                 custom_fields=custom_fields)
         counts.add(chunk)
         _add(seconds, "validate", started)
         yield chunk

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -72,15 +73,18 @@ def next_cron_time(cron: str, timezone: str, after: datetime) -> datetime:
     return croniter(cron, after.astimezone(zone)).get_next(datetime).astimezone(ZoneInfo("UTC"))
 
 
-def _check_spec(session: Session, actor: User, spec: ExportSpec,
-                profile_columns: dict[str, str] | None) -> dict[str, str]:
+def check_spec(session: Session, actor: User, spec: ExportSpec,
+               profile_columns: Mapping[str, str] | None, *,
+               list_pending: bool = False) -> dict[str, str]:
+    """What can be checked of ``spec`` without asking Constant Contact; returns the mapping
+    normalised. ``list_pending``: the list is yet to be created, so it has no id to check."""
     if not spec.name.strip():
         raise ConfigurationError("An export needs a name", field="name")
     connection = session.get(Connection, spec.connection_id)
     if connection is None:
         raise NotFoundError(f"No connection {spec.connection_id!r}", field="connection")
     require_usable(actor, connection)
-    if not UUID_PATTERN.match(spec.list_id):
+    if not list_pending and not UUID_PATTERN.match(spec.list_id):
         raise ConfigurationError(
             f"The list id {spec.list_id!r} is not a Constant Contact list id (a UUID like "
             "1b2e3c4d-0000-1111-2222-333344445555; it is in the list's URL)",
@@ -116,6 +120,15 @@ def _check_spec(session: Session, actor: User, spec: ExportSpec,
     return mapping
 
 
+def check_name_free(session: Session, name: str, export: Export | None) -> None:
+    """Export names are unique; ``export`` may keep its own."""
+    query = select(Export.id).where(Export.name == name.strip())
+    if export is not None:
+        query = query.where(Export.id != export.id)
+    if session.scalar(query):
+        raise ConfigurationError(f"An export named {name!r} already exists", field="name")
+
+
 def _apply(export: Export, spec: ExportSpec, mapping: dict[str, str]) -> None:
     export.name = spec.name.strip()
     export.connection_id = spec.connection_id
@@ -144,12 +157,16 @@ def _spec_summary(spec: ExportSpec) -> dict[str, Any]:
 
 def create_export(
     session: Session, *, actor: User, spec: ExportSpec,
-    profile_columns: dict[str, str] | None = None,
+    profile_columns: Mapping[str, str] | None = None,
 ) -> Export:
-    """Save an export (it does not run until scheduled or started)."""
-    mapping = _check_spec(session, actor, spec, profile_columns)
-    if session.scalar(select(Export.id).where(Export.name == spec.name.strip())):
-        raise ConfigurationError(f"An export named {spec.name!r} already exists", field="name")
+    """Save an export (it does not run until scheduled or started).
+
+    Checks only what needs no call to Constant Contact; the API, the web app and the CLI save
+    through :func:`segment_export.exports.configuration.save_export`, which also checks the
+    list and the custom fields in the account.
+    """
+    mapping = check_spec(session, actor, spec, profile_columns)
+    check_name_free(session, spec.name, None)
     export = Export(created_by_id=actor.id)
     _apply(export, spec, mapping)
     session.add(export)
@@ -161,14 +178,11 @@ def create_export(
 
 def update_export(
     session: Session, *, actor: User, export: Export, spec: ExportSpec,
-    profile_columns: dict[str, str] | None = None,
+    profile_columns: Mapping[str, str] | None = None,
 ) -> Export:
     require_manage(session, actor, export)
-    mapping = _check_spec(session, actor, spec, profile_columns)
-    clash = session.scalar(
-        select(Export.id).where(Export.name == spec.name.strip(), Export.id != export.id))
-    if clash:
-        raise ConfigurationError(f"An export named {spec.name!r} already exists", field="name")
+    mapping = check_spec(session, actor, spec, profile_columns)
+    check_name_free(session, spec.name, export)
     if spec.list_id.lower() != export.list_id:
         # What was delivered to the old list says nothing about the new one.
         forget_export_state(session, export_id=export.id)

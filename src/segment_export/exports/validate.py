@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from segment_export.exports.custom_fields import AccountField, cast_custom_fields
 from segment_export.exports.mapping import field_spec
 
 # Practical syntax check (Constant Contact documents none): one @, no spaces, commas, brackets
@@ -27,6 +28,7 @@ REASONS = {
     "email_too_long": "The email address is longer than Constant Contact's 50 characters.",
     "superseded": "Another profile with the same email (and a higher customer id) is sent.",
     "no_marketing_consent": "The export's consent column is not true for this profile.",
+    "invalid_custom_field": "A value does not fit its custom field's type (see the detail).",
     "rejected_by_constant_contact": "Constant Contact refused the row (see the detail).",
 }
 
@@ -167,6 +169,7 @@ def validate_members(
     mapping: Mapping[str, str],
     consent_column: str | None = None,
     dedupe: DedupePlan | None = None,
+    custom_fields: Mapping[str, AccountField] | None = None,
 ) -> ValidatedMembers:
     """Normalise, validate and de-duplicate members; every refused row gets a reason.
 
@@ -174,7 +177,8 @@ def validate_members(
     (counted in ``warnings``); one contact per email, the highest customer id winning. When
     ``members`` is one chunk of a larger set, ``dedupe`` (from :func:`plan_dedupe` over the
     whole set) decides duplicates across chunks; without it, duplicates are found within
-    ``members`` alone.
+    ``members`` alone. ``custom_fields`` (the account's, by name) casts each mapped custom
+    field by its type; a value that does not fit refuses its row (``invalid_custom_field``).
     """
     warnings: Counter[str] = Counter()
     in_segment = members.num_rows
@@ -221,6 +225,10 @@ def validate_members(
                         "same email as a profile with a higher customer id")
         )
         table = pa.concat_tables([table.filter(pc.invert(shared)), dupes.filter(is_winner)])
+
+    if custom_fields:
+        table, refused_values = cast_custom_fields(table, mapping, custom_fields)
+        rejected.append(refused_values)
 
     contacts: dict[str, Any] = {"customer_id": table.column("customer_id"),
                                 "email": table.column("email")}

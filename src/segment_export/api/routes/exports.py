@@ -12,13 +12,10 @@ from sqlalchemy.orm import Session
 from segment_export.api.deps import CurrentUser, Db, EditorUser, Services
 from segment_export.api.errors import PROBLEM_RESPONSES
 from segment_export.api.routes.runs import RunPublic, run_public
-from segment_export.api.state import AppServices
 from segment_export.api.types import BIGINT_MAX, Cron, Name, ObjectId, TimeZone, Word
 from segment_export.db.models import Connection, Export, Segment, User
-from segment_export.errors import NotFoundError
 from segment_export.exports import service
-from segment_export.exports.connections import require_usable
-from segment_export.exports.lists import resolve_list
+from segment_export.exports.configuration import ExportCreate, ExportUpdate, save_export
 from segment_export.exports.mapping import FIELDS
 from segment_export.exports.runs import list_runs, request_run
 
@@ -119,33 +116,9 @@ def export_public(db: Session, export: Export, user: User) -> ExportPublic:
         last_run=run_public(db, last[0], export) if last else None)
 
 
-def spec_from(db: Session, services: AppServices, user: User, body: ExportIn,
-              current: Export | None = None) -> service.ExportSpec:
-    """The export spec of a request, with the list checked (or created) in the account.
-
-    The caller must be allowed to use the connection before anything is asked of Constant
-    Contact on its behalf.
-    """
-    connection = db.get(Connection, body.connection_id)
-    if connection is None:
-        raise NotFoundError(f"No connection {body.connection_id!r}", field="connection_id")
-    require_usable(user, connection)
-    list_id, list_name = body.list_id, None
-    if current is not None and body.list_id and body.list_id.lower() == current.list_id and (
-            current.connection_id == connection.id):
-        list_name = current.list_name  # unchanged: no need to ask the account again
-    else:
-        chosen = resolve_list(connection, settings=services.settings,
-                              engine=services.runtime.engine, list_id=body.list_id,
-                              create_name=body.create_list_name)
-        list_id, list_name = chosen.list_id, chosen.name
-    assert list_id is not None
-    return service.ExportSpec(
-        name=body.name, connection_id=connection.id, list_id=list_id, list_name=list_name,
-        mapping=dict(body.mapping), segment_ids=list(body.segment_ids),
-        consent_field=body.consent_field, mode=body.mode, schedule_kind=body.schedule_kind,
-        cron=body.cron, timezone=body.timezone, enabled=body.enabled,
-        max_contacts=body.max_contacts, rejected_alert_threshold=body.rejected_alert_threshold)
+def _data(body: ExportIn, kind: type[ExportCreate] = ExportCreate) -> ExportCreate:
+    """The request as the configuration the service checks (the same for web and CLI)."""
+    return kind.model_validate(body.model_dump())
 
 
 @router.get("")
@@ -164,8 +137,9 @@ def fields(_user: CurrentUser) -> list[FieldPublic]:
 @router.post("", status_code=status.HTTP_201_CREATED)
 def add_export(body: ExportIn, db: Db, services: Services, user: EditorUser) -> ExportPublic:
     """Save an export destination (saving does not run it)."""
-    export = service.create_export(db, actor=user, spec=spec_from(db, services, user, body),
-                                   profile_columns=services.runtime.store.schema())
+    export = save_export(db, actor=user, data=_data(body), settings=services.settings,
+                         engine=services.runtime.engine,
+                         profile_columns=services.runtime.store.schema())
     db.commit()
     return export_public(db, export, user)
 
@@ -181,10 +155,9 @@ def edit_export(export_id: ObjectId, body: ExportIn, db: Db, services: Services,
                 user: EditorUser) -> ExportPublic:
     """Change everything about an export."""
     current = service.get_export(db, name_or_id=export_id)
-    service.require_manage(db, user, current)
-    updated = service.update_export(db, actor=user, export=current,
-                                    spec=spec_from(db, services, user, body, current),
-                                    profile_columns=services.runtime.store.schema())
+    updated = save_export(db, actor=user, data=_data(body, ExportUpdate), export=current,
+                          settings=services.settings, engine=services.runtime.engine,
+                          profile_columns=services.runtime.store.schema())
     db.commit()
     return export_public(db, updated, user)
 

@@ -15,9 +15,10 @@ from segment_export.api.types import ObjectId
 from segment_export.constant_contact import ContactList
 from segment_export.db.models import Connection, Export, Run, User
 from segment_export.errors import ConfigurationError, DataError, NotFoundError, SegmentExportError
-from segment_export.exports import service
-from segment_export.exports.connections import can_use, require_usable, usable_connections
-from segment_export.exports.lists import account_lists, resolve_list
+from segment_export.exports import configuration, service
+from segment_export.exports.configuration import ExportCreate, ExportUpdate
+from segment_export.exports.connections import can_use, usable_connections
+from segment_export.exports.lists import account_lists
 from segment_export.exports.mapping import FIELDS
 from segment_export.exports.runs import list_runs, request_run
 from segment_export.segments.service import list_segments
@@ -116,35 +117,29 @@ def _read_form(
 ExportFormData = Annotated[ExportForm, Depends(_read_form)]
 
 
-def _spec(db: Session, services: AppServices, user: User, form: ExportForm,
-          current: Export | None) -> service.ExportSpec:
-    connection = db.get(Connection, form.connection_id) if form.connection_id else None
-    if connection is None:
-        raise ConfigurationError("Choose a connection", field="connection_id")
-    require_usable(user, connection)
+def _data(form: ExportForm, current: Export | None) -> ExportCreate:
+    """The form as the configuration the service checks (the same for the API and CLI)."""
     typed = {"pick": form.list_pick, "id": form.list_id_typed}.get(form.list_choice, "").strip()
-    if current is not None and typed and typed.lower() == current.list_id and (
-            current.connection_id == connection.id):
-        list_id, list_name = current.list_id, current.list_name
-    else:
-        if form.list_choice == "create" and not form.list_new_name.strip():
-            raise ConfigurationError("Give the new list a name", field="list_new_name")
-        if form.list_choice != "create" and not typed:
-            raise ConfigurationError("Choose the Constant Contact list", field="list_id")
-        chosen = resolve_list(
-            connection, settings=services.settings, engine=services.runtime.engine,
-            list_id=typed if form.list_choice != "create" else None,
-            create_name=form.list_new_name if form.list_choice == "create" else None)
-        list_id, list_name = chosen.list_id, chosen.name
-    return service.ExportSpec(
-        name=form.name, connection_id=connection.id, list_id=list_id, list_name=list_name,
+    if form.list_choice == "create" and not form.list_new_name.strip():
+        raise ConfigurationError("Give the new list a name", field="list_new_name")
+    kind = ExportCreate if current is None else ExportUpdate
+    return kind(
+        name=form.name, connection_id=form.connection_id,
+        list_id=typed if form.list_choice != "create" else None,
+        create_list_name=form.list_new_name if form.list_choice == "create" else None,
         mapping=form.mapping(), segment_ids=form.segment_ids,
         consent_field=form.consent_field or None,
-        mode=form.mode,  # type: ignore[arg-type]
-        schedule_kind=form.schedule_kind,  # type: ignore[arg-type]
+        mode=form.mode, schedule_kind=form.schedule_kind,
         cron=form.cron or None, timezone=form.timezone, enabled=form.enabled,
         max_contacts=_number(form.max_contacts, "contact limit", int),
         rejected_alert_threshold=_number(form.alert_threshold, "alert threshold", float))
+
+
+def _save(db: Session, services: AppServices, user: User, form: ExportForm,
+          export: Export | None) -> Export:
+    return configuration.save_export(
+        db, actor=user, data=_data(form, export), export=export, settings=services.settings,
+        engine=services.runtime.engine, profile_columns=services.runtime.store.schema())
 
 
 def _form_page(request: Request, db: Session, services: AppServices, user: User,
@@ -219,9 +214,7 @@ def create_export(request: Request, db: Db, services: Services, user: EditorUser
                   form: ExportFormData) -> Response:
     """Save the destination (saving does not run it)."""
     try:
-        export = service.create_export(db, actor=user,
-                                       spec=_spec(db, services, user, form, None),
-                                       profile_columns=services.runtime.store.schema())
+        export = _save(db, services, user, form, None)
     except (ConfigurationError, DataError) as exc:
         db.rollback()
         return _form_page(request, db, services, user, form, status=422, error=exc)
@@ -264,9 +257,7 @@ def save_export(request: Request, export_id: ObjectId, db: Db, services: Service
     export = service.get_export(db, name_or_id=export_id)
     service.require_manage(db, user, export)
     try:
-        service.update_export(db, actor=user, export=export,
-                              spec=_spec(db, services, user, form, export),
-                              profile_columns=services.runtime.store.schema())
+        _save(db, services, user, form, export)
     except (ConfigurationError, DataError) as exc:
         if isinstance(exc, NotFoundError) and exc.context.get("export"):
             raise
