@@ -51,6 +51,11 @@ TYPES: Final = ("string", "text_area", "number", "currency", "boolean", "date", 
 _TEXT_TYPES: Final = frozenset({"string", "text_area"})
 _SHOWN_CHARACTERS: Final = 40
 _NUMBER_TEXT: Final = r"^[+-]?(\d+\.?\d*|\.\d+)$"
+_CANONICAL_NUMBER: Final = r"^-?(0|[1-9]\d*)(\.\d*[1-9])?$"
+# Numeric text to a plain decimal, in order: no +, no trailing zeros after the point, no bare
+# point, a 0 before a leading point, no leading zeros.
+_REWRITES: Final = ((r"^\+", ""), (r"^(-?\d*\.\d*?)0+$", r"\1"), (r"\.$", ""),
+                    (r"^(-?)\.", r"\10."), (r"^(-?)0+(\d)", r"\1\2"))
 _TRUE: Final = ("true", "yes", "y", "1", "t")
 _FALSE: Final = ("false", "no", "n", "0", "f")
 _ISO_DATE: Final = r"^\d{4}-\d{2}-\d{2}$"
@@ -179,14 +184,20 @@ def _by_unique(text: Any, convert: Callable[[str], tuple[str | None, str | None]
                  pa.array([a[1] for a in answers], pa.string()).take(position))
 
 
-def _canonical_number(text: Any) -> Any:
-    """Numeric text (already matched) as a plain decimal: no +, no leading or trailing zeros."""
-    text = pc.replace_substring_regex(text, r"^\+", "")
-    text = pc.replace_substring_regex(text, r"^(-?\d*\.\d*?)0+$", r"\1")
-    text = pc.replace_substring_regex(text, r"\.$", "")
-    text = pc.replace_substring_regex(text, r"^(-?)\.", r"\10.")
-    text = pc.replace_substring_regex(text, r"^(-?)0+(\d)", r"\1\2")
-    return pc.replace_substring_regex(text, r"^-0$", "0")
+def _canonical_number(text: Any) -> tuple[Any, Any]:
+    """Text as a plain decimal (no +, no leading or trailing zeros), and which rows are not
+    numbers at all. Only the rows not already in that form go through the rewrites."""
+    canonical = pc.fill_null(pc.match_substring_regex(text, _CANONICAL_NUMBER), True)
+    if pc.all(canonical).as_py():
+        return text, pa.nulls(len(text), pa.bool_())
+    odd = pc.invert(canonical)
+    rest = pc.filter(text, odd)
+    numeric = pc.match_substring_regex(rest, _NUMBER_TEXT)
+    fixed = pc.if_else(numeric, rest, pa.scalar(None, pa.string()))
+    for pattern, rewrite in _REWRITES:
+        fixed = pc.replace_substring_regex(fixed, pattern, rewrite)
+    not_number = pc.replace_with_mask(pa.array([False] * len(text)), odd, pc.invert(numeric))
+    return pc.replace_with_mask(text, odd, fixed), not_number
 
 
 def _plain_decimal(value: str) -> str:
@@ -194,36 +205,47 @@ def _plain_decimal(value: str) -> str:
     return format(Decimal(value), "f")
 
 
-def _number_text(values: Any) -> tuple[Any, Any]:
-    """The values as numeric text, and which are not finite numbers (NaN, ±inf)."""
-    if pa.types.is_floating(values.type):
-        not_finite = pc.invert(pc.is_finite(values))
-        finite = pc.if_else(not_finite, pa.scalar(None, values.type), values)
-        text = pc.cast(finite, pa.string())
-        exponent = pc.fill_null(pc.match_substring(text, "e"), False)
-        if pc.any(exponent).as_py():
-            plain = [_plain_decimal(t) if e else t
-                     for t, e in zip(text.to_pylist(), exponent.to_pylist(), strict=True)]
-            text = pa.array(plain, pa.string())
-        return text, not_finite
-    return _text(values), pa.nulls(len(values), pa.bool_())
+def _float_text(values: Any) -> tuple[Any, Any]:
+    """Floats as plain decimals (Arrow already writes the shortest form, ``3`` for 3.0), and
+    which are not finite numbers (NaN, ±inf)."""
+    not_finite = pc.invert(pc.is_finite(values))
+    finite = pc.if_else(not_finite, pa.scalar(None, values.type), values)
+    text = pc.cast(finite, pa.string())
+    exponent = pc.fill_null(pc.match_substring(text, "e"), False)
+    if pc.any(exponent).as_py():
+        plain = [_plain_decimal(t) if e else t
+                 for t, e in zip(text.to_pylist(), exponent.to_pylist(), strict=True)]
+        text = pa.array(plain, pa.string())
+    return text, not_finite
+
+
+def _decimals(text: Any) -> Any:
+    dot = pc.find_substring(text, ".")
+    return pc.if_else(pc.less(dot, 0), 0, pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1))
 
 
 def _cast_number(values: Any, field: AccountField) -> _Cast:
-    text, not_finite = _number_text(values)
-    numeric = pc.match_substring_regex(text, _NUMBER_TEXT)
-    bad = pc.and_(pc.is_valid(text), pc.invert(numeric))
-    clean = _canonical_number(pc.if_else(numeric, text, pa.scalar(None, pa.string())))
+    no: Any = pa.nulls(len(values), pa.bool_())
+    if pa.types.is_integer(values.type):
+        clean, not_finite, bad = pc.cast(values, pa.string()), no, no
+        below_zero = pc.less(values, 0)
+    elif pa.types.is_floating(values.type):
+        clean, not_finite = _float_text(values)
+        bad = no
+        clean = pc.if_else(pc.equal(clean, "-0"), "0", clean)
+        below_zero = pc.less(values, 0)
+    else:
+        clean, bad = _canonical_number(_text(values))
+        clean = pc.if_else(pc.equal(clean, "-0"), "0", clean)
+        not_finite = no
+        below_zero = pc.starts_with(clean, "-")
     places = field.decimal_places
     if field.type == "currency" and places is None:
         places = 2
     if field.integer:
         places = 0
-    too_precise: Any = pa.nulls(len(clean), pa.bool_())
-    if places is not None:
-        too_precise = pc.match_substring_regex(clean, rf"\.\d{{{places + 1},}}$")
-    negative = (pc.starts_with(clean, "-") if field.type == "number" and not field.allow_negative
-                else pa.nulls(len(clean), pa.bool_()))
+    too_precise = pc.greater(_decimals(clean), places) if places is not None else no
+    negative = below_zero if field.type == "number" and not field.allow_negative else no
     problem = _choose(
         (not_finite, "is not a finite number"),
         (bad, "is not a number"),
