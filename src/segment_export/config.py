@@ -117,6 +117,11 @@ class Settings(BaseSettings):
         description="host:port where `worker` serves Prometheus metrics (e.g. 127.0.0.1:9464); "
         "the web app serves them at /metrics itself.",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token a scraper must send to /metrics (web app and worker); when "
+        "unset, metrics are served only to clients on the loopback address.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -140,6 +145,15 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "SEGMENT_EXPORT_SECRET_KEY is not a Fernet key (32 url-safe base64 bytes)"
                 ) from exc
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _refuse_placeholder_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("SEGMENT_EXPORT_METRICS_TOKEN holds a placeholder; set a long random "
+                             "value (e.g. `openssl rand -hex 32`), or unset it to serve metrics "
+                             "to loopback clients only")
         return value
 
     @property

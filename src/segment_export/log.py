@@ -25,6 +25,8 @@ _PATTERNS = [
     # Authorization: Bearer abc / Basic abc, in headers, reprs and JSON
     re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer|basic)\s+)[^\s\"',}]+"),
     re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9\-._~+/]{8,}=*"),
+    # the password of a URL's user info: scheme://user:password@host (database, Redis URLs)
+    re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^:/?#@\s]*:)[^/?#\s]+(?=@)"),
     # key=value in query strings and form bodies
     re.compile(rf"(?i)([?&\s]?(?:{_SECRET_NAMES})=)[^&\s\"']+"),
     # "key": "value" in JSON and dict reprs

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,8 +27,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
+    from pydantic import SecretStr
     from sqlalchemy import Engine
 
     from segment_export.constant_contact.ratelimit import RateLimiter
@@ -266,19 +271,106 @@ def asgi_app() -> Any:
     return default().asgi_app()
 
 
-def serve(listen: str) -> WSGIServer:
-    """Serve the process's metrics at ``host:port`` in a background thread (for ``worker``).
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a scrape is refused: the HTTP status, a short reason and the headers to send."""
+
+    status: int
+    reason: str
+    headers: dict[str, str]
+
+
+# Headers a reverse proxy adds: a request carrying one came through a proxy, so its loopback
+# peer address says nothing about where it came from.
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def scrape_refusal(*, token: SecretStr | None, authorization: str | None,
+                   client_host: str | None, proxied: bool = False) -> Refusal | None:
+    """Whether a request for the metrics is refused, and why (None: serve it).
+
+    With ``SEGMENT_EXPORT_METRICS_TOKEN`` set, the request needs ``Authorization: Bearer
+    <token>`` (compared in constant time), from any address. Unset, only a client on the
+    loopback address is served, and only when the request did not come through a reverse
+    proxy (``proxied``: it carries a forwarding header), since behind a proxy on the same
+    machine every client looks local. ``client_host`` is the peer address of the connection as
+    the server saw it (never a forwarded header): the one place to change if that must differ.
+    """
+    if token is not None:
+        scheme, _, credentials = (authorization or "").strip().partition(" ")
+        given = credentials.strip().encode()
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+                given, token.get_secret_value().encode()):
+            return None
+        return Refusal(401, "The metrics need Authorization: Bearer <SEGMENT_EXPORT_METRICS_TOKEN>",
+                       {"WWW-Authenticate": 'Bearer realm="metrics"'})
+    if _is_loopback(client_host) and not proxied:
+        return None
+    return Refusal(403, "The metrics are served to local clients only (not through a proxy); set "
+                   "SEGMENT_EXPORT_METRICS_TOKEN to let a scraper elsewhere in", {})
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False  # a name (e.g. a test client's) is not an address we can vouch for
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged (one line every 15 seconds per scraper)."""
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _IPv6WSGIServer(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def guarded_wsgi_app(token: SecretStr | None, registry: CollectorRegistry | None = None) -> Any:
+    """The exposition as a WSGI app that applies :func:`scrape_refusal` to every request."""
+    from prometheus_client import make_wsgi_app
+
+    inner = make_wsgi_app(registry if registry is not None else default().registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        refused = scrape_refusal(
+            token=token, authorization=environ.get("HTTP_AUTHORIZATION"),
+            client_host=environ.get("REMOTE_ADDR"),
+            proxied=any(f"HTTP_{h.upper().replace('-', '_')}" in environ for h in PROXY_HEADERS))
+        if refused is None:
+            return inner(environ, start_response)
+        phrase = "Unauthorized" if refused.status == 401 else "Forbidden"
+        start_response(f"{refused.status} {phrase}",
+                       [("Content-Type", "text/plain; charset=utf-8"), *refused.headers.items()])
+        return [refused.reason.encode() + b"\n"]
+
+    return app
+
+
+def serve(listen: str, *, token: SecretStr | None = None) -> WSGIServer:
+    """Serve the process's metrics at ``host:port`` in a background thread (for ``worker``),
+    with the same access rule as the web app's ``/metrics`` (:func:`scrape_refusal`).
 
     Returns the server (``server_port`` tells the port when 0 was asked; ``shutdown()``).
     """
-    from prometheus_client import start_http_server
-
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         from segment_export.errors import ConfigurationError
 
         raise ConfigurationError(f"Metrics address {listen!r} is not host:port",
                                  field="metrics_listen")
-    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1",
-                                        registry=default().registry)
+    host = host.strip("[]") or "127.0.0.1"
+    server_class = _IPv6WSGIServer if ":" in host else _ThreadingWSGIServer
+    server = make_server(host, int(port), guarded_wsgi_app(token), server_class,
+                         handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

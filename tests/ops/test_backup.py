@@ -130,19 +130,21 @@ def test_a_damaged_backup_is_refused_before_anything_is_replaced(
                            destination=tmp_path / "good.tar.gz")
     unpacked = tmp_path / "unpacked"
     with tarfile.open(backup.path) as tar:
+        names = tar.getnames()  # the signed manifest first, as a backup writes it
         tar.extractall(unpacked, filter="data")
-    with (unpacked / "state.sqlite").open("ab") as handle:
-        handle.write(b"\0" * 16)
+    with (unpacked / "state.sqlite").open("r+b") as handle:
+        handle.seek(-16, 2)
+        handle.write(b"\xff" * 16)  # same size: only the checksum can tell
     damaged = tmp_path / "damaged.tar.gz"
     with tarfile.open(damaged, "w:gz") as tar:
-        for path in sorted(unpacked.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(unpacked)), recursive=False)
+        for name in names:
+            tar.add(unpacked / name, arcname=name, recursive=False)
     before = snapshot(world.engine)
     with pytest.raises(DataError, match="damaged"):
         restore_backup(settings=world.settings, archive=damaged)
     assert snapshot(world.engine) == before
     with pytest.raises(DataError, match="not a segment-export backup"):
-        read_manifest(world.settings.profiles_path)
+        read_manifest(world.settings.profiles_path, settings=world.settings)
 
 
 def test_profile_store_held_by_another_process_is_explained(world: World, tmp_path: Path) -> None:

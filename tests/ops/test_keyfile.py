@@ -119,15 +119,29 @@ def test_backup_needs_the_key_to_be_useful(world: World, tmp_path: Path) -> None
     world.store.close()
     _cli(world, "backup", str(tmp_path / "no-key.tar.gz"))
     _cli(world, "backup", str(tmp_path / "with-key.tar.gz"), "--include-key")
+    kept_apart = (world.settings.data_dir / SECRET_KEY_FILE).read_bytes()
     world.engine.dispose()
     shutil.rmtree(world.settings.data_dir)
 
-    refused = CliRunner().invoke(cli, ["restore", str(tmp_path / "no-key.tar.gz"), "--yes"],
+    # The manifest is verified with the configured key only, never with a key the archive
+    # carries: without the key, even a backup made with --include-key is refused.
+    for name in ("no-key.tar.gz", "with-key.tar.gz"):
+        refused = CliRunner().invoke(cli, ["restore", str(tmp_path / name), "--yes"],
+                                     env=cli_env(world.settings))
+        assert refused.exit_code != 0
+        assert "no configured secrets key" in str(refused.exception)
+        assert not (world.settings.data_dir / "state.db").exists()
+    # Another installation's key does not verify it either.
+    world.settings.data_dir.mkdir(mode=0o700)
+    (world.settings.data_dir / SECRET_KEY_FILE).write_bytes(Fernet.generate_key() + b"\n")
+    refused = CliRunner().invoke(cli, ["restore", str(tmp_path / "with-key.tar.gz"), "--yes"],
                                  env=cli_env(world.settings))
     assert refused.exit_code != 0
-    assert "cannot be decrypted" in str(refused.exception)
+    assert "does not match any configured secrets key" in str(refused.exception)
     assert not (world.settings.data_dir / "state.db").exists()
 
+    # The key, kept apart from the backups, is put back first; then the backup restores.
+    (world.settings.data_dir / SECRET_KEY_FILE).write_bytes(kept_apart)
     restored = _cli(world, "restore", str(tmp_path / "with-key.tar.gz"), "--yes")
     assert "1 exports" in restored.output
     assert "1 runs" in restored.output

@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,10 +73,20 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def _metrics() -> Response:
-    """Prometheus metrics of this process."""
-    body, content_type = metrics.metrics_response()
-    return Response(body, media_type=content_type)
+def _metrics_route(settings: Settings) -> Any:
+    def scrape(request: Request) -> Response:
+        """Prometheus metrics of this process (bearer token, or loopback clients only)."""
+        refused = metrics.scrape_refusal(
+            token=settings.metrics_token, authorization=request.headers.get("authorization"),
+            client_host=request.client.host if request.client else None,
+            proxied=any(h in request.headers for h in metrics.PROXY_HEADERS))
+        if refused is not None:
+            return PlainTextResponse(refused.reason, status_code=refused.status,
+                                     headers=refused.headers)
+        body, content_type = metrics.metrics_response()
+        return Response(body, media_type=content_type)
+
+    return scrape
 
 
 def _origin(url: str) -> str:
@@ -149,7 +160,7 @@ def create_app(
     app.state.services = services
     metrics.default().track_queue_depth(queue.huey.pending_count)
     metrics.default().track_runs(runtime.engine)
-    app.add_api_route("/metrics", _metrics, include_in_schema=False)
+    app.add_api_route("/metrics", _metrics_route(settings), include_in_schema=False)
     for module in (health, users, connections, segments, exports, runs, schedule, audit):
         app.include_router(module.router)
     web.register(app)

@@ -67,7 +67,8 @@ def restore_command(app: AppContext, archive: Path, yes: bool, force: bool) -> N
     """
     from segment_export.ops.backup import read_manifest, restore_backup
 
-    manifest = read_manifest(archive)
+    # Checked against the configured key before anything is asked or replaced.
+    manifest = read_manifest(archive, settings=app.settings)
     if not yes:
         click.confirm(f"Replace the state database and profile store of {app.settings.data_dir} "
                       f"with the backup taken {manifest['created_at']}?", abort=True)

@@ -15,9 +15,20 @@ def settings_command(app: AppContext) -> None:
     """List every setting with its environment variable and current value (secrets hidden)."""
     current = app.settings
     for name, field in Settings.model_fields.items():
-        value = getattr(current, name)
-        shown = "(set, hidden)" if name == "secret_key" and value is not None else value
-        click.echo(f"SEGMENT_EXPORT_{name.upper():<28} {shown!s:<45} {field.description or ''}")
+        click.echo(f"SEGMENT_EXPORT_{name.upper():<28} {shown_value(getattr(current, name))!s:<45} "
+                   f"{field.description or ''}")
+
+
+def shown_value(value: object) -> str:
+    """A setting as `settings` prints it: secrets hidden, URL passwords and tokens redacted the
+    way the logs redact them."""
+    from pydantic import SecretStr
+
+    from segment_export.log import redact
+
+    if isinstance(value, SecretStr):
+        return "(set, hidden)"
+    return "None" if value is None else redact(str(value))
 
 
 @click.group("secrets")

@@ -30,7 +30,7 @@ def worker_command(app: AppContext, threads: int | None) -> None:
 
         metrics.default().track_queue_depth(queue.huey.pending_count)
         metrics.default().track_runs(queue.runtime.engine)
-        metrics.serve(app.settings.metrics_listen)
+        metrics.serve(app.settings.metrics_listen, token=app.settings.metrics_token)
     where = (f"Redis queue {app.settings.queue_name!r}" if app.settings.redis_url
              else "SQLite queue: this machine only")
     click.echo(f"Worker {socket.gethostname()}:{os.getpid()} started ({where}).")

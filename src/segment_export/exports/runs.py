@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+import unicodedata
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -154,9 +155,28 @@ def list_runs(session: Session, *, export: Export | None = None, limit: int = 50
     return list(session.scalars(stmt))
 
 
-def _safe(value: str | None) -> str:
+def _ignored_before_a_formula(char: str) -> bool:
+    """Whitespace, control and format characters (Unicode Z* and C*): spreadsheets skip or
+    trim them, so a formula may hide behind them (`" =1+1"`, `"\\n=1+1"`, a zero-width space)."""
+    return char.isspace() or unicodedata.category(char)[0] in "CZ"
+
+
+def would_be_formula(text: str) -> bool:
+    """Whether a spreadsheet could run ``text`` as a formula: it starts with ``= + - @``, a tab
+    or a carriage return, once compatibility forms are folded (NFKC: fullwidth `＝` is `=`) and
+    leading whitespace and control characters are skipped."""
+    if text.startswith(_FORMULA_START):
+        return True
+    folded = unicodedata.normalize("NFKC", text)
+    start = next((i for i, c in enumerate(folded) if not _ignored_before_a_formula(c)), None)
+    return start is not None and folded.startswith(_FORMULA_START, start)
+
+
+def formula_safe(value: str | None) -> str:
+    """``value`` as a CSV cell no spreadsheet runs: prefixed with a quote when it would be a
+    formula."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    return "'" + text if would_be_formula(text) else text
 
 
 def rejected_rows_csv(session: Session, *, run: Run) -> Iterator[str]:
@@ -169,7 +189,7 @@ def rejected_rows_csv(session: Session, *, run: Run) -> Iterator[str]:
                RejectedRow.detail).where(RejectedRow.run_id == run.id).order_by(RejectedRow.id)
     ).yield_per(5000)
     for count, row in enumerate(rows, 1):
-        writer.writerow([_safe(v) for v in row])
+        writer.writerow([formula_safe(v) for v in row])
         if count % 5000 == 0:
             yield buffer.getvalue()
             buffer.seek(0)

@@ -1,38 +1,38 @@
 """Backup and restore of the state database and the profile store, taken while the service runs.
 
-A backup is one ``.tar.gz`` (owner-only) holding ``manifest.json``, the state database (a SQLite
-copy made with SQLite's online backup API, or a ``pg_dump`` custom-format dump), the profile
-store exported by DuckDB (``EXPORT DATABASE``, Parquet) and, only when asked, the key file.
+A backup is one ``.tar.gz`` (owner-only): a manifest (format and app versions, each file's size
+and SHA-256) signed with a key derived from the secrets key, then data files only: the state
+database (a SQLite copy made with SQLite's online backup API, or each PostgreSQL table as
+``COPY ... (FORMAT binary)`` data), the profile store's tables as Parquet and, only when asked,
+the key file. Restore executes nothing from the archive: the archive is checked against the
+signed manifest first (ops/archive.py), the schemas come from this code (migrations, the profile
+store's own DDL) and the archive only supplies rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import shutil
+import re
 import sqlite3
-import subprocess
-import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import duckdb
 import sqlalchemy as sa
 from sqlalchemy import Engine, make_url
-from sqlalchemy.engine import URL
 
 from segment_export import __version__, audit
 from segment_export.config import Settings
 from segment_export.db import make_engine, upgrade_database
-from segment_export.db.engine import current_revision
+from segment_export.db.engine import alembic_config, current_revision
 from segment_export.db.models import (
+    Base,
     Connection,
     Export,
     ExportMember,
@@ -42,17 +42,29 @@ from segment_export.db.models import (
     User,
 )
 from segment_export.db.types import utcnow
-from segment_export.errors import ConfigurationError, DataError
+from segment_export.errors import ConfigurationError
+from segment_export.ops.archive import (
+    FORMAT,
+    MANIFEST,
+    PRODUCT,
+    BackupRefused,
+    extract_verified,
+    member_entry,
+    read_verified_manifest,
+    sign,
+    write_archive,
+)
 from segment_export.ops.keys import fingerprint, key_source, undecryptable, write_key_file
+from segment_export.profiles.store import MEMBERS, META, PROFILES, DuckDBProfileStore, quote
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-MANIFEST = "manifest.json"
 STATE_SQLITE = "state.sqlite"
-STATE_PGDUMP = "state.pgdump"
-PROFILES = "profiles"
+STATE_TABLES = "state"
+PROFILES_DIR = "profiles"
 KEYS = "secret.key"
+# The profile store's tables a backup holds; anything else in the file is transient (staging).
+PROFILE_TABLES = (PROFILES, MEMBERS, META)
 # The rows a restore reports, so a person can check it brought back what they expect.
 COUNTED = {"users": User, "connections": Connection, "exports": Export, "runs": Run,
            "export_members": ExportMember, "export_member_blocks": ExportMemberBlock,
@@ -61,6 +73,15 @@ PROFILE_STORE_HELD = (
     "Another segment-export process (serve or worker) holds the profile store, and DuckDB lets "
     "one process open it at a time"
 )
+# Column types of the profiles table a restore casts to (as DuckDB names them); a column of any
+# other type (STRUCT, MAP, ...) keeps the type its Parquet file gives it.
+_SCALAR_TYPES = frozenset({
+    "BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+    "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "VARCHAR", "BLOB", "UUID", "DATE",
+    "TIME", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "TIMESTAMP_S", "TIMESTAMP_MS",
+    "TIMESTAMP_NS", "INTERVAL"})
+_DECIMAL = re.compile(r"DECIMAL\(([1-9][0-9]?),([0-9][0-9]?)\)")
+_SQL_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +117,11 @@ def create_backup(*, settings: Settings, engine: Engine, destination: Path,
     (a ``.tar.gz`` path, or a directory to put ``segment-export-<time>.tar.gz`` in).
 
     Safe while the service runs: SQLite is copied through its online backup API (one snapshot),
-    PostgreSQL through ``pg_dump`` (one transaction), DuckDB by ``EXPORT DATABASE`` (one
-    transaction). Inside the process that holds the profile store (the web app or a worker)
+    PostgreSQL tables are copied in one repeatable-read transaction, DuckDB tables in one
+    transaction. Inside the process that holds the profile store (the web app or a worker)
     that works as is; from another process, DuckDB's one-process lock means the profile store
-    can only be read while no other process holds it.
+    can only be read while no other process holds it. The manifest is signed with a key derived
+    from the newest secrets key: only an installation holding that key can restore it.
     """
     from segment_export.profiles.engines import engine_of
 
@@ -110,36 +132,33 @@ def create_backup(*, settings: Settings, engine: Engine, destination: Path,
     if not target.name.endswith((".tar.gz", ".tgz")):
         raise ConfigurationError(f"A backup is written as .tar.gz, not {target.name!r}",
                                  field="destination")
+    source = key_source(settings)
+    if not source.keys:
+        raise ConfigurationError("There is no secrets key to sign the backup with yet",
+                                 hint="Start the service once (it generates the key), or set "
+                                 "SEGMENT_EXPORT_SECRET_KEY.")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".segment-export-backup-", dir=target.parent) as tmp:
         work = Path(tmp)  # mkdtemp makes it owner-only
         database = _backup_database(engine, work)
-        profile_tables = _export_profiles(settings.profiles_path, work / PROFILES) if profiles \
-            else None
-        source = key_source(settings)
+        profile_tables = _export_profiles(settings.profiles_path, work) if profiles else None
         if include_key:
-            if not source.keys:
-                raise ConfigurationError("There is no secrets key to include yet")
             write_key_file(work / KEYS, source.keys)
+        files = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file())
         manifest: dict[str, Any] = {
             "format": FORMAT,
-            "product": "segment-export",
+            "product": PRODUCT,
             "version": __version__,
             "created_at": utcnow().isoformat(),
             "database": {**database, "revision": current_revision(engine)},
             "profiles": None if profile_tables is None else {"tables": profile_tables},
             "key": {"included": include_key, "source": source.kind,
-                    "fingerprints": [fingerprint(k) for k in source.keys]},
-            "files": _checksums(work),
+                    "fingerprints": [fingerprint(k) for k in source.keys],
+                    "signed_with": fingerprint(source.keys[0])},
+            "files": {name: member_entry(work / name) for name in files},
         }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        partial = target.with_name(target.name + ".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            for path in sorted(work.rglob("*")):
-                if path.is_file():
-                    tar.add(path, arcname=str(path.relative_to(work)))
-        os.replace(partial, target)
+        text = (json.dumps(manifest, indent=2) + "\n").encode()
+        write_archive(target, work, text, sign(text, source.keys[0]))
     log.info("backup written to %s", target)
     return BackupResult(target, manifest, target.stat().st_size)
 
@@ -157,61 +176,87 @@ def _backup_database(engine: Engine, work: Path) -> dict[str, Any]:
             target.execute("PRAGMA journal_mode=DELETE")
         return {"dialect": "sqlite", "file": STATE_SQLITE}
     if engine.dialect.name == "postgresql":
-        dump = work / STATE_PGDUMP
-        url, env, schema = _libpq(engine.url)
-        command = [_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges",
-                   f"--file={dump}", f"--dbname={url}"]
-        if schema:
-            command.append(f"--schema={schema}")
-        _run_tool(command, env)
-        return {"dialect": "postgresql", "file": STATE_PGDUMP, "schema": schema}
+        return {"dialect": "postgresql", "tables": _copy_postgres_tables(engine, work)}
     raise ConfigurationError(f"Backing up a {engine.dialect.name} state database is not supported")
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        raise ConfigurationError(
-            f"{name} is not installed; it is needed to back up or restore a PostgreSQL state "
-            "database",
-            hint=f"Install the PostgreSQL client tools ({name} of the server's major version or "
-            "newer), or back up the database with your usual PostgreSQL tooling.")
-    return found
+def _psycopg(engine: Engine) -> Any:
+    """A raw psycopg (3) connection of ``engine``'s pool, and the connection to give back."""
+    import psycopg
+
+    raw = engine.raw_connection()
+    dbapi = raw.driver_connection
+    if not isinstance(dbapi, psycopg.Connection):
+        raw.close()
+        raise ConfigurationError("Backing up PostgreSQL needs the psycopg driver "
+                                 "(postgresql+psycopg://...)", field="database_url")
+    return raw, dbapi
 
 
-def _run_tool(command: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)  # noqa: S603 - fixed tool, no shell
-    if done.returncode != 0:
-        tool = Path(command[0]).name
-        raise ConfigurationError(f"{tool} failed: {done.stderr.strip()[-2000:]}")
+def _columns_pg(cur: Any, table: str) -> list[str]:
+    cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = "
+                "current_schema() AND table_name = %s ORDER BY ordinal_position", [table])
+    return [str(name) for (name,) in cur.fetchall()]
 
 
-def _libpq(url: URL) -> tuple[str, dict[str, str], str | None]:
-    """A libpq URI for the PostgreSQL tools, the password kept out of the command line, and the
-    schema a ``search_path`` option confines the state store to (None: the whole database)."""
-    env = dict(os.environ)
-    if url.password:
-        env["PGPASSWORD"] = str(url.password)
-    options = url.query.get("options")
-    schema = None
-    for part in ([options] if isinstance(options, str) else list(options or ())):
-        text = unquote(part)
-        for word in text.replace("-c ", "-c").split():
-            if word.startswith("-csearch_path="):
-                schema = word.split("=", 1)[1].split(",")[0].strip('"')
-    plain = url.set(drivername="postgresql", password=None, query={})
-    return plain.render_as_string(hide_password=False), env, schema
+def _copy_postgres_tables(engine: Engine, work: Path) -> dict[str, Any]:
+    """Each table of the state store as binary COPY data, all from one snapshot."""
+    import psycopg
+    from psycopg import sql
+
+    (work / STATE_TABLES).mkdir()
+    raw, dbapi = _psycopg(engine)
+    tables: dict[str, Any] = {}
+    try:
+        dbapi.rollback()
+        dbapi.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        dbapi.read_only = True
+        with dbapi.cursor() as cur:
+            for table in Base.metadata.sorted_tables:
+                columns = _columns_pg(cur, table.name)
+                if not columns:
+                    raise ConfigurationError(f"The state database has no table {table.name}",
+                                             hint="Run `segment-export db upgrade` first.")
+                name = f"{STATE_TABLES}/{table.name}.pgcopy"
+                statement = sql.SQL("COPY {} ({}) TO STDOUT (FORMAT binary)").format(
+                    sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
+                with (work / name).open("wb") as out, cur.copy(statement) as copy:
+                    for block in copy:
+                        out.write(block)
+                tables[table.name] = {"file": name, "columns": columns}
+        dbapi.rollback()
+    finally:
+        dbapi.rollback()
+        dbapi.isolation_level = None
+        dbapi.read_only = None
+        raw.close()
+    return tables
 
 
-def _export_profiles(path: Path, directory: Path) -> list[str] | None:
+def _export_profiles(path: Path, work: Path) -> dict[str, Any] | None:
+    """The profile store's own tables as Parquet files, with their columns and row counts."""
     if not path.exists():
         return None
+    (work / PROFILES_DIR).mkdir()
+    tables: dict[str, Any] = {}
     with _duckdb(path) as conn:
-        # EXPORT DATABASE runs in one transaction: a snapshot, even while imports write.
-        conn.execute(f"EXPORT DATABASE '{_sql_path(directory)}' (FORMAT parquet)")
-        tables = conn.execute("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' "
-                              "ORDER BY table_name").fetchall()
-    return [str(name) for (name,) in tables]
+        conn.execute("BEGIN TRANSACTION")  # one snapshot, even while imports write
+        try:
+            for table in PROFILE_TABLES:
+                columns = conn.execute(
+                    "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = "
+                    "'main' AND table_name = ? ORDER BY column_index", [table]).fetchall()
+                if not columns:
+                    continue
+                name = f"{PROFILES_DIR}/{table}.parquet"
+                conn.execute(f"COPY (SELECT * FROM {quote(table)}) TO "  # noqa: S608 - a constant table, our own path
+                             f"'{_sql_path(work / name)}' (FORMAT parquet)")
+                rows = conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()  # noqa: S608
+                tables[table] = {"file": name, "rows": int(rows[0]) if rows else 0,
+                                 "columns": [[str(c), str(t)] for c, t in columns]}
+        finally:
+            conn.execute("COMMIT")
+    return tables
 
 
 @contextmanager
@@ -235,83 +280,71 @@ def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _checksums(work: Path) -> dict[str, str]:
-    return {str(p.relative_to(work)): _sha256(p) for p in sorted(work.rglob("*")) if p.is_file()}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # -- restore -------------------------------------------------------------------------------------
 
 
-def read_manifest(archive: Path) -> dict[str, Any]:
-    """The manifest of a backup archive."""
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            member = tar.extractfile(MANIFEST)
-            if member is None:
-                raise KeyError(MANIFEST)
-            manifest: dict[str, Any] = json.loads(member.read())
-    except (OSError, KeyError, tarfile.TarError, json.JSONDecodeError) as exc:
-        raise DataError(f"{archive} is not a segment-export backup: {exc}") from exc
-    if manifest.get("product") != "segment-export" or manifest.get("format") != FORMAT:
-        raise DataError(f"{archive} is not a segment-export backup of format {FORMAT}")
+def read_manifest(archive: Path, *, settings: Settings) -> dict[str, Any]:
+    """The manifest of a backup archive, once its signature is checked with the configured
+    key(s) (BackupRefused otherwise)."""
+    manifest, _key = read_verified_manifest(archive, key_source(settings).keys)
     return manifest
 
 
-def restore_backup(*, settings: Settings, archive: Path, force: bool = False) -> RestoreResult:
+def restore_backup(*, settings: Settings, archive: Path, force: bool = False,
+                   max_member_bytes: int | None = None) -> RestoreResult:
     """Replace the state database and the profile store with those of ``archive``.
 
     The service must be stopped (serve and every worker). Before anything is replaced the
-    archive's checksums are verified and, for SQLite, its stored secrets are checked against the
-    configured key(s): a restore that would leave every connection unusable is refused unless
-    ``force``. Runs that were running when the backup was taken are queued again; they resume
-    after their last confirmed batch.
+    archive is verified against its signed manifest (ops/archive.py), the state database is
+    rebuilt beside the live one from this code's migrations with the backup's rows, and, for
+    SQLite, its stored secrets are checked against the configured key(s): a restore that would
+    leave every connection unusable is refused unless ``force``. Runs that were running when
+    the backup was taken are queued again; they resume after their last confirmed batch.
     """
-    manifest = read_manifest(archive)
     warnings: list[str] = []
+    configured = key_source(settings).keys
     with tempfile.TemporaryDirectory(prefix=".segment-export-restore-",
                                      dir=settings.ensure_data_dir()) as tmp:
         work = Path(tmp)
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(work, filter="data")
-        for name, digest in manifest["files"].items():
-            if not (work / name).is_file() or _sha256(work / name) != digest:
-                raise DataError(f"The backup is damaged: {name} does not match its checksum")
-        keys = _restore_keys(settings, manifest, work)
-        database = manifest["database"]
+        verified = extract_verified(archive, configured, work, **(
+            {} if max_member_bytes is None else {"max_member_bytes": max_member_bytes}))
+        manifest, files = verified.manifest, verified.files
+        keys = _restore_keys(settings, manifest, files.get(KEYS))
+        database = manifest.get("database") or {}
+        revision = _known_revision(database.get("revision"))
         target_url = make_url(settings.resolved_database_url)
-        if target_url.get_backend_name() != database["dialect"]:
+        if target_url.get_backend_name() != database.get("dialect"):
             raise ConfigurationError(
-                f"The backup holds a {database['dialect']} state database but "
+                f"The backup holds a {database.get('dialect')} state database but "
                 f"SEGMENT_EXPORT_DATABASE_URL points to {target_url.get_backend_name()}",
                 hint="Restore into the same kind of database the backup was taken from.")
+        profiles = manifest.get("profiles")
+        if profiles is not None:
+            _check_profile_store_free(settings.profiles_path)
         if database["dialect"] == "sqlite":
-            problem = _secrets_problem(work / STATE_SQLITE, keys)
+            target = Path(target_url.database or "")
+            staged = target.with_name(target.name + ".restoring")
+            _build_sqlite(_file(files, STATE_SQLITE), staged, revision)
+            problem = _secrets_problem(staged, keys)
             if problem and not force:
+                staged.unlink(missing_ok=True)
                 raise ConfigurationError(
                     problem, hint="Configure the key the backup was taken with (set "
                     "SEGMENT_EXPORT_SECRET_KEY, or restore a backup made with --include-key), "
                     "or add --force and re-authorize every connection afterwards.")
             if problem:
                 warnings.append(problem)
-        if manifest["profiles"] is not None:
-            _check_profile_store_free(settings.profiles_path)
-        if database["dialect"] == "sqlite":
-            _restore_sqlite(work / STATE_SQLITE, Path(target_url.database or ""))
+            staged_profiles = _stage_profiles(files, profiles, settings.profiles_path)
+            _swap_sqlite(staged, target)
         else:
-            _restore_postgres(work / STATE_PGDUMP, target_url)
-        if manifest["profiles"] is not None:
-            _restore_profiles(work / PROFILES, settings.profiles_path)
+            staged_profiles = _stage_profiles(files, profiles, settings.profiles_path)
+            _restore_postgres(files, database, target_url, revision)
+        if staged_profiles is not None:
+            settings.profiles_path.with_name(settings.profiles_path.name + ".wal").unlink(
+                missing_ok=True)
+            os.replace(staged_profiles, settings.profiles_path)
         if manifest["key"]["included"] and settings.secret_key is None:
-            path = settings.data_dir / KEYS
-            write_key_file(path, keys)
+            write_key_file(settings.data_dir / KEYS, keys)
     fresh = settings.model_copy()
     fresh.__dict__.pop("encryption_keys", None)  # a cached key list: read the restored file anew
     engine = make_engine(fresh)
@@ -329,14 +362,37 @@ def restore_backup(*, settings: Settings, archive: Path, force: bool = False) ->
     return RestoreResult(manifest, counts, requeued, warnings)
 
 
-def _restore_keys(settings: Settings, manifest: dict[str, Any], work: Path) -> list[bytes]:
-    """The keys the restored installation will have: configured ones, plus the backup's."""
+def _file(files: dict[str, Path], name: str) -> Path:
+    if name not in files:
+        raise BackupRefused("is missing from the backup", member=name, reason="missing")
+    return files[name]
+
+
+def _known_revision(revision: object) -> str:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config(None))  # type: ignore[arg-type]
+    known = {r.revision for r in scripts.walk_revisions()}
+    if not isinstance(revision, str) or revision not in known:
+        raise BackupRefused(
+            f"names state database revision {revision!r}, which this version does not know",
+            member=MANIFEST, reason="unknown_revision",
+            hint="Restore it with the segment-export version that made it, or a newer one.")
+    return revision
+
+
+def _restore_keys(settings: Settings, manifest: dict[str, Any], saved_file: Path | None
+                  ) -> list[bytes]:
+    """The keys the restored installation will have: configured ones, plus the backup's (only
+    read once the manifest's signature proved the archive came from a holder of a key)."""
     current = key_source(settings)
     if not manifest["key"]["included"]:
         return current.keys
     from segment_export.ops.keyring import read_key_file
 
-    saved = read_key_file(work / KEYS)
+    if saved_file is None:
+        raise BackupRefused("is missing from the backup", member=KEYS, reason="missing")
+    saved = read_key_file(saved_file)
     if current.kind == "environment":
         return current.keys + [k for k in saved if k not in current.keys]
     # The backup's keys first: they encrypt what is being restored.
@@ -365,33 +421,249 @@ def _check_profile_store_free(path: Path) -> None:
                                  path=str(path)) from exc
 
 
-def _restore_sqlite(copy: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = target.with_name(target.name + ".restoring")
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _build_sqlite(copy: Path, staged: Path, revision: str) -> None:
+    """A new SQLite file with this code's schema at ``revision``, filled with the backup's rows.
+
+    The backup file is attached read-only with ``trusted_schema=OFF``; it may hold only plain
+    tables with this schema's columns (no views, triggers, virtual or generated columns), and
+    rows are copied with ``INSERT INTO main.t (cols) SELECT cols FROM backup.t``: no statement
+    of the backup's schema is ever run.
+    """
+    staged.parent.mkdir(parents=True, exist_ok=True)
     staged.unlink(missing_ok=True)
-    with closing(sqlite3.connect(copy)) as source, closing(sqlite3.connect(staged)) as dest:
-        source.backup(dest, pages=-1)
+    schema = sa.create_engine(f"sqlite:///{staged}")
+    try:
+        upgrade_database(schema, revision)
+    finally:
+        schema.dispose()
+    refuse = _refuser(STATE_SQLITE)
+    try:
+        with closing(sqlite3.connect(staged)) as conn:
+            conn.execute("PRAGMA trusted_schema=OFF")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            try:
+                conn.execute("ATTACH DATABASE ? AS backup", [copy.as_uri() + "?mode=ro"])
+                odd = conn.execute("SELECT type, name FROM backup.sqlite_schema "
+                                   "WHERE type NOT IN ('table', 'index')").fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise refuse(f"is not a readable SQLite database ({exc})", "damaged") from exc
+            if odd:
+                raise refuse(f"holds a {odd[0][0]} {odd[0][1]!r}; a state database holds "
+                             "tables only", "unexpected_schema")
+            ours = _sqlite_tables(conn, "main")
+            theirs = _sqlite_tables(conn, "backup")
+            if set(theirs) != set(ours):
+                extra = sorted(set(theirs) - set(ours)) or sorted(set(ours) - set(theirs))
+                raise refuse(f"does not have the tables of revision {revision} (differs at "
+                             f"{extra[0]!r})", "unexpected_schema")
+            for table, kind in theirs.items():
+                if kind != "table":
+                    raise refuse(f"holds {table!r} as a {kind}, not a table", "unexpected_schema")
+            (version,) = conn.execute("SELECT version_num FROM backup.alembic_version").fetchone() \
+                or (None,)
+            if version != revision:
+                raise refuse(f"is at revision {version!r}, not the manifest's {revision!r}",
+                             "unexpected_schema")
+            for table in ours:
+                if table == "alembic_version":
+                    continue  # written by the migrations above
+                columns = _sqlite_columns(conn, "main", table)
+                found = _sqlite_columns(conn, "backup", table)
+                if sorted(found) != sorted(columns) or any(found.values()):
+                    raise refuse(f"table {table!r} does not have this schema's columns",
+                                 "unexpected_schema")
+                names = ", ".join(_ident(c) for c in columns)
+                conn.execute(f"INSERT INTO main.{_ident(table)} ({names}) "  # noqa: S608 - names from our schema
+                             f"SELECT {names} FROM backup.{_ident(table)}")
+            conn.commit()
+            if conn.execute("PRAGMA main.foreign_key_check").fetchone() is not None:
+                raise refuse("has rows that refer to missing rows", "inconsistent")
+            conn.execute("DETACH DATABASE backup")
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+
+
+def _refuser(member: str) -> Any:
+    def refuse(message: str, reason: str) -> BackupRefused:
+        return BackupRefused(message, member=member, reason=reason)
+
+    return refuse
+
+
+def _sqlite_tables(conn: sqlite3.Connection, schema: str) -> dict[str, str]:
+    rows = conn.execute(f"PRAGMA {schema}.table_list").fetchall()
+    return {str(name): str(kind) for _s, name, kind, *_rest in rows
+            if not str(name).startswith("sqlite_")}
+
+
+def _sqlite_columns(conn: sqlite3.Connection, schema: str, table: str) -> dict[str, int]:
+    """Column -> its ``hidden`` flag (non-zero: generated or a virtual table's hidden column)."""
+    rows = conn.execute(f"PRAGMA {schema}.table_xinfo({_ident(table)})").fetchall()
+    return {str(row[1]): int(row[6]) for row in rows}
+
+
+def _swap_sqlite(staged: Path, target: Path) -> None:
     # The old database's WAL must not be replayed onto the restored file.
     for suffix in ("-wal", "-shm", "-journal"):
         target.with_name(target.name + suffix).unlink(missing_ok=True)
     os.replace(staged, target)
 
 
-def _restore_postgres(dump: Path, url: URL) -> None:
-    uri, env, _schema = _libpq(url)
-    _run_tool([_tool("pg_restore"), "--clean", "--if-exists", "--no-owner", "--no-privileges",
-               "--single-transaction", "--exit-on-error", f"--dbname={uri}", str(dump)], env)
+def _restore_postgres(files: dict[str, Path], database: dict[str, Any], url: sa.URL,
+                      revision: str) -> None:
+    """Drop this schema's tables, recreate them from the migrations at ``revision``, and load
+    each table's rows with ``COPY ... FROM STDIN (FORMAT binary)``: data, never statements."""
+    from psycopg import sql
+
+    tables = database.get("tables")
+    if not isinstance(tables, dict):
+        raise BackupRefused("lists no state tables", member=MANIFEST, reason="bad_manifest")
+    known = {t.name for t in Base.metadata.sorted_tables}
+    for name, spec in tables.items():
+        if name not in known or not isinstance(spec, dict) \
+                or spec.get("file") != f"{STATE_TABLES}/{name}.pgcopy":
+            raise BackupRefused(f"lists a state table {name!r} this version does not have",
+                                member=MANIFEST, reason="unexpected_schema")
+        _file(files, spec["file"])
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {_ident(table.name)} CASCADE"))
+            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+        upgrade_database(engine, revision)
+        raw, dbapi = _psycopg(engine)
+        try:
+            with dbapi.cursor() as cur:
+                for table in Base.metadata.sorted_tables:
+                    columns = _columns_pg(cur, table.name)
+                    if not columns:
+                        continue  # not yet at this revision
+                    spec = tables.get(table.name)
+                    if spec is None or spec.get("columns") != columns:
+                        raise BackupRefused(
+                            f"does not have the columns of {table.name} at revision {revision}",
+                            member=f"{STATE_TABLES}/{table.name}.pgcopy",
+                            reason="unexpected_schema")
+                    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+                        sql.Identifier(table.name),
+                        sql.SQL(", ").join(map(sql.Identifier, columns)))
+                    with files[spec["file"]].open("rb") as data, cur.copy(statement) as copy:
+                        for block in iter(lambda d=data: d.read(1 << 20), b""):  # type: ignore[misc]
+                            copy.write(block)
+                    for column in table.primary_key.columns:
+                        if column.autoincrement is True:
+                            cur.execute(sql.SQL(
+                                "SELECT setval(pg_get_serial_sequence(%s, %s), "
+                                "coalesce(max({}), 0) + 1, false) FROM {}").format(
+                                    sql.Identifier(column.name), sql.Identifier(table.name)),
+                                [table.name, column.name])
+            dbapi.commit()
+        except BaseException:
+            dbapi.rollback()
+            raise
+        finally:
+            raw.close()
+    finally:
+        engine.dispose()
 
 
-def _restore_profiles(exported: Path, target: Path) -> None:
+def _allowed_type(text: object) -> str | None:
+    """``text`` as a DuckDB type this module writes itself, or None when not on the allow-list."""
+    if not isinstance(text, str):
+        return None
+    base, lists = text, 0
+    while base.endswith("[]"):
+        base, lists = base[:-2], lists + 1
+    if base in _SCALAR_TYPES:
+        rendered = next(t for t in _SCALAR_TYPES if t == base)
+    elif (decimal := _DECIMAL.fullmatch(base)) is not None \
+            and int(decimal.group(2)) <= int(decimal.group(1)) <= 38:
+        rendered = f"DECIMAL({int(decimal.group(1))},{int(decimal.group(2))})"
+    else:
+        return None
+    return rendered + "[]" * lists
+
+
+def _stage_profiles(files: dict[str, Path], spec: Any, target: Path) -> Path | None:
+    """A new profile store beside ``target``: the code's DDL, the verified Parquet rows."""
+    if spec is None:
+        return None
+    tables = spec.get("tables") if isinstance(spec, dict) else None
+    if not isinstance(tables, dict):
+        raise BackupRefused("lists no profile tables", member=MANIFEST, reason="bad_manifest")
     staged = target.with_name(target.name + ".restoring")
-    staged.unlink(missing_ok=True)
-    staged.with_name(staged.name + ".wal").unlink(missing_ok=True)
-    with closing(duckdb.connect(str(staged))) as conn:
-        conn.execute(f"IMPORT DATABASE '{_sql_path(exported)}'")
-        conn.execute("CHECKPOINT")
-    target.with_name(target.name + ".wal").unlink(missing_ok=True)
-    os.replace(staged, target)
+    for path in (staged, staged.with_name(staged.name + ".wal")):
+        path.unlink(missing_ok=True)
+    store = DuckDBProfileStore(staged)
+    try:
+        _ = store.id_column  # creates the store's own tables with its own DDL
+    finally:
+        store.close()
+    import pyarrow.parquet as pq
+
+    try:
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "autoload_known_extensions": False, "autoinstall_known_extensions": False}
+        with closing(duckdb.connect(str(staged), config=config)) as conn:
+            for table, entry in tables.items():
+                if table not in PROFILE_TABLES or not isinstance(entry, dict) \
+                        or entry.get("file") != f"{PROFILES_DIR}/{table}.parquet":
+                    raise BackupRefused(f"lists a profile table {table!r} the store does not "
+                                        "have", member=MANIFEST, reason="unexpected_schema")
+                member = entry["file"]
+                path = _file(files, member)
+                columns = entry.get("columns")
+                if not isinstance(columns, list) or not all(
+                        isinstance(c, list) and len(c) == 2 and isinstance(c[0], str)
+                        for c in columns):
+                    raise BackupRefused("describes no columns", member=member,
+                                        reason="bad_manifest")
+                names = [c[0] for c in columns]
+                try:
+                    in_file = pq.read_schema(path).names
+                except Exception as exc:  # pyarrow raises several kinds for a bad file
+                    raise BackupRefused(f"is not a readable Parquet file ({exc})", member=member,
+                                        reason="damaged") from exc
+                if in_file != names:
+                    raise BackupRefused("does not hold the columns the manifest lists",
+                                        member=member, reason="unexpected_schema")
+                if table == PROFILES:
+                    select = ", ".join(
+                        f"CAST({quote(name)} AS {kind}) AS {quote(name)}"
+                        if (kind := _allowed_type(dtype)) else quote(name)
+                        for name, dtype in columns)
+                    conn.execute(f"CREATE TABLE {quote(PROFILES)} AS SELECT {select} "  # noqa: S608 - quoted names, allow-listed types
+                                 "FROM read_parquet(?)", [str(path)])
+                else:
+                    ours = [str(n) for (n,) in conn.execute(
+                        "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
+                        "AND table_name = ? ORDER BY column_index", [table]).fetchall()]
+                    if ours != names:
+                        raise BackupRefused(f"does not have the columns of {table}",
+                                            member=member, reason="unexpected_schema")
+                    listed = ", ".join(quote(n) for n in names)
+                    conn.execute(f"INSERT INTO {quote(table)} ({listed}) "  # noqa: S608 - as above
+                                 f"SELECT {listed} FROM read_parquet(?)", [str(path)])
+                counted = conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()  # noqa: S608
+                if counted is None or counted[0] != entry.get("rows"):
+                    raise BackupRefused(f"holds {counted[0] if counted else 0} rows where the "
+                                        f"manifest says {entry.get('rows')}", member=member,
+                                        reason="inconsistent")
+            conn.execute("CHECKPOINT")
+    except duckdb.Error as exc:
+        staged.unlink(missing_ok=True)
+        raise BackupRefused(f"could not be loaded ({str(exc).splitlines()[0]})",
+                            member=PROFILES_DIR, reason="damaged") from exc
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged
 
 
 def _requeue_interrupted(engine: Engine, manifest: dict[str, Any]) -> int:
