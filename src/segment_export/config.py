@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import cached_property
 from pathlib import Path
@@ -107,6 +108,13 @@ class Settings(BaseSettings):
     session_hours: float = Field(
         default=12.0, gt=0, le=24 * 30, description="How long a web sign-in lasts."
     )
+    trusted_proxies: str = Field(
+        default="",
+        description="Addresses or networks of the reverse proxies in front of the web app, "
+        "comma-separated (127.0.0.1,::1 or 10.0.0.0/8). Only requests from these have their "
+        "X-Forwarded-For (the right-most address not in this list is the client) and "
+        "X-Forwarded-Proto believed; empty: the connecting address is the client.",
+    )
     retention_days: int = Field(
         default=14, ge=1,
         description="Days the rejected rows of a run and its batch details are kept after the "
@@ -155,6 +163,27 @@ class Settings(BaseSettings):
                              "value (e.g. `openssl rand -hex 32`), or unset it to serve metrics "
                              "to loopback clients only")
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        networks = []
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            try:
+                networks.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                # "*" included: trusting everyone lets any client name its own address.
+                raise ValueError(
+                    f"SEGMENT_EXPORT_TRUSTED_PROXIES: {item!r} is not an IP address or network "
+                    "(e.g. 127.0.0.1, ::1, 10.0.0.0/8)") from None
+        return ",".join(networks)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """SEGMENT_EXPORT_TRUSTED_PROXIES as networks (empty: no proxy is trusted)."""
+        return self.trusted_proxies.split(",") if self.trusted_proxies else []
 
     @property
     def resolved_database_url(self) -> str:

@@ -53,6 +53,12 @@ class AuthenticationError(PermissionDeniedError):
     hint = "Sign in again, or use a valid API token."
 
 
+class WrongPasswordError(DataError):
+    """A signed-in user was asked for their password again and gave a wrong one."""
+
+    hint = "Type your current password (the one you sign in with)."
+
+
 def require_role(user: User, *roles: Role) -> None:
     """Raise PermissionDeniedError unless ``user`` is active and holds one of ``roles``."""
     if user.disabled:
@@ -110,17 +116,44 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def set_password(session: Session, *, actor: User | None, user: User, password: str) -> None:
+@dataclass(frozen=True, slots=True)
+class CredentialsRevoked:
+    """What a password change ended: the user's browser sessions and API tokens."""
+
+    sessions: int
+    tokens: int
+
+
+def set_password(session: Session, *, actor: User | None, user: User,
+                 password: str) -> CredentialsRevoked:
     """Give ``user`` a new password (themselves or an admin; ``actor`` None = the system).
 
-    Every browser session of the user ends, so a stolen session does not outlive the change.
+    Every browser session of the user ends and every API token of theirs is revoked: whoever
+    held the old password (or anything made with it) keeps nothing. A page that changed the
+    caller's own password starts a fresh session for that browser afterwards.
     """
     if actor is not None and actor.id != user.id:
         require_role(actor, Role.ADMIN)
     user.password_hash = hash_password(password)
-    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    revoked = revoke_credentials(session, user=user)
     audit.record(session, actor=actor, action="user.password_set", target_type="user",
-                 target_id=user.id, username=user.username)
+                 target_id=user.id, username=user.username, sessions_ended=revoked.sessions,
+                 tokens_revoked=revoked.tokens)
+    return revoked
+
+
+def revoke_credentials(session: Session, *, user: User) -> CredentialsRevoked:
+    """End every browser session of ``user`` and revoke every API token they still have."""
+    sessions = session.scalar(
+        select(func.count()).select_from(WebSession).where(WebSession.user_id == user.id)) or 0
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))
+    now = utcnow()
+    tokens = list(session.scalars(select(ApiToken).where(ApiToken.user_id == user.id,
+                                                         ApiToken.revoked_at.is_(None))))
+    for token in tokens:
+        token.revoked_at = now
+    session.flush()
+    return CredentialsRevoked(sessions=sessions, tokens=len(tokens))
 
 
 def authenticate(session: Session, *, username: str, password: str) -> User:
@@ -140,6 +173,16 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
     if _hasher.check_needs_rehash(stored):
         user.password_hash = _hasher.hash(password)  # parameters were raised since it was made
     return user
+
+
+def confirm_password(session: Session, *, user: User, password: str) -> None:
+    """Check the password of ``user``, who is signed in already, before a change that needs
+    it again (a new password, a new API token); WrongPasswordError when it is not theirs."""
+    try:
+        authenticate(session, username=user.username, password=password)
+    except AuthenticationError as exc:
+        raise WrongPasswordError("Your current password is not correct",
+                                 field="password") from exc
 
 
 def first_start(session: Session, *, password: str | None) -> tuple[User, str | None]:

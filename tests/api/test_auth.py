@@ -204,7 +204,7 @@ def test_api_tokens_authenticate_and_stop_when_revoked(site_any_db: AppWorld) ->
         assert used.last_used_at is not None
     # Token calls need no CSRF token: browsers never attach them on their own.
     created = httpx.post(site_any_db.url + "/api/me/tokens", headers=headers,
-                         json={"name": "second"})
+                         json={"name": "second", "password": PASSWORDS["contributor"]})
     assert created.status_code == 201
     with site_any_db.runtime.sessions.begin() as db:
         revoke_api_token(db, actor=db.merge(site_any_db.users["contributor"]),

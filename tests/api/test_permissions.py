@@ -16,7 +16,7 @@ from fastapi.routing import iter_route_contexts
 
 from segment_export.db.models import Connection, Export, Run, Segment, User
 from segment_export.users import Role
-from tests.api.harness import LIST_ID, AppWorld
+from tests.api.harness import LIST_ID, PASSWORDS, AppWorld
 
 ROLES = ("anonymous", "viewer", "contributor", "admin")
 PUBLIC = (True, True, True, True)
@@ -130,7 +130,9 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
         "password": "q" * 12}),
     ("GET", "/api/me"): Expect(SIGNED_IN),
     ("GET", "/api/me/tokens"): Expect(SIGNED_IN),
-    ("POST", "/api/me/tokens"): Expect(SIGNED_IN, json=lambda t: {"name": "script"}),
+    # Issuing a token asks for the caller's password again (tests/api/test_credentials.py).
+    ("POST", "/api/me/tokens"): Expect(SIGNED_IN, json=lambda t: {
+        "name": "script", "password": PASSWORDS.get(t.role, "none")}),
     ("DELETE", "/api/me/tokens/{token_id}"): Expect(SIGNED_IN),
     # connections: admins only, except the picker and the lists of a shared connection
     ("GET", "/api/connections"): Expect(ADMINS),
@@ -239,7 +241,8 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
         "username": _name(), "role": "viewer", "password": "p" * 12}),
     ("POST", "/admin/users/{username}/disable"): Expect(ADMINS, form=lambda t: {}),
     ("GET", "/account"): Expect(SIGNED_IN),
-    ("POST", "/account/tokens"): Expect(SIGNED_IN, form=lambda t: {"name": "script"}),
+    ("POST", "/account/tokens"): Expect(SIGNED_IN, form=lambda t: {
+        "name": "script", "password": PASSWORDS.get(t.role, "none")}),
     ("POST", "/account/tokens/{token_id}/revoke"): Expect(SIGNED_IN, form=lambda t: {}),
     ("POST", "/account/password"): Expect(SIGNED_IN, form=lambda t: {
         "current": "wrong-password-1", "new": "n" * 12}),

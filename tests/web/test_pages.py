@@ -245,7 +245,8 @@ def test_users_and_tokens_pages(web_site: WebSite) -> None:
     assert password is not None
     fresh = world.web()
     assert fresh.login("newbie", password.group(1)).status_code == 303
-    token_page = fresh.post("/account/tokens", {"name": "my script"})
+    token_page = fresh.post("/account/tokens", {"name": "my script",
+                                                "password": password.group(1)})
     token = re.search(r'<code class="secret">(se_[^<]+)</code>', token_page.text)
     assert token is not None
     me = httpx.get(world.url + "/api/me", headers={"Authorization": f"Bearer {token.group(1)}"})

@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from segment_export.api.throttle import SignInThrottle, client_key
 from segment_export.config import Settings
 from segment_export.db.models import User, WebSession
 from segment_export.db.types import utcnow
 from segment_export.errors import PermissionDeniedError
-from segment_export.users import AuthenticationError, user_for_token
+from segment_export.users import AuthenticationError, confirm_password, user_for_token
 
 SESSION_COOKIE = "se_session"
 LOGIN_CSRF_COOKIE = "se_login_csrf"
@@ -104,6 +105,25 @@ def caller_from_request(session: Session, request: Request) -> Caller | None:
     if cookie:
         return caller_from_cookie(session, cookie=cookie)
     return None
+
+
+def client_of(request: Request) -> str:
+    """The throttle's name for the client of ``request``: its address as the server sees it
+    (the peer, or what a trusted proxy says: SEGMENT_EXPORT_TRUSTED_PROXIES)."""
+    return client_key(request.client.host if request.client else None)
+
+
+def check_password_again(session: Session, *, throttle: SignInThrottle, request: Request,
+                         user: User, password: str) -> None:
+    """Ask a signed-in user for their password again before a change that needs it (a new
+    password, a new API token): a stolen session or token alone cannot make them.
+
+    Counted like a sign-in (the same buckets): TooManyAttemptsError past the limits,
+    WrongPasswordError for a wrong password (which stays counted).
+    """
+    attempt = throttle.attempt(user.username, client_of(request))
+    confirm_password(session, user=user, password=password)
+    attempt.succeeded()
 
 
 def check_csrf(caller: Caller, presented: str | None) -> None:

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from segment_export.api.auth import CsrfError
+from segment_export.api.throttle import TooManyAttemptsError
 from segment_export.constant_contact import AuthorizationDeniedError
 from segment_export.errors import (
     ConfigurationError,
@@ -36,6 +37,7 @@ PROBLEM_JSON = "application/problem+json"
 
 # Most specific first: the first class an error is an instance of decides.
 _STATUS: list[tuple[type[SegmentExportError], int, str]] = [
+    (TooManyAttemptsError, 429, "too_many_attempts"),
     (CsrfError, 403, "csrf_failed"),
     (AuthenticationError, 401, "not_authenticated"),
     (PermissionDeniedError, 403, "permission_denied"),
@@ -49,6 +51,7 @@ _STATUS: list[tuple[type[SegmentExportError], int, str]] = [
 ]
 _TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 409: "Conflict", 422: "Cannot be processed",
+           429: "Too many requests",
            500: "Internal error", 503: "Temporarily unavailable", 507: "Insufficient storage"}
 
 
@@ -74,6 +77,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
                           (422, "Invalid input or configuration"))
 }
 """The error answers every API route documents in the OpenAPI document."""
+TOO_MANY_ATTEMPTS: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many wrong passwords from this client (see Retry-After)",
+          "headers": {"Retry-After": {"description": "Seconds to wait",
+                                      "schema": {"type": "integer"}}},
+          "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+}
+"""Documented by routes that check a password (counted like failed sign-ins)."""
 
 HtmlRenderer = Callable[[Request, int, str, str, str | None], Response]
 

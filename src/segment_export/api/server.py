@@ -18,10 +18,22 @@ from segment_export.net import bind, is_loopback
 log = logging.getLogger(__name__)
 
 
-def _config(app: FastAPI, **kwargs: object) -> uvicorn.Config:
+def trusted_proxies(app: FastAPI) -> list[str]:
+    """The proxies whose X-Forwarded-For the app believes (SEGMENT_EXPORT_TRUSTED_PROXIES of
+    the app's settings); none for an app without them."""
+    services = getattr(app.state, "services", None)
+    settings = getattr(services, "settings", None)
+    return list(getattr(settings, "trusted_proxy_list", []))
+
+
+def _config(app: FastAPI) -> uvicorn.Config:
+    # Forwarded headers are believed only from the configured proxies, never by uvicorn's
+    # default (which trusts 127.0.0.1, or FORWARDED_ALLOW_IPS from the environment). The
+    # client becomes the right-most X-Forwarded-For address that is not a trusted proxy.
+    trusted = trusted_proxies(app)
     # log_config=None: never reconfigure the process's logging (ours redacts secrets).
-    return uvicorn.Config(app, http="h11", lifespan="on", log_config=None,
-                          access_log=False, **kwargs)  # type: ignore[arg-type]
+    return uvicorn.Config(app, http="h11", lifespan="on", log_config=None, access_log=False,
+                          proxy_headers=bool(trusted), forwarded_allow_ips=trusted)
 
 
 def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000,
@@ -31,11 +43,13 @@ def serve(app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000,
         log.warning("The web app listens on %s, reachable from other machines; put it behind "
                     "https and set SEGMENT_EXPORT_PUBLIC_URL", host)
     sock = sock or bind(host, port)
+    if trusted_proxies(app):
+        log.info("X-Forwarded-For is believed from %s only", ", ".join(trusted_proxies(app)))
     # uvicorn shuts down on SIGINT/SIGTERM, then raises the signal again for the handlers it
     # found: these make that a normal return (exit 0) rather than a traceback or a kill.
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
-        uvicorn.Server(_config(app, proxy_headers=False)).run(sockets=[sock])
+        uvicorn.Server(_config(app)).run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:

@@ -69,13 +69,14 @@ def create(app: AppContext, username: str, role: str, email: str | None,
               "printed once).")
 @pass_app
 def set_password_command(app: AppContext, username: str, password_stdin: bool) -> None:
-    """Give a user a new password; their web sessions end."""
+    """Give a user a new password; their web sessions end and their API tokens are revoked."""
     password, generated = _read_password(password_stdin)
     with app.sessions() as session:
-        set_password(session, actor=app.actor(session), user=get_user(session, username=username),
-                     password=password)
+        revoked = set_password(session, actor=app.actor(session),
+                               user=get_user(session, username=username), password=password)
         session.commit()
-    click.echo(f"New password set for {username!r}.")
+    click.echo(f"New password set for {username!r}; {revoked.sessions} web session(s) ended, "
+               f"{revoked.tokens} API token(s) revoked.")
     if generated:
         click.echo(f"Password (shown only now): {password}")
 
@@ -115,7 +116,11 @@ def token_group() -> None:
 @click.option("--user", "username", help="The user the token acts as (default: you).")
 @pass_app
 def token_create(app: AppContext, name: str, username: str | None) -> None:
-    """Issue a token; it is printed once and only its hash is kept."""
+    """Issue a token; it is printed once and only its hash is kept.
+
+    No password is asked here, unlike on the web and API: whoever runs the command line can
+    read the configuration and the state database, and so is trusted as an administrator.
+    """
     with app.sessions() as session:
         actor = app.actor(session)
         owner = get_user(session, username=username) if username else actor

@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from segment_export.api.deps import AdminUser, CurrentUser, Db
-from segment_export.api.errors import PROBLEM_RESPONSES
+from segment_export.api.auth import check_password_again
+from segment_export.api.deps import AdminUser, CurrentUser, Db, Services
+from segment_export.api.errors import PROBLEM_RESPONSES, TOO_MANY_ATTEMPTS
 from segment_export.api.types import Name, ObjectId
 from segment_export.db.models import ApiToken, User
 from segment_export.errors import NotFoundError
@@ -58,6 +59,10 @@ class PasswordChange(BaseModel):
 
 class TokenCreate(BaseModel):
     name: Name = Field(description="What the token is for (shown in lists).")
+    password: SecretStr = Field(
+        min_length=1, max_length=MAX_PASSWORD_LENGTH,
+        description="Your password, asked again: a stolen token or session alone cannot "
+        "issue tokens. Wrong ones are counted like failed sign-ins (429 past the limit).")
 
 
 class TokenPublic(BaseModel):
@@ -111,7 +116,8 @@ def disable(username: Username, db: Db, admin: AdminUser) -> UserPublic:
 @router.put("/users/{username}/password", status_code=status.HTTP_204_NO_CONTENT)
 def change_password(username: Username, body: PasswordChange, db: Db,
                     admin: AdminUser) -> None:
-    """Set a user's password; their browser sessions end (admins only)."""
+    """Set a user's password: their browser sessions end and their API tokens are revoked
+    (yours too, when you set your own: sign in and create new ones) (admins only)."""
     set_password(db, actor=admin, user=get_user(db, username=username),
                  password=body.password.get_secret_value())
     db.commit()
@@ -129,9 +135,13 @@ def my_tokens(db: Db, user: CurrentUser) -> list[TokenPublic]:
     return [TokenPublic.model_validate(t) for t in list_api_tokens(db, actor=user, user=user)]
 
 
-@router.post("/me/tokens", status_code=status.HTTP_201_CREATED)
-def new_token(body: TokenCreate, db: Db, user: CurrentUser) -> TokenIssued:
-    """Issue an API token acting as the caller; the token is in this answer only."""
+@router.post("/me/tokens", status_code=status.HTTP_201_CREATED, responses=TOO_MANY_ATTEMPTS)
+def new_token(body: TokenCreate, request: Request, db: Db, services: Services,
+              user: CurrentUser) -> TokenIssued:
+    """Issue an API token acting as the caller, after checking the caller's password again;
+    the token is in this answer only."""
+    check_password_again(db, throttle=services.sign_ins, request=request, user=user,
+                         password=body.password.get_secret_value())
     issued = create_api_token(db, actor=user, user=user, name=body.name)
     db.commit()
     return TokenIssued(**TokenPublic.model_validate(issued.token).model_dump(),

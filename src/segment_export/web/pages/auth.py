@@ -13,12 +13,14 @@ from segment_export.api.auth import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     clear_session_cookie,
+    client_of,
     end_web_session,
     secure_cookies,
     set_session_cookie,
     start_web_session,
 )
 from segment_export.api.deps import Db, OptionalCaller, Services, SignedIn
+from segment_export.api.throttle import TooManyAttemptsError, minutes
 from segment_export.users import AuthenticationError, authenticate
 from segment_export.web.render import redirect, render, safe_next
 
@@ -65,24 +67,25 @@ def login(request: Request, db: Db, services: Services,
         return _login_page(request, services, next_url=safe_next(next), status=403,
                            error="The sign-in form expired; please try again.",
                            username=username)
-    address = request.client.host if request.client else "unknown"
-    wait = services.sign_ins.wait_seconds(username, address)
-    if wait:
-        log.warning("sign-in throttled for user name %r from %s", username[:120], address)
+    client = client_of(request)
+    try:
+        attempt = services.sign_ins.attempt(username, client)
+    except TooManyAttemptsError as exc:
+        log.warning("sign-in throttled for user name %r from %s", username[:120], client)
         response = _login_page(
             request, services, next_url=safe_next(next), status=429, username=username,
-            error=f"Too many failed sign-ins. Try again in {_minutes(wait)}.")
-        response.headers["Retry-After"] = str(wait)
+            error=f"Too many failed sign-ins. Try again in {minutes(exc.retry_after or 1)}.")
+        response.headers["Retry-After"] = str(int(exc.retry_after or 1))
         return response
     try:
         user = authenticate(db, username=username, password=password)
     except AuthenticationError as exc:
-        log.warning("sign-in refused for user name %r", username[:120])
-        services.sign_ins.failed(username, address)
+        # The attempt stays counted: that is the failure.
+        log.warning("sign-in refused for user name %r from %s", username[:120], client)
         db.commit()
         return _login_page(request, services, next_url=safe_next(next), status=401,
                            error=exc.message, username=username)
-    services.sign_ins.succeeded(username)
+    attempt.succeeded()
     cookie, _ = start_web_session(db, user=user, settings=services.settings,
                                   replacing=request.cookies.get(SESSION_COOKIE))
     db.commit()
@@ -90,11 +93,6 @@ def login(request: Request, db: Db, services: Services,
     set_session_cookie(response, request, services.settings, cookie)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
-
-
-def _minutes(seconds: int) -> str:
-    minutes = -(-seconds // 60)
-    return "1 minute" if minutes == 1 else f"{minutes} minutes"
 
 
 @router.post("/logout")

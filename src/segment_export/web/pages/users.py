@@ -7,13 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from starlette.responses import Response
 
-from segment_export.api.deps import AdminUser, CurrentUser, Db
+from segment_export.api.auth import check_password_again, set_session_cookie, start_web_session
+from segment_export.api.deps import AdminUser, CurrentUser, Db, Services
+from segment_export.api.throttle import TooManyAttemptsError
 from segment_export.api.types import ObjectId
+from segment_export.db.models import User
 from segment_export.errors import ConfigurationError, DataError, NotFoundError
 from segment_export.users import (
-    AuthenticationError,
+    IssuedToken,
     Role,
-    authenticate,
     create_api_token,
     create_user,
     disable_user,
@@ -64,26 +66,40 @@ def disable(request: Request, username: ObjectId, db: Db, admin: AdminUser) -> R
     return redirect("/admin/users", notice=f"Disabled {username!r}.")
 
 
+def _account_page(request: Request, db: Db, user: User, *, status: int = 200,
+                  error: Exception | None = None, issued: IssuedToken | None = None,
+                  retry_after: float | None = None) -> Response:
+    response = render(request, "account.html", status=status, error=error, issued=issued,
+                      tokens=list_api_tokens(db, actor=user, user=user))
+    if retry_after:
+        response.headers["Retry-After"] = str(int(retry_after))
+    return response
+
+
 @router.get("/account")
 def account(request: Request, db: Db, user: CurrentUser) -> Response:
     """Your account: change your password and manage your API tokens."""
-    return render(request, "account.html", tokens=list_api_tokens(db, actor=user, user=user),
-                  issued=None, error=None)
+    return _account_page(request, db, user)
 
 
 @router.post("/account/tokens")
-def new_token(request: Request, db: Db, user: CurrentUser,
-              name: Annotated[str, Form(max_length=120)] = "") -> Response:
-    """Issue an API token; it is shown on this page once."""
+def new_token(request: Request, db: Db, services: Services, user: CurrentUser,
+              name: Annotated[str, Form(max_length=120)] = "",
+              password: Annotated[str, Form(max_length=1024)] = "") -> Response:
+    """Issue an API token after asking for your password again; it is shown on this page once."""
     try:
+        check_password_again(db, throttle=services.sign_ins, request=request, user=user,
+                             password=password)
         issued = create_api_token(db, actor=user, user=user, name=name)
+    except TooManyAttemptsError as exc:
+        db.rollback()
+        return _account_page(request, db, user, status=429, error=exc,
+                             retry_after=exc.retry_after)
     except DataError as exc:
         db.rollback()
-        return render(request, "account.html", status=422, error=exc, issued=None,
-                      tokens=list_api_tokens(db, actor=user, user=user))
+        return _account_page(request, db, user, status=422, error=exc)
     db.commit()
-    return render(request, "account.html", tokens=list_api_tokens(db, actor=user, user=user),
-                  issued=issued, error=None)
+    return _account_page(request, db, user, issued=issued)
 
 
 @router.post("/account/tokens/{token_id}/revoke")
@@ -98,18 +114,34 @@ def revoke(request: Request, token_id: ObjectId, db: Db, user: CurrentUser) -> R
 
 
 @router.post("/account/password")
-def change_password(request: Request, db: Db, user: CurrentUser,
+def change_password(request: Request, db: Db, services: Services, user: CurrentUser,
                     current: Annotated[str, Form(max_length=1024)] = "",
                     new: Annotated[str, Form(max_length=1024)] = "") -> Response:
-    """Change your password (all your sessions end; sign in again)."""
+    """Change your password. Your other sessions end and your API tokens are revoked; this
+    browser stays signed in, with a new session."""
     try:
-        authenticate(db, username=user.username, password=current)
-        set_password(db, actor=user, user=user, password=new)
-    except (AuthenticationError, DataError) as exc:
+        check_password_again(db, throttle=services.sign_ins, request=request, user=user,
+                             password=current)
+        revoked = set_password(db, actor=user, user=user, password=new)
+    except TooManyAttemptsError as exc:
         db.rollback()
-        return render(request, "account.html", status=422, issued=None,
-                      error=DataError("Your current password is not correct")
-                      if isinstance(exc, AuthenticationError) else exc,
-                      tokens=list_api_tokens(db, actor=user, user=user))
+        return _account_page(request, db, user, status=429, error=exc,
+                             retry_after=exc.retry_after)
+    except DataError as exc:
+        db.rollback()
+        return _account_page(request, db, user, status=422, error=exc)
+    # set_password ended every session, this one too: this browser gets a fresh one.
+    cookie, _ = start_web_session(db, user=user, settings=services.settings)
     db.commit()
-    return redirect("/login", notice="Password changed; sign in with the new one.")
+    others = max(revoked.sessions - 1, 0)  # this browser's session was one of them
+    tokens = revoked.tokens
+    response = redirect("/account", notice=(
+        "Password changed. You stay signed in here; "
+        f"{_count(others, 'other session')} signed out and "
+        f"{_count(tokens, 'API token')} revoked (create new tokens for your scripts)."))
+    set_session_cookie(response, request, services.settings, cookie)
+    return response
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'' if n == 1 else 's'}"
