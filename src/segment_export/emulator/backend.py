@@ -20,7 +20,13 @@ from segment_export.emulator.activities import Activity, ActivityKind, ActivityQ
 from segment_export.emulator.config import EmulatorConfig
 from segment_export.emulator.errors import ApiError, OAuthError, RedirectError
 from segment_export.emulator.faults import Fault, FaultPlan
-from segment_export.emulator.models import PERMISSIONS, ContactList, gc_paused, new_id
+from segment_export.emulator.models import (
+    PERMISSIONS,
+    UNSUBSCRIBED,
+    ContactList,
+    gc_paused,
+    new_id,
+)
 from segment_export.emulator.oauth import App, AuthorizationServer, AuthorizeRequest
 from segment_export.emulator.paging import next_link
 from segment_export.emulator.ratelimit import DailyQuota, SlidingWindow
@@ -259,6 +265,42 @@ class Backend:
     def list_members(self, list_id: str) -> list[str]:
         """The email addresses (lowercased) of a list's members."""
         return sorted(c.address.lower() for c in self.store.get_list(list_id).members)
+
+    @_locked
+    def unsubscribe(self, emails: list[str]) -> list[str]:
+        """What a person clicking an email's unsubscribe link does: the contact opts out of the
+        account (``unsubscribed``) and leaves every list. Returns the emails found."""
+        found = []
+        for email in emails:
+            contact = self.store.by_email.get(email.strip().lower())
+            if contact is None:
+                continue
+            contact.permission = UNSUBSCRIBED
+            contact.opt_out_at = contact.updated_at = self._now
+            for lst in self.store.lists.values():
+                lst.members.discard(contact)
+            found.append(contact.address.lower())
+        return found
+
+    @_locked
+    def add_by_hand(self, list_id: str, emails: list[str]) -> dict[str, list[str]]:
+        """What an account user adding contacts to a list in Constant Contact's UI does: a
+        missing contact is created (``implicit``), an existing one is left as it is, and an
+        unsubscribed one is not added. Returns the emails ``added`` and ``unsubscribed``."""
+        lst = self.store.get_list(list_id)
+        added, refused = [], []
+        for email in emails:
+            key = email.strip().lower()
+            contact = self.store.by_email.get(key)
+            if contact is None:
+                (contact,) = self.store.upsert_rows({key: {"email": email.strip()}},
+                                                    now=self._now, permission="implicit")
+            if contact.permission == UNSUBSCRIBED:
+                refused.append(key)
+                continue
+            lst.members.add(contact)
+            added.append(key)
+        return {"added": added, "unsubscribed": refused}
 
     @_locked
     def contacts_snapshot(self) -> list[dict[str, Any]]:

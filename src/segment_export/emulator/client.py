@@ -199,6 +199,18 @@ class EmulatorControl:
         """Lowercased emails of the members of ``list_id``."""
         return set(self._call("GET", f"/lists/{list_id}/members"))
 
+    def unsubscribe(self, emails: Sequence[str]) -> list[str]:
+        """These people unsubscribe, as from an email's link: each contact becomes
+        ``unsubscribed`` and leaves every list. Returns the (lowercased) emails found."""
+        return list(self._call("POST", "/contacts/unsubscribe",
+                               json={"emails": list(emails)})["unsubscribed"])
+
+    def add_by_hand(self, list_id: str, emails: Sequence[str]) -> list[str]:
+        """A user adds these addresses to ``list_id`` in Constant Contact's UI: missing contacts
+        are created, unsubscribed ones are not added. Returns the emails added."""
+        return list(self._call("POST", f"/lists/{list_id}/members",
+                               json={"emails": list(emails)})["added"])
+
     def contacts(self) -> list[dict[str, Any]]:
         """Every contact: id, email, permission_to_send, list_ids and fields."""
         result: list[dict[str, Any]] = self._call("GET", "/contacts")

@@ -1,6 +1,6 @@
 """Control endpoints (``/_emulator``), not part of Constant Contact's API: reset, seed, faults,
-runtime limits, a new quota day, consent without a browser, and read-outs of state and the
-request log.
+runtime limits, a new quota day, consent without a browser, what people do in the account
+(unsubscribe, add contacts to a list by hand), and read-outs of state and the request log.
 
 Never rate-limited and never written to the request log.
 """
@@ -20,6 +20,7 @@ from segment_export.emulator.routes import backend_of
 from segment_export.emulator.schemas import (
     ActivityFaultRequest,
     ApproveRequest,
+    EmailsRequest,
     FaultRequest,
     SeedRequest,
 )
@@ -130,6 +131,19 @@ async def list_members(request: Request) -> Response:
     return json_response(backend_of(request).list_members(request.path_params["list_id"]))
 
 
+async def unsubscribe(request: Request) -> Response:
+    """People unsubscribe (as from an email's link): opted out, off every list."""
+    body = await _body(request, EmailsRequest)
+    return json_response({"unsubscribed": backend_of(request).unsubscribe(body.emails)})
+
+
+async def add_by_hand(request: Request) -> Response:
+    """A user adds contacts to a list by hand (unsubscribed ones are not added)."""
+    body = await _body(request, EmailsRequest)
+    return json_response(backend_of(request).add_by_hand(request.path_params["list_id"],
+                                                         body.emails))
+
+
 async def contacts(request: Request) -> Response:
     """Every contact with fields, permission and list ids."""
     return json_response(backend_of(request).contacts_snapshot())
@@ -169,6 +183,8 @@ CONTROL_ROUTES = [
     Route("/approve", approve, methods=["POST"]),
     Route("/state", state, methods=["GET"]),
     Route("/lists/{list_id}/members", list_members, methods=["GET"]),
+    Route("/lists/{list_id}/members", add_by_hand, methods=["POST"]),
+    Route("/contacts/unsubscribe", unsubscribe, methods=["POST"]),
     Route("/contacts", contacts, methods=["GET"]),
     Route("/requests", requests, methods=["GET"]),
     Route("/requests", clear_requests, methods=["DELETE"]),

@@ -96,3 +96,9 @@ class ApproveRequest(_Body):
 
     authorize_url: str
     allow: bool = True
+
+
+class EmailsRequest(_Body):
+    """``POST /_emulator/contacts/unsubscribe`` and ``POST /_emulator/lists/{id}/members``."""
+
+    emails: list[str] = Field(min_length=1)
