@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +71,12 @@ class World:
         return self.control.list_members(self.list_id)
 
 
-@pytest.fixture
-def world(sqlite_engine: Engine, settings: Settings) -> Iterator[World]:
-    config = EmulatorConfig(requests_per_second=50, auto_approve=True)
+@contextmanager
+def open_world(settings: Settings, engine: Engine,
+               config: EmulatorConfig | None = None) -> Iterator[World]:
+    """An emulator on 127.0.0.1, a profile store and an authorized connection over ``engine``
+    (a migrated state store): the `world` fixture, and the stateful benchmark outside pytest."""
+    config = config or EmulatorConfig(requests_per_second=50, auto_approve=True)
     with EmulatorServer(config) as emu:
         fast = settings.model_copy(update={
             "cc_api_url": emu.api_url, "cc_auth_url": emu.auth_url,
@@ -86,13 +90,22 @@ def world(sqlite_engine: Engine, settings: Settings) -> Iterator[World]:
         )
         from segment_export.db import make_session_factory
 
-        sessions = make_session_factory(sqlite_engine)
+        sessions = make_session_factory(engine)
         store = DuckDBProfileStore(fast.profiles_path)
         with sessions.begin() as session:
             admin = ensure_admin(session)
-        conn = connect_sandbox(sessions, engine=sqlite_engine, settings=fast, control=control,
+        conn = connect_sandbox(sessions, engine=engine, settings=fast, control=control,
                                actor=admin, display_name="Sandbox", client_id=CLIENT_ID,
                                client_secret=CLIENT_SECRET, shared_with_contributors=True)
-        yield World(fast, sqlite_engine, sessions, store, emu, control, admin, conn,
-                    seeded.lists["Newsletter"])
-        store.close()
+        world = World(fast, engine, sessions, store, emu, control, admin, conn,
+                      seeded.lists["Newsletter"])
+        try:
+            yield world
+        finally:
+            world.store.close()
+
+
+@pytest.fixture
+def world(sqlite_engine: Engine, settings: Settings) -> Iterator[World]:
+    with open_world(settings, sqlite_engine) as opened:
+        yield opened

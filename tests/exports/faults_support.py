@@ -1,19 +1,27 @@
-"""What the fault tests share: members, the exact-list and counts-add-up checks, and runs with a
-client tuned for the fault (short read timeout, quick backoff)."""
+"""What the fault tests share: members, the exact-list and counts-add-up checks, runs with a
+client tuned for the fault (short read timeout, quick backoff), and real CLI processes to kill."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from segment_export.db.models import Export, Run
+from segment_export.db.models import Connection, Export, Run
+from segment_export.exports import connections
 from segment_export.exports.delivery import load_members
 from segment_export.exports.engine import RunDependencies
 from segment_export.exports.runs import request_run, run_to_completion
 from tests.world import World
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def people(n: int, *, start: int = 1) -> list[dict[str, object]]:
@@ -75,3 +83,73 @@ def delivered(world: World, export: Export) -> set[str]:
     """The emails the export's delivered state says Constant Contact confirmed."""
     members = load_members(world.engine, export.id, emails=True)
     return {str(e) for e in members.emails.to_pylist()} if members.emails is not None else set()
+
+
+def reauthorize(world: World) -> None:
+    """What an admin does on Admin > Connections > Re-authorize, consenting at the emulator."""
+    with world.sessions.begin() as session:
+        conn = session.get(Connection, world.connection.id)
+        assert conn is not None
+        url = connections.start_authorization(session, actor=world.admin, connection=conn,
+                                              settings=world.settings)
+    callback = world.control.approve_url(url)
+    with world.sessions() as session:
+        conn = session.get(Connection, world.connection.id)
+        assert conn is not None
+        connections.complete_authorization(session, actor=world.admin, connection=conn,
+                                           callback_url=callback, settings=world.settings,
+                                           engine=world.engine)
+        session.commit()
+
+
+class Zygote:
+    """Drives ``tests.exports.fault_workers``: real CLI processes, forked warm, to kill."""
+
+    def __init__(self, log: Path) -> None:
+        self._log = log
+        with log.open("w") as stderr:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.exports.fault_workers"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=stderr, text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    def _ask(self, **command: Any) -> Any:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(command) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        assert line, f"the zygote died: {self._log.read_text()[-2000:]}"
+        return json.loads(line)
+
+    def start(self, argv: list[str], env: dict[str, str]) -> int:
+        return int(self._ask(op="run", argv=argv, env=env)["pid"])
+
+    def exit_code(self, pid: int) -> int | None:
+        """None while the process runs; then its exit code (-9: killed by SIGKILL)."""
+        code = self._ask(op="poll", pid=pid)["exit"]
+        return None if code is None else int(code)
+
+    def wait(self, pid: int) -> int:
+        return int(self._ask(op="wait", pid=pid)["exit"])
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait(10)
+        assert self._proc.stdout is not None
+        self._proc.stdout.close()
+
+
+def cli_env(world: World, *, batch: int) -> dict[str, str]:
+    """What a `segment-export` process forked by the zygote needs to act on ``world``."""
+    settings = world.settings
+    return {
+        "SEGMENT_EXPORT_DATA_DIR": str(settings.data_dir),
+        "SEGMENT_EXPORT_SECRET_KEY": ",".join(k.decode() for k in settings.encryption_keys),
+        "SEGMENT_EXPORT_CC_API_URL": settings.cc_api_url,
+        "SEGMENT_EXPORT_CC_AUTH_URL": settings.cc_auth_url,
+        "SEGMENT_EXPORT_CC_REQUESTS_PER_SECOND": "40",
+        "SEGMENT_EXPORT_IMPORT_BATCH_CONTACTS": str(batch),
+        "SEGMENT_EXPORT_LOG_LEVEL": "WARNING",
+    }

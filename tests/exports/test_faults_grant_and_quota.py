@@ -19,7 +19,6 @@ from sqlalchemy import select
 from segment_export.cli import cli
 from segment_export.db.models import Connection, RunBatch
 from segment_export.errors import ConfigurationError
-from segment_export.exports import connections
 from segment_export.exports.alerts import set_webhook
 from segment_export.exports.delivery import BatchMembers
 from segment_export.exports.runs import (
@@ -40,6 +39,7 @@ from tests.exports.faults_support import (
     expected,
     imports,
     prepare,
+    reauthorize,
     run,
 )
 from tests.world import CLIENT_ID, World
@@ -62,23 +62,6 @@ def _connection(world: World) -> Connection:
         found = session.get(Connection, world.connection.id)
         assert found is not None
         return found
-
-
-def _reauthorize(world: World) -> None:
-    """What an admin does on Admin > Connections > Re-authorize, consenting at the emulator."""
-    with world.sessions.begin() as session:
-        conn = session.get(Connection, world.connection.id)
-        assert conn is not None
-        url = connections.start_authorization(session, actor=world.admin, connection=conn,
-                                              settings=world.settings)
-    callback = world.control.approve_url(url)
-    with world.sessions() as session:
-        conn = session.get(Connection, world.connection.id)
-        assert conn is not None
-        connections.complete_authorization(session, actor=world.admin, connection=conn,
-                                           callback_url=callback, settings=world.settings,
-                                           engine=world.engine)
-        session.commit()
 
 
 def _confirmed_keys(world: World, run_id: str) -> list[int]:
@@ -150,7 +133,7 @@ def test_reused_rotated_refresh_token_needs_reauthorization(
     assert (again.status, again.error_kind) == ("failed", "reauthorization_needed")
     assert len(imports(world)) == sent_before
 
-    _reauthorize(world)
+    reauthorize(world)
     assert _connection(world).status == "connected"
     finished = run(world, export)
     assert finished.status == "succeeded", finished.message

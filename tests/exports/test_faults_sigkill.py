@@ -4,16 +4,12 @@ contact created twice and no confirmed batch confirmed again."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -22,53 +18,20 @@ from segment_export.db.models import Run, RunBatch
 from segment_export.exports.delivery import BatchMembers
 from segment_export.exports.runs import request_run
 from segment_export.exports.service import ExportSpec, create_export
-from tests.exports.faults_support import assert_accounted, assert_exact, expected, people
+from tests.exports.faults_support import (
+    Zygote,
+    assert_accounted,
+    assert_exact,
+    cli_env,
+    expected,
+    people,
+)
 from tests.world import World
 
 RUNS = 20
 MEMBERS = 200
 BATCH = 25  # eight imports a run
 SEED = 20261101
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class Zygote:
-    """Drives ``tests.exports.fault_workers``: real CLI processes, forked warm, to kill."""
-
-    def __init__(self, log: Path) -> None:
-        self._log = log
-        with log.open("w") as stderr:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.exports.fault_workers"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=stderr, text=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-    def _ask(self, **command: Any) -> Any:
-        assert self._proc.stdin is not None
-        assert self._proc.stdout is not None
-        self._proc.stdin.write(json.dumps(command) + "\n")
-        self._proc.stdin.flush()
-        line = self._proc.stdout.readline()
-        assert line, f"the zygote died: {self._log.read_text()[-2000:]}"
-        return json.loads(line)
-
-    def start(self, argv: list[str], env: dict[str, str]) -> int:
-        return int(self._ask(op="run", argv=argv, env=env)["pid"])
-
-    def exit_code(self, pid: int) -> int | None:
-        """None while the process runs; then its exit code (-9: killed by SIGKILL)."""
-        code = self._ask(op="poll", pid=pid)["exit"]
-        return None if code is None else int(code)
-
-    def wait(self, pid: int) -> int:
-        return int(self._ask(op="wait", pid=pid)["exit"])
-
-    def close(self) -> None:
-        assert self._proc.stdin is not None
-        self._proc.stdin.close()
-        self._proc.wait(10)
-        assert self._proc.stdout is not None
-        self._proc.stdout.close()
 
 
 @pytest.fixture
@@ -76,19 +39,6 @@ def zygote(tmp_path: Path) -> Iterator[Zygote]:
     forker = Zygote(tmp_path / "zygote.log")
     yield forker
     forker.close()
-
-
-def _env(world: World) -> dict[str, str]:
-    settings = world.settings
-    return {
-        "SEGMENT_EXPORT_DATA_DIR": str(settings.data_dir),
-        "SEGMENT_EXPORT_SECRET_KEY": ",".join(k.decode() for k in settings.encryption_keys),
-        "SEGMENT_EXPORT_CC_API_URL": settings.cc_api_url,
-        "SEGMENT_EXPORT_CC_AUTH_URL": settings.cc_auth_url,
-        "SEGMENT_EXPORT_CC_REQUESTS_PER_SECOND": "40",
-        "SEGMENT_EXPORT_IMPORT_BATCH_CONTACTS": str(BATCH),
-        "SEGMENT_EXPORT_LOG_LEVEL": "WARNING",
-    }
 
 
 def _imports_since(world: World, seq: int) -> int:
@@ -129,7 +79,7 @@ def test_twenty_runs_killed_at_random_points_each_resume_exactly(
                 name=f"killed {i}", connection_id=world.connection.id,
                 list_id=list_ids[f"Killed {i}"], mapping={"email": "email"},
                 segment_ids=[segment])))
-    env = _env(world)
+    env = cli_env(world, batch=BATCH)
     world.store.close()  # DuckDB: one process at a time holds the profile store
 
     mid_run = left_unconfirmed = 0
