@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from segment_export.constant_contact import Activity
-from segment_export.db.models import ExportMember, ExportMemberBlock, RejectedRow, RunBatch
+from segment_export.db.models import ExportMember, ExportMemberBlock, RejectedRow, Run, RunBatch
 from segment_export.db.types import utcnow
 
 _ROW_ERROR = re.compile(r"^Row (\d+)(?: \((.*?)\))?: (.*)$")
@@ -28,6 +28,8 @@ _FETCH_ROWS = 50_000
 # Marks a batch's members packed with their emails and customer ids (see BatchMembers.pack);
 # a blob without it holds only the keys and hashes (written before they were added).
 _PACKED = b"SEXBM02\x00"
+# Marks the leavers one removal carries (see RemovalMembers.pack).
+_REMOVAL = b"SEXRM01\x00"
 
 
 @dataclass(slots=True)
@@ -85,6 +87,49 @@ class BatchMembers:
         both = np.frombuffer(blob, "<i8")
         half = both.size // 2
         return both[:half], both[half:]
+
+
+@dataclass(slots=True)
+class RemovalMembers:
+    """The leavers one ``remove_list_memberships`` request carries: their email keys, emails
+    and Constant Contact contact ids, in request order."""
+
+    keys: np.ndarray[Any, np.dtype[np.int64]]
+    emails: pa.Array
+    contact_ids: pa.Array
+
+    @classmethod
+    def of(cls, keys: Sequence[int], emails: Sequence[str],
+           contact_ids: Sequence[str]) -> RemovalMembers:
+        return cls(np.array(keys, np.int64), pa.array(emails, pa.string()),
+                   pa.array(contact_ids, pa.string()))
+
+    def __len__(self) -> int:
+        return int(self.keys.size)
+
+    def pack(self) -> bytes:
+        """One blob, kept on the removal's row before it is sent: a resumed run settles a
+        removal its last attempt left unconfirmed with exactly whom it named."""
+        strings = pa.record_batch([self.emails.cast(pa.string()),
+                                   self.contact_ids.cast(pa.string())],
+                                  names=["email", "contact_id"])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, strings.schema) as writer:
+            writer.write_batch(strings)
+        return b"".join((_REMOVAL, np.uint64(len(self)).astype("<u8").tobytes(),
+                         _pack_ints(self.keys), sink.getvalue().to_pybytes()))
+
+    @staticmethod
+    def unpack(blob: bytes | None) -> RemovalMembers | None:
+        """The leavers :meth:`pack` made; None for anything else (or a purged blob)."""
+        if not blob or not blob.startswith(_REMOVAL):
+            return None
+        count = int(np.frombuffer(blob, "<u8", 1, len(_REMOVAL))[0])
+        start = len(_REMOVAL) + 8
+        keys = np.frombuffer(blob, "<i8", count, start).astype(np.int64)
+        strings = pa.ipc.open_stream(memoryview(blob)[start + 8 * count:]).read_all()
+        return RemovalMembers(keys, strings.column("email").combine_chunks(),
+                              strings.column("contact_id").combine_chunks())
 
 
 @dataclass(slots=True)
@@ -188,6 +233,56 @@ def forget_members(engine: Engine, *, export_id: str, keys: Sequence[int]) -> No
         conn.execute(insert(ExportMemberBlock).values(
             export_id=export_id, run_id=None, kind="removed", members=len(keys),
             keys=_pack_ints(np.asarray(keys, dtype=np.int64))))
+
+
+def record_removed(engine: Engine, *, export_id: str, batch_id: int,
+                   members: RemovalMembers) -> None:
+    """In one transaction: forget the leavers a completed removal took off the list and mark
+    the removal confirmed. From here on they are not the export's: a person who adds one back
+    by hand keeps it on the list (until it rejoins the segment and is delivered again)."""
+    with engine.begin() as conn:
+        if len(members):
+            conn.execute(insert(ExportMemberBlock).values(
+                export_id=export_id, run_id=None, kind="removed", members=len(members),
+                keys=_pack_ints(members.keys)))
+        conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
+            state="confirmed", confirmed_at=utcnow(), counts={"removed": len(members)}))
+
+
+def record_removal_unsettled(engine: Engine, *, export_id: str, run_id: str, batch_id: int,
+                             members: RemovalMembers, state: str,
+                             errors: Sequence[str] = ()) -> None:
+    """A removal that did not end completed (``failed``) or whose outcome is unknown
+    (``unknown``: its answer never came, or its activity is gone): in one transaction mark the
+    batch and remember its leavers as delivered with :data:`UNCERTAIN_HASH`.
+
+    They stay the export's: mirror mode removes those still on the list, and a leaver who
+    rejoined the segment meanwhile is sent again (a failed removal may have taken some off).
+    """
+    with engine.begin() as conn:
+        if len(members):
+            uncertain = np.full(len(members), UNCERTAIN_HASH, dtype=np.int64)
+            conn.execute(insert(ExportMemberBlock).values(
+                export_id=export_id, run_id=run_id, kind="delivered", members=len(members),
+                keys=_pack_ints(members.keys), hashes=_pack_ints(uncertain),
+                emails=_pack_strings(members.emails)))
+        conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
+            state=state, errors=list(errors)[:50]))
+
+
+def record_off_list(engine: Engine, *, export_id: str, run_id: str,
+                    keys: Sequence[int]) -> None:
+    """Forget leavers that are no longer on the list (removed by hand, unsubscribed, deleted,
+    or by a removal whose answer was lost) and count them on the run, in one transaction."""
+    if len(keys) == 0:
+        return
+    with engine.begin() as conn:
+        conn.execute(insert(ExportMemberBlock).values(
+            export_id=export_id, run_id=None, kind="removed", members=len(keys),
+            keys=_pack_ints(np.asarray(keys, dtype=np.int64))))
+        counts = conn.execute(select(Run.counts).where(Run.id == run_id)).scalar_one()
+        conn.execute(update(Run).where(Run.id == run_id).values(counts={
+            **counts, "already_off_list": int(counts.get("already_off_list", 0)) + len(keys)}))
 
 
 def forget_export_state(session: Session, *, export_id: str) -> None:

@@ -47,7 +47,7 @@ from segment_export.exports.diff import (
 )
 from segment_export.exports.heartbeat import Heartbeat, heartbeat_interval
 from segment_export.exports.members import LocalCounts, store_rejections, stream_members
-from segment_export.exports.mirror import remove_leavers
+from segment_export.exports.mirror import remove_leavers, settle_left_over_removals
 from segment_export.exports.sending import InFlight, Sender
 from segment_export.exports.validate import ValidatedMembers
 from segment_export.log import run_context
@@ -485,7 +485,9 @@ def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactCli
                                export: Export) -> None:
     """After a crash or a lost answer: settle the batches a previous attempt sent but never
     confirmed, and remember those whose import may or may not have happened (``pending``:
-    the answer that would have named its activity never came)."""
+    the answer that would have named its activity never came). Removals first: an attempt
+    removes only after its imports are settled, so any left-over removal is the older."""
+    settle_left_over_removals(deps, client, run_id=run.id, export_id=export.id)
     with deps.sessions() as session:
         left = session.scalars(select(RunBatch).where(
             RunBatch.run_id == run.id, RunBatch.kind == "import",

@@ -1,23 +1,34 @@
-"""Mirror mode: take members this export added, and who left its segments, off the list.
+"""Mirror mode: take members this export delivered, and who left its segments, off the list.
 
 Only list memberships are removed: never an unsubscribe, never a deleted contact, and never a
-member this export did not add (only emails in its delivered state are candidates).
+contact this export does not own. It owns what its delivered state holds: a contact it sent
+and has not removed since. Once one of its removals completed, the contact is no longer its
+own, so a person who adds it back by hand keeps it on the list (until it rejoins the segment
+and is delivered again). Every removal is recorded (``pending``) before it is sent, so a
+resumed run settles what a crashed attempt left in flight instead of guessing from the list.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import insert, update
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Engine, func, insert, select, update
 
 from segment_export.constant_contact import MAX_CONTACT_IDS, ConstantContactClient
-from segment_export.db.models import Export, RunBatch
-from segment_export.db.types import utcnow
-from segment_export.errors import RetriableError
-from segment_export.exports.delivery import delivered_emails, forget_members
+from segment_export.db.models import Export, Run, RunBatch
+from segment_export.errors import NotFoundError, RetriableError
+from segment_export.exports.delivery import (
+    RemovalMembers,
+    delivered_emails,
+    record_off_list,
+    record_removal_unsettled,
+    record_removed,
+)
 from segment_export.exports.diff import Delivered, leavers
 
 if TYPE_CHECKING:
@@ -27,28 +38,104 @@ log = logging.getLogger(__name__)
 # Up to this many leavers are looked up one email at a time; beyond it one contact export of
 # the list costs fewer requests than a lookup each.
 LOOKUP_ONE_BY_ONE = 40
+# Removal activities that end failed are retried within the attempt this many times, each time
+# for only those of their contacts still on the list; then the run is retried.
+REMOVAL_ROUNDS = 3
 
 
-def _contact_ids(client: ConstantContactClient, list_id: str,
-                 emails: dict[str, int]) -> dict[str, str]:
-    """email -> contact id for the leavers that are still on the list."""
-    if len(emails) <= LOOKUP_ONE_BY_ONE:
-        ids: dict[str, str] = {}
-        for email in emails:
-            for contact in client.find_contacts(email=email, lists=[list_id], limit=1):
-                ids[email] = contact.contact_id
-        return ids
-    activity = client.create_contact_export(list_ids=[list_id],
-                                            fields=["contact_id", "email_address"])
-    done = client.wait_for_activity(activity.activity_id, poll_interval=1.0)
-    if done.state != "completed" or done.links.results is None:
-        raise RetriableError(f"Contact export {activity.activity_id} ended {done.state}")
-    ids = {}
-    for row in client.download_contact_export(done.links.results.href):
-        email = (row.get("email_address") or row.get("email") or "").strip().lower()
-        if email in emails and row.get("contact_id"):
-            ids[email] = row["contact_id"]
+def normalise_emails(values: Iterable[str | None]) -> list[str]:
+    """Emails as validation normalises the ones this export sends (trimmed, lower-cased by
+    Arrow): an address Constant Contact returns is compared in the same form."""
+    array = pa.array([v or "" for v in values], pa.string())
+    return [str(v) for v in pc.utf8_lower(pc.utf8_trim_whitespace(array)).to_pylist()]
+
+
+def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, int], *,
+                 poll_interval: float) -> dict[str, str]:
+    """email -> contact id for the leavers that are on the list now.
+
+    A contact counts only if its own address, normalised, is the leaver's email: a lookup is
+    never trusted to have filtered (an empty ``email`` filter is no filter: it pages through
+    the whole list). An email that more than one contact on the list answers to is left alone:
+    which of them this export delivered cannot be told.
+    """
+    wanted = {email for email in emails if email}
+    found: dict[str, set[str]] = {}
+    if len(wanted) <= LOOKUP_ONE_BY_ONE:
+        for email in wanted:
+            contacts = list(client.find_contacts(email=email, lists=[list_id], limit=50))
+            addresses = normalise_emails(c.email for c in contacts)
+            for contact, address in zip(contacts, addresses, strict=True):
+                if address == email:
+                    found.setdefault(email, set()).add(contact.contact_id)
+    else:
+        activity = client.create_contact_export(list_ids=[list_id],
+                                                fields=["contact_id", "email_address"])
+        done = client.wait_for_activity(activity.activity_id, poll_interval=poll_interval)
+        if done.state != "completed" or done.links.results is None:
+            raise RetriableError(f"Contact export {activity.activity_id} ended {done.state}")
+        rows = list(client.download_contact_export(done.links.results.href))
+        addresses = normalise_emails(row.get("email_address") or row.get("email") for row in rows)
+        for row, address in zip(rows, addresses, strict=True):
+            if address in wanted and row.get("contact_id"):
+                found.setdefault(address, set()).add(row["contact_id"])
+    ids: dict[str, str] = {}
+    for email, contact_ids in found.items():
+        if len(contact_ids) == 1:
+            (ids[email],) = contact_ids
+        else:
+            log.warning("mirror: %d contacts on the list answer to one leaver's email; none is "
+                        "removed", len(contact_ids))
     return ids
+
+
+def _next_seq(engine: Engine, run_id: str) -> int:
+    """Removal batches are numbered per run, across its attempts."""
+    with engine.connect() as conn:
+        last = conn.execute(select(func.max(RunBatch.seq)).where(
+            RunBatch.run_id == run_id, RunBatch.kind == "remove")).scalar()
+    return 0 if last is None else int(last) + 1
+
+
+def settle_left_over_removals(deps: RunDependencies, client: ConstantContactClient, *,
+                              run_id: str, export_id: str) -> None:
+    """After a crash or a lost answer: settle the removals an earlier attempt of the run
+    recorded but never confirmed, before anything reads the delivered state.
+
+    A removal whose activity completed forgets its leavers (so a contact put back by hand
+    since stays); one that failed, or whose activity cannot be found or was never named (the
+    answer to the request was lost), keeps them as uncertain members: this run removes those
+    still on the list and sends again those who rejoined the segment.
+    """
+    with deps.sessions() as session:
+        left = session.scalars(select(RunBatch).where(
+            RunBatch.run_id == run_id, RunBatch.kind == "remove",
+            RunBatch.state.in_(("pending", "sent"))).order_by(RunBatch.id)).all()
+    for batch in left:
+        members = RemovalMembers.unpack(batch.members)
+        if members is None:  # purged details: nothing left to settle it with
+            with deps.engine.begin() as conn:
+                conn.execute(update(RunBatch).where(RunBatch.id == batch.id).values(
+                    state="unknown"))
+            continue
+        if batch.activity_id is None:
+            log.warning("mirror: removal #%d of run %s was sent without an answer; its %d "
+                        "contacts are checked on the list again", batch.seq, run_id, len(members))
+            record_removal_unsettled(deps.engine, export_id=export_id, run_id=run_id,
+                                     batch_id=batch.id, members=members, state="unknown")
+            continue
+        try:
+            done = client.wait_for_activity(batch.activity_id, poll_interval=deps.poll_interval)
+        except NotFoundError:
+            record_removal_unsettled(deps.engine, export_id=export_id, run_id=run_id,
+                                     batch_id=batch.id, members=members, state="unknown")
+            continue
+        if done.state == "completed":
+            record_removed(deps.engine, export_id=export_id, batch_id=batch.id, members=members)
+        else:
+            record_removal_unsettled(deps.engine, export_id=export_id, run_id=run_id,
+                                     batch_id=batch.id, members=members, state="failed",
+                                     errors=done.activity_errors)
 
 
 def remove_leavers(
@@ -61,34 +148,73 @@ def remove_leavers(
     current_keys: np.ndarray[Any, Any],
     check_cancel: Callable[[], None],
 ) -> dict[str, int]:
-    """Remove the leavers from the export's list; return the counts for the run report."""
+    """Remove the leavers from the export's list; return the run's removal counts (over all
+    its attempts: ``left_segment = removed + already_off_list``)."""
     gone = leavers(delivered, current_keys)
-    if gone.size == 0:
-        return {"left_segment": 0, "removed": 0, "already_off_list": 0}
-    emails = delivered_emails(deps.engine, export.id, gone)
-    ids = _contact_ids(client, export.list_id, emails)
-    # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no call.
-    absent = [key for email, key in emails.items() if email not in ids]
-    forget_members(deps.engine, export_id=export.id, keys=absent)
-    removed = 0
-    pairs = list(ids.items())
+    emails = delivered_emails(deps.engine, export.id, gone) if gone.size else {}
+    for _ in range(REMOVAL_ROUNDS):
+        if not emails:
+            break
+        ids = _contact_ids(client, export.list_id, emails, poll_interval=deps.poll_interval)
+        # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no call.
+        record_off_list(deps.engine, export_id=export.id, run_id=run_id,
+                        keys=[key for email, key in emails.items() if email not in ids])
+        failed = _send_removals(deps, client, run_id=run_id, export=export,
+                                pairs=[(emails[e], e, cid) for e, cid in ids.items()],
+                                check_cancel=check_cancel)
+        # A failed removal may have taken some off: next round looks its contacts up again.
+        emails = {email: emails[email] for email in failed}
+    if emails:
+        raise RetriableError(f"{len(emails):,} leavers' removal activities ended failed "
+                             f"{REMOVAL_ROUNDS} times")
+    counts = _removal_counts(deps, run_id)
+    log.info("mirror: %d left the segment, %d removed, %d already off the list",
+             counts["left_segment"], counts["removed"], counts["already_off_list"])
+    return counts
+
+
+def _send_removals(deps: RunDependencies, client: ConstantContactClient, *, run_id: str,
+                   export: Export, pairs: list[tuple[int, str, str]],
+                   check_cancel: Callable[[], None]) -> list[str]:
+    """Send the removals, up to 500 contacts each, and settle each; the emails of those whose
+    activity did not complete."""
+    failed: list[str] = []
     for start in range(0, len(pairs), MAX_CONTACT_IDS):
         check_cancel()
         chunk = pairs[start:start + MAX_CONTACT_IDS]
-        activity = client.remove_list_memberships([cid for _, cid in chunk], [export.list_id])
+        members = RemovalMembers.of([k for k, _, _ in chunk], [e for _, e, _ in chunk],
+                                    [c for _, _, c in chunk])
+        # Recorded before it is sent: a crash from here on leaves a row the next attempt
+        # settles, never a removal nobody knows about.
+        seq = _next_seq(deps.engine, run_id)
         with deps.engine.begin() as conn:
-            conn.execute(insert(RunBatch).values(
-                run_id=run_id, seq=start // MAX_CONTACT_IDS, kind="remove", state="sent",
-                activity_id=activity.activity_id, contacts=len(chunk)))
+            batch_id = conn.execute(insert(RunBatch).values(
+                run_id=run_id, seq=seq, kind="remove",
+                state="pending", contacts=len(chunk), members=members.pack(),
+            ).returning(RunBatch.id)).scalar_one()
+        activity = client.remove_list_memberships([c for _, _, c in chunk], [export.list_id])
+        with deps.engine.begin() as conn:
+            conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
+                state="sent", activity_id=activity.activity_id))
         done = client.wait_for_activity(activity.activity_id, poll_interval=deps.poll_interval)
-        if done.state != "completed":
-            raise RetriableError(f"Removal activity {activity.activity_id} ended {done.state}")
-        forget_members(deps.engine, export_id=export.id, keys=[emails[e] for e, _ in chunk])
-        with deps.engine.begin() as conn:
-            conn.execute(update(RunBatch).where(
-                RunBatch.activity_id == activity.activity_id).values(
-                state="confirmed", confirmed_at=utcnow(), counts={"removed": len(chunk)}))
-        removed += len(chunk)
-    log.info("mirror: %d left the segment, %d removed, %d already off the list",
-             gone.size, removed, len(absent))
-    return {"left_segment": int(gone.size), "removed": removed, "already_off_list": len(absent)}
+        if done.state == "completed":
+            record_removed(deps.engine, export_id=export.id, batch_id=batch_id, members=members)
+            continue
+        log.warning("mirror: removal activity %s ended %s; its contacts still on the list are "
+                    "removed again", activity.activity_id, done.state)
+        record_removal_unsettled(deps.engine, export_id=export.id, run_id=run_id,
+                                 batch_id=batch_id, members=members, state="failed",
+                                 errors=done.activity_errors)
+        failed.extend(e for _, e, _ in chunk)
+    return failed
+
+
+def _removal_counts(deps: RunDependencies, run_id: str) -> dict[str, int]:
+    with deps.sessions() as session:
+        removed = session.scalar(select(func.coalesce(func.sum(RunBatch.contacts), 0)).where(
+            RunBatch.run_id == run_id, RunBatch.kind == "remove",
+            RunBatch.state == "confirmed")) or 0
+        run = session.get(Run, run_id)
+        off = int(run.counts.get("already_off_list", 0)) if run is not None else 0
+    return {"left_segment": int(removed) + off, "removed": int(removed),
+            "already_off_list": off}
