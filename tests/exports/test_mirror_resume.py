@@ -23,6 +23,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from segment_export.constant_contact.retry import DEFAULT_MAX_ATTEMPTS
 from segment_export.db.models import Export, Run, RunBatch
 from segment_export.exports.connections import client_for
 from segment_export.exports.delivery import RemovalMembers, load_members
@@ -119,9 +120,9 @@ def resume(world: World, run_id: str) -> Run:
     return run_to_completion(run_id, deps=world.deps(), backoff=0.01)
 
 
-def hand_add(world: World, list_name: str, *emails: str) -> None:
+def hand_add(world: World, list_id: str, *emails: str) -> None:
     """A person adds contacts to the list in Constant Contact (not through this export)."""
-    world.control.seed(contacts=[{"email": e, "lists": [list_name]} for e in emails])
+    assert len(world.control.add_by_hand(list_id, list(emails))) == len(emails)
 
 
 def remove_posts(world: World, since: int) -> int:
@@ -170,7 +171,7 @@ def test_a_removal_phase_killed_at_each_point_resumes_with_the_list_exact(world:
         exports[point] = world.export(f"mirror {name}", [segment], mode="mirror")
         assert world.run(exports[point]).status == "succeeded"
         # Put on the list by a person; this export never delivered the address.
-        hand_add(world, name, f"hand{len(exports)}@elsewhere.test")
+        hand_add(world, lists[name], f"hand{len(exports)}@elsewhere.test")
     world.load_profiles(people(N, leaving=LEAVING))
     refresh(world)
 
@@ -181,7 +182,7 @@ def test_a_removal_phase_killed_at_each_point_resumes_with_the_list_exact(world:
         # The person puts back one leaver of the first removal (one of the first 500).
         readded = (str(first[4].emails[0]) if first is not None and first[4] is not None
                    else "m1@example.com")
-        hand_add(world, name, readded)
+        hand_add(world, lists[name], readded)
         since = world.control.requests()[-1].seq
 
         done = resume(world, run_id)
@@ -284,14 +285,14 @@ def test_a_contact_put_back_by_hand_after_its_removal_stays_and_a_stranger_is_ne
     assert world.run(export).status == "succeeded"
     # Added by a person: one address this export never delivered, in another case and with
     # blanks, and one that only differs from a member's by its domain.
-    hand_add(world, "Newsletter", "  Stranger@Elsewhere.TEST ", "m1@example.org")
+    hand_add(world, world.list_id, "  Stranger@Elsewhere.TEST ", "m1@example.org")
     world.load_profiles(people(30, leaving=range(1, 6)))
     refresh(world)
     run_id, at_crash = crash_then_resume(
         world, export, CrashAt("GET", "", when="after", removal_poll=True))
     assert [(kind, state) for kind, _, state, _, _ in at_crash] == [("remove", "sent")]
     assert "m1@example.com" not in world.members()
-    hand_add(world, "Newsletter", "M1@Example.com")  # put back by a person, after its removal
+    hand_add(world, world.list_id, "M1@Example.com")  # put back by a person, after its removal
 
     done = resume(world, run_id)
 
@@ -313,3 +314,39 @@ def test_a_contact_put_back_by_hand_after_its_removal_stays_and_a_stranger_is_ne
     assert world.run(export).counts["removed"] == 1
     assert "m1@example.com" not in world.members()
     assert {"stranger@elsewhere.test", "m1@example.org"} <= world.members()
+
+
+def test_a_removal_whose_answers_were_all_lost_is_settled_by_the_next_attempt(
+        world: World) -> None:
+    world.load_profiles(people(20))
+    export = world.export("lost", [world.segment("members", "country = 'DE'")], mode="mirror")
+    assert world.run(export).status == "succeeded"
+    world.load_profiles(people(20, leaving=range(1, 6)))
+    refresh(world)
+    # Constant Contact takes every try of the removal, but no answer arrives: the attempt
+    # gives up without knowing the activity (Constant Contact removed all five).
+    world.control.inject_fault(kind="drop", when="after", count=DEFAULT_MAX_ATTEMPTS,
+                               path_prefix="/v3/activities/remove_list_memberships")
+    with world.sessions.begin() as session:
+        run_id = request_run(session, actor=world.admin, export=export).id
+    first = execute_run(run_id, deps=world.deps())
+    assert first.status == "queued", first.message
+    assert [(kind, state) for kind, _, state, _, _ in batches(world, run_id)] == [
+        ("remove", "pending")]
+    assert world.members() == {f"m{i}@example.com" for i in range(6, 21)}
+    # Before the next attempt m2 joins the segment again, and a person puts m4 back.
+    world.load_profiles(people(20, leaving={1, 3, 4, 5}))
+    refresh(world)
+    hand_add(world, world.list_id, "m4@example.com")
+
+    done = resume(world, run_id)
+
+    assert done.status == "succeeded", done.message
+    # m2 is sent again. m4: whether this export's removal happened before the person put it
+    # back cannot be told (the removal's answer never came), so it is still the export's, a
+    # leaver on the list, and removed: the one case where a contact put back by hand goes.
+    assert world.members() == {f"m{i}@example.com" for i in [2, *range(6, 21)]}
+    assert done.counts["sent"] == 1
+    assert_removal_counts(done, 4)
+    assert [(kind, state) for kind, _, state, _, _ in batches(world, run_id)] == [
+        ("remove", "unknown"), ("import", "confirmed"), ("remove", "confirmed")]
