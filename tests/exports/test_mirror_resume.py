@@ -15,14 +15,15 @@ import dataclasses
 import socket
 import subprocess
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
+from segment_export.config import Settings
 from segment_export.constant_contact.retry import DEFAULT_MAX_ATTEMPTS
 from segment_export.db.models import Export, Run, RunBatch
 from segment_export.exports.connections import client_for
@@ -30,7 +31,14 @@ from segment_export.exports.delivery import RemovalMembers, load_members
 from segment_export.exports.engine import execute_run
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.segments.refresh import refresh_segments
-from tests.world import World
+from tests.world import World, open_world
+
+
+@pytest.fixture
+def state_world(engine: Engine, settings: Settings) -> Iterator[World]:
+    """``world`` over each state store: SQLite, and the machine's PostgreSQL."""
+    with open_world(settings, engine) as opened:
+        yield opened
 
 
 class Crash(BaseException):
@@ -238,7 +246,8 @@ def test_a_leaver_who_rejoins_before_the_resume_is_back_on_the_list(world: World
 
 
 def test_a_failed_removal_activity_is_retried_for_only_those_still_on_the_list(
-        world: World) -> None:
+        state_world: World) -> None:
+    world = state_world
     world.load_profiles(people(30))
     export = world.export("failing", [world.segment("members", "country = 'DE'")], mode="mirror")
     assert world.run(export).status == "succeeded"
@@ -279,7 +288,8 @@ def test_a_failed_removal_activity_is_retried_for_only_those_still_on_the_list(
 
 
 def test_a_contact_put_back_by_hand_after_its_removal_stays_and_a_stranger_is_never_touched(
-        world: World) -> None:
+        state_world: World) -> None:
+    world = state_world
     world.load_profiles(people(30))
     export = world.export("hand", [world.segment("members", "country = 'DE'")], mode="mirror")
     assert world.run(export).status == "succeeded"
@@ -317,7 +327,8 @@ def test_a_contact_put_back_by_hand_after_its_removal_stays_and_a_stranger_is_ne
 
 
 def test_a_removal_whose_answers_were_all_lost_is_settled_by_the_next_attempt(
-        world: World) -> None:
+        state_world: World) -> None:
+    world = state_world
     world.load_profiles(people(20))
     export = world.export("lost", [world.segment("members", "country = 'DE'")], mode="mirror")
     assert world.run(export).status == "succeeded"
