@@ -79,7 +79,8 @@ def step(rig: Rig, rng: random.Random) -> str:
     else:
         rig.run(RunPlan(export=rng.randrange(2), full=rng.random() < 0.25,
                         kill=action == "run_killed", kill_after=rng.randint(0, 14),
-                        kill_delay=rng.uniform(0.0, 0.05), resume_in_cli=rng.random() < 0.3))
+                        kill_delay=rng.uniform(0.0, 0.05), resume_in_cli=rng.random() < 0.3,
+                        kill_in_removal=rng.random() < 0.3))
     return action
 
 

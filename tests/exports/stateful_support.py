@@ -52,9 +52,11 @@ IMPORT_PATH = "/v3/activities/contacts_json_import"
 REMOVE_PATH = "/v3/activities/remove_list_memberships"
 READ_TIMEOUT = 0.5  # the client's, in runs here; a "timeout" fault answers later than this
 
-FaultKind = Literal["429", "5xx", "drop", "timeout", "activity", "expired", "rotated"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("429", "5xx", "drop", "timeout", "activity", "expired",
-                                      "rotated")
+FaultKind = Literal["429", "5xx", "drop", "timeout", "activity", "removal", "expired",
+                    "rotated"]
+# "activity": an import activity fails or times out; "removal": a mirror removal's does.
+FAULT_KINDS: tuple[FaultKind, ...] = ("429", "5xx", "drop", "timeout", "activity", "removal",
+                                      "expired", "rotated")
 WHERE = {"import": IMPORT_PATH, "remove": REMOVE_PATH, "poll": "/v3/activities",
          "lookup": "/v3/contacts", "any": "/v3"}
 
@@ -74,7 +76,8 @@ class FaultPlan:
 @dataclass(frozen=True)
 class RunPlan:
     """One run: of which export, full or incremental, here or in a CLI process killed after
-    ``kill_after`` API requests (plus ``kill_delay`` s), resumed here or by another CLI."""
+    ``kill_after`` API requests (or, ``kill_in_removal``, once it asked for a mirror removal)
+    plus ``kill_delay`` s, resumed here or by another CLI."""
 
     export: int  # 0: the mirror export, 1: the add/update one
     full: bool = False
@@ -82,6 +85,7 @@ class RunPlan:
     kill_after: int = 0
     kill_delay: float = 0.0
     resume_in_cli: bool = False
+    kill_in_removal: bool = False
 
 
 class Violation(AssertionError):
@@ -277,8 +281,9 @@ class Rig:
             control.inject_fault(kind="slow", when="after", delay=READ_TIMEOUT * 2,
                                  path_prefix=IMPORT_PATH if plan.where != "remove"
                                  else REMOVE_PATH)
-        elif plan.kind == "activity":
-            kind = "remove_list_memberships" if plan.where == "remove" else "contacts_json_import"
+        elif plan.kind in ("activity", "removal"):
+            kind = ("remove_list_memberships" if plan.kind == "removal"
+                    else "contacts_json_import")
             if plan.outcome == "failed":
                 control.fail_activity(plan.count, kind=kind)
             else:
@@ -335,7 +340,7 @@ class Rig:
             worker = self.zygote.start(["runs", "resume", run_id], env)
             deadline = time.monotonic() + 30
             exited = None
-            while (self._api_requests(since) < plan.kill_after and time.monotonic() < deadline
+            while (not self._kill_point(since, plan) and time.monotonic() < deadline
                    and (exited := self.zygote.exit_code(worker)) is None):
                 time.sleep(0.003)
             if exited is None:
@@ -357,8 +362,11 @@ class Rig:
                                     backoff=0.01)
         return run
 
-    def _api_requests(self, since: int) -> int:
-        return sum(1 for r in self.world.control.requests(since) if r.path.startswith("/v3/"))
+    def _kill_point(self, since: int, plan: RunPlan) -> bool:
+        api = [r for r in self.world.control.requests(since) if r.path.startswith("/v3/")]
+        if plan.kill_in_removal:
+            return any(r.path == REMOVE_PATH for r in api)
+        return len(api) >= plan.kill_after
 
     def _run(self, run_id: str) -> Run:
         with self.world.sessions() as session:
