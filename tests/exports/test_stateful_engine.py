@@ -143,9 +143,10 @@ def test_run_engine_keeps_every_list_exact_under_faults_and_kills(rig: Rig) -> N
 
 
 def test_a_mirror_run_whose_removal_activity_failed_is_retried(rig: Rig) -> None:
-    """The machine's shortest find, kept as a plain sequence: the retry of a run whose removal
-    activity failed recorded its removal batch under a number already taken (IntegrityError:
-    the run failed as an internal error and the leavers stayed on the list)."""
+    """A directed sequence of the rig's actions, which the derandomized sequences above do not
+    reliably reach: before the fix of mirror.py's batch numbering, the retry of a run whose
+    removal activity failed recorded its removal batch under a number already taken
+    (IntegrityError: the run failed as an internal error and the leavers stayed on the list)."""
     rig.begin()
     rig.run(RunPlan(0))
     rig.join_or_leave(1)  # two members leave
