@@ -50,43 +50,54 @@ def normalise_emails(values: Iterable[str | None]) -> list[str]:
     return [str(v) for v in pc.utf8_lower(pc.utf8_trim_whitespace(array)).to_pylist()]
 
 
+# Rows of a list's contact export matched at a time.
+_MATCH_ROWS = 50_000
+
+
 def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, int], *,
-                 poll_interval: float) -> dict[str, str]:
-    """email -> contact id for the leavers that are on the list now.
+                 poll_interval: float) -> tuple[dict[str, str], set[str]]:
+    """email -> contact id for the leavers that are on the list now, and the leavers' emails
+    that more than one contact on the list answers to.
 
     A contact counts only if its own address, normalised, is the leaver's email: a lookup is
     never trusted to have filtered (an empty ``email`` filter is no filter: it pages through
-    the whole list). An email that more than one contact on the list answers to is left alone:
-    which of them this export delivered cannot be told.
+    the whole list). Constant Contact keeps one contact per address, so an email two contacts
+    answer to is a surprise: which of them this export delivered cannot be told, and neither
+    is removed (nor forgotten: a later run looks again).
     """
     wanted = {email for email in emails if email}
     found: dict[str, set[str]] = {}
+
+    def match(pairs: list[tuple[str, str | None]]) -> None:
+        addresses = normalise_emails(address for _, address in pairs)
+        for (contact_id, _), address in zip(pairs, addresses, strict=True):
+            if address in wanted and contact_id:
+                found.setdefault(address, set()).add(contact_id)
+
     if len(wanted) <= LOOKUP_ONE_BY_ONE:
         for email in wanted:
-            contacts = list(client.find_contacts(email=email, lists=[list_id], limit=50))
-            addresses = normalise_emails(c.email for c in contacts)
-            for contact, address in zip(contacts, addresses, strict=True):
-                if address == email:
-                    found.setdefault(email, set()).add(contact.contact_id)
+            match([(c.contact_id, c.email)
+                   for c in client.find_contacts(email=email, lists=[list_id], limit=50)])
     else:
         activity = client.create_contact_export(list_ids=[list_id],
                                                 fields=["contact_id", "email_address"])
         done = client.wait_for_activity(activity.activity_id, poll_interval=poll_interval)
         if done.state != "completed" or done.links.results is None:
             raise RetriableError(f"Contact export {activity.activity_id} ended {done.state}")
-        rows = list(client.download_contact_export(done.links.results.href))
-        addresses = normalise_emails(row.get("email_address") or row.get("email") for row in rows)
-        for row, address in zip(rows, addresses, strict=True):
-            if address in wanted and row.get("contact_id"):
-                found.setdefault(address, set()).add(row["contact_id"])
-    ids: dict[str, str] = {}
-    for email, contact_ids in found.items():
-        if len(contact_ids) == 1:
-            (ids[email],) = contact_ids
-        else:
-            log.warning("mirror: %d contacts on the list answer to one leaver's email; none is "
-                        "removed", len(contact_ids))
-    return ids
+        pairs: list[tuple[str, str | None]] = []
+        for row in client.download_contact_export(done.links.results.href):
+            pairs.append((row.get("contact_id") or "",
+                          row.get("email_address") or row.get("email")))
+            if len(pairs) == _MATCH_ROWS:
+                match(pairs)
+                pairs = []
+        match(pairs)
+    ids = {email: next(iter(c)) for email, c in found.items() if len(c) == 1}
+    ambiguous = {email for email, c in found.items() if len(c) > 1}
+    if ambiguous:
+        log.warning("mirror: %d leavers' emails each match several contacts on the list; "
+                    "none of those is removed", len(ambiguous))
+    return ids, ambiguous
 
 
 def _next_seq(engine: Engine, run_id: str) -> int:
@@ -155,10 +166,12 @@ def remove_leavers(
     for _ in range(REMOVAL_ROUNDS):
         if not emails:
             break
-        ids = _contact_ids(client, export.list_id, emails, poll_interval=deps.poll_interval)
+        ids, ambiguous = _contact_ids(client, export.list_id, emails,
+                                      poll_interval=deps.poll_interval)
         # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no call.
         record_off_list(deps.engine, export_id=export.id, run_id=run_id,
-                        keys=[key for email, key in emails.items() if email not in ids])
+                        keys=[key for email, key in emails.items()
+                              if email not in ids and email not in ambiguous])
         failed = _send_removals(deps, client, run_id=run_id, export=export,
                                 pairs=[(emails[e], e, cid) for e, cid in ids.items()],
                                 check_cancel=check_cancel)
