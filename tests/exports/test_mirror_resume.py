@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, insert, select
 
 from segment_export.config import Settings
 from segment_export.constant_contact.retry import DEFAULT_MAX_ATTEMPTS
-from segment_export.db.models import Export, Run, RunBatch
+from segment_export.db.models import Export, ExportMemberBlock, Run, RunBatch
 from segment_export.exports.connections import client_for
 from segment_export.exports.delivery import RemovalMembers, load_members
 from segment_export.exports.engine import execute_run
@@ -361,3 +362,39 @@ def test_a_removal_whose_answers_were_all_lost_is_settled_by_the_next_attempt(
     assert_removal_counts(done, 4)
     assert [(kind, state) for kind, _, state, _, _ in batches(world, run_id)] == [
         ("remove", "unknown"), ("import", "confirmed"), ("remove", "confirmed")]
+
+
+def test_members_whose_delivered_keys_an_older_hash_made_are_sent_again_never_removed(
+        world: World) -> None:
+    world.load_profiles(people(10))
+    export = world.export("rehashed", [world.segment("members", "country = 'DE'")],
+                          mode="mirror")
+    assert world.run(export).status == "succeeded"
+    # The delivered state as a different email hash (a DuckDB upgrade) would have left it:
+    # the same emails under other keys.
+    state = load_members(world.engine, export.id, emails=True)
+    assert state.emails is not None
+    with world.engine.begin() as conn:
+        conn.execute(delete(ExportMemberBlock).where(ExportMemberBlock.export_id == export.id))
+        conn.execute(insert(ExportMemberBlock).values(
+            export_id=export.id, run_id=None, kind="delivered", members=len(state),
+            keys=(state.keys ^ 0x5A5A_5A5A).astype("<i8").tobytes(),
+            hashes=state.hashes.astype("<i8").tobytes(),
+            emails=_packed(state.emails)))
+
+    again = world.run(export)
+
+    assert again.status == "succeeded", again.message
+    assert again.counts["sent"] == 10  # they look new: sent once more, as a full resync
+    assert (again.counts["left_segment"], again.counts["removed"]) == (0, 0), again.counts
+    assert world.members() == {f"m{i}@example.com" for i in range(1, 11)}
+    third = world.run(export)
+    assert (third.counts["sent"], third.counts["removed"]) == (0, 0), third.counts
+
+
+def _packed(emails: pa.Array) -> bytes:
+    batch = pa.record_batch([emails], names=["email"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())

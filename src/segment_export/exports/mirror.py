@@ -25,11 +25,12 @@ from segment_export.errors import NotFoundError, RetriableError
 from segment_export.exports.delivery import (
     RemovalMembers,
     delivered_emails,
+    forget_members,
     record_off_list,
     record_removal_unsettled,
     record_removed,
 )
-from segment_export.exports.diff import Delivered, leavers
+from segment_export.exports.diff import Delivered, fingerprints, leavers
 
 if TYPE_CHECKING:
     from segment_export.exports.engine import RunDependencies
@@ -162,7 +163,9 @@ def remove_leavers(
     """Remove the leavers from the export's list; return the run's removal counts (over all
     its attempts: ``left_segment = removed + already_off_list``)."""
     gone = leavers(delivered, current_keys)
-    emails = delivered_emails(deps.engine, export.id, gone) if gone.size else {}
+    emails = _not_members(deps, export.id,
+                          delivered_emails(deps.engine, export.id, gone) if gone.size else {},
+                          current_keys)
     for _ in range(REMOVAL_ROUNDS):
         if not emails:
             break
@@ -184,6 +187,30 @@ def remove_leavers(
     log.info("mirror: %d left the segment, %d removed, %d already off the list",
              counts["left_segment"], counts["removed"], counts["already_off_list"])
     return counts
+
+
+def _not_members(deps: RunDependencies, export_id: str, emails: dict[str, int],
+                 current_keys: np.ndarray[Any, Any]) -> dict[str, int]:
+    """The leavers whose email is not a current member's under the key it has now.
+
+    A delivered key is a hash of the email; should the hash ever change (a DuckDB upgrade),
+    a member's old key would look like a leaver while the member is sent under its new one.
+    Such a key is forgotten, never removed: its contact is a member.
+    """
+    if not emails:
+        return emails
+    names = list(emails)
+    keys, _ = fingerprints(pa.table({"email": pa.array(names, pa.string())}))
+    member = np.isin(keys, current_keys)
+    if not member.any():
+        return emails
+    stale = [emails[name] for name, is_member in zip(names, member.tolist(), strict=True)
+             if is_member]
+    log.warning("mirror: %d delivered keys name current members under another key; "
+                "forgotten, not removed", len(stale))
+    forget_members(deps.engine, export_id=export_id, keys=stale)
+    return {name: emails[name] for name, is_member in zip(names, member.tolist(), strict=True)
+            if not is_member}
 
 
 def _send_removals(deps: RunDependencies, client: ConstantContactClient, *, run_id: str,
