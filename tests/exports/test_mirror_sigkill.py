@@ -112,7 +112,8 @@ def test_removal_phases_killed_at_random_points_resume_with_the_lists_exact(
         # on its batch, the contact off the list): it must stay.
         on_list = world.control.list_members(list_id)
         done_by_us = _removed_by_us(at_kill, on_list)
-        readded = {rng.choice(done_by_us)} if done_by_us else set()
+        # (Its own generator: the kill points stay the seed's whatever each kill found.)
+        readded = {random.Random(SEED + i).choice(done_by_us)} if done_by_us else set()
         if readded:
             hand_add(world, list_id, *readded)
             kept_by_hand += 1
