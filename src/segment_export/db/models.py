@@ -249,7 +249,7 @@ class RunBatch(Base):
     seq: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(20))  # import | remove
     activity_id: Mapped[str | None] = mapped_column(String(36))
-    # pending | sent | confirmed | failed
+    # pending | sent | confirmed | failed | unknown (its outcome was never learnt)
     state: Mapped[str] = mapped_column(String(20), default="pending")
     contacts: Mapped[int] = mapped_column(Integer, default=0)
     nbytes: Mapped[int] = mapped_column(Integer, default=0)
