@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,26 +55,15 @@ class BatchMembers:
         """Everything in one blob, kept on the batch's row: a run resumed after a crash settles
         the batches its last attempt left in flight with whom they really carried, even a
         contact that has left the segment since (its email could not be looked up again)."""
-        strings = pa.record_batch([self.emails.cast(pa.string()),
-                                   self.customer_ids.cast(pa.string())],
-                                  names=["email", "customer_id"])
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, strings.schema) as writer:
-            writer.write_batch(strings)
-        return b"".join((_PACKED, np.uint64(len(self)).astype("<u8").tobytes(),
-                         _pack_ints(self.keys), _pack_ints(self.hashes),
-                         sink.getvalue().to_pybytes()))
+        return _pack_blob(_PACKED, (self.keys, self.hashes),
+                          {"email": self.emails, "customer_id": self.customer_ids})
 
     @staticmethod
     def unpack(blob: bytes) -> BatchMembers | None:
         """The members :meth:`pack` made, or None for a blob of keys and hashes only."""
         if not blob.startswith(_PACKED):
             return None
-        count = int(np.frombuffer(blob, "<u8", 1, len(_PACKED))[0])
-        start = len(_PACKED) + 8
-        keys = np.frombuffer(blob, "<i8", count, start).astype(np.int64)
-        hashes = np.frombuffer(blob, "<i8", count, start + 8 * count).astype(np.int64)
-        strings = pa.ipc.open_stream(memoryview(blob)[start + 16 * count:]).read_all()
+        (keys, hashes), strings = _unpack_blob(blob, _PACKED, 2)
         return BatchMembers(keys, hashes, strings.column("email").combine_chunks(),
                             strings.column("customer_id").combine_chunks())
 
@@ -110,24 +99,15 @@ class RemovalMembers:
     def pack(self) -> bytes:
         """One blob, kept on the removal's row before it is sent: a resumed run settles a
         removal its last attempt left unconfirmed with exactly whom it named."""
-        strings = pa.record_batch([self.emails.cast(pa.string()),
-                                   self.contact_ids.cast(pa.string())],
-                                  names=["email", "contact_id"])
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, strings.schema) as writer:
-            writer.write_batch(strings)
-        return b"".join((_REMOVAL, np.uint64(len(self)).astype("<u8").tobytes(),
-                         _pack_ints(self.keys), sink.getvalue().to_pybytes()))
+        return _pack_blob(_REMOVAL, (self.keys,),
+                          {"email": self.emails, "contact_id": self.contact_ids})
 
     @staticmethod
     def unpack(blob: bytes | None) -> RemovalMembers | None:
         """The leavers :meth:`pack` made; None for anything else (or a purged blob)."""
         if not blob or not blob.startswith(_REMOVAL):
             return None
-        count = int(np.frombuffer(blob, "<u8", 1, len(_REMOVAL))[0])
-        start = len(_REMOVAL) + 8
-        keys = np.frombuffer(blob, "<i8", count, start).astype(np.int64)
-        strings = pa.ipc.open_stream(memoryview(blob)[start + 8 * count:]).read_all()
+        (keys,), strings = _unpack_blob(blob, _REMOVAL, 1)
         return RemovalMembers(keys, strings.column("email").combine_chunks(),
                               strings.column("contact_id").combine_chunks())
 
@@ -437,6 +417,30 @@ def _overlay(parts: list[_Part], *, emails: bool) -> DeliveredMembers:
 
 def _pack_ints(values: np.ndarray[Any, Any]) -> bytes:
     return np.ascontiguousarray(values, dtype="<i8").tobytes()
+
+
+def _pack_blob(magic: bytes, ints: Sequence[np.ndarray[Any, Any]],
+               strings: Mapping[str, pa.Array]) -> bytes:
+    """``magic``, the row count, each int64 column, then the text columns as one Arrow IPC
+    stream: the layout of a batch's or a removal's members on its row."""
+    batch = pa.record_batch([values.cast(pa.string()) for values in strings.values()],
+                            names=list(strings))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return b"".join((magic, np.uint64(len(ints[0])).astype("<u8").tobytes(),
+                     *(_pack_ints(values) for values in ints), sink.getvalue().to_pybytes()))
+
+
+def _unpack_blob(blob: bytes, magic: bytes, int_columns: int,
+                 ) -> tuple[list[np.ndarray[Any, np.dtype[np.int64]]], pa.Table]:
+    """The int64 columns and the text table :func:`_pack_blob` wrote after ``magic``."""
+    count = int(np.frombuffer(blob, "<u8", 1, len(magic))[0])
+    start = len(magic) + 8
+    ints = [np.frombuffer(blob, "<i8", count, start + 8 * count * i).astype(np.int64)
+            for i in range(int_columns)]
+    strings = pa.ipc.open_stream(memoryview(blob)[start + 8 * count * int_columns:]).read_all()
+    return ints, strings
 
 
 def _unpack_ints(blob: bytes | None) -> np.ndarray[Any, np.dtype[np.int64]]:
