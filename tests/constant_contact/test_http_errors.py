@@ -49,12 +49,21 @@ def test_quota_exceeded_is_not_plain_retriable_and_names_midnight_utc() -> None:
     ]
 
 
-def test_throttled_is_retriable() -> None:
-    error = map_http_error(
-        _response(429, {"error_key": "throttled", "error_message": "Too Many Requests"}), now=NOW
-    )
+@pytest.mark.parametrize("body", [
+    {"error_key": "throttled", "error_message": "Too Many Requests"},  # what is seen live
+    [{"error_key": "throttled", "error_message": "Too Many Requests"}],  # the usual error list
+])
+def test_throttled_is_retriable_as_an_object_or_an_array(body: Any) -> None:
+    error = map_http_error(_response(429, body), now=NOW)
     assert type(error) is RetriableError
     assert error.context["reason"] == "throttled"
+    assert error.context["errors"] == [
+        {"error_key": "throttled", "error_message": "Too Many Requests"}]
+
+
+def test_quota_exceeded_is_recognised_in_an_array_too() -> None:
+    body = [{"error_key": "quota_exceeded", "error_message": "Limit Exceeded"}]
+    assert isinstance(map_http_error(_response(429, body), now=NOW), QuotaExhaustedError)
 
 
 @pytest.mark.parametrize("status", [408, 500, 502, 503, 504])

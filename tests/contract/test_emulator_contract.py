@@ -69,6 +69,7 @@ def _run_scenario(emu: EmulatorServer, http: httpx.Client) -> None:
     # OAuth: consent page, code, token, refresh.
     url = authorize_url(emu, scope=SCOPE)
     assert http.get(url).status_code == 200
+    assert "Sign in" in http.get(authorize_url(emu, scope=SCOPE, prompt="login")).text
     code = query_of(control.approve_url(url))["code"]
     token = _ok(http.post(f"{emu.auth_url}/token", auth=(CLIENT_ID, CLIENT_SECRET), data={
         "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI}))
@@ -131,6 +132,35 @@ def _run_scenario(emu: EmulatorServer, http: httpx.Client) -> None:
     found = get("/contacts", email="VIP0@example.com", status="all")
     contact_id = found["contacts"][0]["contact_id"]
     get(f"/contacts/{contact_id}", include="list_memberships,phone_numbers,street_addresses")
+    # SMS (2025-02/05): numbers with consent, an SMS-only contact; the contact's sms_channel.
+    texts = send("POST", "/contact_lists", {"name": "Texts"}, 201)["list_id"]
+    finished(send("POST", "/activities/contacts_json_import", {
+        "import_data": [{"email": "sms@example.com", "sms_number": "617-555-0101",
+                         "sms_consent_date": "07-03-2024"},
+                        {"sms_number": "6175550102", "sms_consent_date": "2024-07-03"}],
+        "list_ids": [texts], "sms_permission_to_send": "explicit"}, 201))
+    get("/contacts", lists=texts)
+    # A contact created, deleted (it persists: 409 on a create), listed as deleted, and
+    # re-activated by an import.
+    person = send("POST", "/contacts", {
+        "email_address": {"address": "one@example.com", "permission_to_send": "implicit"},
+        "first_name": "One", "create_source": "Account", "list_memberships": [texts]}, 201)
+    assert http.delete(f"{api}/contacts/{person['contact_id']}", headers=headers
+                       ).status_code == 204
+    send("POST", "/contacts", {"email_address": {"address": "one@example.com"},
+                               "create_source": "Account"}, 409)
+    get("/contacts", status="deleted", include_count="true")
+    get(f"/contacts/{person['contact_id']}")
+    finished(send("POST", "/activities/contacts_json_import",
+                  {"import_data": [{"email": "one@example.com"}], "list_ids": [texts]}, 201))
+    # The 2024-06 removal sources.
+    finished(send("POST", "/activities/remove_list_memberships",
+                  {"source": {"engagement_level": "high"}, "list_ids": [texts]}, 201))
+    finished(send("POST", "/activities/remove_list_memberships",
+                  {"source": {"new_subscriber": True}, "list_ids": [texts]}, 201))
+    finished(send("POST", "/activities/remove_list_memberships", {
+        "source": {"list_ids": [texts]}, "list_ids": [texts],
+        "exclude": {"contact_ids": [person["contact_id"]]}}, 201))
     # Memberships by contact id.
     other = send("POST", "/contact_lists", {"name": "Other"}, 201)["list_id"]
     finished(send("POST", "/activities/add_list_memberships",
@@ -141,6 +171,9 @@ def _run_scenario(emu: EmulatorServer, http: httpx.Client) -> None:
     export = finished(send("POST", "/activities/contact_exports",
                            {"list_ids": [list_id], "fields": ["email_address", "first_name"]},
                            201))
+    finished(send("POST", "/activities/contact_exports",
+                  {"list_ids": [texts], "fields": ["email_address", "sms_number",
+                                                   "sms_permission", "sms_consent_date"]}, 201))
     csv_response = http.get(f"{emu.base_url}{export['_links']['results']['href']}",
                             headers=headers)
     assert csv_response.status_code == 200
@@ -177,7 +210,7 @@ def test_every_oauth_exchange_matches_the_contract(
 ) -> None:
     _, responses = scenario
     oauth = [r for r in responses if r.request.url.path.startswith("/oauth2/")]
-    assert [r.status_code for r in oauth] == [200, 200, 200, 400]
+    assert [r.status_code for r in oauth] == [200, 200, 200, 200, 400]
     problems = [p for r in oauth for p in contract.check_oauth(r)]
     assert problems == []
 
@@ -199,13 +232,14 @@ def test_the_scenario_covers_the_operations_the_product_uses(
         ("DELETE", "/contact_custom_fields/{custom_field_id}"),
         ("GET", "/contact_lists/{list_id}"), ("PUT", "/contact_lists/{list_id}"),
         ("DELETE", "/contact_lists/{list_id}"), ("GET", "/contacts"),
-        ("GET", "/contacts/{contact_id}"), ("POST", "/activities/contacts_json_import"),
+        ("GET", "/contacts/{contact_id}"), ("POST", "/contacts"),
+        ("DELETE", "/contacts/{contact_id}"), ("POST", "/activities/contacts_json_import"),
         ("POST", "/activities/add_list_memberships"),
         ("POST", "/activities/remove_list_memberships"), ("POST", "/activities/contact_exports"),
         ("GET", "/contact_exports/{file_export_id}"), ("GET", "/activities/{activity_id}"),
         ("GET", "/activities"),
     }
-    assert {s for _, _, s in seen} >= {200, 201, 202, 204, 400, 401, 404, 429}
+    assert {s for _, _, s in seen} >= {200, 201, 202, 204, 400, 401, 404, 409, 429}
 
 
 def test_every_api_request_was_recorded(

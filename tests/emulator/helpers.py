@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -122,3 +123,18 @@ def api_client(emu: EmulatorServer, access_token: str) -> httpx.Client:
 def pkce_pair() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(48)
     return verifier, pkce_challenge(verifier)
+
+
+def rejected(emu: EmulatorServer, activity: dict[str, Any]) -> list[str]:
+    """The rows an import refused, as ``Row <n> (<email>): <reason>``: from the control API,
+    since Constant Contact's activity_errors name no rows."""
+    out = []
+    for item in emu.control.rejections(activity["activity_id"]):
+        who = f" ({item['email']})" if item["email"] else ""
+        out.append(f"Row {item['row']}{who}: {item['reason']}")
+    return out
+
+
+def names_no_row(activity: dict[str, Any]) -> bool:
+    """Whether activity_errors are free text only, as Constant Contact's: no row, no email."""
+    return not any(re.search(r"\bRow \d|@", m) for m in activity["activity_errors"])

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from segment_export.emulator import EmulatorServer, SeedResult
+from tests.emulator.helpers import names_no_row, rejected
 
 
 @pytest.fixture
@@ -92,9 +93,14 @@ def test_invalid_rows_are_counted_and_described(
     assert activity["status"]["person_count"] == 2
     assert activity["status"]["correctable_count"] == 5
     assert activity["status"]["error_count"] == 4
-    assert activity["activity_errors"] == [
+    # Constant Contact names no rows: free text, the counts say how many.
+    assert len(activity["activity_errors"]) == 2
+    assert activity["activity_errors"][0].startswith("5 contact(s)")
+    assert activity["activity_errors"][1].startswith("4 contact(s)")
+    assert names_no_row(activity)
+    assert rejected(emu, activity) == [
         "Row 2 (bad@): invalid email address",
-        "Row 3: no email address (SMS-only contacts are not emulated)",
+        "Row 3: no email address or SMS number",
         f"Row 4 ({'x' * 40}@example.com): email address longer than 50 characters",
         "Row 5 (long@example.com): first_name longer than 50 characters",
         "Row 6 (cf@example.com): custom field 'cf:unknown' does not exist in the account",
@@ -118,7 +124,7 @@ def test_more_than_25_custom_fields_is_an_error(
     row = {"email": "many@example.com", **{f"cf:{n}": "v" for n in names}}
     activity = _completed(api, _import(api, [row], [result.lists["L"]]))
     assert activity["status"]["error_count"] == 1
-    assert activity["activity_errors"] == ["Row 1 (many@example.com): more than 25 custom fields"]
+    assert rejected(emu, activity) == ["Row 1 (many@example.com): more than 25 custom fields"]
 
 
 def test_duplicate_email_in_one_payload_last_row_wins(
@@ -229,3 +235,23 @@ def test_queued_activity_limit_is_a_429(
     assert response.status_code == 429
     assert "1,000" not in response.json()["error_message"]
     assert "2 queued activities" in response.json()["error_message"]
+
+
+def test_the_email_rule_is_lenient_by_default_and_strict_on_request(
+    emu: EmulatorServer, api: httpx.Client, seeded: SeedResult
+) -> None:
+    # Lenient is support's description of what Constant Contact takes: dots, quotes and
+    # non-ASCII pass; spaces, commas, brackets, a second @ or a bare domain do not.
+    rows = [{"email": "first..last@example.com"}, {"email": "zoë+news@example.com"},
+            {"email": "a b@example.com"}, {"email": "a@b@example.com"}, {"email": "a@example"}]
+    lenient = _completed(api, _import(api, rows, [seeded.lists["VIP"]]))
+    assert (lenient["status"]["person_count"], lenient["status"]["correctable_count"]) == (2, 3)
+    emu.control.set_config(email_rule="strict")
+    strict = _completed(api, _import(api, [{"email": "other..x@example.com"},
+                                           {"email": "fine+tag@example.com"}],
+                                     [seeded.lists["VIP"]]))
+    assert (strict["status"]["person_count"], strict["status"]["correctable_count"]) == (1, 1)
+    assert rejected(emu, strict) == ["Row 1 (other..x@example.com): invalid email address"]
+    assert emu.control.config().email_rule == "strict"
+    emu.control.reset()
+    assert emu.control.config().email_rule == "lenient"

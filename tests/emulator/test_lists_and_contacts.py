@@ -25,13 +25,20 @@ def test_list_crud_and_conflicts(emu: EmulatorServer, api: httpx.Client) -> None
     assert renamed.status_code == 200
     assert api.get(f"/contact_lists/{list_id}").json()["name"] == "Summer"
 
+    # An account keeps at least one list: the only one cannot go.
+    last = api.delete(f"/contact_lists/{list_id}")
+    assert last.status_code == 400
+    assert "last list" in last.json()[0]["error_message"]
+    keeper = api.post("/contact_lists", json={"name": "Keeper"}).json()["list_id"]
+
     deleted = api.delete(f"/contact_lists/{list_id}")
     assert deleted.status_code == 202
     assert deleted.headers["location"] == deleted.json()["_links"]["self"]["href"]
     assert api.get(deleted.headers["location"].removeprefix("/v3")).json()["state"] == "completed"
     assert "deleted_at" in api.get(f"/contact_lists/{list_id}").json()
-    assert api.get("/contact_lists").json()["lists"] == []
+    assert [lst["list_id"] for lst in api.get("/contact_lists").json()["lists"]] == [keeper]
     assert len(api.get("/contact_lists", params={"status": "deleted"}).json()["lists"]) == 1
+    assert api.delete(f"/contact_lists/{keeper}").status_code == 400
 
     assert api.post("/contact_lists", json={"favorite": True}).status_code == 400
     assert api.get("/contact_lists/00000000-0000-4000-8000-000000000000").status_code == 404

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from segment_export.emulator import EmulatorServer, SeedResult
+from tests.emulator.helpers import FakeClock, api_client, tokens
 
 
 @pytest.fixture
@@ -99,3 +100,46 @@ def test_unknown_target_list(api: httpx.Client, seeded: SeedResult) -> None:
             "list_ids": ["00000000-0000-4000-8000-000000000000"]}
     assert api.post("/activities/add_list_memberships", json=body).status_code == 400
     assert api.post("/activities/remove_list_memberships", json=body).status_code == 404
+
+
+def test_remove_sources_since_2024_06(emu: EmulatorServer, clock: FakeClock) -> None:
+    # new_subscriber, engagement_level, tag_ids (and exclude with list/all sources).
+    old = emu.control.seed(lists=["T"], contacts=[{"email": "old@example.com", "lists": ["T"]}])
+    clock.advance(31 * 86_400)
+    api = api_client(emu, tokens(emu)["access_token"])
+    seeded = emu.control.seed(
+        tags=["VIP"],
+        contacts=[
+            {"email": "new@example.com", "lists": ["T"], "engagement_level": "high"},
+            {"email": "tagged@example.com", "lists": ["T"], "tags": ["VIP"]},
+            {"email": "low@example.com", "lists": ["T"], "engagement_level": "low"},
+        ],
+    )
+    target = old.lists["T"]
+
+    def remove(source: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        return _run(api, "remove_list_memberships",
+                    {"source": source, "list_ids": [target], **extra})
+
+    everyone = {"old@example.com", "new@example.com", "tagged@example.com", "low@example.com"}
+    assert emu.control.list_members(target) == everyone
+    remove({"tag_ids": [seeded.tags["VIP"]]})
+    assert emu.control.list_members(target) == everyone - {"tagged@example.com"}
+    remove({"engagement_level": "HIGH"})  # matched without regard to case ⚠
+    assert emu.control.list_members(target) == {"old@example.com", "low@example.com"}
+    remove({"new_subscriber": True})  # created in the last 30 days
+    assert emu.control.list_members(target) == {"old@example.com"}
+    remove({"all_active_contacts": True},
+           exclude={"contact_ids": [old.contacts["old@example.com"]]})
+    assert emu.control.list_members(target) == {"old@example.com"}
+    # exclude goes only with list_ids / all_active_contacts; new_subscriber is remove-only.
+    bad = api.post("/activities/remove_list_memberships", json={
+        "source": {"new_subscriber": True}, "list_ids": [target],
+        "exclude": {"contact_ids": [old.contacts["old@example.com"]]}})
+    assert bad.status_code == 400
+    add = api.post("/activities/add_list_memberships", json={
+        "source": {"new_subscriber": True}, "list_ids": [target]})
+    assert add.status_code == 400
+    assert "not a known source" in add.json()[0]["error_message"]
+    assert emu.control.seed().tags == {"VIP": seeded.tags["VIP"]}
+    api.close()

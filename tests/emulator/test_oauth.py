@@ -270,3 +270,67 @@ def test_401_body_is_exactly_constant_contacts(emu: EmulatorServer, header: str 
     assert response.content == UNAUTHORIZED
     assert response.headers["content-length"] == "59"
     assert response.headers["www-authenticate"] == "Bearer realm=api.cc.email"
+
+
+def test_prompt_login_shows_the_sign_in_page_before_consent(emu: EmulatorServer) -> None:
+    # The emulator's browser counts as signed in (consent at once); prompt=login (2025-09)
+    # asks for the sign-in page first all the same.
+    emu.control.seed(apps=[APP])
+    plain = HTTP.get(authorize_url(emu))
+    assert "Allow" in plain.text
+    assert 'name="password"' not in plain.text
+    page = HTTP.get(authorize_url(emu, prompt="login", state="s-9"))
+    assert page.status_code == 200
+    assert "Sign in to Constant Contact" in page.text
+    found = re.search(r'name="request_id" value="([^"]+)"', page.text)
+    assert found is not None
+    request_id = found.group(1)
+    # Answering the consent form without signing in is refused.
+    early = HTTP.post(f"{emu.auth_url}/authorize", data={"request_id": request_id,
+                                                         "decision": "allow"})
+    assert early.status_code == 400
+    wrong = HTTP.post(f"{emu.auth_url}/authorize", data={
+        "request_id": request_id, "action": "sign_in", "username": "owner", "password": ""})
+    assert wrong.status_code == 400
+    assert "Sign in to Constant Contact" in wrong.text
+    signed_in = HTTP.post(f"{emu.auth_url}/authorize", data={
+        "request_id": request_id, "action": "sign_in", "username": "owner", "password": "pw"})
+    assert signed_in.status_code == 200
+    assert "Allow" in unescape(signed_in.text)
+    answer = HTTP.post(f"{emu.auth_url}/authorize", data={"request_id": request_id,
+                                                          "decision": "allow"})
+    assert answer.status_code == 302
+    assert query_of(answer.headers["location"])["state"] == "s-9"
+    assert exchange(emu, query_of(answer.headers["location"])["code"]).status_code == 200
+    # The control API's approve stands for a user who signs in and allows.
+    assert "code" in query_of(emu.control.approve_url(authorize_url(emu, prompt="login")))
+
+
+def test_partner_token_url_gives_partners_a_client_credentials_token(
+    emu: EmulatorServer,
+) -> None:
+    emu.control.seed(apps=[APP, {"client_id": "partner", "client_secret": "p-secret",
+                                 "partner": True}])
+    url = f"{emu.base_url}/partners/oauth2/default/v1/token"
+    token = HTTP.post(url, data={"grant_type": "client_credentials"},
+                      auth=("partner", "p-secret"))
+    assert token.status_code == 200, token.text
+    body = token.json()
+    assert body["scope"] == "v3api/general.partner"
+    assert "refresh_token" not in body
+    # Not a contact_data token: the contact endpoints refuse it (403).
+    assert _status_with(emu, body["access_token"]) == 403
+    not_partner = HTTP.post(url, data={"grant_type": "client_credentials"},
+                            auth=(CLIENT_ID, CLIENT_SECRET))
+    assert not_partner.status_code == 400
+    assert not_partner.json()["error"] == "unauthorized_client"
+    assert HTTP.post(url, data={"grant_type": "client_credentials"},
+                     auth=("partner", "wrong")).status_code == 401
+    code_grant = HTTP.post(url, data={"grant_type": "authorization_code", "code": "x"},
+                           auth=("partner", "p-secret"))
+    assert code_grant.json()["error"] == "unsupported_grant_type"
+    # The account token URL still has no client-credentials grant.
+    assert HTTP.post(f"{emu.auth_url}/token", data={"grant_type": "client_credentials"},
+                     auth=("partner", "p-secret")).json()["error"] == "unsupported_grant_type"
+    assert [r.path for r in emu.control.requests()][:1] == [
+        "/partners/oauth2/default/v1/token"]

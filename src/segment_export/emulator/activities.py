@@ -39,6 +39,7 @@ class Activity:
         "kind",
         "outcome",
         "payload",
+        "rejections",
         "result",
         "started_at",
         "status",
@@ -65,6 +66,7 @@ class Activity:
         self.status = status
         self.client_id = client_id
         self.errors: list[str] = []
+        self.rejections: list[Any] = []  # an import's refused rows, for the control API only
         self.finished_at: float | None = None
         self.result: bytes | None = None
 

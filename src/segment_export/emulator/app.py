@@ -19,12 +19,13 @@ from segment_export.emulator.control import CONTROL_PREFIX, CONTROL_ROUTES
 from segment_export.emulator.errors import MESSAGES, ApiError, OAuthError, RedirectError
 from segment_export.emulator.faults import Fault, drop_connection, fault_body
 from segment_export.emulator.oauth import with_query
-from segment_export.emulator.oauth_routes import OAUTH_ROUTES
+from segment_export.emulator.oauth_routes import OAUTH_ROUTES, PARTNER_ROUTES
 from segment_export.emulator.routes import API_ROUTES, RECORD_KEY
 from segment_export.emulator.wire import json_response
 
 API_PREFIX = "/v3"
 AUTH_PREFIX = "/oauth2/default/v1"
+PARTNER_AUTH_PREFIX = "/partners/oauth2/default/v1"  # 2025-09
 
 
 def _api_error(request: Request, exc: Exception) -> Response:
@@ -153,6 +154,7 @@ def create_emulator_app(
             Route("/", _index, methods=["GET"]),
             Mount(API_PREFIX, routes=API_ROUTES),
             Mount(AUTH_PREFIX, routes=OAUTH_ROUTES),
+            Mount(PARTNER_AUTH_PREFIX, routes=PARTNER_ROUTES),
             Mount(CONTROL_PREFIX, routes=CONTROL_ROUTES),
         ],
         exception_handlers={

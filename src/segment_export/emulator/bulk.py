@@ -10,13 +10,25 @@ from typing import Any
 from segment_export.emulator.activities import Activity, ActivityKind
 from segment_export.emulator.config import EmulatorConfig
 from segment_export.emulator.errors import ApiError
-from segment_export.emulator.imports import ImportPlan, plan_import, salvage_object
+from segment_export.emulator.imports import (
+    SMS_PERMISSIONS,
+    ImportPlan,
+    plan_import,
+    salvage_object,
+)
 from segment_export.emulator.models import IMPLICIT, UNSUBSCRIBED, Contact, ContactList, gc_paused
 from segment_export.emulator.store import Store, id_list
-from segment_export.emulator.views import EXPORT_COLUMNS, export_csv
+from segment_export.emulator.views import EXPORT_COLUMNS, SMS_EXPORT_COLUMNS, export_csv
 from segment_export.emulator.wire import parse_json
 
-_UNSUPPORTED_SOURCES = ("tag_ids", "segment_id", "engagement_level")
+_UNSUPPORTED_SOURCES = ("segment_id",)
+# Sources each endpoint takes: the contract's, plus the remove sources added 2024-06
+# (FACTS.md, "Changes since the spec builds"). Only list_ids and all_active_contacts take
+# exclude (the contract's prose).
+_ADD_SOURCES = frozenset({"contact_ids", "list_ids", "all_active_contacts", "tag_ids",
+                          "engagement_level"})
+_REMOVE_SOURCES = _ADD_SOURCES | {"new_subscriber"}
+_EXCLUDE_SOURCES = frozenset({"list_ids", "all_active_contacts"})
 
 
 @dataclass(slots=True)
@@ -25,6 +37,7 @@ class ImportJob:
 
     plan: ImportPlan
     lists: list[ContactList]
+    sms_permission: str | None = None
 
 
 @dataclass(slots=True)
@@ -32,8 +45,9 @@ class MembershipJob:
     """A checked ``add_list_memberships`` / ``remove_list_memberships``."""
 
     selector: str
-    """``contact_ids``, ``list_ids`` or ``all_active_contacts``."""
-    picked: list[str] | list[ContactList] | None
+    """``contact_ids``, ``list_ids``, ``all_active_contacts``, ``tag_ids``,
+    ``engagement_level`` or (removals) ``new_subscriber``."""
+    picked: list[str] | list[ContactList] | str | None
     targets: list[ContactList]
     exclude: frozenset[str]
     remove: bool
@@ -75,10 +89,14 @@ def check_import(data: Any, *, store: Store, config: EmulatorConfig) -> ImportJo
             f"import_data has {len(rows):,} contacts; at most "
             f"{config.max_contacts_per_import:,} are allowed per import."
         )
+    sms_permission = data.get("sms_permission_to_send")
+    if sms_permission is not None and sms_permission not in SMS_PERMISSIONS:
+        raise ApiError.invalid("sms_permission_to_send must be explicit or not_set.")
     plan = plan_import(rows, custom_fields=store.custom_fields,
                        max_custom_fields=config.max_custom_fields_per_contact,
-                       strict_custom_fields=config.strict_custom_fields)
-    return ImportJob(plan=plan, lists=lists)
+                       strict_custom_fields=config.strict_custom_fields,
+                       email_rule=config.email_rule, sms_permission=sms_permission)
+    return ImportJob(plan=plan, lists=lists, sms_permission=sms_permission)
 
 
 def apply_import(activity: Activity, store: Store) -> None:
@@ -90,6 +108,7 @@ def apply_import(activity: Activity, store: Store) -> None:
     with gc_paused():
         # New contacts get implicit permission; existing ones keep theirs (FACTS.md §4.1).
         contacts = store.upsert_rows(plan.rows, now=now, permission=IMPLICIT)
+        _apply_sms_consent(plan.rows.values(), contacts, job.sms_permission)
         subscribed = [c for c in contacts if c.permission != UNSUBSCRIBED]
         for lst in lists:
             lst.members.update(subscribed)
@@ -101,7 +120,22 @@ def apply_import(activity: Activity, store: Store) -> None:
         "correctable_count": plan.correctable_count,
         "cannot_add_to_list_count": cannot_add,
     }
-    activity.finish(errors=plan.errors)
+    activity.rejections = plan.rejections
+    activity.finish(errors=plan.activity_errors())
+
+
+def _apply_sms_consent(rows: Any, contacts: list[Contact], permission: str | None) -> None:
+    """The SMS permission of the contacts whose row has an ``sms_number``: ``explicit`` (with
+    the row's consent date) or ``not_set``. Like email, an unsubscribed SMS channel is never
+    re-subscribed by an import, and ``not_set`` does not take back an ``explicit`` ⚠."""
+    wanted = permission or "not_set"
+    for row, contact in zip(rows, contacts, strict=True):
+        if "sms_number" not in row or contact.extra is None:
+            continue
+        current = contact.extra.get("sms_permission_to_send")
+        if current == UNSUBSCRIBED or (current == "explicit" and wanted == "not_set"):
+            continue
+        contact.extra["sms_permission_to_send"] = wanted
 
 
 def check_memberships(
@@ -116,22 +150,27 @@ def check_memberships(
     source = body.get("source")
     if not isinstance(source, dict):
         raise ApiError.invalid("source is required.")
-    given = [k for k, v in source.items() if v not in (None, False, [])]
+    allowed = _REMOVE_SOURCES if remove else _ADD_SOURCES
+    given = [k for k, v in source.items() if v not in (None, False, [], "")]
     if len(given) != 1:
-        raise ApiError.invalid(
-            "source must have exactly one of contact_ids, list_ids, all_active_contacts."
-        )
+        raise ApiError.invalid(f"source must have exactly one of {', '.join(sorted(allowed))}.")
     selector = given[0]
-    picked: list[str] | list[ContactList] | None = None
+    value = source[selector]
+    picked: list[str] | list[ContactList] | str | None = None
     if selector == "contact_ids":
-        picked = id_list(source[selector], name="source.contact_ids",
-                         maximum=config.max_contact_ids)
+        picked = id_list(value, name="source.contact_ids", maximum=config.max_contact_ids)
     elif selector == "list_ids":
-        picked = store.target_lists(source[selector], name="source.list_ids",
+        picked = store.target_lists(value, name="source.list_ids",
                                     maximum=config.max_list_ids, unknown_status=unknown_status)
-    elif selector == "all_active_contacts":
-        if source[selector] is not True:
-            raise ApiError.invalid("source.all_active_contacts must be true.")
+    elif selector in ("all_active_contacts", "new_subscriber") and selector in allowed:
+        if value is not True:
+            raise ApiError.invalid(f"source.{selector} must be true.")
+    elif selector == "tag_ids":
+        picked = id_list(value, name="source.tag_ids", maximum=config.max_list_ids)
+    elif selector == "engagement_level":
+        if not isinstance(value, str):
+            raise ApiError.invalid("source.engagement_level must be a string.")
+        picked = value
     elif selector in _UNSUPPORTED_SOURCES:
         raise ApiError.invalid(f"source.{selector} is not supported by the emulator.")
     else:
@@ -141,7 +180,7 @@ def check_memberships(
         raise ApiError.invalid("exclude must be an object.")
     exclude = id_list(exclude_body.get("contact_ids"), name="exclude.contact_ids",
                       maximum=config.max_contact_ids, required=False)
-    if exclude and selector == "contact_ids":
+    if exclude and selector not in _EXCLUDE_SOURCES:
         raise ApiError.invalid("exclude applies only to list_ids or all_active_contacts.")
     return MembershipJob(selector=selector, picked=picked, targets=targets,
                          exclude=frozenset(exclude), remove=remove)
@@ -151,11 +190,15 @@ def apply_memberships(activity: Activity, store: Store) -> None:
     """Add to or remove from the target lists; a removal never unsubscribes anyone."""
     job: MembershipJob = activity.payload
     targets = [lst for lst in job.targets if lst.deleted_at is None]
-    found, missing = store.source_contacts(job.selector, job.picked)
+    found, missing = store.source_contacts(job.selector, job.picked, now=activity.due_at)
     contacts = [c for c in found if c.contact_id not in job.exclude]
     errors = [f"contact_id {contact_id} was not found." for contact_id in missing]
     done = 0
     for contact in contacts:
+        if contact.deleted_at is not None and not job.remove:
+            errors.append(f"Contact {contact.contact_id} is deleted and cannot be added to a "
+                          "list.")  # ⚠ wording; an import re-activates a deleted contact
+            continue
         if job.remove:
             for lst in targets:
                 lst.members.discard(contact)
@@ -194,10 +237,11 @@ def check_export(body: Any, *, store: Store, config: EmulatorConfig) -> ExportJo
     status = body.get("status")
     if status not in (None, "all", "active", "unsubscribed", "removed"):
         raise ApiError.invalid("status must be one of active, unsubscribed, removed.")
-    known = [*EXPORT_COLUMNS, *(f"cf:{name}" for name in store.custom_fields)]
+    default = [*EXPORT_COLUMNS, *(f"cf:{name}" for name in store.custom_fields)]
+    known = [*default, *SMS_EXPORT_COLUMNS]
     fields = body.get("fields")
     if fields is None:
-        fields = known
+        fields = default
     if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
         raise ApiError.invalid("fields must be an array of column names.")
     unknown = [f for f in fields if f not in known]
@@ -225,12 +269,14 @@ def apply_export(activity: Activity, store: Store) -> None:
         contacts, _ = store.source_contacts("list_ids", live)
     else:
         contacts = store.contacts
+    if job.status is None and not job.lists:  # deleted contacts are on no list
+        contacts = [c for c in contacts if c.deleted_at is None]
     if job.status == "active":
-        contacts = [c for c in contacts if c.permission != UNSUBSCRIBED]
+        contacts = [c for c in contacts if c.permission != UNSUBSCRIBED and c.deleted_at is None]
     elif job.status == "unsubscribed":
-        contacts = [c for c in contacts if c.permission == UNSUBSCRIBED]
+        contacts = [c for c in contacts if c.permission == UNSUBSCRIBED and c.deleted_at is None]
     elif job.status == "removed":
-        contacts = []  # the emulator never deletes contacts
+        contacts = [c for c in contacts if c.deleted_at is not None]
     if job.exclude:
         contacts = [c for c in contacts if c.contact_id not in job.exclude]
     lists_of = store.lists_by_contact() if "email_lists" in job.columns else {}

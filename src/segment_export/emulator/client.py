@@ -4,7 +4,7 @@ the benchmark (also against an emulator running in another process)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -26,6 +26,8 @@ class SeedResult:
     """Lowercased email -> contact id (the contacts of this call)."""
     custom_fields: dict[str, str]
     """Custom field name -> id."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Tag name -> id (seeded tags, for ``tag_ids`` sources)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +98,7 @@ class EmulatorControl:
         *,
         apps: Sequence[SeedApp | Mapping[str, Any]] = (),
         account: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
         custom_fields: Sequence[str | Mapping[str, Any]] = (),
         lists: Sequence[SeedList | Mapping[str, Any] | str] = (),
         contacts: Sequence[Mapping[str, Any]] = (),
@@ -106,20 +109,23 @@ class EmulatorControl:
         refresh_token_type: 'rotating'|'long_lived', name}``. ``lists``: names, or
         ``{name, list_id?, description?, favorite?}``. ``contacts``: import-shaped rows
         (``email``, ``first_name``, ``cf:tier`` ...) plus optional ``permission_to_send``
-        (e.g. ``unsubscribed``) and ``lists`` (names or ids the contact is a member of).
-        ``custom_fields``: names (``string`` fields), or ``{name, type, choices: [labels],
-        metadata}`` for typed ones.
+        (e.g. ``unsubscribed``), ``lists`` (names or ids the contact is a member of), ``tags``
+        (names from ``tags`` or their ids) and ``engagement_level``; SMS-only rows carry an
+        ``sms_number`` instead of an ``email``. ``custom_fields``: names (``string`` fields),
+        or ``{name, type, choices: [labels], metadata}`` for typed ones.
         """
         body = {
             "apps": [_plain(a) for a in apps],
             "account": dict(account or {}),
+            "tags": list(tags),
             "custom_fields": [c if isinstance(c, str) else dict(c) for c in custom_fields],
             "lists": [{"name": x} if isinstance(x, str) else _plain(x) for x in lists],
             "contacts": [dict(c) for c in contacts],
         }
         data = self._call("POST", "/seed", json=body)
         return SeedResult(
-            lists=data["lists"], contacts=data["contacts"], custom_fields=data["custom_fields"]
+            lists=data["lists"], contacts=data["contacts"], custom_fields=data["custom_fields"],
+            tags=data["tags"],
         )
 
     def inject_fault(
@@ -214,6 +220,13 @@ class EmulatorControl:
     def contacts(self) -> list[dict[str, Any]]:
         """Every contact: id, email, permission_to_send, list_ids and fields."""
         result: list[dict[str, Any]] = self._call("GET", "/contacts")
+        return result
+
+    def rejections(self, activity_id: str) -> list[dict[str, Any]]:
+        """The rows an import activity refused: ``{row (1-based), email, reason,
+        correctable}``. Constant Contact's ``activity_errors`` are free text naming no row;
+        this is what a test can check instead."""
+        result: list[dict[str, Any]] = self._call("GET", f"/activities/{activity_id}/rejections")
         return result
 
     def requests(self, since: int = 0) -> list[RequestInfo]:

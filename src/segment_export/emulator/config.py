@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,12 @@ class EmulatorConfig(BaseModel):
         default=False,
         description="Reject an import row naming a custom field the account lacks; Constant "
         "Contact silently ignores such a cf: key (the default here too).",
+    )
+    email_rule: Literal["lenient", "strict"] = Field(
+        default="lenient",
+        description="Which import emails are valid: 'lenient' is Constant Contact support's "
+        "description (no spaces, commas or brackets; one @; a full domain; + is fine), what "
+        "Constant Contact does; 'strict' a conservative ASCII dot-atom.",
     )
     activity_seconds: float = Field(
         default=0.0, ge=0, description="From initialized to completed; 0 = at once."

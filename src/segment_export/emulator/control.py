@@ -149,6 +149,12 @@ async def contacts(request: Request) -> Response:
     return json_response(backend_of(request).contacts_snapshot())
 
 
+async def rejections(request: Request) -> Response:
+    """The rows an import activity refused and why (Constant Contact's own activity_errors
+    name no rows)."""
+    return json_response(backend_of(request).rejections(request.path_params["activity_id"]))
+
+
 async def requests(request: Request) -> Response:
     """The request log (``?since=N`` for records after sequence number N)."""
     try:
@@ -186,6 +192,7 @@ CONTROL_ROUTES = [
     Route("/lists/{list_id}/members", add_by_hand, methods=["POST"]),
     Route("/contacts/unsubscribe", unsubscribe, methods=["POST"]),
     Route("/contacts", contacts, methods=["GET"]),
+    Route("/activities/{activity_id}/rejections", rejections, methods=["GET"]),
     Route("/requests", requests, methods=["GET"]),
     Route("/requests", clear_requests, methods=["DELETE"]),
 ]

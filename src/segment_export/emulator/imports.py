@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from segment_export.emulator.custom_fields import value_problem
-from segment_export.emulator.models import CustomField
+from segment_export.emulator.models import CustomField, sms_key
 
 # maxLength per key of the contract's JsonImportContact (FACTS.md §4.1).
 _NAME_LIMIT: Final = 50
@@ -39,13 +39,37 @@ for _prefix in ("", "home_", "work_", "other_"):
 CUSTOM_FIELD_LIMIT: Final = 255
 MAX_ERROR_MESSAGES: Final = 1_000
 
-# Constant Contact does not document its email rules; support suggests "no spaces, no commas or
-# brackets, an @ and a full domain" (FACTS.md §8.5). This is that, strictly.
-_EMAIL = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
-)
+# Constant Contact does not document its email rules. Support describes them as: no spaces,
+# commas or brackets; one @; a full domain; + is fine (FACTS.md, "Changes since the spec
+# builds"). "lenient" is that description; "strict" a conservative ASCII dot-atom (without
+# the braces RFC 5322 allows: support says no brackets) with hostname labels and a letters-only
+# top-level domain (config ``email_rule``). Strict accepts a subset of lenient.
+_NOT_IN_EMAIL = r"\s,()\[\]<>{}@"
+EMAIL_RULES: Final[dict[str, re.Pattern[str]]] = {
+    "lenient": re.compile(
+        rf"[^{_NOT_IN_EMAIL}]+@(?:[^{_NOT_IN_EMAIL}.]+\.)+[^{_NOT_IN_EMAIL}.]{{2,}}"
+    ),
+    "strict": re.compile(
+        r"[A-Za-z0-9!#$%&'*+/=?^_`|~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`|~-]+)*"
+        r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+    ),
+}
+# The contract's two US formats of an import's sms_number (FACTS.md §4.1).
+_SMS_NUMBER = re.compile(r"\d{10}|\d{3}-\d{3}-\d{4}")
+SMS_PERMISSIONS: Final = frozenset({"explicit", "not_set"})
 _ANNIVERSARY = re.compile(r"(\d{1,2})([/-])(\d{1,2})\2(\d{4})|(\d{4})([/-])(\d{1,2})\6(\d{1,2})")
+
+
+@dataclass(slots=True)
+class Rejection:
+    """One refused row: what Constant Contact keeps to itself (the emulator shows it only on
+    its control API, for tests)."""
+
+    row: int
+    """1-based position in ``import_data``."""
+    email: str | None
+    reason: str
+    correctable: bool
 
 
 @dataclass(slots=True)
@@ -53,23 +77,48 @@ class ImportPlan:
     """What an import will do once its activity completes, and what it rejected."""
 
     rows: dict[str, dict[str, Any]]
-    """Valid rows by lowercased email; the last row wins when an email repeats."""
+    """Valid rows by lowercased email (``sms:<digits>`` for SMS-only rows); the last row wins
+    when a key repeats."""
     items_total: int
     error_count: int = 0
     correctable_count: int = 0
-    errors: list[str] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
 
     def reject(self, number: int, email: object, reason: str, *, correctable: bool) -> None:
-        """Count row ``number`` (1-based) as rejected and keep a message naming it."""
+        """Count row ``number`` (1-based) as rejected and keep why (the first 1,000)."""
         if correctable:
             self.correctable_count += 1
         else:
             self.error_count += 1
-        if len(self.errors) < MAX_ERROR_MESSAGES:
-            who = f" ({email})" if isinstance(email, str) and email else ""
-            self.errors.append(f"Row {number}{who}: {reason}")
-        elif len(self.errors) == MAX_ERROR_MESSAGES:
-            self.errors.append("More rows were rejected; only the first 1000 are described.")
+        if len(self.rejections) < MAX_ERROR_MESSAGES:
+            shown = email if isinstance(email, str) and email else None
+            self.rejections.append(Rejection(number, shown, reason, correctable))
+
+    @property
+    def errors(self) -> list[str]:
+        """Per-row reasons as ``Row <n> (<email>): <reason>`` (seeds and the control API)."""
+        return [f"Row {r.row}{f' ({r.email})' if r.email else ''}: {r.reason}"
+                for r in self.rejections]
+
+    def activity_errors(self) -> list[str]:
+        """What the activity's ``activity_errors`` says: free text naming no row, as Constant
+        Contact's does (FACTS.md, "Changes since the spec builds"); the counts say how many.
+        The wording is the emulator's ⚠."""
+        messages = []
+        if self.correctable_count:
+            messages.append(
+                f"{self.correctable_count} contact(s) were not imported because of correctable "
+                "errors (an invalid email address or SMS number, a birthday or anniversary "
+                "format error, or no email address or SMS number); correct them in Constant "
+                "Contact."
+            )
+        if self.error_count:
+            messages.append(
+                f"{self.error_count} contact(s) were not imported because of errors (a value "
+                "that is too long or of the wrong type, an unknown field, or too many custom "
+                "fields)."
+            )
+        return messages
 
 
 def _valid_anniversary(value: str) -> bool:
@@ -140,21 +189,37 @@ def _check_row(
     return None
 
 
+def _check_sms(row: dict[str, Any], sms_permission: str | None) -> tuple[str, bool] | None:
+    """Problems of a row's SMS fields; a valid number is stored as its 10 digits."""
+    number = row.get("sms_number")
+    consent = row.get("sms_consent_date")
+    if number is not None:
+        if _SMS_NUMBER.fullmatch(number) is None:
+            return "sms_number is not a US number (1231231234 or 123-123-1234)", True
+        row["sms_number"] = number.replace("-", "")
+        if sms_permission == "explicit" and consent is None:
+            return "sms_consent_date is required when sms_permission_to_send is explicit", False
+    if consent is not None and not _valid_anniversary(consent):
+        return "sms_consent_date is not in a supported date format", True
+    return None
+
+
 def plan_import(
     rows: list[Any], *, custom_fields: Mapping[str, CustomField], max_custom_fields: int = 25,
-    strict_custom_fields: bool = False,
+    strict_custom_fields: bool = False, email_rule: str = "lenient",
+    sms_permission: str | None = None,
 ) -> ImportPlan:
     """Validate every row of ``import_data``; the valid ones are kept by lowercased email.
 
-    Correctable (Constant Contact's own definition): a bad or missing email address, a bad
-    birthday or anniversary. Everything else (too long, unknown field, a custom field value of
-    the wrong type, too many custom fields; an unknown custom field when
+    Correctable (Constant Contact's own definition): a bad email address or SMS number, neither
+    of them, a bad birthday or anniversary. Everything else (too long, unknown field, a custom
+    field value of the wrong type, too many custom fields; an unknown custom field when
     ``strict_custom_fields``) counts as a non-correctable error.
     """
     plan = ImportPlan(rows={}, items_total=len(rows))
     valid = plan.rows
     limits = STRING_LIMITS
-    email_pattern = _EMAIL.fullmatch
+    email_pattern = EMAIL_RULES[email_rule].fullmatch
     for number, row in enumerate(rows, 1):
         if type(row) is not dict:
             plan.reject(number, None, "not a JSON object", correctable=False)
@@ -169,23 +234,27 @@ def plan_import(
                 problem = _check_row(row, custom_fields, max_custom_fields,
                                      strict_custom_fields)
                 break
+        if problem is None and ("sms_number" in row or "sms_consent_date" in row):
+            problem = _check_sms(row, sms_permission)
         if problem is not None:
             plan.reject(number, email, problem[0], correctable=problem[1])
             continue
-        if email is None:
-            # SMS-only contacts exist in Constant Contact but not in this emulator.
-            reason = "no email address (SMS-only contacts are not emulated)"
-            plan.reject(number, None, reason, correctable=True)
-            continue
-        address = email.strip()
-        if email_pattern(address) is None:
-            plan.reject(number, email, "invalid email address", correctable=True)
-            continue
         if "home country" in row:
             row["home_country"] = row.pop("home country")
-        if address is not email:
-            row["email"] = address
-        key = address.lower()
+        if email is None:
+            # SMS-only contacts (2025-05): keyed by their number.
+            if "sms_number" not in row:
+                plan.reject(number, None, "no email address or SMS number", correctable=True)
+                continue
+            key = sms_key(row["sms_number"])
+        else:
+            address = email.strip()
+            if email_pattern(address) is None:
+                plan.reject(number, email, "invalid email address", correctable=True)
+                continue
+            if address is not email:
+                row["email"] = address
+            key = address.lower()
         if key in valid:
             del valid[key]  # a repeated email: the last row wins, in its own position
         valid[key] = row

@@ -81,18 +81,21 @@ class Contact:
         "address",
         "contact_id",
         "created_at",
+        "deleted_at",
+        "engagement",
         "extra",
         "first_name",
         "last_name",
         "opt_out_at",
         "permission",
+        "tags",
         "updated_at",
     )
 
     def __init__(
         self,
         contact_id: str,
-        address: str,
+        address: str | None,
         permission: str,
         created_at: float,
         first_name: str | None = None,
@@ -108,6 +111,16 @@ class Contact:
         self.last_name = last_name
         self.extra = extra
         self.opt_out_at: float | None = created_at if permission == UNSUBSCRIBED else None
+        self.deleted_at: float | None = None
+        # Only seeds set these: the emulator has no tag or engagement endpoints.
+        self.tags: frozenset[str] | None = None
+        self.engagement: str | None = None
+
+    @property
+    def sms_number(self) -> str | None:
+        """The SMS number (10 digits), if the contact has an SMS channel."""
+        value = self.extra.get("sms_number") if self.extra else None
+        return str(value) if value is not None else None
 
     def get(self, field: str) -> str | int | None:
         """The value of an import field (``first_name``, ``home_city``, ``cf:tier`` ...)."""
@@ -118,7 +131,9 @@ class Contact:
         return self.extra.get(field) if self.extra else None
 
     def update(self, fields: dict[str, str | int], now: float) -> None:
-        """Set the fields given and leave every other one as it was (imports are partial)."""
+        """Set the fields given and leave every other one as it was (imports are partial); a
+        deleted contact comes back (an import re-activates it)."""
+        self.deleted_at = None
         for key, value in fields.items():
             if key == "first_name":
                 self.first_name = str(value)
@@ -137,6 +152,7 @@ class ContactList:
     __slots__ = (
         "created_at",
         "deleted_at",
+        "deleting",
         "description",
         "favorite",
         "list_id",
@@ -161,11 +177,17 @@ class ContactList:
         self.created_at = created_at
         self.updated_at = created_at
         self.deleted_at: float | None = None
+        self.deleting = False  # a delete activity is queued
         self.members: set[Contact] = set()
 
     def active_count(self) -> int:
         """Members that can be sent to (not unsubscribed)."""
         return sum(1 for c in self.members if c.permission != UNSUBSCRIBED)
+
+
+def sms_key(number: str) -> str:
+    """The import-plan key of an SMS-only row: never an email key, which always holds an @."""
+    return f"sms:{number}"
 
 
 class Choice:

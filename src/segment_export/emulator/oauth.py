@@ -34,6 +34,7 @@ KNOWN_SCOPES = frozenset(
     }
 )
 ISSUER = "https://authz.constantcontact.com/oauth2/default"
+PARTNER_SCOPE = "v3api/general.partner"
 AUDIENCE = "https://api.cc.email/v3"
 
 
@@ -46,6 +47,8 @@ class App:
     redirect_uris: tuple[str, ...]
     refresh_token_type: RefreshTokenType = ROTATING
     name: str = "Sandbox app"
+    partner: bool = False
+    """A technology partner: may use the partner token URL (client credentials)."""
 
 
 @dataclass(slots=True)
@@ -57,6 +60,8 @@ class AuthorizeRequest:
     scope: str
     state: str | None
     code_challenge: str | None
+    login_required: bool = False
+    """``prompt=login``: the user must sign in again before the consent page answers."""
 
 
 @dataclass(slots=True, eq=False)
@@ -190,6 +195,7 @@ class AuthorizationServer:
             scope=scope,
             state=params.get("state"),
             code_challenge=challenge,
+            login_required="login" in params.get("prompt", "").split(),
         )
 
     def hold(self, request: AuthorizeRequest, now: float) -> str:
@@ -199,12 +205,26 @@ class AuthorizationServer:
         self._pending[request_id] = (request, now + 600)
         return request_id
 
-    def decide(self, request_id: str, *, allow: bool, now: float) -> str:
-        """The consent form's answer: the redirect URL, with a code or with ``access_denied``."""
-        held = self._pending.pop(request_id, None)
+    def held(self, request_id: str, now: float) -> AuthorizeRequest:
+        """A request whose page is shown, or an error when it expired."""
+        held = self._pending.get(request_id)
         if held is None or held[1] <= now:
             raise OAuthError("invalid_request", "The consent request expired; start again.")
-        request = held[0]
+        return held[0]
+
+    def sign_in(self, request_id: str, *, username: str, password: str, now: float) -> None:
+        """The sign-in form (``prompt=login``): any non-empty username and password sign in
+        to the sandbox account ⚠ (the emulator has no users)."""
+        request = self.held(request_id, now)
+        if not username.strip() or not password:
+            raise OAuthError("access_denied", "Enter your username and password.")
+        request.login_required = False
+
+    def decide(self, request_id: str, *, allow: bool, now: float) -> str:
+        """The consent form's answer: the redirect URL, with a code or with ``access_denied``."""
+        if self.held(request_id, now).login_required:
+            raise OAuthError("login_required", "Sign in first (the request asked prompt=login).")
+        request = self._pending.pop(request_id)[0]
         if not allow:
             return with_query(
                 request.redirect_uri,
@@ -312,6 +332,29 @@ class AuthorizationServer:
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required.")
         raise OAuthError("unsupported_grant_type", f"grant_type {grant_type} is not supported.")
+
+    def partner_token(
+        self, params: Mapping[str, str], *, basic: tuple[str, str] | None, now: float
+    ) -> dict[str, object]:
+        """The partner token URL (2025-09): a technology partner's client credentials for a
+        token of the partner scope; no refresh token ⚠ (the partner flow is undocumented
+        beyond its URL and scope)."""
+        client_key = basic[0] if basic else params.get("client_id", "")
+        if not self._window.try_acquire(client_key, now):
+            raise OAuthError("too_many_requests", "The token endpoint allows "
+                             f"{self.config.token_requests_per_second:g} request(s) per second.",
+                             status=429)
+        grant_type = params.get("grant_type")
+        if grant_type != "client_credentials":
+            raise OAuthError("unsupported_grant_type",
+                             "The partner token URL takes grant_type=client_credentials.")
+        app, confidential = self._client(params, basic)
+        if not confidential:
+            raise OAuthError("invalid_client", "Client authentication failed.", status=401)
+        if not app.partner:
+            raise OAuthError("unauthorized_client", "The client is not a technology partner.")
+        grant = Grant(client_id=app.client_id, scope=PARTNER_SCOPE, public=False)
+        return self._issue(grant, now, None)
 
     def _redeem_code(
         self, params: Mapping[str, str], basic: tuple[str, str] | None, now: float

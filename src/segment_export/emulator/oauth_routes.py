@@ -1,5 +1,6 @@
-"""Routes of the emulated authorization server (``/oauth2/default/v1``): consent page, token,
-revoke."""
+"""Routes of the emulated authorization server (``/oauth2/default/v1``): sign-in page
+(``prompt=login``), consent page, token, revoke; and the partner token URL
+(``/partners/oauth2/default/v1/token``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from segment_export.emulator.errors import OAuthError, RedirectError
+from segment_export.emulator.oauth import AuthorizeRequest
 from segment_export.emulator.routes import backend_of, record_of
 from segment_export.emulator.wire import json_response
 
@@ -31,7 +33,8 @@ def _page(title: str, content: str, status: int = 200) -> HTMLResponse:
 
 
 async def authorize(request: Request) -> Response:
-    """Start an authorization: a consent page (or, with auto-approve, straight back to the app)."""
+    """Start an authorization: a consent page, after a sign-in page with ``prompt=login`` (or,
+    with auto-approve, straight back to the app)."""
     backend = backend_of(request)
     try:
         auth_request = backend.authorize(dict(request.query_params))
@@ -47,6 +50,32 @@ async def authorize(request: Request) -> Response:
     if backend.config.auto_approve:
         return RedirectResponse(backend.approve(auth_request), status_code=302)
     request_id = backend.hold_consent(auth_request)
+    if auth_request.login_required:
+        return _sign_in_page(request, request_id)
+    return _consent_page(request, auth_request, request_id)
+
+
+def _sign_in_page(request: Request, request_id: str, error: str | None = None) -> HTMLResponse:
+    """What ``prompt=login`` shows first, even to a browser already signed in."""
+    problem = f'<p class="error">{escape(error)}</p>' if error else ""
+    return _page(
+        "Sign in",
+        f"<h1>Sign in to Constant Contact</h1>{problem}"
+        f'<form method="post" action="{escape(str(request.url.path))}">'
+        f'<input type="hidden" name="request_id" value="{escape(request_id)}">'
+        '<input type="hidden" name="action" value="sign_in">'
+        '<p><label>Username <input name="username" autocomplete="username"></label></p>'
+        '<p><label>Password <input name="password" type="password" '
+        'autocomplete="current-password"></label></p>'
+        '<button type="submit">Sign in</button></form>',
+        400 if error else 200,
+    )
+
+
+def _consent_page(
+    request: Request, auth_request: AuthorizeRequest, request_id: str
+) -> HTMLResponse:
+    backend = backend_of(request)
     app_name = backend.app_name(auth_request.client_id)
     account = backend.account_summary(extra_fields=set()).get("organization_name", "your account")
     scopes = "".join(f"<li><code>{escape(s)}</code></li>" for s in auth_request.scope.split())
@@ -62,12 +91,22 @@ async def authorize(request: Request) -> Response:
 
 
 async def consent(request: Request) -> Response:
-    """The consent form's answer: back to the app with a code, or with ``access_denied``."""
+    """The sign-in form's answer (then the consent page), or the consent form's: back to the
+    app with a code, or with ``access_denied``."""
     form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+    request_id = form.get("request_id", "")
+    backend = backend_of(request)
     try:
-        location = backend_of(request).decide_consent(
-            form.get("request_id", ""), allow=form.get("decision") == "allow"
-        )
+        if form.get("action") == "sign_in":
+            try:
+                auth_request = backend.sign_in(request_id, username=form.get("username", ""),
+                                               password=form.get("password", ""))
+            except OAuthError as exc:
+                if exc.error != "access_denied":
+                    raise
+                return _sign_in_page(request, request_id, exc.description)
+            return _consent_page(request, auth_request, request_id)
+        location = backend.decide_consent(request_id, allow=form.get("decision") == "allow")
     except OAuthError as exc:
         return _page("Authorization error", f"<h1>{escape(exc.description)}</h1>", 400)
     return RedirectResponse(location, status_code=302)
@@ -117,6 +156,17 @@ async def token(request: Request) -> Response:
     return json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
+async def partner_token(request: Request) -> Response:
+    """The partner token URL (2025-09): a technology partner's client-credentials token."""
+    params = await _form(request)
+    basic = _basic(request)
+    record = record_of(request)
+    if record is not None:
+        record.client_id = basic[0] if basic else params.get("client_id")
+    body = backend_of(request).partner_token(params, basic=basic)
+    return json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
 async def revoke(request: Request) -> Response:
     """Revoke an access or refresh token (a refresh token takes its whole grant with it)."""
     params = await _form(request)
@@ -130,3 +180,4 @@ OAUTH_ROUTES = [
     Route("/token", token, methods=["POST"]),
     Route("/revoke", revoke, methods=["POST"]),
 ]
+PARTNER_ROUTES = [Route("/token", partner_token, methods=["POST"])]

@@ -217,6 +217,20 @@ async def get_contact(request: Request) -> Response:
     return json_response(body)
 
 
+async def create_contact(request: Request) -> Response:
+    """Create one contact (409 when its email or SMS number exists, deleted or not)."""
+    _admit(request)
+    body = await _json_body(request)
+    return json_response(backend_of(request).create_contact(body=body), 201)
+
+
+async def delete_contact(request: Request) -> Response:
+    """Delete a contact (204); it persists as deleted and an import re-activates it."""
+    _admit(request)
+    backend_of(request).delete_contact(contact_id=request.path_params["contact_id"])
+    return Response(status_code=204)
+
+
 async def contacts_json_import(request: Request) -> Response:
     """Import contacts from JSON (asynchronous: 201 and an activity)."""
     client_id = _admit(request)
@@ -290,7 +304,9 @@ API_ROUTES = [
     Route("/contact_lists/{list_id}", update_list, methods=["PUT"]),
     Route("/contact_lists/{list_id}", delete_list, methods=["DELETE"]),
     Route("/contacts", get_contacts, methods=["GET"]),
+    Route("/contacts", create_contact, methods=["POST"]),
     Route("/contacts/{contact_id}", get_contact, methods=["GET"]),
+    Route("/contacts/{contact_id}", delete_contact, methods=["DELETE"]),
     Route("/activities/contacts_json_import", contacts_json_import, methods=["POST"]),
     Route("/activities/add_list_memberships", add_list_memberships, methods=["POST"]),
     Route("/activities/remove_list_memberships", remove_list_memberships, methods=["POST"]),

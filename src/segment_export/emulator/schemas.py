@@ -23,6 +23,7 @@ class SeedApp(_Body):
     redirect_uris: list[str] = Field(default_factory=list)
     refresh_token_type: RefreshTokenType = ROTATING
     name: str = "Sandbox app"
+    partner: bool = Field(default=False, description="A technology partner (partner token URL).")
 
 
 class SeedList(_Body):
@@ -48,12 +49,14 @@ class SeedRequest(_Body):
 
     apps: list[SeedApp] = Field(default_factory=list)
     account: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list, description="Tag names (ids are made up).")
     custom_fields: list[str | SeedCustomField] = Field(default_factory=list)
     lists: list[SeedList] = Field(default_factory=list)
     contacts: list[dict[str, Any]] = Field(
         default_factory=list,
-        description="Import-shaped rows (email, first_name, cf:...), plus optional "
-        "permission_to_send and lists (names or ids the contact is a member of).",
+        description="Import-shaped rows (email and/or sms_number, first_name, cf:...), plus "
+        "optional permission_to_send, lists (names or ids the contact is a member of), tags "
+        "(seeded tag names or ids) and engagement_level (any text).",
     )
 
 

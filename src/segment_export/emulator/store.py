@@ -20,11 +20,14 @@ from segment_export.emulator.models import (
     gc_paused,
     new_id,
     new_ids,
+    sms_key,
 )
 from segment_export.emulator.schemas import SeedCustomField, SeedRequest
 from segment_export.emulator.views import DEFAULT_ACCOUNT
 
 _CORE_FIELDS = frozenset({"email", "first_name", "last_name"})
+# "contacts that subscribed within the last 30 days" (ContactsExport.new_subscriber).
+NEW_SUBSCRIBER_SECONDS = 30 * 86_400.0
 
 
 def id_list(value: object, *, name: str, maximum: int, required: bool = True) -> list[str]:
@@ -50,6 +53,8 @@ class Store:
         self.contacts: list[Contact] = []  # creation order: what cursors page through
         self.by_email: dict[str, Contact] = {}
         self.by_id: dict[str, Contact] = {}
+        self.by_sms: dict[str, Contact] = {}  # 10-digit SMS number -> contact
+        self.tags: dict[str, str] = {}  # tag name -> tag id (seeded only)
 
     # -- lists -------------------------------------------------------------------------------
 
@@ -135,22 +140,43 @@ class Store:
         out: list[Contact] = []
         for key, row in rows.items():
             contact = by_email.get(key)
+            if contact is None and "sms_number" in row:
+                contact = self._sms_match(key, row)
             if contact is None:
-                address = row["email"]
+                address = row.get("email")
                 first, last = row.get("first_name"), row.get("last_name")
                 extra = None
-                if len(row) > 1 + (first is not None) + (last is not None):
+                if len(row) > (address is not None) + (first is not None) + (last is not None):
                     extra = {k: v for k, v in row.items() if k not in _CORE_FIELDS}
                 # Sharing one string for address and key when equal saves ~70 MB a million.
                 contact = Contact(next(ids), key if address == key else address, permission,
                                   now, first, last, extra)
                 contacts.append(contact)
-                by_email[key] = contact
+                if address is not None:
+                    by_email[key] = contact
                 by_id[contact.contact_id] = contact
             else:
                 contact.update(row, now)
+            number = contact.sms_number
+            if number is not None:
+                self.by_sms[number] = contact
             out.append(contact)
         return out
+
+    def _sms_match(self, key: str, row: Mapping[str, Any]) -> Contact | None:
+        """The contact an SMS row names by its number: an SMS-only row updates the contact
+        with that number; a row with an email gives the number's email-less contact that email
+        (contacts are identified by an email address or an SMS number, or both)."""
+        found = self.by_sms.get(str(row["sms_number"]))
+        if found is None:
+            return None
+        if key.startswith("sms:"):
+            return found
+        if found.address is None:
+            found.address = row["email"]
+            self.by_email[key] = found
+            return found
+        return None  # the number belongs to a contact with another email ⚠: a new contact
 
     def find_contacts(
         self,
@@ -165,13 +191,17 @@ class Store:
         """One page of contacts in creation order from position ``offset``: the page, where
         the next page starts (None at the end) and, when ``count``, how many match in all.
 
-        ``statuses``: ``all``, ``active`` (= not unsubscribed) or ``permission_to_send``
-        values; empty means all. ``lists``: members of any of them.
+        ``statuses``: ``all`` (deleted contacts too), ``deleted``, ``active`` (= not
+        unsubscribed) or ``permission_to_send`` values; empty means every contact not deleted
+        (the contract's default). ``lists``: members of any of them.
         """
-        wanted = statuses - {"all", "active"}
+        wanted = statuses - {"all", "active", "deleted"}
 
         def matches(contact: Contact) -> bool:
-            if statuses and "all" not in statuses:
+            if contact.deleted_at is not None:
+                if not statuses & {"all", "deleted"}:
+                    return False
+            elif statuses and "all" not in statuses:
                 active = "active" in statuses and contact.permission != UNSUBSCRIBED
                 if not active and contact.permission not in wanted:
                     return False
@@ -195,8 +225,14 @@ class Store:
         total = sum(1 for c in contacts if matches(c)) if count else 0
         return page, next_offset, total
 
-    def source_contacts(self, selector: str, picked: Any) -> tuple[list[Contact], list[str]]:
-        """The contacts an activity's source names, and the contact ids that do not exist."""
+    def source_contacts(self, selector: str, picked: Any, *, now: float = 0.0,
+                        ) -> tuple[list[Contact], list[str]]:
+        """The contacts an activity's source names, and the contact ids that do not exist.
+
+        ``new_subscriber``: contacts created in the last 30 days and still subscribed ⚠;
+        ``engagement_level`` and ``tag_ids``: what seeds gave the contacts. Deleted contacts
+        are in no source but ``contact_ids``.
+        """
         if selector == "contact_ids":
             found, missing = [], []
             for contact_id in picked:
@@ -211,13 +247,26 @@ class Store:
             for lst in picked:
                 members.update(dict.fromkeys(lst.members))
             return list(members), []
-        return [c for c in self.contacts if c.permission != UNSUBSCRIBED], []
+        live = (c for c in self.contacts if c.deleted_at is None)
+        if selector == "tag_ids":
+            wanted = frozenset(picked)
+            return [c for c in live if c.tags and c.tags & wanted], []
+        if selector == "engagement_level":
+            level = str(picked).casefold()
+            return [c for c in live if c.engagement is not None
+                    and c.engagement.casefold() == level], []
+        if selector == "new_subscriber":
+            since = now - NEW_SUBSCRIBER_SECONDS
+            return [c for c in live if c.permission != UNSUBSCRIBED and c.created_at >= since], []
+        return [c for c in live if c.permission != UNSUBSCRIBED], []
 
     # -- seeding -----------------------------------------------------------------------------
 
     def seed(self, request: SeedRequest, *, now: float, max_custom_fields: int) -> dict[str, Any]:
         """Add account details, custom fields, lists and contacts; returns their ids."""
         self.account.update(request.account)
+        for tag in request.tags:
+            self.tags.setdefault(tag, new_id())
         for wanted in request.custom_fields:
             if isinstance(wanted, str):
                 self.custom_fields.setdefault(wanted, CustomField(name=wanted, created_at=now))
@@ -234,6 +283,7 @@ class Store:
             existing.description = item.description
             existing.favorite = item.favorite
         return {
+            "tags": dict(self.tags),
             "custom_fields": {n: f.custom_field_id for n, f in self.custom_fields.items()},
             "lists": {lst.name: lst.list_id for lst in self.lists.values()},
             "contacts": self._seed_contacts(request.contacts, now, max_custom_fields),
@@ -242,10 +292,18 @@ class Store:
     def _seed_contacts(
         self, rows: list[dict[str, Any]], now: float, max_custom_fields: int
     ) -> dict[str, str]:
-        extras: list[tuple[str, list[ContactList]]] = []
+        extras: list[tuple[str, list[ContactList], frozenset[str] | None, str | None]] = []
         fields: list[dict[str, Any]] = []
         for row in rows:
             row = dict(row)
+            tags = row.pop("tags", None)
+            tag_ids = None
+            if tags is not None:
+                if not isinstance(tags, list) or not all(t in self.tags or t in
+                                                         self.tags.values() for t in tags):
+                    raise ApiError.invalid(f"Seeded contact names unknown tags {tags!r}.")
+                tag_ids = frozenset(str(self.tags.get(t, t)) for t in tags)
+            engagement = row.pop("engagement_level", None)
             permission = row.pop("permission_to_send", "implicit")
             if permission not in PERMISSIONS:
                 raise ApiError.invalid(f"permission_to_send {permission!r} is not one of "
@@ -256,7 +314,7 @@ class Store:
                 if found is None:
                     raise ApiError.invalid(f"Seeded contact names an unknown list {name!r}.")
                 lists.append(found)
-            extras.append((permission, lists))
+            extras.append((permission, lists, tag_ids, engagement))
             fields.append(row)
         with gc_paused():
             # A seed naming a field the account lacks is a mistake in the test: say so.
@@ -268,14 +326,18 @@ class Store:
                           strict=True))
         ids: dict[str, str] = {}
         # plan.rows keeps the last of repeated emails; walk the rows to pair each with its extras
-        for row, (permission, lists) in zip(fields, extras, strict=True):
-            key = row["email"].lower()
+        for row, (permission, lists, tag_ids, engagement) in zip(fields, extras, strict=True):
+            key = row["email"].lower() if "email" in row else sms_key(row["sms_number"])
             if plan.rows.get(key) is not row:
                 continue
             contact = stored[key]
             if contact.permission != permission:  # a seed may change what an import may not
                 contact.permission = permission
                 contact.opt_out_at = now if permission == UNSUBSCRIBED else None
+            if tag_ids is not None:
+                contact.tags = tag_ids
+            if engagement is not None:
+                contact.engagement = str(engagement)
             for lst in lists:
                 lst.members.add(contact)
             ids[key] = contact.contact_id
