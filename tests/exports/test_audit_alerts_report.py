@@ -79,7 +79,7 @@ def test_rejection_threshold_alert(world: World, webhook: tuple[str, list[dict[s
         text = "".join(rejected_rows_csv(session, run=run))
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows == [{"customer_id": "2", "email": "'=HYPERLINK(\"http://x\")",
-                     "reason": "invalid_email", "detail": "not a valid email address"}]
+                     "reason": "invalid_email", "detail": "no @ in address"}]
 
 
 def test_webhook_setting_is_admin_only_and_checked(world: World) -> None:

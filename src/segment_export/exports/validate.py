@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,12 +14,35 @@ import pyarrow.compute as pc
 from segment_export.exports.custom_fields import AccountField, cast_custom_fields
 from segment_export.exports.mapping import field_spec
 
-# Practical syntax check (Constant Contact documents none): one @, no spaces, commas, brackets
-# or quotes, an ASCII domain with a dot and labels that neither start nor end with a hyphen.
-EMAIL_PATTERN = (
-    r"^[^\s@,;:<>()\[\]\"\\]+(\.[^\s@,;:<>()\[\]\"\\.]+)*@"
-    r"([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
+# A conservative ASCII dot-atom (RFC 5321), applied to the trimmed, lower-cased address.
+# Constant Contact documents no syntax (support: no spaces, commas or brackets, one @, a full
+# domain), so we accept a strict subset of what is deliverable rather than guess its validator:
+# - local part: atoms of letters, digits and ``_ ' + -`` joined by single dots. The other RFC
+#   atext characters ``! # $ % & * / = ? ^ ` { | } ~`` are left out: braces are brackets, which
+#   support says are refused, and the rest are rare in customers' addresses and a common reason
+#   for other systems to refuse one. The apostrophe stays (o'brien@...), and so does + (tags).
+#   No quoted local parts, no comments.
+# - domain: two or more LDH labels of 1-63 characters, neither starting nor ending with a
+#   hyphen nor having ``--`` as their 3rd and 4th characters (reserved; xn-- internationalised
+#   labels would need an IDNA check a regular expression cannot make); a top-level domain of
+#   two or more letters; no IP literals.
+# Only the pattern is pushed down to the profile store (DuckDB/RE2, PostgreSQL, Java), so it
+# keeps to constructs all three read alike; the few refinements below run in Arrow only, and
+# only ever refuse more (a duplicate-email plan holding an address Arrow refuses is harmless:
+# every row with that address is refused before the plan is used).
+# Upper-case letters are spelled out although the address is lower-cased first, so the
+# pattern means the same matched before lower-casing (which some engines' lower() would make
+# ASCII of U+212A KELVIN SIGN or U+0130).
+_ATOM = r"[A-Za-z0-9_'+-]+"
+_LABEL = (r"[A-Za-z0-9](?:[A-Za-z0-9-]?[A-Za-z0-9]|[A-Za-z0-9-](?:[A-Za-z0-9][A-Za-z0-9-]{0,59}"
+          r"[A-Za-z0-9]|-[A-Za-z0-9](?:[A-Za-z0-9-]{0,58}[A-Za-z0-9])?))?")
+EMAIL_PATTERN = rf"^{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}$"
+# Top-level names that can never receive mail (RFC 6761, 6762, 7686).
+SPECIAL_USE_DOMAINS = ("arpa", "invalid", "local", "localhost", "onion", "test")
+_SPECIAL_USE_PATTERN = r"\.(?:" + "|".join(SPECIAL_USE_DOMAINS) + r")$"
+# Only these are trimmed from the ends of an address, the same as the profile stores' \s;
+# any other space or invisible character refuses the address rather than vanishing.
+_TRIMMED = " \t\n\f\r"
 EMAIL_MAX_LENGTH = 50
 
 # Reasons a member is not sent; documented in docs/ and named in the rejected-rows report.
@@ -54,14 +78,20 @@ def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(column, pa.string())
 
 
-def _rejections(table: pa.Table, mask: pa.ChunkedArray, reason: str, detail: str) -> pa.Table:
+def _rejections(
+    table: pa.Table, mask: pa.ChunkedArray, reason: str,
+    detail: str | Callable[[pa.Table], Any],
+) -> pa.Table:
+    """The rows ``mask`` picks, refused for ``reason``; ``detail`` is one text for all of them
+    or a function of the picked rows giving one per row."""
     picked = table.filter(mask)
     return pa.table(
         {
             "customer_id": picked.column("customer_id"),
             "email": picked.column("raw_email"),
             "reason": pa.array([reason] * picked.num_rows, pa.string()),
-            "detail": pa.array([detail] * picked.num_rows, pa.string()),
+            "detail": (pa.array([detail] * picked.num_rows, pa.string()) if isinstance(detail, str)
+                       else detail(picked)),
         }
     )
 
@@ -106,7 +136,9 @@ def _base(members: pa.Table, *, id_column: str, email_column: str) -> pa.Table:
             "customer_id": _as_text(ids),
             "sort_id": ids if pa.types.is_integer(ids.type) else _as_text(ids),
             "raw_email": raw_email,
-            "email": pc.utf8_lower(pc.utf8_trim_whitespace(raw_email)),
+            # ASCII lower-casing only: a non-ASCII letter stays and is refused, never folded
+            # into a different address (U+212A KELVIN SIGN would become k).
+            "email": pc.ascii_lower(pc.utf8_trim(raw_email, characters=_TRIMMED)),
         }
     )
 
@@ -125,9 +157,106 @@ def _email_problems(table: pa.Table) -> tuple[Any, Any, Any]:
     too_long = pc.and_(pc.invert(missing), pc.greater(pc.utf8_length(email), EMAIL_MAX_LENGTH))
     bad_syntax = pc.and_(
         pc.and_(pc.invert(missing), pc.invert(too_long)),
-        pc.invert(pc.match_substring_regex(email, EMAIL_PATTERN)),
+        pc.or_(pc.invert(pc.match_substring_regex(email, EMAIL_PATTERN)),
+               pc.match_substring_regex(email, _SPECIAL_USE_PATTERN)),
     )
     return missing, too_long, bad_syntax
+
+
+def _code_point(char: str) -> str:
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+
+
+def _non_ascii(char: str) -> str:
+    return f"non-ASCII character {_code_point(char)} in address"
+
+
+def _control(char: str) -> str:
+    if char == " ":
+        return "space in address"
+    return f"control character {_code_point(char)} in address"
+
+
+def _in_local(char: str) -> str:
+    return f"character {char!r} not allowed in the local part"
+
+
+def _in_domain(char: str) -> str:
+    return f"character {char!r} not allowed in the domain"
+
+
+def _special_use(tld: str) -> str:
+    return f"special-use domain .{tld} cannot receive mail"
+
+
+# Why an address fails the rules above, most basic first: (where, pattern, detail). ``where``
+# is the whole address or a part of it, ``detail`` a text, or a function of the first match.
+_EMAIL_RULES: tuple[tuple[str, str, str | Callable[[str], str]], ...] = (
+    ("address", r"[^\x00-\x7f]", _non_ascii),
+    ("address", r"[\x00-\x20\x7f]", _control),
+    ("address", r"^[^@]*$", "no @ in address"),
+    ("address", r"@.*@", "more than one @ in address"),
+    ("local", r"^$", "local part is empty"),
+    ("local", r'^"', "quoted local part is not accepted"),
+    ("local", r"^\.", "local part starts with a dot"),
+    ("local", r"\.$", "local part ends with a dot"),
+    ("local", r"\.\.", "local part has two dots in a row"),
+    ("local", r"[^a-z0-9_'+.-]", _in_local),
+    ("domain", r"^$", "domain is empty"),
+    ("domain", r"^\[", "IP address literal as domain is not accepted"),
+    ("domain", r"[^a-z0-9.-]", _in_domain),
+    ("domain", r"^\.", "domain starts with a dot"),
+    ("domain", r"\.$", "domain ends with a dot"),
+    ("domain", r"\.\.", "domain has two dots in a row"),
+    ("domain", r"^[^.]*$", "domain has no dot (not a full domain)"),
+    ("domain", r"(?:^|\.)[^.]{64}", "domain label too long (over 63 characters)"),
+    ("domain", r"(?:^|\.)-|-(?:\.|$)", "domain label starts or ends with a hyphen"),
+    ("domain", r"(?:^|\.)[^.]{2}--",
+     "domain label has -- as 3rd and 4th characters (reserved; xn-- labels not accepted)"),
+    ("domain", r"\.[a-z]*[^a-z.][^.]*$", "top-level domain is not letters only"),
+    ("domain", r"\.[a-z]$", "top-level domain is a single letter"),
+    ("domain", _SPECIAL_USE_PATTERN.replace(r"\.(?:", r"\.(?P<tld>", 1), _special_use),
+)
+
+
+def email_syntax_details(emails: Any) -> pa.Array:
+    """Which rule each refused (trimmed, lower-cased) address breaks, as report text.
+
+    Runs on the refused rows only; a rule naming a character is formatted once per distinct
+    character, not per row.
+    """
+    if isinstance(emails, pa.ChunkedArray):
+        emails = emails.combine_chunks()
+    parts = pc.extract_regex(pc.fill_null(emails, ""), r"^(?P<local>[^@]*)@(?P<domain>.*)$")
+    where = {"address": emails, "local": pc.struct_field(parts, "local"),
+             "domain": pc.struct_field(parts, "domain")}
+    # Each rule looks only at the rows no earlier rule explained; most go in the first few.
+    open_rows = pa.array(range(len(emails)), pa.int64())
+    found_rows: list[pa.Array] = []
+    found_texts: list[pa.Array] = []
+    for part, pattern, text in _EMAIL_RULES:
+        if not len(open_rows):
+            break
+        values = where[part].take(open_rows)
+        if isinstance(text, str):
+            hit = pc.fill_null(pc.match_substring_regex(values, pattern), False)
+            texts = pa.array([text] * (pc.sum(hit).as_py() or 0), pa.string())
+        else:
+            group = pattern if "(?P<" in pattern else f"(?P<{part}>{pattern})"
+            first = pc.extract_regex(values, group)
+            hit = pc.is_valid(first)
+            matched = pc.struct_field(first, 0).filter(hit)
+            distinct = pc.unique(matched)
+            named = pa.array([text(c) for c in distinct.to_pylist()], pa.string())
+            texts = named.take(pc.index_in(matched, value_set=distinct))
+        found_rows.append(open_rows.filter(hit))
+        found_texts.append(texts)
+        open_rows = open_rows.filter(pc.invert(hit))
+    found_rows.append(open_rows)
+    found_texts.append(pa.array(["not a valid email address"] * len(open_rows), pa.string()))
+    order = pc.sort_indices(pa.concat_arrays(found_rows))
+    return pa.concat_arrays(found_texts).take(order)
 
 
 def plan_dedupe(
@@ -203,7 +332,8 @@ def validate_members(
     rejected.append(
         _rejections(table, too_long, "email_too_long", f"over {EMAIL_MAX_LENGTH} characters")
     )
-    rejected.append(_rejections(table, bad_syntax, "invalid_email", "not a valid email address"))
+    rejected.append(_rejections(table, bad_syntax, "invalid_email",
+                                lambda picked: email_syntax_details(picked.column("email"))))
     table = table.filter(pc.invert(pc.or_(pc.or_(missing, too_long), bad_syntax)))
 
     # One contact per email: the highest customer id wins, the others are reported. Duplicates
