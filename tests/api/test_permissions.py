@@ -172,6 +172,9 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
         "name": _name()}),
     ("POST", "/api/exports/{export_id}/runs"): Expect(EDITORS, json=lambda t: {
         "dry_run": True}),
+    # Run all: queues only what the caller may run (here every connection is unauthorized,
+    # so it queues nothing); viewers run nothing.
+    ("POST", "/api/exports/run-all"): Expect(EDITORS),
     # runs: everyone sees them; cancelling is running
     ("GET", "/api/runs"): Expect(SIGNED_IN),
     ("GET", "/api/runs/{run_id}"): Expect(SIGNED_IN),
@@ -223,6 +226,7 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
     ("POST", "/data/exports/{export_id}/edit"): Expect(EDITORS, form=_export_form),
     ("POST", "/data/exports/{export_id}/run"): Expect(EDITORS, form=lambda t: {
         "dry_run": "true"}),
+    ("POST", "/data/exports/run-all"): Expect(EDITORS, form=lambda t: {}),
     ("POST", "/data/exports/{export_id}/duplicate"): Expect(EDITORS, form=lambda t: {}),
     ("GET", "/data/exports/{export_id}/remove"): Expect(EDITORS),
     ("POST", "/data/exports/{export_id}/remove"): Expect(EDITORS, form=lambda t: {}),

@@ -17,6 +17,8 @@ from segment_export.errors import ConfigurationError
 from segment_export.exports import service
 from segment_export.exports.configuration import ExportCreate, ExportUpdate, save_export
 from segment_export.exports.connections import get_connection
+from segment_export.exports.engine import PAUSED
+from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.segments.service import get_segment
@@ -232,3 +234,49 @@ def run(app: AppContext, name: str, dry_run: bool, full: bool, wait: bool) -> No
     result = _watch(app, run_id)
     print_report(app, result.id)
     exit_for(result)
+
+
+@exports_group.command("run-all")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Run them here one after another, or queue them for a worker.")
+@pass_app
+def run_all_(app: AppContext, wait: bool) -> None:
+    """Refresh the segments, then run every enabled export you may run."""
+    with app.sessions() as session:
+        enqueue = None if wait else TaskQueue(app.runtime()).enqueue_run
+        result = run_all(session, actor=app.actor(session), store=app.store, enqueue=enqueue)
+    for refreshed in result.refreshed:
+        outcome = (f"{refreshed.size:,} members" if refreshed.ok
+                   else f"not refreshed ({refreshed.error})")
+        click.echo(f"Refreshed segment {refreshed.name!r}: {outcome}")
+    for skipped in result.skipped:
+        click.echo(f"Skipped {skipped.export_name!r}: {SKIP_LABELS[skipped.reason]} "
+                   f"({skipped.message})")
+    if not result.queued:
+        click.echo("No run queued.")
+        return
+    if not wait:
+        click.echo(f"Queued {len(result.queued)} run(s); a worker (`segment-export worker`) "
+                   "will execute them: " + ", ".join(
+                       f"{q.export_name!r} {q.run_id}" for q in result.queued))
+        return
+    runs = []
+    for queued in result.queued:
+        click.echo(f"Running {queued.export_name!r} ({queued.run_id})")
+        runs.append(_watch(app, queued.run_id))
+    table = Table("export", "run", "status", "sent", "rejected", "removed")
+    for queued, done in zip(result.queued, runs, strict=True):
+        counts = done.counts
+        rejected = counts.get("rejected_locally", 0) + counts.get(
+            "rejected_by_constant_contact", 0)
+        table.add_row(queued.export_name, done.id, done.status, f"{counts.get('sent', 0):,}",
+                      f"{rejected:,}", f"{counts.get('removed', 0):,}")
+    console.print(table)
+
+    def severity(done: Run) -> int:
+        if done.error_kind == "interrupted":
+            return 3
+        return 2 if done.status in {"failed", "cancelled"} else int(done.status == PAUSED)
+
+    # The worst run decides the exit status, as for one run (skipped exports do not count).
+    exit_for(max(runs, key=severity))

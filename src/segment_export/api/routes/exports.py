@@ -17,6 +17,7 @@ from segment_export.db.models import Connection, Export, Segment, User
 from segment_export.exports import service
 from segment_export.exports.configuration import ExportCreate, ExportUpdate, save_export
 from segment_export.exports.mapping import FIELDS
+from segment_export.exports.run_all import SkipReason, run_all
 from segment_export.exports.runs import list_runs, request_run
 
 router = APIRouter(prefix="/api/exports", tags=["exports"], responses=PROBLEM_RESPONSES)
@@ -91,6 +92,34 @@ class DuplicateRequest(BaseModel):
     name: Name
 
 
+class QueuedRunPublic(BaseModel):
+    export_id: str
+    export_name: str
+    run_id: str
+
+
+class SkippedExportPublic(BaseModel):
+    export_id: str
+    export_name: str
+    reason: SkipReason
+    message: str
+    run_id: str | None = Field(description="The export's active run (reason already_running).")
+
+
+class RefreshedSegmentPublic(BaseModel):
+    segment_id: str
+    name: str
+    size: int | None
+    error: str | None = Field(description="Why it could not be refreshed (its exports skipped).")
+
+
+class RunAllPublic(BaseModel):
+    queued: list[QueuedRunPublic]
+    skipped: list[SkippedExportPublic]
+    refreshed: list[RefreshedSegmentPublic] = Field(
+        description="The segments refreshed (once each) before any run was queued.")
+
+
 class FieldPublic(BaseModel):
     name: str
     max_length: int
@@ -142,6 +171,21 @@ def add_export(body: ExportIn, db: Db, services: Services, user: EditorUser) -> 
                          profile_columns=services.runtime.store.schema())
     db.commit()
     return export_public(db, export, user)
+
+
+@router.post("/run-all", status_code=status.HTTP_202_ACCEPTED)
+def start_all(db: Db, services: Services, user: EditorUser) -> RunAllPublic:
+    """Refresh the segments, then queue a run of every enabled export you may run."""
+    result = run_all(db, actor=user, store=services.runtime.store,
+                     enqueue=services.queue.enqueue_run)
+    return RunAllPublic(
+        queued=[QueuedRunPublic(export_id=q.export_id, export_name=q.export_name,
+                                run_id=q.run_id) for q in result.queued],
+        skipped=[SkippedExportPublic(export_id=s.export_id, export_name=s.export_name,
+                                     reason=s.reason, message=s.message, run_id=s.run_id)
+                 for s in result.skipped],
+        refreshed=[RefreshedSegmentPublic(segment_id=r.segment_id, name=r.name, size=r.size,
+                                          error=r.error) for r in result.refreshed])
 
 
 @router.get("/{export_id}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
@@ -13,13 +13,14 @@ from segment_export.api.deps import CurrentUser, Db, EditorUser, Services
 from segment_export.api.state import AppServices
 from segment_export.api.types import ObjectId
 from segment_export.constant_contact import ContactList
-from segment_export.db.models import Connection, Export, Run, User
+from segment_export.db.models import AuditEvent, Connection, Export, Run, User
 from segment_export.errors import ConfigurationError, DataError, NotFoundError, SegmentExportError
 from segment_export.exports import configuration, service
 from segment_export.exports.configuration import ExportCreate, ExportUpdate
 from segment_export.exports.connections import can_use, usable_connections
 from segment_export.exports.lists import account_lists
 from segment_export.exports.mapping import FIELDS
+from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import list_runs, request_run
 from segment_export.segments.service import list_segments
 from segment_export.web.charts import Series, bar_chart
@@ -189,12 +190,36 @@ def runs_chart(runs: list[Run], *, chart_id: str = "runs-chart") -> Any:
                                     for r in done], "series-b")])
 
 
+def _run_all_summary(db: Session, user: User, event_id: int | None) -> dict[str, Any] | None:
+    """What the caller's own Run all ``event_id`` did, as its audit event recorded it."""
+    event = db.get(AuditEvent, event_id) if event_id is not None else None
+    if event is None or event.action != "exports.run_all" or event.actor_id != user.id:
+        return None
+    return event.details
+
+
 @router.get("")
-def exports(request: Request, db: Db, user: CurrentUser) -> Response:
-    """Every export: status, schedule, last run and what you may do with it."""
+def exports(request: Request, db: Db, user: CurrentUser,
+            summary: Annotated[int | None, Query(alias="run_all")] = None) -> Response:
+    """Every export: status, schedule, last run and what you may do with it (and, after Run
+    all, what it did)."""
     can_add = user.role != "viewer" and bool(usable_connections(db, actor=user))
-    return render(request, "exports/list.html", rows=_rows(db, user, service.list_exports(db)),
-                  schedules=SCHEDULES, can_add=can_add)
+    rows = _rows(db, user, service.list_exports(db))
+    return render(request, "exports/list.html", rows=rows, schedules=SCHEDULES,
+                  can_add=can_add, can_run_all=any("run" in r["permissions"] for r in rows),
+                  run_all=_run_all_summary(db, user, summary), skip_labels=SKIP_LABELS)
+
+
+@router.post("/run-all")
+def run_all_exports(request: Request, db: Db, services: Services,
+                    user: EditorUser) -> Response:
+    """Refresh the segments, then queue a run of every enabled export you may run."""
+    result = run_all(db, actor=user, store=services.runtime.store,
+                     enqueue=services.queue.enqueue_run)
+    queued, skipped = len(result.queued), len(result.skipped)
+    return redirect(f"/data/exports?run_all={result.audit_event_id}",
+                    notice=f"Run all: {queued} run{'' if queued == 1 else 's'} queued, "
+                    f"{skipped} export{'' if skipped == 1 else 's'} skipped.")
 
 
 @router.get("/new")
