@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segment_export.errors import ConfigurationError
@@ -130,6 +130,42 @@ class Settings(BaseSettings):
         description="Bearer token a scraper must send to /metrics (web app and worker); when "
         "unset, metrics are served only to clients on the loopback address.",
     )
+    # Email alerts (docs/alerts.md): unset host = no email, the webhook alone.
+    smtp_host: str | None = Field(
+        default=None,
+        description="Mail server that email alerts are sent through (smtp.example.com); unset: "
+        "no email alerts.",
+    )
+    smtp_port: int | None = Field(
+        default=None, gt=0, lt=65536,
+        description="Port of the mail server; default 587 for starttls, 465 for ssl, 25 for none.",
+    )
+    smtp_security: Literal["starttls", "ssl", "none"] = Field(
+        default="starttls",
+        description="starttls (upgrade to TLS before anything is sent, refused if the server "
+        "does not offer it), ssl (TLS from the first byte) or none (clear text; with "
+        "credentials only to a loopback host). The server's certificate is always verified.",
+    )
+    smtp_username: str | None = Field(
+        default=None, description="User name for SMTP AUTH; unset: no AUTH."
+    )
+    smtp_password: SecretStr | None = Field(
+        default=None, description="Password for SMTP AUTH (with SMTP_USERNAME)."
+    )
+    smtp_from: str | None = Field(
+        default=None,
+        description="From address of alert emails (alerts@example.com); required with SMTP_HOST.",
+    )
+    smtp_timeout: float = Field(
+        default=10.0, gt=0, le=120,
+        description="Seconds each step of talking to the mail server may take, and the longest "
+        "a finishing run waits for its alert email (the rest is sent in the background).",
+    )
+    smtp_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that sign a private relay's certificate, trusted "
+        "instead of the system's CAs; unset: the system's CAs.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -180,6 +216,22 @@ class Settings(BaseSettings):
                     "(e.g. 127.0.0.1, ::1, 10.0.0.0/8)") from None
         return ",".join(networks)
 
+    @model_validator(mode="after")
+    def _smtp_consistent(self) -> Settings:
+        if self.smtp_host is None:
+            return self
+        if not self.smtp_from or "@" not in self.smtp_from:
+            raise ValueError("SEGMENT_EXPORT_SMTP_FROM must be an email address when "
+                             "SEGMENT_EXPORT_SMTP_HOST is set")
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("SEGMENT_EXPORT_SMTP_USERNAME and SEGMENT_EXPORT_SMTP_PASSWORD go "
+                             "together: set both for SMTP AUTH, or neither")
+        if self.smtp_security == "none" and self.smtp_username and not _loopback(self.smtp_host):
+            raise ValueError("SEGMENT_EXPORT_SMTP_SECURITY=none would send the SMTP password in "
+                             f"clear text to {self.smtp_host}; use starttls or ssl (clear text "
+                             "with credentials is allowed only to a loopback host)")
+        return self
+
     @property
     def trusted_proxy_list(self) -> list[str]:
         """SEGMENT_EXPORT_TRUSTED_PROXIES as networks (empty: no proxy is trusted)."""
@@ -222,6 +274,16 @@ class Settings(BaseSettings):
         if not keys:
             raise ConfigurationError(f"The key file {key_file} is empty", path=str(key_file))
         return keys
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface (localhost, 127.0.0.0/8, ::1)."""
+    if host.strip("[]").lower() in {"localhost", "localhost."}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -246,6 +246,18 @@ def disable_user(session: Session, *, actor: User, username: str) -> User:
     return user
 
 
+def set_email(session: Session, *, actor: User, username: str, email: str | None) -> User:
+    """Set (or with None clear) where a user's alert emails go (admins only; docs/alerts.md)."""
+    from segment_export.exports.alert_mail import check_address
+
+    require_role(actor, Role.ADMIN)
+    user = get_user(session, username=username)
+    user.email = check_address(email) if email else None
+    audit.record(session, actor=actor, action="user.email_set", target_type="user",
+                 target_id=user.id, username=username, email=user.email)
+    return user
+
+
 # -- API tokens ------------------------------------------------------------------------------
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import click
 
 from segment_export.cli.context import AppContext, pass_app
-from segment_export.exports.alerts import get_webhook, set_webhook
+from segment_export.exports.alerts import (
+    add_email_address,
+    admin_addresses,
+    email_enabled,
+    get_webhook,
+    list_email_addresses,
+    remove_email_address,
+    send_test_email,
+    set_webhook,
+)
 
 
 @click.group("alerts")
@@ -16,10 +25,25 @@ def alerts_group() -> None:
 @alerts_group.command("show")
 @pass_app
 def show(app: AppContext) -> None:
-    """Show the webhook alerts are posted to."""
+    """Show the webhook alerts are posted to and who receives alert emails."""
     with app.sessions() as session:
         url = get_webhook(session)
-    click.echo(url or "No alert webhook is set.")
+        admins = admin_addresses(session)
+        chosen = list_email_addresses(session)
+    click.echo(f"Webhook: {url}" if url else "No alert webhook is set.")
+    settings = app.settings
+    if not email_enabled(settings):
+        click.echo("Email: off (SEGMENT_EXPORT_SMTP_HOST is not set).")
+        return
+    click.echo(f"Email: through {settings.smtp_host} ({settings.smtp_security}) from "
+               f"{settings.smtp_from}")
+    for address in admins:
+        click.echo(f"  {address} (admin)")
+    for address in chosen:
+        if address not in admins:
+            click.echo(f"  {address}")
+    if not admins and not chosen:
+        click.echo("  nobody: give an admin an email address or use `alerts email add`")
 
 
 @alerts_group.command("set-webhook")
@@ -36,8 +60,65 @@ def set_(app: AppContext, url: str) -> None:
 @alerts_group.command("clear")
 @pass_app
 def clear(app: AppContext) -> None:
-    """Stop sending alerts."""
+    """Stop posting alerts to the webhook (alert emails are not affected)."""
     with app.sessions() as session:
         set_webhook(session, actor=app.actor(session), url=None)
         session.commit()
     click.echo("Alert webhook removed.")
+
+
+@alerts_group.group("email")
+def email_group() -> None:
+    """Who receives alert emails besides the active admins with an email address."""
+
+
+@email_group.command("list")
+@pass_app
+def email_list(app: AppContext) -> None:
+    """List every recipient of alert emails: admins, then the added addresses."""
+    with app.sessions() as session:
+        admins = admin_addresses(session)
+        chosen = list_email_addresses(session)
+    for address in admins:
+        click.echo(f"{address}\tadmin")
+    for address in chosen:
+        click.echo(f"{address}\tadded")
+    if not admins and not chosen:
+        click.echo("Nobody receives alert emails.")
+    if not email_enabled(app.settings):
+        click.echo("Email alerts are off until SEGMENT_EXPORT_SMTP_HOST is set.", err=True)
+
+
+@email_group.command("add")
+@click.argument("address")
+@pass_app
+def email_add(app: AppContext, address: str) -> None:
+    """Send alert emails to ADDRESS too."""
+    with app.sessions() as session:
+        added = add_email_address(session, actor=app.actor(session), address=address)
+        session.commit()
+    click.echo(f"Alert emails also go to {added}.")
+
+
+@email_group.command("remove")
+@click.argument("address")
+@pass_app
+def email_remove(app: AppContext, address: str) -> None:
+    """Stop sending alert emails to ADDRESS (an admin's own address goes with the admin)."""
+    with app.sessions() as session:
+        removed = remove_email_address(session, actor=app.actor(session), address=address)
+        session.commit()
+    click.echo(f"Alert emails no longer go to {removed}.")
+
+
+@email_group.command("test")
+@click.option("--to", "to", multiple=True, metavar="ADDRESS",
+              help="Send only to this address (repeatable); default: every recipient.")
+@pass_app
+def email_test(app: AppContext, to: tuple[str, ...]) -> None:
+    """Send a test message through the configured mail server."""
+    with app.sessions() as session:
+        sent = send_test_email(session, actor=app.actor(session), settings=app.settings,
+                               to=list(to) or None)
+        session.commit()
+    click.echo(f"Test message sent to {', '.join(sent)}.")

@@ -95,6 +95,25 @@ def list_(app: AppContext) -> None:
     console.print(table)
 
 
+@users_group.command("set-email")
+@click.argument("username")
+@click.argument("address", required=False)
+@click.option("--clear", is_flag=True, help="Remove the user's address.")
+@pass_app
+def set_email_command(app: AppContext, username: str, address: str | None, clear: bool) -> None:
+    """Set where USERNAME's alert emails go (admins only; active admins receive alerts)."""
+    if bool(address) == clear:
+        raise click.UsageError("Give an ADDRESS or --clear")
+    from segment_export.users import set_email
+
+    with app.sessions() as session:
+        user = set_email(session, actor=app.actor(session), username=username,
+                         email=None if clear else address)
+        session.commit()
+    click.echo(f"{username!r} receives alert emails at {user.email}." if user.email
+               else f"{username!r} has no email address now.")
+
+
 @users_group.command("disable")
 @click.argument("username")
 @pass_app
