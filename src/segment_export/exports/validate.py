@@ -158,9 +158,18 @@ def _email_problems(table: pa.Table) -> tuple[Any, Any, Any]:
     bad_syntax = pc.and_(
         pc.and_(pc.invert(missing), pc.invert(too_long)),
         pc.or_(pc.invert(pc.match_substring_regex(email, EMAIL_PATTERN)),
-               pc.match_substring_regex(email, _SPECIAL_USE_PATTERN)),
+               _special_use_domain(email)),
     )
     return missing, too_long, bad_syntax
+
+
+def _special_use_domain(email: Any) -> Any:
+    # Suffix comparisons: a fraction of the time of one more regular expression over every row.
+    found = None
+    for name in SPECIAL_USE_DOMAINS:
+        ends = pc.ends_with(email, f".{name}")
+        found = ends if found is None else pc.or_(found, ends)
+    return found
 
 
 def _code_point(char: str) -> str:
