@@ -196,12 +196,8 @@ def record_uncertain(engine: Engine, *, export_id: str, run_id: str, batch_id: i
     left, so neither a delivery nor a leaver is lost track of.
     """
     with engine.begin() as conn:
-        if len(members):
-            uncertain = np.full(len(members), UNCERTAIN_HASH, dtype=np.int64)
-            conn.execute(insert(ExportMemberBlock).values(
-                export_id=export_id, run_id=run_id, kind="delivered", members=len(members),
-                keys=_pack_ints(members.keys), hashes=_pack_ints(uncertain),
-                emails=_pack_strings(members.emails)))
+        _remember_uncertain(conn, export_id=export_id, run_id=run_id, keys=members.keys,
+                            emails=members.emails)
         conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(state="unknown"))
 
 
@@ -240,12 +236,8 @@ def record_removal_unsettled(engine: Engine, *, export_id: str, run_id: str, bat
     rejoined the segment meanwhile is sent again (a failed removal may have taken some off).
     """
     with engine.begin() as conn:
-        if len(members):
-            uncertain = np.full(len(members), UNCERTAIN_HASH, dtype=np.int64)
-            conn.execute(insert(ExportMemberBlock).values(
-                export_id=export_id, run_id=run_id, kind="delivered", members=len(members),
-                keys=_pack_ints(members.keys), hashes=_pack_ints(uncertain),
-                emails=_pack_strings(members.emails)))
+        _remember_uncertain(conn, export_id=export_id, run_id=run_id, keys=members.keys,
+                            emails=members.emails)
         conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
             state=state, errors=list(errors)[:50]))
 
@@ -263,6 +255,18 @@ def record_off_list(engine: Engine, *, export_id: str, run_id: str,
         counts = conn.execute(select(Run.counts).where(Run.id == run_id)).scalar_one()
         conn.execute(update(Run).where(Run.id == run_id).values(counts={
             **counts, "already_off_list": int(counts.get("already_off_list", 0)) + len(keys)}))
+
+
+def _remember_uncertain(conn: Connection, *, export_id: str, run_id: str,
+                        keys: np.ndarray[Any, Any], emails: pa.Array) -> None:
+    """Keep members whose delivery (or removal) is unknown as delivered with
+    :data:`UNCERTAIN_HASH`, so the next diff decides them again."""
+    if len(keys):
+        conn.execute(insert(ExportMemberBlock).values(
+            export_id=export_id, run_id=run_id, kind="delivered", members=len(keys),
+            keys=_pack_ints(keys),
+            hashes=_pack_ints(np.full(len(keys), UNCERTAIN_HASH, dtype=np.int64)),
+            emails=_pack_strings(emails)))
 
 
 def forget_export_state(session: Session, *, export_id: str) -> None:
