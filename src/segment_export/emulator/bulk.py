@@ -95,7 +95,8 @@ def check_import(data: Any, *, store: Store, config: EmulatorConfig) -> ImportJo
     plan = plan_import(rows, custom_fields=store.custom_fields,
                        max_custom_fields=config.max_custom_fields_per_contact,
                        strict_custom_fields=config.strict_custom_fields,
-                       email_rule=config.email_rule, sms_permission=sms_permission)
+                       email_rule=config.email_rule, sms_permission=sms_permission,
+                       flagged_emails=config.flagged_emails)
     return ImportJob(plan=plan, lists=lists, sms_permission=sms_permission)
 
 

@@ -40,6 +40,12 @@ class EmulatorConfig(BaseModel):
         "description (no spaces, commas or brackets; one @; a full domain; + is fine), what "
         "Constant Contact does; 'strict' a conservative ASCII dot-atom.",
     )
+    flagged_emails: tuple[str, ...] = Field(
+        default=(),
+        description="Addresses Constant Contact has flagged for 48 hours (more than 5 sign-up "
+        "attempts in 24 h): an import refuses them as invalid, a correctable error, though "
+        "their syntax is fine. Compared lower-cased.",
+    )
     activity_seconds: float = Field(
         default=0.0, ge=0, description="From initialized to completed; 0 = at once."
     )

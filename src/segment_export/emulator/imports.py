@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -207,7 +207,7 @@ def _check_sms(row: dict[str, Any], sms_permission: str | None) -> tuple[str, bo
 def plan_import(
     rows: list[Any], *, custom_fields: Mapping[str, CustomField], max_custom_fields: int = 25,
     strict_custom_fields: bool = False, email_rule: str = "lenient",
-    sms_permission: str | None = None,
+    sms_permission: str | None = None, flagged_emails: Collection[str] = (),
 ) -> ImportPlan:
     """Validate every row of ``import_data``; the valid ones are kept by lowercased email.
 
@@ -220,6 +220,7 @@ def plan_import(
     valid = plan.rows
     limits = STRING_LIMITS
     email_pattern = EMAIL_RULES[email_rule].fullmatch
+    flagged = {address.lower() for address in flagged_emails}
     for number, row in enumerate(rows, 1):
         if type(row) is not dict:
             plan.reject(number, None, "not a JSON object", correctable=False)
@@ -249,7 +250,7 @@ def plan_import(
             key = sms_key(row["sms_number"])
         else:
             address = email.strip()
-            if email_pattern(address) is None:
+            if email_pattern(address) is None or (flagged and address.lower() in flagged):
                 plan.reject(number, email, "invalid email address", correctable=True)
                 continue
             if address is not email:

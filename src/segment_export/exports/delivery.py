@@ -122,6 +122,12 @@ class Verdict:
     refused_rows: dict[int, str]  # 0-based index in the batch -> Constant Contact's reason
     unattributed_errors: list[str]
 
+    @property
+    def unnamed_rejections(self) -> int:
+        """Rows the counts say were refused but no error names (Constant Contact names none:
+        its ``activity_errors`` are free text, FACTS.md "Changes since the spec builds")."""
+        return max(self.rejected - len(self.refused_rows), 0)
+
 
 def read_verdict(activity: Activity, batch_size: int) -> Verdict:
     """Turn an import activity's counts and free-text errors into per-row outcomes."""
@@ -154,7 +160,17 @@ def record_delivered(
     Rows Constant Contact refused are not remembered, so the next run sends them again, and
     they are reported with its reason. What was delivered is one packed block (see
     :func:`load_members`), whatever the batch's size.
+
+    When the counts say rows were refused but nothing names them (Constant Contact's errors
+    are free text), nobody in the batch is known to be delivered: its members are remembered
+    as uncertain (:data:`UNCERTAIN_HASH`), so the next run sends them all again (an import is
+    an upsert, so the accepted ones are merely refreshed) and none refused is lost. The batch
+    gets one report row with Constant Contact's words.
     """
+    if verdict.unnamed_rejections:
+        _record_unnamed_rejections(engine, export_id=export_id, run_id=run_id,
+                                   batch_id=batch_id, members=members, verdict=verdict)
+        return
     kept = members
     if verdict.refused_rows:
         keep = np.ones(len(members), dtype=bool)
@@ -184,6 +200,34 @@ def record_delivered(
                 errors=verdict.unattributed_errors[:50],
             )
         )
+
+
+def _record_unnamed_rejections(engine: Engine, *, export_id: str, run_id: str, batch_id: int,
+                               members: BatchMembers, verdict: Verdict) -> None:
+    unnamed = verdict.unnamed_rejections
+    said = "; ".join(verdict.unattributed_errors) or "no message"
+    detail = (f"Constant Contact refused {unnamed:,} of the {len(members):,} contacts of this "
+              f"request without naming them ({said}); all of them are sent again on the next "
+              "run")
+    with engine.begin() as conn:
+        _remember_uncertain(conn, export_id=export_id, run_id=run_id, keys=members.keys,
+                            emails=members.emails)
+        if verdict.refused_rows:
+            ids = members.customer_ids.to_pylist()
+            emails = members.emails.to_pylist()
+            conn.execute(insert(RejectedRow), [
+                {"run_id": run_id, "customer_id": ids[i], "email": emails[i],
+                 "reason": "rejected_by_constant_contact", "detail": reason}
+                for i, reason in sorted(verdict.refused_rows.items()) if i < len(members)])
+        conn.execute(insert(RejectedRow).values(
+            run_id=run_id, customer_id=None, email=None,
+            reason="rejected_by_constant_contact", detail=detail[:2000]))
+        conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
+            state="confirmed", confirmed_at=utcnow(),
+            counts={"accepted": verdict.accepted, "rejected": verdict.rejected,
+                    "rejected_unnamed": unnamed,
+                    "unsubscribed_not_added": verdict.unsubscribed},
+            errors=verdict.unattributed_errors[:50]))
 
 
 def record_uncertain(engine: Engine, *, export_id: str, run_id: str, batch_id: int,

@@ -542,6 +542,9 @@ def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
         accepted = sum(int(b.counts.get("accepted", 0)) for b in batches)
         refused = sum(int(b.counts.get("rejected", 0)) for b in batches)
         unsubscribed = sum(int(b.counts.get("unsubscribed_not_added", 0)) for b in batches)
+        unnamed = sum(int(b.counts.get("rejected_unnamed", 0)) for b in batches)
+        if unnamed:
+            counts["refused_unnamed"] = unnamed
         counts.update(
             sent=sent, accepted=accepted, rejected_by_constant_contact=refused,
             unsubscribed_not_added=unsubscribed,
@@ -554,8 +557,10 @@ def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
         rejected = counts.get("rejected_locally", 0) + refused
     status = "succeeded_with_rejections" if rejected else "succeeded"
     removed = counts.get("removed", 0)
+    unnamed_note = (f" of which {unnamed:,} unnamed, their requests sent again next run"
+                    if unnamed else "")
     message = (f"Sent {sent:,} contacts ({accepted:,} accepted, {refused:,} refused by Constant "
-               f"Contact, {unsubscribed:,} unsubscribed and not re-added); "
+               f"Contact{unnamed_note}, {unsubscribed:,} unsubscribed and not re-added); "
                f"{counts['unchanged']:,} unchanged; {counts.get('rejected_locally', 0):,} "
                f"rejected before sending; {counts.get('no_consent', 0):,} without consent"
                + (f"; {removed:,} removed from the list" if removed else "") + ".")

@@ -35,6 +35,7 @@ COUNT_LABELS = [
     ("unchanged", "Unchanged since the last run"), ("to_send", "To send"),
     ("sent", "Sent to Constant Contact"), ("accepted", "Accepted by Constant Contact"),
     ("rejected_by_constant_contact", "Refused by Constant Contact"),
+    ("refused_unnamed", "Refused, rows not named (sent again next run)"),
     ("unsubscribed_not_added", "Unsubscribed, not re-added"),
     ("left_segment", "Left the segment"), ("removed", "Removed from the list"),
     ("already_off_list", "Already off the list"), ("would_add", "Would add"),
