@@ -456,12 +456,14 @@ class SparkProfileStore:
                 members = members.where(F.lower(consent.cast("string")).isin(
                     "true", "yes", "1", "y"))
         # RE2's \s (DuckDB trims with it) has no vertical tab; Java's has: spell it out.
-        email = F.regexp_replace(F.lower(_col(email_column).cast("string")),
-                                 r"^[\t\n\f\r ]+|[\t\n\f\r ]+$", "")
-        sendable = members.select(email.alias("email"), _col(id_name).alias("sort_id")).where(
+        # Matched before lower-casing (see DuckDBProfileStore.duplicate_emails).
+        trimmed = F.regexp_replace(_col(email_column).cast("string"),
+                                   r"^[\t\n\f\r ]+|[\t\n\f\r ]+$", "")
+        sendable = members.select(F.lower(trimmed).alias("email"), trimmed.alias("trimmed"),
+                                  _col(id_name).alias("sort_id")).where(
             (F.col("email") != F.lit(""))
             & (F.length("email") <= F.lit(max_length))
-            & F.col("email").rlike(pattern)
+            & F.col("trimmed").rlike(pattern)
         )
         duplicates = (
             sendable.groupBy("email")

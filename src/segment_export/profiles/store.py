@@ -648,14 +648,18 @@ class DuckDBProfileStore:
             for column in (email_column, consent_column):
                 if column is not None and column not in types:
                     raise DataError(f"Unknown profile column {column!r}", field="columns")
-            email = exp.RegexpReplace(
-                this=exp.Lower(this=exp.cast(exp.column(email_column, quoted=True), "VARCHAR")),
+            # The pattern is matched before lower-casing, as the export's own check does: a
+            # non-ASCII letter that lower() folds into ASCII (U+212A KELVIN SIGN into k) must not
+            # make an address that is refused supersede a genuine one.
+            trimmed = exp.RegexpReplace(
+                this=exp.cast(exp.column(email_column, quoted=True), "VARCHAR"),
                 expression=exp.Literal.string(r"^\s+|\s+$"),
                 replacement=exp.Literal.string(""),
                 modifiers=exp.Literal.string("g"),
             )
             inner = self._members_query(id_name, segment_ids, [
-                email.as_("email"), exp.column(id_name, quoted=True).as_("sort_id")])
+                exp.Lower(this=trimmed).as_("email"), trimmed.as_("trimmed"),
+                exp.column(id_name, quoted=True).as_("sort_id")])
             if consent_column is not None:
                 consent = exp.column(consent_column, quoted=True)
                 if normalize_type(types[consent_column]) == "BOOLEAN":
@@ -670,7 +674,8 @@ class DuckDBProfileStore:
                 .where(exp.and_(
                     exp.NEQ(this=e, expression=exp.Literal.string("")),
                     exp.LTE(this=exp.Length(this=e), expression=exp.Literal.number(max_length)),
-                    exp.RegexpLike(this=e, expression=exp.Literal.string(pattern)),
+                    exp.RegexpLike(this=exp.column("trimmed"),
+                                   expression=exp.Literal.string(pattern)),
                 ))
                 .group_by(e)
                 .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1)))

@@ -452,14 +452,16 @@ class PostgresProfileStore:
             if not self._members_exist(conn):
                 return pa.table({"email": pa.array([], pa.string()),
                                  "sort_id_max": pa.array([], id_type)})
-            email = exp.RegexpReplace(
-                this=exp.Lower(this=exp.cast(exp.column(email_column, quoted=True), "TEXT")),
+            # Matched before lower-casing (see DuckDBProfileStore.duplicate_emails).
+            trimmed = exp.RegexpReplace(
+                this=exp.cast(exp.column(email_column, quoted=True), "TEXT"),
                 expression=exp.Literal.string(re2_to_postgres(r"^\s+|\s+$")),
                 replacement=exp.Literal.string(""),
                 modifiers=exp.Literal.string("g"),
             )
             inner = self._members_query(conn, target, segment_ids, [
-                email.as_("email"), exp.column(target.id_name, quoted=True).as_("sort_id")])
+                exp.Lower(this=trimmed).as_("email"), trimmed.as_("trimmed"),
+                exp.column(target.id_name, quoted=True).as_("sort_id")])
             if consent_column is not None:
                 consent = exp.column(consent_column, quoted=True)
                 if types[consent_column] == "BOOLEAN":
@@ -474,7 +476,7 @@ class PostgresProfileStore:
                 .where(exp.and_(
                     exp.NEQ(this=e, expression=exp.Literal.string("")),
                     exp.LTE(this=exp.Length(this=e), expression=exp.Literal.number(max_length)),
-                    exp.RegexpLike(this=e, expression=exp.Literal.string(
+                    exp.RegexpLike(this=exp.column("trimmed"), expression=exp.Literal.string(
                         re2_to_postgres(pattern))),
                 ))
                 .group_by(e)
