@@ -68,6 +68,7 @@ REFUSED = [
     ("a\tb@example.com", "control character U+0009 in address"),
     ("a@example.com\x0b", "control character U+000B in address"),
     ('"ab"@example.com', "quoted local part is not accepted"),
+    ('"a b"@example.com', "space in address"),
     ("plain", "no @ in address"),
     ("a@@example.com", "more than one @ in address"),
     ("a@b@example.com", "more than one @ in address"),
