@@ -9,7 +9,11 @@ server really made are counted by wrapping its argon2 hasher.
 from __future__ import annotations
 
 import re
+import shutil
+import socket
+import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -305,3 +309,41 @@ def test_the_trusted_proxies_setting_takes_addresses_and_networks_only(tmp_path:
     for bad in ("*", "proxy.example.com", "10.0.0.0/33"):
         with pytest.raises(ConfigurationError, match="TRUSTED_PROXIES"):
             make_settings(tmp_path, trusted_proxies=bad)
+
+
+# -- the counts' store down ----------------------------------------------------------------
+
+
+@pytest.mark.redis
+def test_with_redis_down_no_password_is_checked_and_sign_in_answers_503(
+        tmp_path: Path, hasher: CountingHasher) -> None:
+    require(shutil.which("redis-server") is not None, "redis-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if port_open("127.0.0.1", port):
+                break
+            time.sleep(0.05)
+        with world_with(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0",
+                        queue_name="t-" + uuid.uuid4().hex) as world:
+            assert login(world, "admin", PASSWORDS["admin"]).status_code == 303
+            web = world.browser("admin")
+            redis.terminate()
+            redis.wait(10)
+            hasher.verified = 0
+            refused = login(world, "admin", PASSWORDS["admin"])
+            assert refused.status_code == 503, refused.text[:300]
+            assert "cannot be reached" in refused.text
+            # Asking for the password again (a new API token) fails closed the same way.
+            again = web.post("/account/tokens", data={"name": "t",
+                                                      "password": PASSWORDS["admin"]})
+            assert again.status_code == 503, again.text[:300]
+            assert "cannot be reached" in again.text
+            assert hasher.verified == 0  # nothing was checked uncounted
+    finally:
+        redis.kill()
+        redis.wait(10)

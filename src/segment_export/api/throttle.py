@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem, parse
+from limits.errors import StorageError
 from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from segment_export.errors import RetriableError
+
+log = logging.getLogger(__name__)
 
 PER_ACCOUNT = parse("5/15 minutes")
 """Failed password checks for one account from one client address."""
@@ -44,6 +48,13 @@ class TooManyAttemptsError(RetriableError):
     """Too many wrong passwords from this client: no password is checked until ``retry_after``."""
 
     hint = "Wait until the time given, then try again."
+
+
+class ThrottleUnavailableError(RetriableError):
+    """The store of the counts (Redis) cannot be reached: no password is checked, since an
+    uncounted check would let guessing run unthrottled (it fails closed)."""
+
+    hint = "Try again in a minute; an admin should check that Redis is running."
 
 
 def client_key(host: str | None) -> str:
@@ -86,7 +97,9 @@ class SignInThrottle:
     """Counts password checks per (account, client) and per client; refuses past the limits."""
 
     def __init__(self, storage_url: str | None = None) -> None:
-        storage = storage_from_string(storage_url, key_prefix="segment-export:sign-in") \
+        # wrap_exceptions: a Redis outage arrives as one StorageError, whatever its cause.
+        storage = storage_from_string(storage_url, key_prefix="segment-export:sign-in",
+                                      wrap_exceptions=True) \
             if storage_url else storage_from_string("memory://")
         assert isinstance(storage, Storage)  # the synchronous kind, for these URLs
         self._storage = storage
@@ -103,6 +116,15 @@ class SignInThrottle:
         Raises TooManyAttemptsError, with the seconds to wait, when either bucket is full; a
         refused attempt is not counted.
         """
+        try:
+            return self._attempt(account, client)
+        except StorageError as exc:
+            log.error("sign-in refused: the sign-in counts cannot be reached (%s)", exc)
+            raise ThrottleUnavailableError(
+                "Signing in is unavailable for a moment: the store of sign-in attempts "
+                "cannot be reached. Try again shortly.") from None
+
+    def _attempt(self, account: str, client: str) -> Attempt:
         taken: list[tuple[RateLimitItem, tuple[str, ...]]] = []
         for limit, identifiers in self._buckets(account, client):
             # hit() increments and compares in one step (a lock in memory, INCRBY in Redis).
@@ -118,8 +140,12 @@ class SignInThrottle:
 
     def _settle(self, account: str, client: str) -> None:
         client_bucket, account_bucket = self._buckets(account, client)
-        self._storage.clear(account_bucket[0].key_for(*account_bucket[1]))
-        self._give_back(*client_bucket)
+        try:
+            self._storage.clear(account_bucket[0].key_for(*account_bucket[1]))
+            self._give_back(*client_bucket)
+        except StorageError as exc:
+            # The password was right; the attempt merely stays counted until its window ends.
+            log.warning("a right password's attempt could not be given back (%s)", exc)
 
     def _give_back(self, limit: RateLimitItem, identifiers: tuple[str, ...]) -> None:
         # Should the window have ended since the hit (it lasts 15 minutes from the first
@@ -133,8 +159,13 @@ class SignInThrottle:
     def wait_seconds(self, account: str, client: str) -> int:
         """0 when a password check of ``account`` from ``client`` may be made now; else the
         seconds until one may (a read: nothing is counted)."""
-        waits = [self._seconds_left(limit, ids) for limit, ids in self._buckets(account, client)
-                 if not self._limiter.test(limit, *ids)]
+        try:
+            waits = [self._seconds_left(limit, ids)
+                     for limit, ids in self._buckets(account, client)
+                     if not self._limiter.test(limit, *ids)]
+        except StorageError as exc:
+            raise ThrottleUnavailableError(
+                "The store of sign-in attempts cannot be reached. Try again shortly.") from exc
         return max(waits, default=0)
 
 

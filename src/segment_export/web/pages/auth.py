@@ -20,7 +20,11 @@ from segment_export.api.auth import (
     start_web_session,
 )
 from segment_export.api.deps import Db, OptionalCaller, Services, SignedIn
-from segment_export.api.throttle import TooManyAttemptsError, minutes
+from segment_export.api.throttle import (
+    ThrottleUnavailableError,
+    TooManyAttemptsError,
+    minutes,
+)
 from segment_export.users import AuthenticationError, authenticate
 from segment_export.web.render import redirect, render, safe_next
 
@@ -77,6 +81,9 @@ def login(request: Request, db: Db, services: Services,
             error=f"Too many failed sign-ins. Try again in {minutes(exc.retry_after or 1)}.")
         response.headers["Retry-After"] = str(int(exc.retry_after or 1))
         return response
+    except ThrottleUnavailableError as exc:
+        return _login_page(request, services, next_url=safe_next(next), status=503,
+                           username=username, error=exc.message)
     try:
         user = authenticate(db, username=username, password=password)
     except AuthenticationError as exc:

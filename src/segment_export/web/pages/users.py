@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from segment_export.api.auth import check_password_again, set_session_cookie, start_web_session
 from segment_export.api.deps import AdminUser, CurrentUser, Db, Services
-from segment_export.api.throttle import TooManyAttemptsError
+from segment_export.api.throttle import ThrottleUnavailableError, TooManyAttemptsError
 from segment_export.api.types import ObjectId
 from segment_export.db.models import User
 from segment_export.errors import ConfigurationError, DataError, NotFoundError
@@ -95,6 +95,9 @@ def new_token(request: Request, db: Db, services: Services, user: CurrentUser,
         db.rollback()
         return _account_page(request, db, user, status=429, error=exc,
                              retry_after=exc.retry_after)
+    except ThrottleUnavailableError as exc:
+        db.rollback()
+        return _account_page(request, db, user, status=503, error=exc)
     except DataError as exc:
         db.rollback()
         return _account_page(request, db, user, status=422, error=exc)
@@ -127,6 +130,9 @@ def change_password(request: Request, db: Db, services: Services, user: CurrentU
         db.rollback()
         return _account_page(request, db, user, status=429, error=exc,
                              retry_after=exc.retry_after)
+    except ThrottleUnavailableError as exc:
+        db.rollback()
+        return _account_page(request, db, user, status=503, error=exc)
     except DataError as exc:
         db.rollback()
         return _account_page(request, db, user, status=422, error=exc)
