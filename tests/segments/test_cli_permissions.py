@@ -132,3 +132,29 @@ def test_rule_values_out_of_bounds_are_a_usage_error(world: CliRunner, command: 
     assert result.exit_code == 2, (result.output, result.exception)
     assert "Invalid value for '--rule'" in result.output
     assert message in result.output
+
+
+def test_profiles_and_previews_follow_the_roles_table(world: CliRunner, tmp_path: Path) -> None:
+    # Viewers see exports and runs, not profiles: no sample, no columns, no import.
+    source = tmp_path / "p.csv"
+    source.write_text("customer_id,email\n1,a@example.com\n")
+    for args in (["segments", "preview", "open"],
+                 ["segments", "preview", "--where", "country = 'DE'"],
+                 ["profiles", "show"],
+                 ["profiles", "import", str(source)],
+                 ["profiles", "generate", "--rows", "5"]):
+        refused = run(world, "--as-user", "vic", *args)
+        assert refused.exit_code != 0, (args, refused.output)
+        assert "is a viewer" in str(refused.exception), (args, refused.exception)
+    # Contributors preview and see columns, but do not replace everyone's profiles.
+    assert "matching profiles" in ok(world, "--as-user", "carla", "segments", "preview", "open")
+    assert "profiles in" in ok(world, "--as-user", "carla", "profiles", "show")
+    for args in (["profiles", "import", str(source)], ["profiles", "generate", "--rows", "5"]):
+        refused = run(world, "--as-user", "carla", *args)
+        assert "needs the admin role" in str(refused.exception), (args, refused.exception)
+    assert ok(world, "profiles", "show").startswith("200 profiles")  # nothing was replaced
+    # Writing sample data to a file touches no store: anyone may.
+    ok(world, "--as-user", "vic", "profiles", "generate", "--rows", "5",
+       "--out", str(tmp_path / "sample.csv"))
+    assert ok(world, "--as-user", "admin", "profiles", "import", str(source)).startswith(
+        "Imported 1 rows")

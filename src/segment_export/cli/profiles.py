@@ -32,6 +32,15 @@ def open_store(app: AppContext) -> Iterator[ProfileStore]:
         store.close()
 
 
+def require_profile_role(app: AppContext, *roles: str) -> None:
+    """Refuse unless the acting user (--as-user, else the first admin) holds one of ``roles``:
+    importing replaces everyone's data (admins); columns are for those who build segments."""
+    from segment_export.users import Role, require_role
+
+    with app.sessions() as session:
+        require_role(app.actor(session), *(Role(r) for r in roles))
+
+
 @click.group("profiles")
 def profiles_group() -> None:
     """Unified customer profiles: import, inspect, generate sample data."""
@@ -56,7 +65,8 @@ def import_command(
     app: AppContext, file: Path, id_column: str, mode: str, fmt: str | None,
     email_column: str, no_email_column: bool,
 ) -> None:
-    """Import profiles from a CSV, Parquet or JSON Lines FILE."""
+    """Import profiles from a CSV, Parquet or JSON Lines FILE (admins)."""
+    require_profile_role(app, "admin")
     started = time.perf_counter()
     with open_store(app) as store:
         summary = store.import_file(
@@ -78,7 +88,8 @@ def import_command(
 @profiles_group.command("show")
 @pass_app
 def show_command(app: AppContext) -> None:
-    """Show how many profiles there are and their columns."""
+    """Show how many profiles there are and their columns (admins and contributors)."""
+    require_profile_role(app, "admin", "contributor")
     from rich.console import Console
     from rich.table import Table
 
@@ -107,9 +118,12 @@ def show_command(app: AppContext) -> None:
 def generate_command(
     app: AppContext, rows: int, seed: int, as_of: datetime | None, out: Path | None
 ) -> None:
-    """Generate realistic sample profiles (several scripts, some bad email addresses)."""
+    """Generate realistic sample profiles (several scripts, some bad email addresses);
+    importing them into the store takes an admin."""
     from segment_export.profiles import generate_profiles, write_profiles
 
+    if out is None:
+        require_profile_role(app, "admin")
     started = time.perf_counter()
     table = generate_profiles(rows=rows, seed=seed, as_of=as_of.date() if as_of else None)
     if out is not None:

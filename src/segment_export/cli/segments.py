@@ -242,7 +242,7 @@ def preview_command(
     with open_store(app) as store, app.sessions() as session:
         preview = preview_segment(
             session, store, name_or_id=name, rule=_checked_rule(rule), expression=expression,
-            limit=limit,
+            limit=limit, actor=app.actor(session),
         )
     click.echo(f"{preview.count:,} matching profiles.  WHERE {preview.sql}")
     if preview.rows:

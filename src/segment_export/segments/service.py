@@ -235,8 +235,12 @@ def preview_segment(
     name_or_id: str | None = None,
     limit: int = 10,
     now: datetime | None = None,
+    actor: User | None = None,
 ) -> Preview:
-    """Count and sample the members of an unsaved rule/expression, or of a saved segment."""
+    """Count and sample the members of an unsaved rule/expression, or of a saved segment
+    (admins and contributors: the sample shows profiles' personal data)."""
+    if actor is not None:
+        require_role(actor, Role.ADMIN, Role.CONTRIBUTOR)
     if name_or_id is not None:
         if rule is not None or expression is not None:
             raise DataError("Preview either a saved segment or a rule/expression", field="rule")

@@ -150,11 +150,11 @@ def add_segment(body: SegmentCreate, db: Db, services: Services,
 
 
 @router.post("/segments/preview")
-def preview(body: PreviewRequest, db: Db, services: Services, _user: EditorUser) -> PreviewPublic:
+def preview(body: PreviewRequest, db: Db, services: Services, user: EditorUser) -> PreviewPublic:
     """The live member count and a sample of an unsaved rule (or of a saved segment)."""
     result = service.preview_segment(db, services.runtime.store, rule=body.rule,
                                      expression=body.expression, name_or_id=body.segment_id,
-                                     limit=body.limit)
+                                     limit=body.limit, actor=user)
     return PreviewPublic(count=result.count, rows=[plain(r) for r in result.rows],
                          sql=result.sql)
 

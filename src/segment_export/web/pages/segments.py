@@ -149,7 +149,7 @@ def create_segment(request: Request, db: Db, services: Services, user: EditorUse
 
 
 @router.post("/preview")
-def preview(request: Request, db: Db, services: Services, _user: EditorUser,
+def preview(request: Request, db: Db, services: Services, user: EditorUser,
             form: SegmentFormData) -> Response:
     """The live member count and a sample for the rule as it stands in the form.
 
@@ -161,7 +161,8 @@ def preview(request: Request, db: Db, services: Services, _user: EditorUser,
                                "preview_error": None}
     try:
         rule, expression = form.definition(store.schema())
-        result = service.preview_segment(db, store, rule=rule, expression=expression, limit=5)
+        result = service.preview_segment(db, store, rule=rule, expression=expression, limit=5,
+                                         actor=user)
     except (ConfigurationError, DataError) as exc:
         context["preview_error"] = exc
     else:
