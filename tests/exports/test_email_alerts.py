@@ -27,13 +27,14 @@ from sqlalchemy import select
 
 from segment_export.cli import cli
 from segment_export.config import Settings, load_settings
-from segment_export.db.models import AuditEvent, Connection, User
+from segment_export.db.models import AuditEvent, Connection, Run, User
 from segment_export.errors import ConfigurationError, PermissionDeniedError
 from segment_export.exports.alerts import (
     EMAIL_FAILED,
     EMAIL_SENT,
     add_email_address,
     alert_on_finish,
+    alert_reason,
     list_email_addresses,
     set_webhook,
 )
@@ -289,6 +290,13 @@ def test_rejections_over_the_threshold_email_counts_and_reasons_never_the_rows(
     ])
     export = world.export("Spring promo", [world.segment("all", "country = 'DE'")],
                           rejected_alert_threshold=0.25)
+
+    # A dry run (a preview someone is looking at) sends nothing to Constant Contact, and no
+    # alert either.
+    preview = world.run(export, dry_run=True)
+    assert preview.dry_run
+    assert preview.counts.get("rejected_locally") == 3, preview.counts
+    assert mailbox.messages == []
 
     run = world.run(export)
 
@@ -550,3 +558,14 @@ def test_smtp_settings_refuse_clear_text_credentials_and_half_configurations(
     defaults = load_settings(data_dir=tmp_path)
     assert defaults.smtp_host is None
     assert defaults.smtp_security == "starttls"
+
+
+def test_a_dry_run_never_calls_for_an_alert(world: World) -> None:
+    export = _failing_export(world)
+    for status in ("failed", "succeeded_with_rejections"):
+        run = Run(export_id=export.id, status=status, dry_run=True,
+                  counts={"valid": 1, "rejected_locally": 9})
+        export.rejected_alert_threshold = 0.1
+        assert alert_reason(run, export) is None
+        run.dry_run = False
+        assert alert_reason(run, export) is not None

@@ -133,7 +133,12 @@ def email_enabled(settings: Settings) -> bool:
 
 
 def alert_reason(run: Run, export: Export) -> tuple[Reason, int, int] | None:
-    """Why ``run`` calls for an alert (with its rejected and in-scope rows), or None."""
+    """Why ``run`` calls for an alert (with its rejected and in-scope rows), or None.
+
+    Never for a dry run: it sends nothing, and whoever asked for it is reading its report.
+    """
+    if run.dry_run:
+        return None
     counts = run.counts
     in_scope = max(int(counts.get("valid", 0)) + int(counts.get("rejected_locally", 0)), 1)
     rejected = int(counts.get("rejected_locally", 0)) + int(
