@@ -15,6 +15,8 @@ Casts, column by column in Arrow (docs/exports.md#custom-field-types has the tab
   ``integer``, and negatives unless it has ``allow_negative`` (Constant Contact's default is
   false).
 - ``currency``: as ``number``, at most 2 decimal places (or the field's ``decimal_places``).
+  A float within 1e-9 (relative) of a value with that many places is that value (arithmetic
+  noise such as 0.30000000000000004).
 - ``boolean``: booleans, 1/0 or true/false, yes/no, y/n, t/f in any case, sent as
   ``true``/``false``.
 - ``date``: dates, timestamps (their UTC date) or ISO ``YYYY-MM-DD`` text, sent as
@@ -224,8 +226,32 @@ def _decimals(text: Any) -> Any:
     return pc.if_else(pc.less(dot, 0), 0, pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1))
 
 
+# A float this close (relatively) to its value at the field's places is that value: arithmetic
+# gives 0.1 + 0.2 = 0.30000000000000004, which is 0.30, not a price with 17 decimals. A real
+# third decimal (19.999) is far above it.
+_FLOAT_NOISE: Final = 1e-9
+
+
+def _without_float_noise(values: Any, places: int) -> Any:
+    rounded = pc.round(values, places)
+    tolerance = pc.multiply(pc.max_element_wise(pc.abs(values), 1.0), _FLOAT_NOISE)
+    noise = pc.less_equal(pc.abs(pc.subtract(values, rounded)), tolerance)
+    return pc.if_else(pc.fill_null(noise, False), rounded, values)
+
+
+def _places(field: AccountField) -> int | None:
+    if field.integer:
+        return 0
+    if field.type == "currency" and field.decimal_places is None:
+        return 2
+    return field.decimal_places
+
+
 def _cast_number(values: Any, field: AccountField) -> _Cast:
     no: Any = pa.nulls(len(values), pa.bool_())
+    places = _places(field)
+    if pa.types.is_floating(values.type) and places is not None:
+        values = _without_float_noise(values, places)
     if pa.types.is_integer(values.type):
         clean, not_finite, bad = pc.cast(values, pa.string()), no, no
         below_zero = pc.less(values, 0)
@@ -239,11 +265,6 @@ def _cast_number(values: Any, field: AccountField) -> _Cast:
         clean = pc.if_else(pc.equal(clean, "-0"), "0", clean)
         not_finite = no
         below_zero = pc.starts_with(clean, "-")
-    places = field.decimal_places
-    if field.type == "currency" and places is None:
-        places = 2
-    if field.integer:
-        places = 0
     too_precise = pc.greater(_decimals(clean), places) if places is not None else no
     negative = below_zero if field.type == "number" and not field.allow_negative else no
     problem = _choose(
