@@ -170,6 +170,9 @@ class DuckDBProfileStore:
         self.path = Path(path)
         self._root: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
+        # Membership writes one at a time: two refreshes of a segment deleting its rows at
+        # once conflict in DuckDB ("Conflict on tuple deletion"), and one fails.
+        self._membership_writes = threading.Lock()
 
     def __enter__(self) -> DuckDBProfileStore:
         return self
@@ -583,7 +586,7 @@ class DuckDBProfileStore:
 
     def store_membership(self, segment_id: str, condition: exp.Expr) -> int:
         """Replace the segment's members with the matching customer ids, in one transaction."""
-        with self._cursor() as cur:
+        with self._membership_writes, self._cursor() as cur:
             id_name = self._require(cur)
             select = (
                 exp.select(
@@ -606,7 +609,7 @@ class DuckDBProfileStore:
 
     def drop_membership(self, segment_id: str) -> None:
         """Forget a segment's members (the segment was deleted)."""
-        with self._cursor() as cur:
+        with self._membership_writes, self._cursor() as cur:
             cur.execute(f"DELETE FROM {MEMBERS} WHERE segment_id = ?", [segment_id])
 
     def _members_query(
