@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import json
 import shutil
 import subprocess
 import sys
@@ -19,10 +22,11 @@ from sqlalchemy.orm import Session
 
 from segment_export.config import Settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
-from segment_export.db.models import Connection, User
+from segment_export.db.models import Base, Connection, User
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.exports.connections import check_connection
 from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.ops.archive import MANIFEST, SIGNATURE, sign
 from segment_export.ops.backup import create_backup, read_manifest, restore_backup
 from segment_export.profiles import DuckDBProfileStore
 from tests.ops.helpers import expected, imports, prepare, snapshot
@@ -215,6 +219,78 @@ def test_postgresql_state_database_round_trip(settings: Settings, tmp_path: Path
         assert result.counts["connections"] == 1
         assert result.warnings == []
         assert snapshot(engine) == before
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _with_broken_table_file(archive: Path, target: Path, table: str, key: bytes) -> Path:
+    """The archive with ``table``'s COPY data broken after its header, listed and signed as if
+    it were right (what only a key holder can make, or a disk that flipped bits before the
+    backup was signed): every check before the COPY passes, the COPY itself fails."""
+    name = f"state/{table}.pgcopy"
+    with tarfile.open(archive) as tar:
+        members = [(i, tar.extractfile(i).read() if i.isreg() else b"")  # type: ignore[union-attr]
+                   for i in tar.getmembers()]
+    contents = {i.name: d for i, d in members}
+    broken = contents[name][:19] + b"\x00\x05" + b"\xff" * 64  # the header, then nonsense
+    manifest = json.loads(contents[MANIFEST])
+    manifest["files"][name] = {"size": len(broken), "sha256": hashlib.sha256(broken).hexdigest()}
+    text = (json.dumps(manifest, indent=2) + "\n").encode()
+    replaced = {name: broken, MANIFEST: text, SIGNATURE: sign(text, key)}
+    with tarfile.open(target, "w:gz") as tar:
+        for info, data in members:
+            data = replaced.get(info.name, data)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return target
+
+
+@pytest.mark.postgres
+def test_a_postgresql_restore_failing_midway_leaves_the_database_as_it_was(
+        settings: Settings, tmp_path: Path) -> None:
+    """Dropping, migrating and every COPY are one transaction: before, the tables were dropped
+    and recreated in a first commit, so a COPY failing later left an empty database."""
+    require(port_open("127.0.0.1", 5432), "PostgreSQL at 127.0.0.1:5432")
+    name = f"se_restore_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    pg = settings.model_copy(update={"database_url": url})
+    engine = make_engine(pg)
+    try:
+        upgrade_database(engine)
+        with Session(engine) as session, session.begin():
+            session.add(User(username="ops-admin", role="admin"))
+        backup = create_backup(settings=pg, engine=engine, destination=tmp_path / "pg.tar.gz",
+                               profiles=False)
+        with Session(engine) as session, session.begin():
+            session.add(User(username="joined-after-the-backup", role="viewer"))
+        before = snapshot(engine)
+        with engine.connect() as conn:
+            users_before = sorted(conn.execute(sa.text("SELECT username FROM users")).scalars())
+        # The last table restored: every other COPY has gone through when it fails.
+        last = Base.metadata.sorted_tables[-1].name
+        assert pg.secret_key is not None
+        key = pg.secret_key.get_secret_value().split(",")[0].encode()
+        broken = _with_broken_table_file(backup.path, tmp_path / "broken.tar.gz", last, key)
+        engine.dispose()
+
+        with pytest.raises(Exception, match=r"(?i)copy|binary|format|data"):
+            restore_backup(settings=pg, archive=broken)
+
+        assert snapshot(engine) == before
+        with engine.connect() as conn:
+            assert sorted(conn.execute(sa.text("SELECT username FROM users")).scalars()) == (
+                users_before)
+        # And the good backup still restores.
+        restore_backup(settings=pg, archive=backup.path)
+        with engine.connect() as conn:
+            assert list(conn.execute(sa.text("SELECT username FROM users")).scalars()) == [
+                "ops-admin"]
     finally:
         engine.dispose()
         with admin.connect() as conn:

@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import SECRET_KEY_FILE, Settings
@@ -64,6 +64,14 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
     """Apply every migration up to ``revision`` (idempotent)."""
     command.upgrade(alembic_config(engine), revision)
+
+
+def upgrade_in_transaction(connection: Connection, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` on ``connection``, inside the transaction its
+    caller holds and will commit or roll back (PostgreSQL's DDL is transactional)."""
+    config = alembic_config(connection.engine)
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, make_url
 from segment_export import __version__, audit
 from segment_export.config import Settings
 from segment_export.db import make_engine, upgrade_database
-from segment_export.db.engine import alembic_config, current_revision
+from segment_export.db.engine import alembic_config, current_revision, upgrade_in_transaction
 from segment_export.db.models import (
     Base,
     Connection,
@@ -518,7 +518,6 @@ def _restore_postgres(files: dict[str, Path], database: dict[str, Any], url: sa.
                       revision: str) -> None:
     """Drop this schema's tables, recreate them from the migrations at ``revision``, and load
     each table's rows with ``COPY ... FROM STDIN (FORMAT binary)``: data, never statements."""
-    from psycopg import sql
 
     tables = database.get("tables")
     if not isinstance(tables, dict):
@@ -532,45 +531,45 @@ def _restore_postgres(files: dict[str, Path], database: dict[str, Any], url: sa.
         _file(files, spec["file"])
     engine = sa.create_engine(url)
     try:
+        # One transaction from the first DROP to the last COPY (PostgreSQL's DDL is
+        # transactional): a restore that fails anywhere leaves the database as it was.
         with engine.begin() as conn:
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(sa.text(f"DROP TABLE IF EXISTS {_ident(table.name)} CASCADE"))
             conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
-        upgrade_database(engine, revision)
-        raw, dbapi = _psycopg(engine)
-        try:
-            with dbapi.cursor() as cur:
+            upgrade_in_transaction(conn, revision)
+            dbapi = conn.connection.driver_connection
+            with dbapi.cursor() as cur:  # type: ignore[union-attr]
                 for table in Base.metadata.sorted_tables:
-                    columns = _columns_pg(cur, table.name)
-                    if not columns:
-                        continue  # not yet at this revision
-                    spec = tables.get(table.name)
-                    if spec is None or spec.get("columns") != columns:
-                        raise BackupRefused(
-                            f"does not have the columns of {table.name} at revision {revision}",
-                            member=f"{STATE_TABLES}/{table.name}.pgcopy",
-                            reason="unexpected_schema")
-                    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
-                        sql.Identifier(table.name),
-                        sql.SQL(", ").join(map(sql.Identifier, columns)))
-                    with files[spec["file"]].open("rb") as data, cur.copy(statement) as copy:
-                        for block in iter(lambda d=data: d.read(1 << 20), b""):  # type: ignore[misc]
-                            copy.write(block)
-                    for column in table.primary_key.columns:
-                        if column.autoincrement is True:
-                            cur.execute(sql.SQL(
-                                "SELECT setval(pg_get_serial_sequence(%s, %s), "
-                                "coalesce(max({}), 0) + 1, false) FROM {}").format(
-                                    sql.Identifier(column.name), sql.Identifier(table.name)),
-                                [table.name, column.name])
-            dbapi.commit()
-        except BaseException:
-            dbapi.rollback()
-            raise
-        finally:
-            raw.close()
+                    _copy_table_in(cur, table, tables, files, revision)
     finally:
         engine.dispose()
+
+
+def _copy_table_in(cur: Any, table: sa.Table, tables: dict[str, Any],
+                   files: dict[str, Path], revision: str) -> None:
+    from psycopg import sql
+
+    columns = _columns_pg(cur, table.name)
+    if not columns:
+        return  # not yet at this revision
+    spec = tables.get(table.name)
+    if spec is None or spec.get("columns") != columns:
+        raise BackupRefused(
+            f"does not have the columns of {table.name} at revision {revision}",
+            member=f"{STATE_TABLES}/{table.name}.pgcopy", reason="unexpected_schema")
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
+    with files[spec["file"]].open("rb") as data, cur.copy(statement) as copy:
+        for block in iter(lambda d=data: d.read(1 << 20), b""):  # type: ignore[misc]
+            copy.write(block)
+    for column in table.primary_key.columns:
+        if column.autoincrement is True:
+            cur.execute(sql.SQL(
+                "SELECT setval(pg_get_serial_sequence(%s, %s), "
+                "coalesce(max({}), 0) + 1, false) FROM {}").format(
+                    sql.Identifier(column.name), sql.Identifier(table.name)),
+                [table.name, column.name])
 
 
 def _allowed_type(text: object) -> str | None:

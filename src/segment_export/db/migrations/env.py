@@ -1,12 +1,13 @@
-"""Alembic environment: migrations run on the engine the caller hands over."""
+"""Alembic environment: migrations run on the engine the caller hands over, or inside the
+caller's transaction on the connection it hands over (a restore that must be all or nothing)."""
 
 from alembic import context
+from sqlalchemy import Connection
 
 from segment_export.db.models import Base
 
-engine = context.config.attributes["engine"]
 
-with engine.begin() as connection:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
@@ -15,3 +16,11 @@ with engine.begin() as connection:
     )
     with context.begin_transaction():
         context.run_migrations()
+
+
+given = context.config.attributes.get("connection")
+if given is not None:
+    _run(given)
+else:
+    with context.config.attributes["engine"].begin() as connection:
+        _run(connection)
