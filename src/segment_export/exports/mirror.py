@@ -11,7 +11,9 @@ resumed run settles what a crashed attempt left in flight instead of guessing fr
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Engine, func, insert, select, update
 
-from segment_export.constant_contact import MAX_CONTACT_IDS, ConstantContactClient
+from segment_export.constant_contact import MAX_CONTACT_IDS, Activity, ConstantContactClient
 from segment_export.db.models import Export, Run, RunBatch
 from segment_export.errors import NotFoundError, RetriableError
 from segment_export.exports.delivery import (
@@ -216,37 +218,104 @@ def _not_members(deps: RunDependencies, export_id: str, emails: dict[str, int],
 def _send_removals(deps: RunDependencies, client: ConstantContactClient, *, run_id: str,
                    export: Export, pairs: list[tuple[int, str, str]],
                    check_cancel: Callable[[], None]) -> list[str]:
-    """Send the removals, up to 500 contacts each, and settle each; the emails of those whose
-    activity did not complete."""
-    failed: list[str] = []
-    for start in range(0, len(pairs), MAX_CONTACT_IDS):
-        check_cancel()
-        chunk = pairs[start:start + MAX_CONTACT_IDS]
-        members = RemovalMembers.of([k for k, _, _ in chunk], [e for _, e, _ in chunk],
-                                    [c for _, _, c in chunk])
-        # Recorded before it is sent: a crash from here on leaves a row the next attempt
-        # settles, never a removal nobody knows about.
-        seq = _next_seq(deps.engine, run_id)
-        with deps.engine.begin() as conn:
-            batch_id = conn.execute(insert(RunBatch).values(
-                run_id=run_id, seq=seq, kind="remove",
-                state="pending", contacts=len(chunk), members=members.pack(),
-            ).returning(RunBatch.id)).scalar_one()
-        activity = client.remove_list_memberships([c for _, _, c in chunk], [export.list_id])
-        with deps.engine.begin() as conn:
-            conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
-                state="sent", activity_id=activity.activity_id))
-        done = client.wait_for_activity(activity.activity_id, poll_interval=deps.poll_interval)
+    """Send the removals, up to 500 contacts each, several in flight, and settle each; the
+    emails of those whose activity did not complete."""
+    from segment_export.exports.engine import RunCancelled  # engine imports this module
+
+    window = _RemovalWindow(deps, client, run_id=run_id, export_id=export.id)
+    try:
+        for start in range(0, len(pairs), MAX_CONTACT_IDS):
+            check_cancel()
+            chunk = pairs[start:start + MAX_CONTACT_IDS]
+            members = RemovalMembers.of([k for k, _, _ in chunk], [e for _, e, _ in chunk],
+                                        [c for _, _, c in chunk])
+            # Recorded before it is sent: a crash from here on leaves a row the next attempt
+            # settles, never a removal nobody knows about.
+            seq = _next_seq(deps.engine, run_id)
+            with deps.engine.begin() as conn:
+                batch_id = conn.execute(insert(RunBatch).values(
+                    run_id=run_id, seq=seq, kind="remove",
+                    state="pending", contacts=len(chunk), members=members.pack(),
+                ).returning(RunBatch.id)).scalar_one()
+            activity = client.remove_list_memberships([c for _, _, c in chunk],
+                                                      [export.list_id])
+            with deps.engine.begin() as conn:
+                conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
+                    state="sent", activity_id=activity.activity_id))
+            window.add(activity.activity_id, batch_id, members)
+    except RunCancelled:
+        # Stop sending, but settle what Constant Contact already has.
+        window.settle(until_empty=True)
+        raise
+    window.settle(until_empty=True)
+    return window.failed
+
+
+# Removals in flight at most (the window starts at one and doubles with each round that
+# settles): the first removal is confirmed before a second is sent, so a list that refuses
+# them fails one request, not many; then they go out as fast as the rate budget allows and are
+# confirmed several at a time by one ``GET /activities`` listing instead of a poll each.
+MAX_REMOVALS_IN_FLIGHT = 16
+_LISTING_LIMIT = 500
+
+
+class _RemovalWindow:
+    """The removals of one round sent but not yet settled."""
+
+    def __init__(self, deps: RunDependencies, client: ConstantContactClient, *, run_id: str,
+                 export_id: str) -> None:
+        self.deps, self.client = deps, client
+        self.run_id, self.export_id = run_id, export_id
+        self.size = 1
+        self.in_flight: dict[str, tuple[int, RemovalMembers]] = {}
+        self.failed: list[str] = []
+
+    def add(self, activity_id: str, batch_id: int, members: RemovalMembers) -> None:
+        self.in_flight[activity_id] = (batch_id, members)
+        if len(self.in_flight) >= self.size:
+            self.settle(until_empty=False)
+
+    def settle(self, *, until_empty: bool) -> None:
+        """Settle finished removals: all of them, or (``until_empty=False``) at least one."""
+        while self.in_flight:
+            settled = 0
+            for activity_id, activity in self._look_up().items():
+                if activity.is_terminal and activity_id in self.in_flight:
+                    self._settle_one(activity_id, activity)
+                    settled += 1
+            if settled:
+                self.size = min(self.size * 2, MAX_REMOVALS_IN_FLIGHT)
+            if self.in_flight and (until_empty or not settled):
+                time.sleep(self.deps.poll_interval)
+            elif not until_empty:
+                return
+
+    def _look_up(self) -> dict[str, Activity]:
+        if len(self.in_flight) == 1:
+            (activity_id,) = self.in_flight
+            return {activity_id: self.client.get_activity(activity_id)}
+        # One listing (newest first) shows every recent activity with its state.
+        listed = {a.activity_id: a for a in islice(
+            self.client.list_activities(limit=_LISTING_LIMIT), _LISTING_LIMIT)
+            if a.activity_id in self.in_flight}
+        for activity_id in self.in_flight:
+            if activity_id not in listed:  # older than the listing reaches
+                listed[activity_id] = self.client.get_activity(activity_id)
+        return listed
+
+    def _settle_one(self, activity_id: str, done: Activity) -> None:
+        batch_id, members = self.in_flight.pop(activity_id)
+        engine = self.deps.engine
         if done.state == "completed":
-            record_removed(deps.engine, export_id=export.id, batch_id=batch_id, members=members)
-            continue
-        log.warning("mirror: removal activity %s ended %s; its contacts still on the list are "
-                    "removed again", activity.activity_id, done.state)
-        record_removal_unsettled(deps.engine, export_id=export.id, run_id=run_id,
+            record_removed(engine, export_id=self.export_id, batch_id=batch_id,
+                           members=members)
+            return
+        log.warning("mirror: removal activity %s ended %s; its contacts still on the list "
+                    "are removed again", activity_id, done.state)
+        record_removal_unsettled(engine, export_id=self.export_id, run_id=self.run_id,
                                  batch_id=batch_id, members=members, state="failed",
                                  errors=done.activity_errors)
-        failed.extend(e for _, e, _ in chunk)
-    return failed
+        self.failed.extend(str(e) for e in members.emails.to_pylist())
 
 
 def _removal_counts(deps: RunDependencies, run_id: str) -> dict[str, int]:
