@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from sqlalchemy import Engine, func, insert, select, update
 
 from segment_export.constant_contact import MAX_CONTACT_IDS, Activity, ConstantContactClient
@@ -53,10 +54,6 @@ def normalise_emails(values: Iterable[str | None]) -> list[str]:
     return [str(v) for v in pc.utf8_lower(pc.utf8_trim_whitespace(array)).to_pylist()]
 
 
-# Rows of a list's contact export matched at a time.
-_MATCH_ROWS = 50_000
-
-
 def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, int], *,
                  poll_interval: float) -> tuple[dict[str, str], set[str]]:
     """email -> contact id for the leavers that are on the list now, and the leavers' emails
@@ -87,20 +84,38 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
         done = client.wait_for_activity(activity.activity_id, poll_interval=poll_interval)
         if done.state != "completed" or done.links.results is None:
             raise RetriableError(f"Contact export {activity.activity_id} ended {done.state}")
-        pairs: list[tuple[str, str | None]] = []
-        for row in client.download_contact_export(done.links.results.href):
-            pairs.append((row.get("contact_id") or "",
-                          row.get("email_address") or row.get("email")))
-            if len(pairs) == _MATCH_ROWS:
-                match(pairs)
-                pairs = []
-        match(pairs)
+        table = _read_export(client.download_contact_export_csv(done.links.results.href))
+        ids_column = table.column("contact_id")
+        addresses = table.column("email_address" if "email_address" in table.column_names
+                                 else "email")
+        # Vectorised: normalise every address, keep the rows whose address is a leaver's;
+        # only those become Python objects.
+        normalised = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(addresses, "")))
+        hit = pc.is_in(normalised, value_set=pa.array(sorted(wanted), pa.string()))
+        match(list(zip(pc.fill_null(ids_column.filter(hit), "").to_pylist(),
+                       addresses.filter(hit).to_pylist(), strict=True)))
     ids = {email: next(iter(c)) for email, c in found.items() if len(c) == 1}
     ambiguous = {email for email, c in found.items() if len(c) > 1}
     if ambiguous:
         log.warning("mirror: %d leavers' emails each match several contacts on the list; "
                     "none of those is removed", len(ambiguous))
     return ids, ambiguous
+
+
+def _read_export(data: bytes) -> pa.Table:
+    """A contact export's CSV as a table of strings (contact_id and the email column)."""
+    if not data.strip():
+        return pa.table({"contact_id": pa.array([], pa.string()),
+                         "email_address": pa.array([], pa.string())})
+    names = data[:data.find(b"\n")].decode().strip().split(",")
+    email = "email_address" if "email_address" in [n.strip('"') for n in names] else "email"
+    return pacsv.read_csv(
+        pa.py_buffer(data),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=["contact_id", email],
+            column_types={"contact_id": pa.string(), email: pa.string()},
+            strings_can_be_null=True, quoted_strings_can_be_null=False))
 
 
 def _next_seq(engine: Engine, run_id: str) -> int:
