@@ -258,6 +258,11 @@ class ConstantContactClient:
         response = self._send("GET", href, headers={"Accept": "text/csv"})
         return iter(csv.DictReader(io.StringIO(response.text, newline="")))
 
+    def download_contact_export_csv(self, href: str) -> bytes:
+        """A finished export's CSV file as bytes, fetched from ``href`` exactly as given (for
+        a columnar parse: a million rows as dicts cost seconds and hundreds of MB)."""
+        return self._send("GET", href, headers={"Accept": "text/csv"}).content
+
     def get_activity(self, activity_id: str) -> Activity:
         """An activity's current state and counts; NotFoundError after its 10 days are over."""
         return self._model(Activity, self._send("GET", f"activities/{activity_id}"))

@@ -11,15 +11,18 @@ resumed run settles what a crashed attempt left in flight instead of guessing fr
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from sqlalchemy import Engine, func, insert, select, update
 
-from segment_export.constant_contact import MAX_CONTACT_IDS, ConstantContactClient
+from segment_export.constant_contact import MAX_CONTACT_IDS, Activity, ConstantContactClient
 from segment_export.db.models import Export, Run, RunBatch
 from segment_export.errors import NotFoundError, RetriableError
 from segment_export.exports.delivery import (
@@ -49,10 +52,6 @@ def normalise_emails(values: Iterable[str | None]) -> list[str]:
     Arrow): an address Constant Contact returns is compared in the same form."""
     array = pa.array([v or "" for v in values], pa.string())
     return [str(v) for v in pc.utf8_lower(pc.utf8_trim_whitespace(array)).to_pylist()]
-
-
-# Rows of a list's contact export matched at a time.
-_MATCH_ROWS = 50_000
 
 
 def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, int], *,
@@ -85,20 +84,38 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
         done = client.wait_for_activity(activity.activity_id, poll_interval=poll_interval)
         if done.state != "completed" or done.links.results is None:
             raise RetriableError(f"Contact export {activity.activity_id} ended {done.state}")
-        pairs: list[tuple[str, str | None]] = []
-        for row in client.download_contact_export(done.links.results.href):
-            pairs.append((row.get("contact_id") or "",
-                          row.get("email_address") or row.get("email")))
-            if len(pairs) == _MATCH_ROWS:
-                match(pairs)
-                pairs = []
-        match(pairs)
+        table = _read_export(client.download_contact_export_csv(done.links.results.href))
+        ids_column = table.column("contact_id")
+        addresses = table.column("email_address" if "email_address" in table.column_names
+                                 else "email")
+        # Vectorised: normalise every address, keep the rows whose address is a leaver's;
+        # only those become Python objects.
+        normalised = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(addresses, "")))
+        hit = pc.is_in(normalised, value_set=pa.array(sorted(wanted), pa.string()))
+        match(list(zip(pc.fill_null(ids_column.filter(hit), "").to_pylist(),
+                       addresses.filter(hit).to_pylist(), strict=True)))
     ids = {email: next(iter(c)) for email, c in found.items() if len(c) == 1}
     ambiguous = {email for email, c in found.items() if len(c) > 1}
     if ambiguous:
         log.warning("mirror: %d leavers' emails each match several contacts on the list; "
                     "none of those is removed", len(ambiguous))
     return ids, ambiguous
+
+
+def _read_export(data: bytes) -> pa.Table:
+    """A contact export's CSV as a table of strings (contact_id and the email column)."""
+    if not data.strip():
+        return pa.table({"contact_id": pa.array([], pa.string()),
+                         "email_address": pa.array([], pa.string())})
+    names = data[:data.find(b"\n")].decode().strip().split(",")
+    email = "email_address" if "email_address" in [n.strip('"') for n in names] else "email"
+    return pacsv.read_csv(
+        pa.py_buffer(data),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=["contact_id", email],
+            column_types={"contact_id": pa.string(), email: pa.string()},
+            strings_can_be_null=True, quoted_strings_can_be_null=False))
 
 
 def _next_seq(engine: Engine, run_id: str) -> int:
@@ -216,37 +233,104 @@ def _not_members(deps: RunDependencies, export_id: str, emails: dict[str, int],
 def _send_removals(deps: RunDependencies, client: ConstantContactClient, *, run_id: str,
                    export: Export, pairs: list[tuple[int, str, str]],
                    check_cancel: Callable[[], None]) -> list[str]:
-    """Send the removals, up to 500 contacts each, and settle each; the emails of those whose
-    activity did not complete."""
-    failed: list[str] = []
-    for start in range(0, len(pairs), MAX_CONTACT_IDS):
-        check_cancel()
-        chunk = pairs[start:start + MAX_CONTACT_IDS]
-        members = RemovalMembers.of([k for k, _, _ in chunk], [e for _, e, _ in chunk],
-                                    [c for _, _, c in chunk])
-        # Recorded before it is sent: a crash from here on leaves a row the next attempt
-        # settles, never a removal nobody knows about.
-        seq = _next_seq(deps.engine, run_id)
-        with deps.engine.begin() as conn:
-            batch_id = conn.execute(insert(RunBatch).values(
-                run_id=run_id, seq=seq, kind="remove",
-                state="pending", contacts=len(chunk), members=members.pack(),
-            ).returning(RunBatch.id)).scalar_one()
-        activity = client.remove_list_memberships([c for _, _, c in chunk], [export.list_id])
-        with deps.engine.begin() as conn:
-            conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
-                state="sent", activity_id=activity.activity_id))
-        done = client.wait_for_activity(activity.activity_id, poll_interval=deps.poll_interval)
+    """Send the removals, up to 500 contacts each, several in flight, and settle each; the
+    emails of those whose activity did not complete."""
+    from segment_export.exports.engine import RunCancelled  # engine imports this module
+
+    window = _RemovalWindow(deps, client, run_id=run_id, export_id=export.id)
+    try:
+        for start in range(0, len(pairs), MAX_CONTACT_IDS):
+            check_cancel()
+            chunk = pairs[start:start + MAX_CONTACT_IDS]
+            members = RemovalMembers.of([k for k, _, _ in chunk], [e for _, e, _ in chunk],
+                                        [c for _, _, c in chunk])
+            # Recorded before it is sent: a crash from here on leaves a row the next attempt
+            # settles, never a removal nobody knows about.
+            seq = _next_seq(deps.engine, run_id)
+            with deps.engine.begin() as conn:
+                batch_id = conn.execute(insert(RunBatch).values(
+                    run_id=run_id, seq=seq, kind="remove",
+                    state="pending", contacts=len(chunk), members=members.pack(),
+                ).returning(RunBatch.id)).scalar_one()
+            activity = client.remove_list_memberships([c for _, _, c in chunk],
+                                                      [export.list_id])
+            with deps.engine.begin() as conn:
+                conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
+                    state="sent", activity_id=activity.activity_id))
+            window.add(activity.activity_id, batch_id, members)
+    except RunCancelled:
+        # Stop sending, but settle what Constant Contact already has.
+        window.settle(until_empty=True)
+        raise
+    window.settle(until_empty=True)
+    return window.failed
+
+
+# Removals in flight at most (the window starts at one and doubles with each round that
+# settles): the first removal is confirmed before a second is sent, so a list that refuses
+# them fails one request, not many; then they go out as fast as the rate budget allows and are
+# confirmed several at a time by one ``GET /activities`` listing instead of a poll each.
+MAX_REMOVALS_IN_FLIGHT = 16
+_LISTING_LIMIT = 500
+
+
+class _RemovalWindow:
+    """The removals of one round sent but not yet settled."""
+
+    def __init__(self, deps: RunDependencies, client: ConstantContactClient, *, run_id: str,
+                 export_id: str) -> None:
+        self.deps, self.client = deps, client
+        self.run_id, self.export_id = run_id, export_id
+        self.size = 1
+        self.in_flight: dict[str, tuple[int, RemovalMembers]] = {}
+        self.failed: list[str] = []
+
+    def add(self, activity_id: str, batch_id: int, members: RemovalMembers) -> None:
+        self.in_flight[activity_id] = (batch_id, members)
+        if len(self.in_flight) >= self.size:
+            self.settle(until_empty=False)
+
+    def settle(self, *, until_empty: bool) -> None:
+        """Settle finished removals: all of them, or (``until_empty=False``) at least one."""
+        while self.in_flight:
+            settled = 0
+            for activity_id, activity in self._look_up().items():
+                if activity.is_terminal and activity_id in self.in_flight:
+                    self._settle_one(activity_id, activity)
+                    settled += 1
+            if settled:
+                self.size = min(self.size * 2, MAX_REMOVALS_IN_FLIGHT)
+            if self.in_flight and (until_empty or not settled):
+                time.sleep(self.deps.poll_interval)
+            elif not until_empty:
+                return
+
+    def _look_up(self) -> dict[str, Activity]:
+        if len(self.in_flight) == 1:
+            (activity_id,) = self.in_flight
+            return {activity_id: self.client.get_activity(activity_id)}
+        # One listing (newest first) shows every recent activity with its state.
+        listed = {a.activity_id: a for a in islice(
+            self.client.list_activities(limit=_LISTING_LIMIT), _LISTING_LIMIT)
+            if a.activity_id in self.in_flight}
+        for activity_id in self.in_flight:
+            if activity_id not in listed:  # older than the listing reaches
+                listed[activity_id] = self.client.get_activity(activity_id)
+        return listed
+
+    def _settle_one(self, activity_id: str, done: Activity) -> None:
+        batch_id, members = self.in_flight.pop(activity_id)
+        engine = self.deps.engine
         if done.state == "completed":
-            record_removed(deps.engine, export_id=export.id, batch_id=batch_id, members=members)
-            continue
-        log.warning("mirror: removal activity %s ended %s; its contacts still on the list are "
-                    "removed again", activity.activity_id, done.state)
-        record_removal_unsettled(deps.engine, export_id=export.id, run_id=run_id,
+            record_removed(engine, export_id=self.export_id, batch_id=batch_id,
+                           members=members)
+            return
+        log.warning("mirror: removal activity %s ended %s; its contacts still on the list "
+                    "are removed again", activity_id, done.state)
+        record_removal_unsettled(engine, export_id=self.export_id, run_id=self.run_id,
                                  batch_id=batch_id, members=members, state="failed",
                                  errors=done.activity_errors)
-        failed.extend(e for _, e, _ in chunk)
-    return failed
+        self.failed.extend(str(e) for e in members.emails.to_pylist())
 
 
 def _removal_counts(deps: RunDependencies, run_id: str) -> dict[str, int]:
