@@ -33,7 +33,7 @@ from segment_export.exports.delivery import (
     record_removal_unsettled,
     record_removed,
 )
-from segment_export.exports.diff import Delivered, fingerprints, leavers
+from segment_export.exports.diff import Delivered, fingerprints, leavers, sorted_member
 
 if TYPE_CHECKING:
     from segment_export.exports.engine import RunDependencies
@@ -218,7 +218,7 @@ def _not_members(deps: RunDependencies, export_id: str, emails: dict[str, int],
         return emails
     names = list(emails)
     keys, _ = fingerprints(pa.table({"email": pa.array(names, pa.string())}))
-    member = np.isin(keys, current_keys)
+    member = sorted_member(keys, current_keys)
     if not member.any():
         return emails
     stale = [emails[name] for name, is_member in zip(names, member.tolist(), strict=True)
@@ -266,8 +266,8 @@ def _send_removals(deps: RunDependencies, client: ConstantContactClient, *, run_
     return window.failed
 
 
-# Removals in flight at most (the window starts at one and doubles with each round that
-# settles): the first removal is confirmed before a second is sent, so a list that refuses
+# Removals in flight at most (the window starts at one and opens fully once a removal has
+# settled): the first removal is confirmed before a second is sent, so a list that refuses
 # them fails one request, not many; then they go out as fast as the rate budget allows and are
 # confirmed several at a time by one ``GET /activities`` listing instead of a poll each.
 MAX_REMOVALS_IN_FLIGHT = 16
@@ -299,7 +299,7 @@ class _RemovalWindow:
                     self._settle_one(activity_id, activity)
                     settled += 1
             if settled:
-                self.size = min(self.size * 2, MAX_REMOVALS_IN_FLIGHT)
+                self.size = MAX_REMOVALS_IN_FLIGHT
             if self.in_flight and (until_empty or not settled):
                 time.sleep(self.deps.poll_interval)
             elif not until_empty:
