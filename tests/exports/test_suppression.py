@@ -187,3 +187,75 @@ def test_a_read_that_fails_halfway_records_nothing(world: World) -> None:
     assert armed and len(_contact_reads(world)) >= 2
     status = suppression_status(world.engine, connection_id=world.connection.id)
     assert status.suppressed == 0 and status.synced_at is None
+
+
+def _unsubscribe_and_sync(world: World, emails: list[str]) -> None:
+    world.control.seed(contacts=[{"email": e} for e in emails])
+    world.control.unsubscribe(emails)
+    with client_for(world.connection, settings=world.settings, engine=world.engine) as client:
+        sync_unsubscribes(world.engine, client, connection_id=world.connection.id)
+
+
+def _rule_members(world: World, store: object, value: bool) -> set[str]:
+    from segment_export.segments.service import create_segment, preview_segment
+
+    rule = {"all": [{"field": "country", "op": "eq", "value": "DE"},
+                    {"field": "unsubscribed_in_constant_contact", "op": "eq", "value": value}]}
+    with world.sessions() as session:
+        segment = create_segment(session, store, name=f"unsub {value}", rule=rule)  # type: ignore[arg-type]
+        preview = preview_segment(session, store, name_or_id=segment.id, limit=100)  # type: ignore[arg-type]
+        assert segment.size == preview.count
+    return {str(r["email"]).strip().lower() for r in preview.rows}
+
+
+def test_a_segment_rule_tests_unsubscribes_duckdb(world: World) -> None:
+    rows = _people(4)
+    rows[2]["email"] = " PERSON3@Example.com "  # normalised as a run normalises it
+    world.load_profiles(rows)
+    _unsubscribe_and_sync(world, ["person3@example.com"])
+    assert _rule_members(world, world.store, True) == {"person3@example.com"}
+    assert _rule_members(world, world.store, False) == {
+        "person1@example.com", "person2@example.com", "person4@example.com"}
+    # The refresh copies the set again: a new unsubscribe joins the segment.
+    _unsubscribe_and_sync(world, ["person1@example.com"])
+    _refresh(world)
+    from segment_export.db.models import Segment
+
+    with world.sessions() as session:
+        sizes = {s.name: s.size for s in session.scalars(select(Segment))}
+    assert sizes == {"unsub True": 2, "unsub False": 2}
+
+
+@pytest.mark.postgres
+def test_a_segment_rule_tests_unsubscribes_postgres(world: World) -> None:
+    import pyarrow as pa
+
+    from segment_export.profiles.postgres.store import PostgresProfileStore
+    from tests.services import postgres_schema_url
+
+    with postgres_schema_url() as url:
+        options = parse_qs(url.split("?", 1)[1])["options"][0]
+        schema = options.split("=", 1)[1]
+        base = url.split("?", 1)[0].replace("postgresql+psycopg://", "postgresql://")
+        # An explicit schema, not the search_path: the suppression table must follow it.
+        with PostgresProfileStore.from_url(f"{base}?schema={schema}&table=profiles") as pg:
+            pg.import_table(pa.Table.from_pylist(_people(3)), id_column="customer_id")
+            _unsubscribe_and_sync(world, ["person2@example.com"])
+            assert _rule_members(world, pg, True) == {"person2@example.com"}
+            assert _rule_members(world, pg, False) == {"person1@example.com",
+                                                       "person3@example.com"}
+
+
+def test_the_rule_field_needs_a_true_or_false_and_an_email_column(world: World) -> None:
+    from segment_export.errors import DataError
+    from segment_export.segments.service import preview_segment
+
+    world.load_profiles(_people(2))
+    with world.sessions() as session, pytest.raises(DataError, match="true/false"):
+        preview_segment(session, world.store, rule={
+            "field": "unsubscribed_in_constant_contact", "op": "eq", "value": "yes"})
+    world.store.import_table(__import__("pyarrow").Table.from_pylist(
+        [{"customer_id": 1, "mail": "a@example.com"}]), id_column="customer_id")
+    with world.sessions() as session, pytest.raises(DataError, match="'email' column"):
+        preview_segment(session, world.store, rule={
+            "field": "unsubscribed_in_constant_contact", "op": "eq", "value": True})

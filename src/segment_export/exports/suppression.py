@@ -18,16 +18,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
+import httpx
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
 
+from segment_export import audit
+from segment_export.config import Settings
 from segment_export.constant_contact import ConstantContactClient
-from segment_export.db.models import Suppression, SuppressionSync
+from segment_export.db.models import Connection, Suppression, SuppressionSync, User
 from segment_export.db.types import utcnow
+from segment_export.errors import SegmentExportError
 from segment_export.exports.diff import DiffTotals, fingerprints
 from segment_export.exports.validate import ValidatedMembers
+from segment_export.users import Role, require_role
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +84,9 @@ def sync_unsubscribes(engine: Engine, client: ConstantContactClient, *, connecti
     """Read the account's unsubscribed contacts into the connection's suppression set.
 
     Incremental (``optout_after`` the watermark, the latest opt-out date read so far, less
-    :data:`OVERLAP`) once a first read was made; ``full`` reads them all and lifts the suppressions Constant Contact no longer shows
-    unsubscribed (the person opted back in themselves). Nothing is written until every page
+    :data:`OVERLAP`) once a first read was made; ``full`` reads them all and lifts the
+    suppressions Constant Contact no longer shows unsubscribed (the person opted back in
+    themselves). Nothing is written until every page
     was read, so a read that fails halfway changes nothing.
     """
     with engine.connect() as conn:
@@ -238,3 +245,55 @@ def _suppressed_mask(con: duckdb.DuckDBPyConnection, emails: pa.ChunkedArray,
     finally:
         cursor.close()
     return pc.fill_null(pc.is_in(column, value_set=suppressed), False)
+
+
+# -- services: what the CLI, the API and the web pages call -----------------------------------
+
+
+def sync_connection(session: Session, *, actor: User | None, connection: Connection,
+                    settings: Settings, engine: Engine, full: bool = False,
+                    transport: httpx.BaseTransport | None = None) -> SyncResult:
+    """Read a connection's unsubscribes now (admins; ``actor`` None = the scheduler)."""
+    if actor is not None:
+        require_role(actor, Role.ADMIN)
+    from segment_export.exports.connections import client_for
+
+    with client_for(connection, settings=settings, engine=engine, transport=transport) as client:
+        result = sync_unsubscribes(engine, client, connection_id=connection.id, full=full)
+    audit.record(session, actor=actor, action="connection.unsubscribes_synced",
+                 target_type="connection", target_id=connection.id,
+                 name=connection.display_name, **{k: v for k, v in result.as_dict().items()
+                                                  if k != "optout_after"})
+    return result
+
+
+def connection_suppression(*, actor: User, connection: Connection,
+                           engine: Engine) -> SuppressionStatus:
+    """A connection's suppression count and last read (admins: connections are theirs)."""
+    require_role(actor, Role.ADMIN)
+    return suppression_status(engine, connection_id=connection.id)
+
+
+def check_email(*, actor: User, connection: Connection, engine: Engine, email: str) -> bool:
+    """Whether the connection suppresses one address (admins only: it confirms a person)."""
+    require_role(actor, Role.ADMIN)
+    return is_suppressed(engine, connection_id=connection.id, email=email)
+
+
+def sync_all_connections(sessions: sessionmaker[Session], *, settings: Settings,
+                         engine: Engine) -> dict[str, SyncResult | str]:
+    """The scheduled read: every connected connection, one failing not stopping the rest."""
+    outcome: dict[str, SyncResult | str] = {}
+    with sessions() as session:
+        connections = session.scalars(select(Connection).where(
+            Connection.status == "connected")).all()
+    for connection in connections:
+        try:
+            with sessions.begin() as session:
+                outcome[connection.display_name] = sync_connection(
+                    session, actor=None, connection=connection, settings=settings,
+                    engine=engine)
+        except SegmentExportError as exc:
+            log.warning("unsubscribes of %r not read: %s", connection.display_name, exc)
+            outcome[connection.display_name] = str(exc)
+    return outcome
