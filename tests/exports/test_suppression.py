@@ -66,7 +66,8 @@ def test_an_unsubscribe_is_read_back_and_never_sent_again(any_world: World) -> N
     assert second.status == "succeeded", second.message
     c = second.counts
     assert c["suppressed"] == 1
-    assert c["sent"] == 1 and c["unsubscribed_not_added"] == 0
+    assert c["sent"] == 1
+    assert c["unsubscribed_not_added"] == 0
     assert c["in_segment"] == c["sent"] + c["unchanged"] + c["rejected_locally"] + c[
         "no_consent"] + c["suppressed"]
     # Mirror mode: a suppressed member still in the segment is no leaver; nothing removed.
@@ -99,7 +100,8 @@ def test_an_unsubscribe_is_read_back_and_never_sent_again(any_world: World) -> N
     assert rejoined.counts["suppressed"] == 1, rejoined.message
     assert rejoined.counts["sent"] == 0
     full = world.run(export, full_resync=True)
-    assert full.counts["suppressed"] == 1 and full.counts["sent"] == 4, full.message
+    assert full.counts["suppressed"] == 1, full.message
+    assert full.counts["sent"] == 4, full.message
     imports = [r for r in world.control.requests(since) if r.path.endswith("json_import")]
     assert len(imports) == 1  # only the full resync's four
     contacts = {c["email"]: c for c in world.control.contacts()}
@@ -109,7 +111,8 @@ def test_an_unsubscribe_is_read_back_and_never_sent_again(any_world: World) -> N
     # A dry run holds them back too, from what was recorded, asking Constant Contact nothing.
     since = world.control.requests()[-1].seq
     dry = world.run(export, dry_run=True)
-    assert dry.counts["suppressed"] == 1 and dry.counts["would_add"] == 0, dry.message
+    assert dry.counts["suppressed"] == 1, dry.message
+    assert dry.counts["would_add"] == 0, dry.message
     assert _contact_reads(world, since) == []
 
 
@@ -122,7 +125,8 @@ def test_an_unsubscribe_from_before_the_list_counts_too(world: World) -> None:
     export = world.export("all", [world.segment("all", "country = 'DE'")])
     run = world.run(export)
     assert run.counts["suppressed"] == 1, run.message
-    assert run.counts["sent"] == 2 and run.counts["unsubscribed_not_added"] == 0
+    assert run.counts["sent"] == 2
+    assert run.counts["unsubscribed_not_added"] == 0
     assert world.members() == {"person1@example.com", "person2@example.com"}
 
 
@@ -139,7 +143,8 @@ def test_opting_back_in_lifts_the_suppression_at_a_full_read_only(world: World) 
     full = world.run(export, full_resync=True)
     assert full.counts["suppressed"] == 0, full.message
     status = suppression_status(world.engine, connection_id=world.connection.id)
-    assert status.suppressed == 0 and status.last_result["lifted"] == 1
+    assert status.suppressed == 0
+    assert status.last_result["lifted"] == 1
     assert status.full_synced_at is not None
     assert "person1@example.com" in world.members()
 
@@ -149,20 +154,26 @@ def test_paging_over_more_than_500_unsubscribes_then_incremental(world: World) -
                                   "permission_to_send": "unsubscribed"} for i in range(1203)])
     with client_for(world.connection, settings=world.settings, engine=world.engine) as client:
         first = sync_unsubscribes(world.engine, client, connection_id=world.connection.id)
-        assert first.full and first.read == first.added == first.suppressed == 1203
+        assert first.full
+        assert first.read == first.added == first.suppressed == 1203
         reads = _contact_reads(world)
         assert len(reads) == 3  # 500 + 500 + 203, following _links.next
-        assert reads[0]["limit"] == ["500"] and "optout_after" not in reads[0]
+        assert reads[0]["limit"] == ["500"]
+        assert "optout_after" not in reads[0]
         since = world.control.requests()[-1].seq
         again = sync_unsubscribes(world.engine, client, connection_id=world.connection.id)
-    assert not again.full and again.added == 0 and again.suppressed == 1203
+    assert not again.full
+    assert again.added == 0
+    assert again.suppressed == 1203
     # Within the overlap the same opt-outs come back; they change nothing.
     assert again.read == 1203
     incremental = _contact_reads(world, since)
     assert "optout_after" in incremental[0]
     with world.sessions() as session:
         sync = session.get(SuppressionSync, world.connection.id)
-        assert sync is not None and sync.watermark is not None and sync.synced_at is not None
+        assert sync is not None
+        assert sync.watermark is not None
+        assert sync.synced_at is not None
 
 
 def test_a_read_that_fails_halfway_records_nothing(world: World) -> None:
@@ -184,9 +195,11 @@ def test_a_read_that_fails_halfway_records_nothing(world: World) -> None:
                     on_request=after_first_page, backoff_base=0.01, backoff_cap=0.02,
                     ) as client, pytest.raises(SegmentExportError):
         sync_unsubscribes(world.engine, client, connection_id=world.connection.id)
-    assert armed and len(_contact_reads(world)) >= 2
+    assert armed
+    assert len(_contact_reads(world)) >= 2
     status = suppression_status(world.engine, connection_id=world.connection.id)
-    assert status.suppressed == 0 and status.synced_at is None
+    assert status.suppressed == 0
+    assert status.synced_at is None
 
 
 def _unsubscribe_and_sync(world: World, emails: list[str]) -> None:
@@ -259,3 +272,27 @@ def test_the_rule_field_needs_a_true_or_false_and_an_email_column(world: World) 
     with world.sessions() as session, pytest.raises(DataError, match="'email' column"):
         preview_segment(session, world.store, rule={
             "field": "unsubscribed_in_constant_contact", "op": "eq", "value": True})
+
+
+def test_the_sync_command(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from segment_export.cli import cli
+    from tests.exports.faults_support import cli_env
+
+    for key, value in cli_env(world, batch=100).items():
+        monkeypatch.setenv(key, value)
+    world.control.seed(contacts=[{"email": "gone@example.com",
+                                  "permission_to_send": "unsubscribed"}])
+    runner = CliRunner()
+    result = runner.invoke(cli, ["connections", "sync-unsubscribes", "Sandbox"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "Sandbox: read 1 unsubscribed (full read), 1 new, 0 lifted; 1 suppressed." in (
+        result.output)
+    again = runner.invoke(cli, ["connections", "sync-unsubscribes"], catch_exceptions=False)
+    assert "(since the last read), 0 new" in again.output, again.output
+    shown = runner.invoke(cli, ["connections", "suppression", "Sandbox", "--check",
+                                "GONE@example.com"], catch_exceptions=False)
+    assert "1 suppressed" in shown.output
+    assert "GONE@example.com: suppressed." in shown.output
