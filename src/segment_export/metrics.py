@@ -39,7 +39,7 @@ TERMINAL = ("succeeded", "succeeded_with_rejections", "failed", "cancelled", "sk
 # Run counts that are contacts; each becomes one `outcome` of segment_export_contacts_total.
 CONTACT_OUTCOMES = (
     "sent", "accepted", "rejected_locally", "rejected_by_constant_contact",
-    "unsubscribed_not_added", "no_consent", "removed",
+    "unsubscribed_not_added", "no_consent", "removed", "suppressed",
 )
 RUN_STATUSES = ("queued", "running", "paused", *TERMINAL)
 # Ids in request paths would give every activity its own time series.
@@ -97,7 +97,7 @@ class Metrics:
         self.contacts = Counter(
             f"{PREFIX}_contacts", "Contacts of finished runs, by outcome (sent, accepted, "
             "rejected_locally, rejected_by_constant_contact, unsubscribed_not_added, "
-            "no_consent, removed).", ["outcome"], registry=r)
+            "no_consent, removed, suppressed).", ["outcome"], registry=r)
         self.requests = Counter(
             f"{PREFIX}_cc_requests", "Requests to Constant Contact by method, endpoint and "
             "HTTP status (error = no answer).", ["method", "endpoint", "status"], registry=r)

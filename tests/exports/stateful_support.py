@@ -447,10 +447,18 @@ class Rig:
                   "no_consent": sum(1 for p in segment if not p.consent),
                   "rejected_locally": sum(1 for p in segment if p.consent and not p.valid)}
         problems = [f"{k} {c.get(k)} != {v}" for k, v in wanted.items() if c.get(k) != v]
-        local = c["sent"] + c["unchanged"] + c["rejected_locally"] + c["no_consent"]
+        local = c["sent"] + c["unchanged"] + c["rejected_locally"] + c["no_consent"] + c.get(
+            "suppressed", 0)
         if c["in_segment"] != local:
             problems.append(f"in_segment {c['in_segment']} != sent + unchanged + rejected + "
-                            f"no consent {local}")
+                            f"no consent + suppressed {local}")
+        # A suppressed person is never sent: every unsubscribe (all made between runs) was
+        # read back before the run sent anything, so none reached an import.
+        held = len(self.exportable() & self.unsubscribed)
+        if c.get("suppressed") != held:
+            problems.append(f"suppressed {c.get('suppressed')} != unsubscribed members {held}")
+        if c["unsubscribed_not_added"]:
+            problems.append(f"{c['unsubscribed_not_added']} unsubscribed contacts were sent")
         remote = c["accepted"] + c["rejected_by_constant_contact"] + c["unsubscribed_not_added"]
         if c["sent"] != remote:
             problems.append(f"sent {c['sent']} != accepted + refused + unsubscribed {remote}")

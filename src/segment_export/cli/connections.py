@@ -13,6 +13,7 @@ from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.exports import connections as service
+from segment_export.exports import suppression as suppressions
 from segment_export.exports.service import list_exports
 
 console = Console()
@@ -184,3 +185,51 @@ def remove(app: AppContext, name: str, dependents: Literal["remove", "detach"] |
         session.commit()
     click.echo(f"Removed connection {name!r}" + (f" ({len(using)} export(s) handled)." if using
                                                  else "."))
+
+
+@connections_group.command("sync-unsubscribes")
+@click.argument("name", required=False)
+@click.option("--full", is_flag=True,
+              help="Read every unsubscribed contact, not only those since the last read, and "
+              "lift the suppressions Constant Contact no longer shows unsubscribed.")
+@pass_app
+def sync_unsubscribes(app: AppContext, name: str | None, full: bool) -> None:
+    """Read unsubscribed contacts back from Constant Contact (NAME, or every connection).
+
+    Suppressed contacts are never sent again by any export over the connection.
+    """
+    with app.sessions() as session:
+        actor = app.actor(session)
+        targets = ([service.get_connection(session, name_or_id=name)] if name else
+                   [c for c in service.list_connections(session, actor=actor)
+                    if c.status == "connected"])
+        for conn in targets:
+            result = suppressions.sync_connection(session, actor=actor, connection=conn,
+                                                  settings=app.settings, engine=app.engine,
+                                                  full=full)
+            session.commit()
+            click.echo(f"{conn.display_name}: read {result.read:,} unsubscribed "
+                       f"({'full read' if result.full else 'since the last read'}), "
+                       f"{result.added:,} new, {result.lifted:,} lifted; "
+                       f"{result.suppressed:,} suppressed.")
+    if not targets:
+        click.echo("No connected connections.")
+
+
+@connections_group.command("suppression")
+@click.argument("name")
+@click.option("--check", "email", help="Say whether this one address is suppressed.")
+@pass_app
+def suppression(app: AppContext, name: str, email: str | None) -> None:
+    """Show a connection's suppression count and last read (emails are not kept)."""
+    with app.sessions() as session:
+        actor = app.actor(session)
+        conn = service.get_connection(session, name_or_id=name)
+        found = suppressions.connection_suppression(actor=actor, connection=conn,
+                                                    engine=app.engine)
+        checked = None if email is None else suppressions.check_email(
+            actor=actor, connection=conn, engine=app.engine, email=email)
+    synced = f"{found.synced_at:%Y-%m-%d %H:%M} UTC" if found.synced_at else "never"
+    click.echo(f"{conn.display_name}: {found.suppressed:,} suppressed; last read {synced}.")
+    if checked is not None:
+        click.echo(f"{email}: {'suppressed' if checked else 'not suppressed'}.")

@@ -7,7 +7,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -172,13 +172,15 @@ class ConstantContactClient:
         lists: Sequence[str] | None = None,
         status: str | Sequence[str] | None = None,
         include: Sequence[str] | None = None,
+        optout_after: datetime | None = None,
         limit: int = 500,
     ) -> Iterator[Contact]:
         """Contacts matching the filters, following ``_links.next`` page by page.
 
         ``lists`` takes at most 25 list ids; ``status`` one or more of all, active, deleted,
         not_set, pending_confirmation, temp_hold, unsubscribed; ``include`` sub-resources such
-        as ``list_memberships``. Pages are fetched lazily as the iterator advances.
+        as ``list_memberships``; ``optout_after`` (aware) only contacts that opted out since
+        then. Pages are fetched lazily as the iterator advances.
         """
         if lists is not None and len(lists) > MAX_CONTACT_LIST_FILTER:
             raise DataError(f"find_contacts filters on at most {MAX_CONTACT_LIST_FILTER} lists")
@@ -187,6 +189,7 @@ class ConstantContactClient:
             "lists": ",".join(lists) if lists else None,
             "status": status if isinstance(status, str) or status is None else ",".join(status),
             "include": ",".join(include) if include else None,
+            "optout_after": _iso(optout_after) if optout_after is not None else None,
             "limit": limit,
         }
         return self._pages("contacts", _clean(params), "contacts", Contact)
@@ -431,6 +434,12 @@ class ConstantContactClient:
     ) -> None:
         if self._on_request is not None:
             self._on_request(method, path, status, sent, self._monotonic() - started)
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise DataError("optout_after must be an aware datetime")
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _clean(params: Mapping[str, Any]) -> dict[str, Any]:

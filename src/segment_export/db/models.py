@@ -95,6 +95,42 @@ class Connection(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class Suppression(Base):
+    """A contact Constant Contact shows unsubscribed, per connection (an unsubscribe is
+    account-wide): never sent again by any export over the connection.
+
+    Kept as the SHA-256 of the trimmed, lower-cased email, not the email: matching needs no
+    more, and the state store then holds no address of a person who asked to hear nothing.
+    """
+
+    __tablename__ = "suppressions"
+
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # How it was learnt: ``unsubscribed`` = read from the account's unsubscribed contacts.
+    source: Mapped[str] = mapped_column(String(20))
+    # Constant Contact's opt_out_source (Contact: the person; Account: a user of the account).
+    opt_out_source: Mapped[str | None] = mapped_column(String(20))
+    opted_out_at: Mapped[datetime | None]
+    learnt_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SuppressionSync(Base):
+    """Where the reading of a connection's unsubscribes stands: its watermark and last sync."""
+
+    __tablename__ = "suppression_syncs"
+
+    connection_id: Mapped[str] = mapped_column(
+        ForeignKey("connections.id", ondelete="CASCADE"), primary_key=True)
+    # The latest opt-out date read so far: the next read asks only from (a little before) it.
+    watermark: Mapped[datetime | None]
+    synced_at: Mapped[datetime | None]
+    full_synced_at: Mapped[datetime | None]
+    # What the last sync did: {"read": n, "added": n, "lifted": n, "requests": n}.
+    last_result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class Segment(Base):
     """A named rule set over profile columns; membership itself lives in the profile store."""
 

@@ -289,6 +289,22 @@ class Backend:
         return found
 
     @_locked
+    def opt_back_in(self, emails: list[str]) -> list[str]:
+        """What a person re-subscribing through a sign-up form does: an unsubscribed contact
+        becomes ``explicit`` (opted in by the contact) and loses its opt-out date; it joins no
+        list. Returns the emails of the contacts that were unsubscribed."""
+        found = []
+        for email in emails:
+            contact = self.store.by_email.get(email.strip().lower())
+            if contact is None or contact.permission != UNSUBSCRIBED:
+                continue
+            contact.permission = "explicit"
+            contact.opt_out_at = None
+            contact.updated_at = self._now
+            found.append(email.strip().lower())
+        return found
+
+    @_locked
     def add_by_hand(self, list_id: str, emails: list[str]) -> dict[str, list[str]]:
         """What an account user adding contacts to a list in Constant Contact's UI does: a
         missing contact is created (``implicit``), an existing one is left as it is, and an
@@ -555,6 +571,8 @@ class Backend:
         statuses: set[str],
         include: set[str],
         include_count: bool,
+        optout_after: float | None = None,
+        optout_before: float | None = None,
     ) -> dict[str, Any]:
         """``GET /contacts``, one page, in creation order."""
         store = self.store
@@ -565,6 +583,8 @@ class Backend:
             offset=offset,
             limit=limit,
             count=include_count,
+            optout_after=optout_after,
+            optout_before=optout_before,
         )
         lists_of = store.lists_by_contact() if "list_memberships" in include else {}
         body: dict[str, Any] = {

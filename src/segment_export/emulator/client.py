@@ -211,6 +211,12 @@ class EmulatorControl:
         return list(self._call("POST", "/contacts/unsubscribe",
                                json={"emails": list(emails)})["unsubscribed"])
 
+    def opt_back_in(self, emails: Sequence[str]) -> list[str]:
+        """These unsubscribed people opt back in themselves (as through a sign-up form): each
+        becomes ``explicit`` and joins no list. Returns the emails that were unsubscribed."""
+        return list(self._call("POST", "/contacts/opt_in",
+                               json={"emails": list(emails)})["opted_in"])
+
     def add_by_hand(self, list_id: str, emails: Sequence[str]) -> list[str]:
         """A user adds these addresses to ``list_id`` in Constant Contact's UI: missing contacts
         are created, unsubscribed ones are not added. Returns the emails added."""

@@ -137,6 +137,12 @@ async def unsubscribe(request: Request) -> Response:
     return json_response({"unsubscribed": backend_of(request).unsubscribe(body.emails)})
 
 
+async def opt_back_in(request: Request) -> Response:
+    """Unsubscribed people opt back in themselves (a sign-up form): explicit, on no list."""
+    body = await _body(request, EmailsRequest)
+    return json_response({"opted_in": backend_of(request).opt_back_in(body.emails)})
+
+
 async def add_by_hand(request: Request) -> Response:
     """A user adds contacts to a list by hand (unsubscribed ones are not added)."""
     body = await _body(request, EmailsRequest)
@@ -191,6 +197,7 @@ CONTROL_ROUTES = [
     Route("/lists/{list_id}/members", list_members, methods=["GET"]),
     Route("/lists/{list_id}/members", add_by_hand, methods=["POST"]),
     Route("/contacts/unsubscribe", unsubscribe, methods=["POST"]),
+    Route("/contacts/opt_in", opt_back_in, methods=["POST"]),
     Route("/contacts", contacts, methods=["GET"]),
     Route("/activities/{activity_id}/rejections", rejections, methods=["GET"]),
     Route("/requests", requests, methods=["GET"]),

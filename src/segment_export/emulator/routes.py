@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -84,6 +85,20 @@ def _bool(query: Mapping[str, str], name: str) -> bool:
     if raw not in ("true", "false"):
         raise _invalid(name)
     return raw == "true"
+
+
+def _moment(query: Mapping[str, str], name: str) -> float | None:
+    """An ISO-8601 date-time parameter as epoch seconds (a time zone is required)."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise _invalid(name) from None
+    if moment.tzinfo is None:
+        raise _invalid(name)
+    return moment.timestamp()
 
 
 def _choice(query: Mapping[str, str], name: str, allowed: Collection[str]) -> str | None:
@@ -188,7 +203,7 @@ async def delete_list(request: Request) -> Response:
 
 
 async def get_contacts(request: Request) -> Response:
-    """List contacts (filters email, lists, status), paged by cursor."""
+    """List contacts (filters email, lists, status, optout_after/before), paged by cursor."""
     _admit(request)
     query, offset = _query(request)
     list_ids = _csv(query, "lists")
@@ -203,6 +218,8 @@ async def get_contacts(request: Request) -> Response:
         statuses=set(_csv(query, "status", CONTACT_STATUSES)),
         include=set(_csv(query, "include", CONTACT_INCLUDES)),
         include_count=_bool(query, "include_count"),
+        optout_after=_moment(query, "optout_after"),
+        optout_before=_moment(query, "optout_before"),
     )
     return json_response(body)
 

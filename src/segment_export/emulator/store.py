@@ -187,13 +187,17 @@ class Store:
         offset: int,
         limit: int,
         count: bool,
+        optout_after: float | None = None,
+        optout_before: float | None = None,
     ) -> tuple[list[Contact], int | None, int]:
         """One page of contacts in creation order from position ``offset``: the page, where
         the next page starts (None at the end) and, when ``count``, how many match in all.
 
         ``statuses``: ``all`` (deleted contacts too), ``deleted``, ``active`` (= not
         unsubscribed) or ``permission_to_send`` values; empty means every contact not deleted
-        (the contract's default). ``lists``: members of any of them.
+        (the contract's default). ``lists``: members of any of them. ``optout_after`` and
+        ``optout_before`` (epoch seconds, both inclusive ⚠): contacts whose opt-out date lies
+        between them; a contact that never opted out does not match either.
         """
         wanted = statuses - {"all", "active", "deleted"}
 
@@ -204,6 +208,11 @@ class Store:
             elif statuses and "all" not in statuses:
                 active = "active" in statuses and contact.permission != UNSUBSCRIBED
                 if not active and contact.permission not in wanted:
+                    return False
+            if optout_after is not None or optout_before is not None:
+                moment = contact.opt_out_at
+                if moment is None or (optout_after is not None and moment < optout_after) or (
+                        optout_before is not None and moment > optout_before):
                     return False
             return not lists or any(contact in lst.members for lst in lists)
 

@@ -49,6 +49,12 @@ from segment_export.exports.heartbeat import Heartbeat, heartbeat_interval
 from segment_export.exports.members import LocalCounts, store_rejections, stream_members
 from segment_export.exports.mirror import remove_leavers, settle_left_over_removals
 from segment_export.exports.sending import InFlight, Sender
+from segment_export.exports.suppression import (
+    SuppressedTally,
+    load_suppressed,
+    read_before_run,
+    without_suppressed,
+)
 from segment_export.exports.validate import ValidatedMembers
 from segment_export.log import run_context
 from segment_export.profiles import ProfileStore
@@ -355,6 +361,8 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
         _confirm_left_over_batches(deps, client, run, export)
         # Read once per run: a custom field deleted since the export was saved fails it here.
         typed = fields_for_run(client, export.mapping, account=_account(connection))
+        suppressed = read_before_run(deps.engine, client, connection_id=connection.id,
+                                     full=run.full_resync)
         started = time.perf_counter()
         if not run.full_resync:
             compact_members(deps.engine, export.id)
@@ -362,11 +370,12 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
         delivered = load_delivered(deps.engine, export.id,
                                    run_id=run.id if run.full_resync else None)
         stages.add("diff", started)
-        totals = DiffTotals()
-        chunks = stream_members(deps.store, export, seconds=stages.seconds, counts=local,
-                                custom_fields=typed)
+        totals, held = DiffTotals(), SuppressedTally()
+        chunks = without_suppressed(
+            stream_members(deps.store, export, seconds=stages.seconds, counts=local,
+                           custom_fields=typed), suppressed=suppressed, tally=held, totals=totals)
         _send(deps, client, run, export, chunks, delivered, totals, counts, local, stages)
-        counts.update(local.as_dict())
+        counts.update(local.as_dict(), suppressed=held.suppressed)
         if export.mode == "mirror":
             started = time.perf_counter()
             removal = remove_leavers(
@@ -400,9 +409,13 @@ def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts
              counts: dict[str, Any], stages: _Stages,
              typed: dict[str, AccountField] | None = None) -> Run:
     delivered = Delivered.empty() if run.full_resync else load_delivered(deps.engine, export.id)
-    totals = DiffTotals()
-    for chunk in stream_members(deps.store, export, seconds=stages.seconds, counts=local,
-                                custom_fields=typed):
+    totals, held = DiffTotals(), SuppressedTally()
+    # What the suppression set held at the last read: a dry run asks Constant Contact nothing.
+    for chunk in without_suppressed(
+            stream_members(deps.store, export, seconds=stages.seconds, counts=local,
+                           custom_fields=typed),
+            suppressed=load_suppressed(deps.engine, connection_id=export.connection_id),
+            tally=held, totals=totals):
         store_rejections(deps.engine, run.id, chunk)
         started = time.perf_counter()
         for _ in iter_changes(chunk.contacts, delivered, totals):
@@ -411,7 +424,7 @@ def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts
     would_remove = 0
     if export.mode == "mirror":
         would_remove = int(leavers(delivered, totals.current_keys).size)
-    counts.update(local.as_dict())
+    counts.update(local.as_dict(), suppressed=held.suppressed)
     counts.update(would_add=totals.new, would_update=totals.changed,
                   unchanged=totals.unchanged, would_remove=would_remove)
     with deps.sessions.begin() as session:
@@ -422,7 +435,8 @@ def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts
     return _finish(deps, run.id, "succeeded",
                    f"Dry run: would add {totals.new:,}, update {totals.changed:,}, "
                    f"remove {would_remove:,}; {local.rejected_locally:,} rejected, "
-                   f"{local.no_consent:,} without consent. Nothing was sent.")
+                   f"{local.no_consent:,} without consent, {held.suppressed:,} unsubscribed "
+                   "in Constant Contact. Nothing was sent.")
 
 
 def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export: Export,
@@ -548,7 +562,8 @@ def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
         counts.update(
             sent=sent, accepted=accepted, rejected_by_constant_contact=refused,
             unsubscribed_not_added=unsubscribed,
-            unchanged=counts.get("valid", 0) - sent,
+            # Suppressed members are valid but neither sent nor unchanged.
+            unchanged=counts.get("valid", 0) - sent - counts.get("suppressed", 0),
             activities=[b.activity_id for b in batches],
             requests=len(batches),
         )
@@ -563,5 +578,7 @@ def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
                f"Contact{unnamed_note}, {unsubscribed:,} unsubscribed and not re-added); "
                f"{counts['unchanged']:,} unchanged; {counts.get('rejected_locally', 0):,} "
                f"rejected before sending; {counts.get('no_consent', 0):,} without consent"
+               + (f"; {counts['suppressed']:,} unsubscribed in Constant Contact and held back"
+                  if counts.get("suppressed") else "")
                + (f"; {removed:,} removed from the list" if removed else "") + ".")
     return _finish(deps, run_id, status, message)

@@ -32,6 +32,7 @@ REJECTED_COLUMNS = ("customer_id", "email", "reason", "detail")
 COUNT_LABELS = [
     ("in_segment", "In the segment(s)"), ("no_consent", "Without marketing consent"),
     ("rejected_locally", "Rejected before sending"), ("valid", "Valid contacts"),
+    ("suppressed", "Unsubscribed in Constant Contact, held back"),
     ("unchanged", "Unchanged since the last run"), ("to_send", "To send"),
     ("sent", "Sent to Constant Contact"), ("accepted", "Accepted by Constant Contact"),
     ("rejected_by_constant_contact", "Refused by Constant Contact"),

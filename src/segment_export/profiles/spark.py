@@ -406,6 +406,14 @@ class SparkProfileStore:
         """Forget a segment's members (the segment was deleted)."""
         shutil.rmtree(self._segment_dir(segment_id), ignore_errors=True)
 
+    def replace_suppressions(self, table: pa.Table) -> None:
+        """Not supported yet: segments over Spark cannot test unsubscribes."""
+        raise ConfigurationError(
+            "The rule field unsubscribed_in_constant_contact needs a DuckDB or PostgreSQL "
+            "profile store; the Spark store cannot evaluate it yet",
+            hint="Runs still hold every unsubscribed contact back; only the segment rule is "
+            "unavailable. Remove the condition from the segment.")
+
     def _members(self, frame: DataFrame, id_name: str, segment_ids: Sequence[str]) -> DataFrame:
         """The current profiles held by any of the segments, each once."""
         spark = self._session()

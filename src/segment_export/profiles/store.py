@@ -25,6 +25,7 @@ ImportMode = Literal["replace", "upsert"]
 
 PROFILES = "profiles"
 MEMBERS = "segment_members"
+SUPPRESSIONS = "segment_export_suppressions"  # segments.unsubscribed.TABLE
 META = "profile_store_meta"
 
 _ID_TYPES = ("VARCHAR", "BIGINT")
@@ -128,6 +129,11 @@ class ProfileStore(Protocol):
 
     def drop_membership(self, segment_id: str) -> None:
         """Forget a segment's stored members."""
+        ...
+
+    def replace_suppressions(self, table: pa.Table) -> None:
+        """Replace the store's copy of the suppression set (``connection_id``, ``email_hash``),
+        which the rule field ``unsubscribed_in_constant_contact`` reads."""
         ...
 
     def close(self) -> None:
@@ -611,6 +617,22 @@ class DuckDBProfileStore:
         """Forget a segment's members (the segment was deleted)."""
         with self._membership_writes, self._cursor() as cur:
             cur.execute(f"DELETE FROM {MEMBERS} WHERE segment_id = ?", [segment_id])
+
+    def replace_suppressions(self, table: pa.Table) -> None:
+        """Replace the copy of the suppression set segment rules read, in one transaction."""
+        with self._cursor() as cur:
+            cur.register("suppressions_view", table.select(["connection_id", "email_hash"]))
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                cur.execute(f"CREATE OR REPLACE TABLE {SUPPRESSIONS} AS "
+                            "SELECT connection_id::VARCHAR AS connection_id, "
+                            "email_hash::VARCHAR AS email_hash FROM suppressions_view")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.unregister("suppressions_view")
 
     def _members_query(
         self, id_name: str, segment_ids: Sequence[str], select: list[exp.Expr]

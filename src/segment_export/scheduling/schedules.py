@@ -61,7 +61,11 @@ def set_refresh_schedule(session: Session, *, actor: User | None, cron: str | No
 
 def system_refresh(runtime: Runtime, *, enqueue: Callable[[str], None],
                    now: datetime | None = None) -> list[str]:
-    """Refresh every segment, then queue every enabled export scheduled with the refresh."""
+    """Read every connection's unsubscribes (for the segment rule that tests them), refresh
+    every segment, then queue every enabled export scheduled with the refresh."""
+    from segment_export.exports.suppression import sync_all_connections
+
+    sync_all_connections(runtime.sessions, settings=runtime.settings, engine=runtime.engine)
     with runtime.sessions() as session:
         refresh_segments(session, runtime.store, now=now)
         session.commit()

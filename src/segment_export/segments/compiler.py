@@ -30,6 +30,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from segment_export.errors import DataError
+from segment_export.segments import unsubscribed
 from segment_export.segments.rules import (
     MAX_DAYS,
     AllGroup,
@@ -159,6 +160,8 @@ def resolve_column(name: str, schema: Mapping[str, str], *, what: str = "field")
 
 
 def _compile_condition(cond: Condition, context: _Context) -> exp.Expr:
+    if unsubscribed.applies(cond.field, context.schema):
+        return unsubscribed.compile_condition(cond, context.schema)
     name = resolve_column(cond.field, context.schema)
     ctype = context.schema[name]
     col = exp.column(name, quoted=True)

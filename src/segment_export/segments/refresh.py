@@ -15,6 +15,7 @@ from sqlglot import exp
 from segment_export.db.models import Segment, SegmentSize
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.profiles.store import ProfileStore
+from segment_export.segments import unsubscribed
 from segment_export.segments.compiler import compile_segment
 
 log = logging.getLogger(__name__)
@@ -56,17 +57,22 @@ def refresh_segment(
     segment: Segment,
     now: datetime | None = None,
     schema: Mapping[str, str] | None = None,
+    suppressions_published: bool = False,
 ) -> RefreshResult:
     """Store one segment's membership now, set its size and time, and append to its history.
 
     A segment whose rule no longer fits the profiles (a column was dropped by a re-import)
-    keeps its previous membership and reports the error instead.
+    keeps its previous membership and reports the error instead. A rule testing
+    ``unsubscribed_in_constant_contact`` first copies the suppression set to the store
+    (unless ``suppressions_published``: the caller just did).
     """
     now = now or datetime.now(UTC)
     schema = store.schema() if schema is None else schema
     started = time.perf_counter()
     try:
         condition = segment_condition(segment, schema=schema, now=now)
+        if not suppressions_published:
+            unsubscribed.publish_for(session, store, [segment.rule])
         size = store.store_membership(segment.id, condition)
     except DataError as exc:
         log.warning("Segment %r was not refreshed: %s", segment.name, exc.message)
@@ -97,7 +103,14 @@ def refresh_segments(
     segments = session.scalars(
         select(Segment).where(Segment.active.is_(True)).order_by(Segment.name)
     ).all()
+    try:
+        published = unsubscribed.publish_for(session, store, [s.rule for s in segments])
+    except DataError as exc:
+        # Every other segment still refreshes; those testing the field report the error.
+        log.warning("suppression set not copied to the profile store: %s", exc.message)
+        published = False
     return [
-        refresh_segment(session, store, segment=segment, now=now, schema=schema)
+        refresh_segment(session, store, segment=segment, now=now, schema=schema,
+                        suppressions_published=published)
         for segment in segments
     ]

@@ -16,6 +16,7 @@ from segment_export import audit
 from segment_export.db.models import Segment, SegmentSize, User, new_id
 from segment_export.errors import ConfigurationError, DataError, NotFoundError
 from segment_export.profiles.store import ProfileStore
+from segment_export.segments import unsubscribed
 from segment_export.segments.compiler import compile_segment, to_sql
 from segment_export.segments.dependents import (
     DependentExport,
@@ -53,7 +54,7 @@ def _clean_name(name: str) -> str:
 
 
 def _definition(
-    store: ProfileStore, *, rule: RuleInput | None, expression: str | None
+    session: Session, store: ProfileStore, *, rule: RuleInput | None, expression: str | None
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Check a definition against the profiles and return what is stored (rule JSON or text)."""
     if (rule is None) == (expression is None):
@@ -74,6 +75,8 @@ def _definition(
         condition = compile_segment(schema=schema, expression=expression)
         stored = (None, expression.strip())
     # Running it once catches what only the engine can see (a text compared with a number).
+    if stored[0] is not None:
+        unsubscribed.publish_for(session, store, [stored[0]])
     store.count_where(condition)
     return stored
 
@@ -114,7 +117,7 @@ def create_segment(
         require_role(actor, Role.ADMIN, Role.CONTRIBUTOR)
     name = _clean_name(name)
     _name_taken(session, name)
-    stored_rule, stored_expression = _definition(store, rule=rule, expression=expression)
+    stored_rule, stored_expression = _definition(session, store, rule=rule, expression=expression)
     segment = Segment(
         id=new_id(),
         name=name,
@@ -165,7 +168,8 @@ def update_segment(
         segment.description = description.strip() or None
     changed = False
     if rule is not None or expression is not None:
-        segment.rule, segment.expression = _definition(store, rule=rule, expression=expression)
+        segment.rule, segment.expression = _definition(session, store, rule=rule,
+                                                       expression=expression)
         changed = True
     if active is not None:
         changed = changed or (active and not segment.active)
@@ -253,6 +257,8 @@ def preview_segment(
             hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
         )
     condition = compile_segment(schema=schema, rule=rule, expression=expression, now=now)
+    if rule is not None:
+        unsubscribed.publish_for(session, store, [rule])
     limit = max(0, min(limit, MAX_PREVIEW_ROWS))
     return Preview(
         count=store.count_where(condition),

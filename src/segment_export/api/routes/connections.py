@@ -14,6 +14,7 @@ from segment_export.api.oauth import API_CALLBACK_PATH, finish_callback
 from segment_export.api.types import Name, ObjectId, Word
 from segment_export.db.models import Connection, User
 from segment_export.exports import connections as service
+from segment_export.exports import suppression as suppressions
 from segment_export.exports.lists import account_lists
 from segment_export.users import Role, require_role
 
@@ -214,3 +215,42 @@ def lists(connection_id: ObjectId, db: Db, services: Services,
                               membership_count=c.membership_count)
             for c in account_lists(conn, settings=services.settings,
                                    engine=services.runtime.engine)]
+
+
+class SuppressionPublic(BaseModel):
+    """A connection's suppression set: how many, and when it was read (never an email)."""
+
+    suppressed: int = Field(description="Contacts Constant Contact shows unsubscribed, held "
+                            "back from every export over this connection.")
+    synced_at: datetime | None
+    full_synced_at: datetime | None
+    last_result: dict[str, object]
+
+
+class SuppressionSyncRequest(BaseModel):
+    full: bool = Field(default=False, description="Read every unsubscribed contact (not only "
+                       "those since the last read) and lift those no longer unsubscribed.")
+
+
+@router.get("/{connection_id}/suppression")
+def suppression(connection_id: ObjectId, db: Db, services: Services,
+                admin: AdminUser) -> SuppressionPublic:
+    """How many contacts the connection suppresses and when its unsubscribes were read."""
+    found = suppressions.connection_suppression(
+        actor=admin, connection=service.get_connection(db, name_or_id=connection_id),
+        engine=services.runtime.engine)
+    return SuppressionPublic(suppressed=found.suppressed, synced_at=found.synced_at,
+                             full_synced_at=found.full_synced_at,
+                             last_result=found.last_result)
+
+
+@router.post("/{connection_id}/sync-unsubscribes")
+def sync_unsubscribes(connection_id: ObjectId, db: Db, services: Services, admin: AdminUser,
+                      body: SuppressionSyncRequest | None = None) -> SuppressionPublic:
+    """Read the account's unsubscribed contacts into the suppression set now."""
+    conn = service.get_connection(db, name_or_id=connection_id)
+    suppressions.sync_connection(db, actor=admin, connection=conn,
+                                 settings=services.settings, engine=services.runtime.engine,
+                                 full=bool(body and body.full))
+    db.commit()
+    return suppression(connection_id, db, services, admin)

@@ -37,10 +37,12 @@ _TEXT_TYPES = frozenset({
 _RE2_CLASSES = {"s": "\\t\\n\\f\\r ", "d": "0-9", "w": "0-9A-Za-z_"}
 
 
-def adapt_condition(condition: exp.Expr, types: Mapping[str, str]) -> exp.Expr:
+def adapt_condition(condition: exp.Expr, types: Mapping[str, str], *,
+                    schema: str | None = None) -> exp.Expr:
     """A copy of ``condition`` (DuckDB semantics) rewritten for PostgreSQL.
 
-    ``types`` maps the profile columns to their normalized types (VARCHAR, DOUBLE, ...).
+    ``types`` maps the profile columns to their normalized types (VARCHAR, DOUBLE, ...);
+    ``schema`` qualifies the tables a condition reads (the copy of the suppression set).
     """
     # Held in a parenthesis so that even the root (a LIKE, say) can be replaced in place.
     holder = exp.Paren(this=condition.copy())
@@ -58,6 +60,14 @@ def adapt_condition(condition: exp.Expr, types: Mapping[str, str]) -> exp.Expr:
     for like in _innermost_first(holder, exp.Like, exp.ILike):
         if not isinstance(like.parent, exp.Escape):
             like.replace(exp.Escape(this=like.copy(), expression=exp.Literal.string("")))
+    for digest in _innermost_first(holder, exp.SHA2):
+        # DuckDB hashes text; PostgreSQL's sha256 takes bytes (the hex form is the same).
+        digest.set("this", exp.func("convert_to", digest.this.copy(),
+                                    exp.Literal.string("UTF8")))
+    if schema is not None:
+        for table in holder.find_all(exp.Table):
+            if not table.args.get("db"):
+                table.set("db", exp.to_identifier(schema, quoted=True))
     adapted: exp.Expr = holder.this
     return adapted
 

@@ -40,6 +40,7 @@ from segment_export.profiles.postgres.load import first_line as _first_line
 from segment_export.profiles.store import (
     MEMBERS,
     PROFILES,
+    SUPPRESSIONS,
     DuckDBProfileStore,
     ImportMode,
     ImportSummary,
@@ -317,7 +318,8 @@ class PostgresProfileStore:
             ) from exc
 
     def _where(self, condition: exp.Expr, target: _Target) -> exp.Expr:
-        return adapt_condition(condition, target.types)
+        # _require resolved the schema; the suppression table of a rule lies beside profiles.
+        return adapt_condition(condition, target.types, schema=self._schema)
 
     def _id_order(self, target: _Target, column: str | None = None) -> exp.Expr:
         key: exp.Expr = exp.column(column or target.id_name, quoted=True)
@@ -399,6 +401,23 @@ class PostgresProfileStore:
             # Fresh statistics, or the export's join is planned for a handful of members.
             conn.execute(sql.SQL("ANALYZE {}").format(self._ident(conn, MEMBERS)))
             return size
+
+    def replace_suppressions(self, table: pa.Table) -> None:
+        """Replace the copy of the suppression set segment rules read, in one transaction."""
+        with self._connection() as conn:
+            target = self._ident(conn, SUPPRESSIONS)
+            with conn.transaction():
+                conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (connection_id text NOT "
+                                     "NULL, email_hash text NOT NULL)").format(target))
+                # Serialises two publishers: the second waits, then replaces in full.
+                conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(target))
+                conn.execute(sql.SQL("DELETE FROM {}").format(target))
+                with conn.cursor().copy(sql.SQL(
+                        "COPY {} (connection_id, email_hash) FROM STDIN").format(target)) as copy:
+                    for row in zip(table.column("connection_id").to_pylist(),
+                                   table.column("email_hash").to_pylist(), strict=True):
+                        copy.write_row(row)
+            conn.execute(sql.SQL("ANALYZE {}").format(target))
 
     def drop_membership(self, segment_id: str) -> None:
         """Forget a segment's members (the segment was deleted)."""

@@ -13,6 +13,7 @@ from segment_export.api.types import ObjectId
 from segment_export.db.models import User
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.exports import connections as service
+from segment_export.exports import suppression as suppressions
 from segment_export.web.render import redirect, render
 
 router = APIRouter(prefix="/admin/connections", include_in_schema=False)
@@ -70,15 +71,17 @@ def callback(request: Request, db: Db, services: Services, admin: AdminUser) -> 
 
 
 @router.get("/{connection_id}")
-def connection(request: Request, connection_id: ObjectId, db: Db, _admin: AdminUser,
-               step: str | None = None) -> Response:
+def connection(request: Request, connection_id: ObjectId, db: Db, services: Services,
+               _admin: AdminUser, step: str | None = None) -> Response:
     """A connection: account reached, export user, consent record; save, test, re-authorize."""
     conn = service.get_connection(db, name_or_id=connection_id)
     people = {u.id: u.username for u in
               (db.get(User, i) for i in {conn.export_user_id, conn.consent_by_id} if i) if u}
     return render(request, "connections/detail.html", connection=conn, people=people,
                   finishing=step == "connected", test=None,
-                  dependents=service.dependent_exports(db, connection=conn))
+                  dependents=service.dependent_exports(db, connection=conn),
+                  suppression=suppressions.suppression_status(
+                      services.runtime.engine, connection_id=conn.id))
 
 
 @router.post("/{connection_id}")
@@ -110,7 +113,23 @@ def test_connection(request: Request, connection_id: ObjectId, db: Db, services:
               (db.get(User, i) for i in {conn.export_user_id, conn.consent_by_id} if i) if u}
     return render(request, "connections/detail.html", connection=conn, people=people,
                   finishing=False, test=result,
-                  dependents=service.dependent_exports(db, connection=conn))
+                  dependents=service.dependent_exports(db, connection=conn),
+                  suppression=suppressions.suppression_status(
+                      services.runtime.engine, connection_id=conn.id))
+
+
+@router.post("/{connection_id}/sync-unsubscribes")
+def sync_unsubscribes(connection_id: ObjectId, db: Db, services: Services,
+                      admin: AdminUser) -> Response:
+    """Read the account's unsubscribed contacts into the suppression set now."""
+    conn = service.get_connection(db, name_or_id=connection_id)
+    result = suppressions.sync_connection(db, actor=admin, connection=conn,
+                                          settings=services.settings,
+                                          engine=services.runtime.engine)
+    db.commit()
+    return redirect(f"/admin/connections/{conn.id}",
+                    notice=f"Read {result.read:,} unsubscribed contacts: {result.added:,} new; "
+                    f"{result.suppressed:,} suppressed.")
 
 
 @router.post("/{connection_id}/authorize")
