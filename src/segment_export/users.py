@@ -23,6 +23,7 @@ from segment_export.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from segment_export.languages import LANGUAGES
 from segment_export.log import register_secret
 
 MIN_PASSWORD_LENGTH = 10
@@ -140,6 +141,22 @@ def set_password(session: Session, *, actor: User | None, user: User,
                  target_id=user.id, username=user.username, sessions_ended=revoked.sessions,
                  tokens_revoked=revoked.tokens)
     return revoked
+
+
+def set_language(session: Session, *, actor: User, user: User, language: str | None) -> User:
+    """Set the interface language of ``user`` (themselves, or any user for an admin).
+
+    ``language`` is a supported code (``en``, ``ms``) or None/"" for "not chosen".
+    """
+    if actor.id != user.id:
+        require_role(actor, Role.ADMIN)
+    code = (language or "").strip() or None
+    if code is not None and code not in LANGUAGES:
+        raise DataError(f"language: {code!r} is not one of {', '.join(LANGUAGES)}")
+    user.language = code
+    audit.record(session, actor=actor, action="user.language_set", target_type="user",
+                 target_id=user.id, username=user.username, language=code)
+    return user
 
 
 def revoke_credentials(session: Session, *, user: User) -> CredentialsRevoked:

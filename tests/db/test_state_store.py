@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Engine, insert, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import Settings, load_settings
@@ -156,12 +156,13 @@ def test_upgrade_keeps_the_oldest_of_duplicate_active_runs(engine: Engine) -> No
     sessions = make_session_factory(engine)
     start = datetime(2026, 11, 1, tzinfo=UTC)
     with sessions.begin() as session:
-        admin = User(username="ada", role="admin")
+        # Core insert of the 0004 columns only: later revisions add user columns (0007).
+        session.execute(insert(User).values(id="user-ada", username="ada", role="admin"))
         conn = _connection()
-        session.add_all([admin, conn])
+        session.add(conn)
         session.flush()
         export = Export(name="raced", connection_id=conn.id, list_id="0" * 36,
-                        mapping={"email": "email"}, segment_ids=["s1"], created_by_id=admin.id)
+                        mapping={"email": "email"}, segment_ids=["s1"], created_by_id="user-ada")
         session.add(export)
         session.flush()
         # What the race left before 0005: two active runs of one export, and a dry run.
@@ -176,3 +177,22 @@ def test_upgrade_keeps_the_oldest_of_duplicate_active_runs(engine: Engine) -> No
     with sessions() as session:
         status = {r.id: r.status for r in session.scalars(select(Run))}
     assert status == {"run-a": "running", "run-b": "cancelled", "run-dry": "queued"}
+
+
+def test_user_language_migration_round_trips(engine: Engine) -> None:
+    from alembic import command
+
+    from segment_export.db import make_session_factory
+    from segment_export.db.engine import alembic_config
+
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        session.add(User(username="siti", role="viewer", language="ms"))
+    command.downgrade(alembic_config(engine), "0006")
+    assert "language" not in {c["name"] for c in inspect(engine).get_columns("users")}
+    with engine.connect() as conn:  # the user survives the downgrade
+        assert conn.execute(text("SELECT username FROM users")).scalars().all() == ["siti"]
+    upgrade_database(engine)
+    with sessions() as session:
+        user = session.scalars(select(User)).one()
+    assert user.language is None  # not chosen: the browser or the environment decides

@@ -28,6 +28,7 @@ from segment_export.exports.runs import (
     retry_at,
     run_to_completion,
 )
+from segment_export.languages import when
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
 from segment_export.scheduling.schedules import tick
@@ -185,7 +186,7 @@ def test_daily_quota_pauses_the_run_and_the_tick_resumes_it_after_the_reset(
     shown = CliRunner().invoke(cli, ["runs", "show", paused.id], catch_exceptions=False)
     assert shown.exit_code == 0, shown.output
     assert "paused" in shown.output
-    assert f"Resumes after {resets:%Y-%m-%d %H:%M} UTC" in shown.output
+    assert f"Resumes after {when(resets, 'en')}" in shown.output
     early = CliRunner().invoke(cli, ["runs", "resume", paused.id], catch_exceptions=False)
     assert early.exit_code == 75, early.output
     assert len([r for r in imports(world) if r.status == 201]) < n // batch  # nothing more went

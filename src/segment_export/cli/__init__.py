@@ -18,14 +18,19 @@ __all__ = ["AppContext", "cli", "main", "pass_app"]
 @click.version_option(__version__, prog_name="segment-export")
 @click.option("--as-user", "username", envvar="SEGMENT_EXPORT_CLI_USER", metavar="NAME",
               help="Act as this user (default: the first admin, created on first use).")
+@click.option("--lang", "language", metavar="CODE",
+              type=click.Choice(["en", "ms"], case_sensitive=False),
+              help="Language of messages and run reports: en or ms (default: the --as-user "
+                   "user's setting, else SEGMENT_EXPORT_LANGUAGE or LANG, else en). Help texts "
+                   "stay in English.")
 @click.pass_context
-def cli(ctx: click.Context, username: str | None) -> None:
+def cli(ctx: click.Context, username: str | None, language: str | None) -> None:
     """Keep customer segments flowing into Constant Contact contact lists.
 
     Settings come from SEGMENT_EXPORT_* environment variables or a .env file
     (see `segment-export settings`).
     """
-    ctx.obj = AppContext(username)
+    ctx.obj = AppContext(username, language)
 
 
 cli.add_command(db_group)

@@ -7,9 +7,10 @@ import threading
 from functools import cached_property
 
 import click
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from segment_export import languages
 from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from segment_export.db.models import User
@@ -23,8 +24,31 @@ from segment_export.users import ensure_admin, get_user
 class AppContext:
     """Lazily built so that `--help` works without a data directory or database."""
 
-    def __init__(self, username: str | None = None) -> None:
+    def __init__(self, username: str | None = None, language: str | None = None) -> None:
         self.username = username
+        self.language_option = language
+
+    @cached_property
+    def language(self) -> str:
+        """Messages and reports: --lang, else the --as-user user's setting, else
+        SEGMENT_EXPORT_LANGUAGE / LC_ALL / LC_MESSAGES / LANG, else English."""
+        chosen = languages.normalize(self.language_option)
+        if chosen:
+            return chosen
+        setting = None
+        if self.username:
+            with self.sessions() as session:
+                setting = session.scalar(select(User.language).where(
+                    User.username == self.username))
+        return languages.choose(setting, languages.from_environment())
+
+    def t(self, message: str, /, **variables: object) -> str:
+        """``message`` (a catalogue msgid) in the CLI's language, ``%(name)s`` filled in."""
+        text = languages.translations(self.language).gettext(message)
+        return text % variables if variables else text
+
+    def number(self, value: object) -> str:
+        return languages.number(value, self.language)
 
     @cached_property
     def settings(self) -> Settings:

@@ -30,7 +30,7 @@ def demo_command(app: AppContext, profiles_file: Path | None, emulator_url: str 
 
     result = run_demo(app.settings, profiles_file=profiles_file, emulator_url=emulator_url,
                       rows=rows, say=click.echo)
-    demo_app = type(app)()
+    demo_app = type(app)(language=app.language)  # the report in the caller's language
     demo_app.settings = app.settings.model_copy(update={"data_dir": result.workspace,
                                                         "database_url": None})
     print_report(demo_app, result.run.id)

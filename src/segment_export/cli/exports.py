@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
-from segment_export.cli.runs import exit_for, print_report
+from segment_export.cli.runs import exit_for, print_report, status_text
 from segment_export.db.models import Connection, Export, Run
 from segment_export.errors import ConfigurationError
 from segment_export.exports import service
@@ -20,6 +20,7 @@ from segment_export.exports.connections import get_connection
 from segment_export.exports.engine import PAUSED
 from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.languages import N_
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.segments.service import get_segment
 
@@ -229,7 +230,8 @@ def run(app: AppContext, name: str, dry_run: bool, full: bool, wait: bool) -> No
         run_id = queued.id
     if not wait:
         TaskQueue(app.runtime()).enqueue_run(run_id)
-        click.echo(f"Queued run {run_id}; a worker (`segment-export worker`) will execute it.")
+        click.echo(app.t(N_("Queued run %(run)s; a worker (`segment-export worker`) will execute "
+                            "it."), run=run_id))
         return
     result = _watch(app, run_id)
     print_report(app, result.id)
@@ -245,32 +247,38 @@ def run_all_(app: AppContext, wait: bool) -> None:
     with app.sessions() as session:
         enqueue = None if wait else TaskQueue(app.runtime()).enqueue_run
         result = run_all(session, actor=app.actor(session), store=app.store, enqueue=enqueue)
+    t = app.t
     for refreshed in result.refreshed:
-        outcome = (f"{refreshed.size:,} members" if refreshed.ok
-                   else f"not refreshed ({refreshed.error})")
-        click.echo(f"Refreshed segment {refreshed.name!r}: {outcome}")
+        outcome = (t(N_("%(count)s members"), count=app.number(refreshed.size)) if refreshed.ok
+                   else t(N_("not refreshed (%(error)s)"), error=refreshed.error))
+        click.echo(t(N_("Refreshed segment %(name)s: %(outcome)s"), name=repr(refreshed.name),
+                     outcome=outcome))
     for skipped in result.skipped:
-        click.echo(f"Skipped {skipped.export_name!r}: {SKIP_LABELS[skipped.reason]} "
-                   f"({skipped.message})")
+        click.echo(t(N_("Skipped %(name)s: %(reason)s (%(message)s)"),
+                     name=repr(skipped.export_name), reason=t(SKIP_LABELS[skipped.reason]),
+                     message=skipped.message))
     if not result.queued:
-        click.echo("No run queued.")
+        click.echo(t(N_("No run queued.")))
         return
     if not wait:
-        click.echo(f"Queued {len(result.queued)} run(s); a worker (`segment-export worker`) "
-                   "will execute them: " + ", ".join(
+        click.echo(t(N_("Queued %(count)s run(s); a worker (`segment-export worker`) will "
+                        "execute them:"), count=len(result.queued)) + " " + ", ".join(
                        f"{q.export_name!r} {q.run_id}" for q in result.queued))
         return
     runs = []
     for queued in result.queued:
-        click.echo(f"Running {queued.export_name!r} ({queued.run_id})")
+        click.echo(t(N_("Running %(name)s (%(run)s)"), name=repr(queued.export_name),
+                     run=queued.run_id))
         runs.append(_watch(app, queued.run_id))
-    table = Table("export", "run", "status", "sent", "rejected", "removed")
+    table = Table(t(N_("export")), t(N_("run")), t(N_("status")), t(N_("sent")),
+                  t(N_("rejected")), t(N_("removed")))
     for queued, done in zip(result.queued, runs, strict=True):
         counts = done.counts
         rejected = counts.get("rejected_locally", 0) + counts.get(
             "rejected_by_constant_contact", 0)
-        table.add_row(queued.export_name, done.id, done.status, f"{counts.get('sent', 0):,}",
-                      f"{rejected:,}", f"{counts.get('removed', 0):,}")
+        table.add_row(queued.export_name, done.id, status_text(app, done.status),
+                      app.number(counts.get("sent", 0)), app.number(rejected),
+                      app.number(counts.get("removed", 0)))
     console.print(table)
 
     def severity(done: Run) -> int:

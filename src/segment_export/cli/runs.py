@@ -15,6 +15,8 @@ from segment_export.exports import runs as service
 from segment_export.exports.engine import PAUSED
 from segment_export.exports.runs import COUNT_LABELS
 from segment_export.exports.service import get_export
+from segment_export.languages import N_, when
+from segment_export.web.render import STATUS_LABELS
 
 console = Console()
 # EX_TEMPFAIL: the run is not finished but will be (paused until the daily quota resets).
@@ -32,30 +34,43 @@ def print_report(app: AppContext, run_id: str) -> None:
         export = session.get(Export, run.export_id)
         batches = session.query(RunBatch).filter(RunBatch.run_id == run.id).order_by(
             RunBatch.kind, RunBatch.seq).all()
+    t, number = app.t, app.number
     colour = {"succeeded": "green", "succeeded_with_rejections": "yellow",
               "skipped": "yellow", "paused": "yellow"}.get(run.status, "red")
-    console.print(f"Run [bold]{run.id}[/] of [bold]{export.name if export else '?'}[/]: "
-                  f"[{colour}]{run.status}[/]" + (" (dry run)" if run.dry_run else ""))
+    console.print(t(N_("Run %(run)s of %(export)s: %(status)s"),
+                    run=f"[bold]{run.id}[/]", export=f"[bold]{export.name if export else '?'}[/]",
+                    status=f"[{colour}]{status_text(app, run.status)}[/]")
+                  + (t(N_(" (dry run)")) if run.dry_run else ""))
     if run.message:
-        console.print(run.message)
+        console.print(run.message)  # written by the engine, in English (see docs/languages.md)
     resumes = service.retry_at(run)
     if resumes is not None:
-        console.print(f"Resumes after {resumes:%Y-%m-%d %H:%M} UTC (the daily quota's reset).")
+        console.print(t(N_("Resumes after %(moment)s (the daily quota's reset)."),
+                        moment=when(resumes, app.language)))
     table = Table("count", "value", show_header=False, box=None)
     for key, label in COUNT_LABELS:
         if key in run.counts:
-            table.add_row(label, f"{run.counts[key]:,}")
+            table.add_row(t(label), number(run.counts[key]))
     console.print(table)
     if run.counts.get("warnings"):
-        console.print("warnings: " + ", ".join(f"{k}: {v:,}" for k, v in
-                                              run.counts["warnings"].items()))
+        console.print(t(N_("warnings:")) + " " + ", ".join(
+            f"{k}: {number(v)}" for k, v in run.counts["warnings"].items()))
     if run.stage_seconds:
-        console.print("seconds per stage: " + ", ".join(
-            f"{k} {v:.2f}" for k, v in run.stage_seconds.items()))
+        console.print(t(N_("seconds per stage:")) + " " + ", ".join(
+            f"{k} {number(round(v, 2))}" for k, v in run.stage_seconds.items()))
     if batches:
-        console.print(f"{len(batches)} Constant Contact activities: " + ", ".join(
-            f"{b.kind} {b.activity_id} ({b.state}, {b.contacts:,})" for b in batches[:10])
+        console.print(t(N_("%(count)s Constant Contact activities:"), count=number(len(batches)))
+            + " " + ", ".join(f"{b.kind} {b.activity_id} ({b.state}, {number(b.contacts)})"
+                              for b in batches[:10])
             + (" ..." if len(batches) > 10 else ""))
+
+
+def status_text(app: AppContext, status: str) -> str:
+    """A run status for people: the code itself in English (scripts match on it), else the
+    translated label with the code after it."""
+    if app.language == "en":
+        return status
+    return f"{app.t(STATUS_LABELS.get(status, status))} ({status})"
 
 
 @runs_group.command("list")
@@ -67,16 +82,18 @@ def list_(app: AppContext, export_name: str | None, limit: int) -> None:
     with app.sessions() as session:
         export = get_export(session, name_or_id=export_name) if export_name else None
         runs = service.list_runs(session, export=export, limit=limit)
-        table = Table("run", "export", "status", "queued", "sent", "rejected", "removed")
+        t = app.t
+        table = Table(t(N_("run")), t(N_("export")), t(N_("status")), t(N_("queued")),
+                      t(N_("sent")), t(N_("rejected")), t(N_("removed")))
         for run in runs:
             owner = session.get(Export, run.export_id)
             rejected = run.counts.get("rejected_locally", 0) + run.counts.get(
                 "rejected_by_constant_contact", 0)
             table.add_row(run.id[:8], owner.name if owner else "?",
-                          run.status + (" (dry)" if run.dry_run else ""),
-                          f"{run.queued_at:%Y-%m-%d %H:%M:%S}", f"{run.counts.get('sent', 0):,}",
-                          f"{rejected:,}", f"{run.counts.get('removed', 0):,}")
-    console.print(table if runs else "No runs yet.")
+                          status_text(app, run.status) + (t(N_(" (dry)")) if run.dry_run else ""),
+                          when(run.queued_at, app.language), app.number(run.counts.get("sent", 0)),
+                          app.number(rejected), app.number(run.counts.get("removed", 0)))
+    console.print(table if runs else t(N_("No runs yet.")))
 
 
 @runs_group.command("show")
@@ -104,7 +121,7 @@ def rejected(app: AppContext, run_id: str, out: Path | None) -> None:
         with out.open("w", encoding="utf-8", newline="") as handle:
             for chunk in chunks:
                 handle.write(chunk)
-    click.echo(f"Wrote {out}.", err=True)
+    click.echo(app.t(N_("Wrote %(path)s."), path=out), err=True)
 
 
 @runs_group.command("cancel")
@@ -116,7 +133,7 @@ def cancel(app: AppContext, run_id: str) -> None:
         run = service.get_run(session, run_id=run_id)
         service.cancel_run(session, actor=app.actor(session), run=run)
         session.commit()
-    click.echo(f"Cancellation requested for run {run.id}.")
+    click.echo(app.t(N_("Cancellation requested for run %(run)s."), run=run.id))
 
 
 @runs_group.command("resume")

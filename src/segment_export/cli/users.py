@@ -20,6 +20,7 @@ from segment_export.users import (
     list_api_tokens,
     list_users,
     revoke_api_token,
+    set_language,
     set_password,
 )
 
@@ -39,6 +40,20 @@ def _read_password(from_stdin: bool) -> tuple[str, bool]:
 @click.group("users")
 def users_group() -> None:
     """Users and roles (admin, contributor, viewer)."""
+
+
+@users_group.command("set-language")
+@click.argument("username")
+@click.argument("language", type=click.Choice(["en", "ms", "none"]))
+@pass_app
+def set_language_(app: AppContext, username: str, language: str) -> None:
+    """Set a user's interface language (yourself, or anyone as an admin); `none` unsets it."""
+    with app.sessions() as session:
+        user = set_language(session, actor=app.actor(session),
+                            user=get_user(session, username=username),
+                            language=None if language == "none" else language)
+        session.commit()
+    click.echo(f"Language of {user.username!r}: {user.language or 'not chosen'}.")
 
 
 @users_group.command("create")

@@ -58,6 +58,8 @@ class User(Base):
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     email: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Interface language (en | ms); None = not chosen (browser or environment decides).
+    language: Mapped[str | None] = mapped_column(String(10))
 
 
 class Connection(Base):

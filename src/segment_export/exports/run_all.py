@@ -17,6 +17,7 @@ from segment_export.errors import ConfigurationError, PermissionDeniedError
 from segment_export.exports.engine import ACTIVE
 from segment_export.exports.runs import request_run
 from segment_export.exports.service import list_exports, permissions
+from segment_export.languages import N_
 from segment_export.profiles.store import ProfileStore
 from segment_export.segments.refresh import RefreshResult, refresh_segment
 from segment_export.users import Role, require_role
@@ -32,13 +33,13 @@ TRIGGER = "run_all"
 _ONE_AT_A_TIME = threading.Lock()
 # What each reason means, for the web summary and the CLI (the API sends the code and message).
 SKIP_LABELS: dict[str, str] = {
-    "not_permitted": "you may not run it",
-    "disabled": "disabled",
-    "detached": "detached from its connection",
-    "not_authorized": "its connection is not authorized yet",
-    "reauthorization_needed": "its connection needs re-authorization",
-    "already_running": "it already has an active run",
-    "segment_not_refreshed": "a segment of it could not be refreshed",
+    "not_permitted": N_("you may not run it"),
+    "disabled": N_("disabled"),
+    "detached": N_("detached from its connection"),
+    "not_authorized": N_("its connection is not authorized yet"),
+    "reauthorization_needed": N_("its connection needs re-authorization"),
+    "already_running": N_("it already has an active run"),
+    "segment_not_refreshed": N_("a segment of it could not be refreshed"),
 }
 
 

@@ -24,23 +24,24 @@ from segment_export.exports.engine import (
     execute_run,
 )
 from segment_export.exports.service import permissions
+from segment_export.languages import N_
 
 # Spreadsheets run cells that start with these as formulas (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 REJECTED_COLUMNS = ("customer_id", "email", "reason", "detail")
 # What each count of a run means, in the order reports (CLI and web) list them.
 COUNT_LABELS = [
-    ("in_segment", "In the segment(s)"), ("no_consent", "Without marketing consent"),
-    ("rejected_locally", "Rejected before sending"), ("valid", "Valid contacts"),
-    ("suppressed", "Unsubscribed in Constant Contact, held back"),
-    ("unchanged", "Unchanged since the last run"), ("to_send", "To send"),
-    ("sent", "Sent to Constant Contact"), ("accepted", "Accepted by Constant Contact"),
-    ("rejected_by_constant_contact", "Refused by Constant Contact"),
-    ("refused_unnamed", "Refused, rows not named (sent again next run)"),
-    ("unsubscribed_not_added", "Unsubscribed, not re-added"),
-    ("left_segment", "Left the segment"), ("removed", "Removed from the list"),
-    ("already_off_list", "Already off the list"), ("would_add", "Would add"),
-    ("would_update", "Would update"), ("would_remove", "Would remove"),
+    ("in_segment", N_("In the segment(s)")), ("no_consent", N_("Without marketing consent")),
+    ("rejected_locally", N_("Rejected before sending")), ("valid", N_("Valid contacts")),
+    ("suppressed", N_("Unsubscribed in Constant Contact, held back")),
+    ("unchanged", N_("Unchanged since the last run")), ("to_send", N_("To send")),
+    ("sent", N_("Sent to Constant Contact")), ("accepted", N_("Accepted by Constant Contact")),
+    ("rejected_by_constant_contact", N_("Refused by Constant Contact")),
+    ("refused_unnamed", N_("Refused, rows not named (sent again next run)")),
+    ("unsubscribed_not_added", N_("Unsubscribed, not re-added")),
+    ("left_segment", N_("Left the segment")), ("removed", N_("Removed from the list")),
+    ("already_off_list", N_("Already off the list")), ("would_add", N_("Would add")),
+    ("would_update", N_("Would update")), ("would_remove", N_("Would remove")),
 ]
 
 

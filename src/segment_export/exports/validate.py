@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from segment_export.exports.custom_fields import AccountField, cast_custom_fields
 from segment_export.exports.mapping import field_spec
+from segment_export.languages import N_
 
 # A conservative ASCII dot-atom (RFC 5321), applied to the trimmed, lower-cased address.
 # Constant Contact documents no syntax (support: no spaces, commas or brackets, one @, a full
@@ -47,13 +48,13 @@ EMAIL_MAX_LENGTH = 50
 
 # Reasons a member is not sent; documented in docs/ and named in the rejected-rows report.
 REASONS = {
-    "missing_email": "The email column is empty for this profile.",
-    "invalid_email": "The email address is not valid syntax.",
-    "email_too_long": "The email address is longer than Constant Contact's 50 characters.",
-    "superseded": "Another profile with the same email (and a higher customer id) is sent.",
-    "no_marketing_consent": "The export's consent column is not true for this profile.",
-    "invalid_custom_field": "A value does not fit its custom field's type (see the detail).",
-    "rejected_by_constant_contact": "Constant Contact refused the row (see the detail).",
+    "missing_email": N_("The email column is empty for this profile."),
+    "invalid_email": N_("The email address is not valid syntax."),
+    "email_too_long": N_("The email address is longer than Constant Contact's 50 characters."),
+    "superseded": N_("Another profile with the same email (and a higher customer id) is sent."),
+    "no_marketing_consent": N_("The export's consent column is not true for this profile."),
+    "invalid_custom_field": N_("A value does not fit its custom field's type (see the detail)."),
+    "rejected_by_constant_contact": N_("Constant Contact refused the row (see the detail)."),
 }
 
 

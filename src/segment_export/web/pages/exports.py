@@ -22,14 +22,16 @@ from segment_export.exports.lists import account_lists
 from segment_export.exports.mapping import FIELDS
 from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import list_runs, request_run
+from segment_export.languages import N_
 from segment_export.segments.service import list_segments
 from segment_export.web.charts import Series, bar_chart
 from segment_export.web.render import redirect, render
 
 router = APIRouter(prefix="/data/exports", include_in_schema=False)
 ATTRIBUTE_FIELDS = [name for name in FIELDS if name != "email"]
-SCHEDULES = {"manual": "Manual (run on demand)", "refresh": "With every system refresh",
-             "cron": "On its own schedule (cron)"}
+SCHEDULES = {"manual": N_("Manual (run on demand)"),
+             "refresh": N_("With every system refresh"),
+             "cron": N_("On its own schedule (cron)")}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Admin > Users, and your own account (password, API tokens)."""
+"""Admin > Users, and your own account (language, password, API tokens)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from segment_export.api.throttle import ThrottleUnavailableError, TooManyAttempt
 from segment_export.api.types import ObjectId
 from segment_export.db.models import User
 from segment_export.errors import ConfigurationError, DataError, NotFoundError
+from segment_export.languages import LANGUAGES, N_
 from segment_export.users import (
     IssuedToken,
     Role,
@@ -21,12 +22,14 @@ from segment_export.users import (
     disable_user,
     generate_password,
     get_api_token,
+    get_user,
     list_api_tokens,
     list_users,
     revoke_api_token,
+    set_language,
     set_password,
 )
-from segment_export.web.render import redirect, render
+from segment_export.web.render import redirect, render, translate
 
 router = APIRouter(include_in_schema=False)
 
@@ -66,6 +69,18 @@ def disable(request: Request, username: ObjectId, db: Db, admin: AdminUser) -> R
     return redirect("/admin/users", notice=f"Disabled {username!r}.")
 
 
+@router.post("/admin/users/{username}/language")
+def user_language(request: Request, username: ObjectId, db: Db, admin: AdminUser,
+                  language: Annotated[str, Form(max_length=10)] = "") -> Response:
+    """Set another user's interface language (or "not chosen")."""
+    target = get_user(db, username=username)
+    set_language(db, actor=admin, user=target, language=language)
+    db.commit()
+    return redirect("/admin/users", notice=translate(
+        request, N_("Language of %(name)s: %(language)s."), name=username,
+        language=LANGUAGES.get(language, translate(request, N_("browser's choice")))))
+
+
 def _account_page(request: Request, db: Db, user: User, *, status: int = 200,
                   error: Exception | None = None, issued: IssuedToken | None = None,
                   retry_after: float | None = None) -> Response:
@@ -80,6 +95,20 @@ def _account_page(request: Request, db: Db, user: User, *, status: int = 200,
 def account(request: Request, db: Db, user: CurrentUser) -> Response:
     """Your account: change your password and manage your API tokens."""
     return _account_page(request, db, user)
+
+
+@router.post("/account/language")
+def account_language(request: Request, db: Db, user: CurrentUser,
+                     language: Annotated[str, Form(max_length=10)] = "") -> Response:
+    """Choose your interface language (empty: follow the browser)."""
+    try:
+        set_language(db, actor=user, user=user, language=language)
+    except DataError as exc:
+        db.rollback()
+        return _account_page(request, db, user, status=422, error=exc)
+    db.commit()
+    # The redirect renders in the new language: the notice is translated into it too.
+    return redirect("/account", notice=translate(request, N_("Language saved.")))
 
 
 @router.post("/account/tokens")

@@ -114,7 +114,9 @@
     const bar = document.getElementById("run-progress");
     const text = document.getElementById("run-progress-text");
     const status = document.getElementById("run-status");
-    const fmt = new Intl.NumberFormat();
+    // Words come translated from the page (data-text-*), numbers in the page language.
+    const fmt = new Intl.NumberFormat(document.documentElement.lang || undefined);
+    const words = live.dataset;
     const paused = live.dataset.paused === "true";
     const poll = async () => {
       try {
@@ -128,10 +130,10 @@
           const p = run.progress;
           if (p.fraction !== null) { bar.value = p.fraction; }
           text.textContent = p.to_send !== null
-            ? fmt.format(p.sent) + " of " + fmt.format(p.to_send) + " contacts confirmed by Constant Contact"
-            : (run.status === "queued" ? "Waiting for a worker…" : "Reading the segment and comparing with the last run…");
+            ? words.textProgress.replace("{sent}", fmt.format(p.sent)).replace("{total}", fmt.format(p.to_send))
+            : (run.status === "queued" ? words.textQueued : words.textReading);
           const badge = status.querySelector(".badge");
-          if (badge) { badge.textContent = run.status === "running" ? "Running" : badge.textContent; }
+          if (badge) { badge.textContent = run.status === "running" ? words.textRunning : badge.textContent; }
         }
       } catch (error) { /* the next poll tries again */ }
       setTimeout(poll, paused ? 60000 : 1000);

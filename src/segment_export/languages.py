@@ -1,0 +1,105 @@
+"""The interface languages (English and Malay): catalogues, choosing one, locale formatting.
+
+Catalogues are the ``.po`` files under ``locale/``, compiled in memory on first use (cached per
+process), so a fresh clone installed with ``pip install -e .`` needs no build step and no
+committed ``.mo`` file can drift from its ``.po``.
+"""
+
+from __future__ import annotations
+
+import gettext as gettext_module
+import os
+from datetime import UTC, datetime
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+
+from babel.dates import format_date, format_time
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.numbers import format_decimal
+
+LOCALE_DIR = Path(__file__).with_name("locale")
+DEFAULT = "en"
+# Code -> the language's own name (shown in the language selector).
+LANGUAGES = {"en": "English", "ms": "Bahasa Melayu"}
+
+
+def N_(message: str) -> str:
+    """Mark a string for the catalogue where it is defined; it is translated where shown."""
+    return message
+
+
+@cache
+def translations(language: str) -> gettext_module.NullTranslations:
+    """The compiled catalogue of ``language`` (English strings for an unknown one)."""
+    if language not in LANGUAGES:
+        return gettext_module.NullTranslations()
+    po = LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
+    with po.open("rb") as handle:
+        catalog = read_po(handle, locale=language)
+    compiled = BytesIO()
+    write_mo(compiled, catalog, use_fuzzy=False)
+    compiled.seek(0)
+    return gettext_module.GNUTranslations(compiled)
+
+
+def normalize(value: str | None) -> str | None:
+    """``ms_MY.UTF-8``, ``ms-MY`` or ``MS`` -> ``ms``; None when it is no supported language."""
+    if not value:
+        return None
+    code = value.strip().split(".")[0].split("@")[0].replace("-", "_").split("_")[0].lower()
+    return code if code in LANGUAGES else None
+
+
+def from_accept_language(header: str | None) -> str | None:
+    """The supported language the browser prefers most (``Accept-Language``), if any."""
+    choices: list[tuple[float, int, str]] = []
+    for position, part in enumerate((header or "").split(",")):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                continue
+        code = normalize(tag)
+        if code and quality > 0:
+            choices.append((-quality, position, code))
+    return min(choices)[2] if choices else None
+
+
+def from_environment() -> str | None:
+    """SEGMENT_EXPORT_LANGUAGE, else the POSIX locale variables (LC_ALL, LC_MESSAGES, LANG)."""
+    for name in ("SEGMENT_EXPORT_LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        code = normalize(os.environ.get(name))
+        if code:
+            return code
+    return None
+
+
+def choose(*candidates: str | None) -> str:
+    """The first supported language among ``candidates``, else English."""
+    for candidate in candidates:
+        code = normalize(candidate)
+        if code:
+            return code
+    return DEFAULT
+
+
+def number(value: object, language: str) -> str:
+    """An integer or decimal with the locale's grouping (``1,234,567`` in both en and ms)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—" if value is None else str(value)
+    return format_decimal(value, locale=language)
+
+
+def when(moment: datetime | None, language: str) -> str:
+    """A UTC moment as the locale writes it: ``Dec 7, 2026 14:05 UTC``, ``7 Dis 2026 14:05 UTC``."""
+    if moment is None:
+        return "—"
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # The locale's medium date, then hours and minutes (seconds are noise in a report).
+    day = format_date(aware.astimezone(UTC).date(), "medium", locale=language)
+    clock = format_time(aware, "HH:mm", tzinfo=UTC, locale=language)
+    return f"{day} {clock} UTC"
