@@ -79,3 +79,14 @@ def test_admins_set_the_language_of_others_and_nobody_else_does(world: AppWorld)
     assert "<h1>Eksport</h1>" in world.browser("viewer").get("/data/exports").text
     admin.post(f"/admin/users/{viewer}/language", {"language": ""})
     assert _language_of(world, "viewer") is None
+
+
+def test_error_pages_speak_the_page_language_and_the_api_stays_english(world: AppWorld) -> None:
+    malay = {"Accept-Language": "ms"}
+    page = world.browser("viewer").get("/runs/no-such-run", headers=malay)
+    assert page.status_code == 404
+    assert "<h1>Tidak ditemui</h1>" in page.text
+    assert "Ralat 404" in page.text
+    problem = world.api("viewer").get("/api/runs/no-such-run", headers=malay)
+    assert problem.status_code == 404
+    assert problem.json()["title"] == "Not found"
