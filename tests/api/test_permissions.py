@@ -244,10 +244,13 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
     ("POST", "/admin/users"): Expect(ADMINS, form=lambda t: {
         "username": _name(), "role": "viewer", "password": "p" * 12}),
     ("POST", "/admin/users/{username}/disable"): Expect(ADMINS, form=lambda t: {}),
+    ("POST", "/admin/users/{username}/language"): Expect(ADMINS, form=lambda t: {
+        "language": "ms"}),
     ("GET", "/account"): Expect(SIGNED_IN),
     ("POST", "/account/tokens"): Expect(SIGNED_IN, form=lambda t: {
         "name": "script", "password": PASSWORDS.get(t.role, "none")}),
     ("POST", "/account/tokens/{token_id}/revoke"): Expect(SIGNED_IN, form=lambda t: {}),
+    ("POST", "/account/language"): Expect(SIGNED_IN, form=lambda t: {"language": "en"}),
     ("POST", "/account/password"): Expect(SIGNED_IN, form=lambda t: {
         "current": "wrong-password-1", "new": "n" * 12}),
 }

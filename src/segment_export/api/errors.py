@@ -29,6 +29,7 @@ from segment_export.errors import (
     RetriableError,
     SegmentExportError,
 )
+from segment_export.languages import N_
 from segment_export.storage import StorageFullError
 from segment_export.users import AuthenticationError
 
@@ -49,10 +50,12 @@ _STATUS: list[tuple[type[SegmentExportError], int, str]] = [
     (RetriableError, 503, "temporarily_unavailable"),
     (StorageFullError, 507, "insufficient_storage"),
 ]
-_TITLES = {400: "Bad request", 401: "Not signed in", 403: "Forbidden", 404: "Not found",
-           405: "Method not allowed", 409: "Conflict", 422: "Cannot be processed",
-           429: "Too many requests",
-           500: "Internal error", 503: "Temporarily unavailable", 507: "Insufficient storage"}
+# English in the API's problem documents; N_ puts them in the catalogue for the error pages.
+_TITLES = {400: N_("Bad request"), 401: N_("Not signed in"), 403: N_("Forbidden"),
+           404: N_("Not found"), 405: N_("Method not allowed"), 409: N_("Conflict"),
+           422: N_("Cannot be processed"), 429: N_("Too many requests"),
+           500: N_("Internal error"), 503: N_("Temporarily unavailable"),
+           507: N_("Insufficient storage")}
 
 
 class Problem(BaseModel):
