@@ -145,6 +145,8 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
         "shared_with_contributors": True}),
     ("POST", "/api/connections/{connection_id}/authorize"): Expect(ADMINS),
     ("POST", "/api/connections/{connection_id}/test"): Expect(ADMINS),
+    ("GET", "/api/connections/{connection_id}/suppression"): Expect(ADMINS),
+    ("POST", "/api/connections/{connection_id}/sync-unsubscribes"): Expect(ADMINS),
     ("GET", "/api/connections/{connection_id}/dependents"): Expect(ADMINS),
     ("POST", "/api/connections/{connection_id}/remove"): Expect(ADMINS, json=lambda t: {
         "exports": {}}),
@@ -201,6 +203,8 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
     ("POST", "/admin/connections/{connection_id}"): Expect(ADMINS, form=lambda t: {
         "display_name": _name(), "usable_by": "contributors"}),
     ("POST", "/admin/connections/{connection_id}/test"): Expect(ADMINS, form=lambda t: {}),
+    ("POST", "/admin/connections/{connection_id}/sync-unsubscribes"): Expect(
+        ADMINS, form=lambda t: {}),
     ("POST", "/admin/connections/{connection_id}/authorize"): Expect(ADMINS,
                                                                      form=lambda t: {}),
     ("GET", "/admin/connections/{connection_id}/remove"): Expect(ADMINS),

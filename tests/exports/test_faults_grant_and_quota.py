@@ -202,7 +202,10 @@ def test_daily_quota_pauses_the_run_and_the_tick_resumes_it_after_the_reset(
     with world.sessions() as session:
         assert get_run(session, run_id=paused.id).status == "paused"  # not before the reset
 
-    world.control.reset_quota()  # 00:00 UTC at the emulator
+    # 00:00 UTC at the emulator: a new day's whole quota (the tight one modelled a day nearly
+    # used up; each attempt now also reads the account's unsubscribes).
+    world.control.set_config(daily_quota=10_000)
+    world.control.reset_quota()
     tick(queue.runtime, enqueue=queue.enqueue_run, now=resets + timedelta(seconds=30))
     with world.sessions() as session:
         resumed = get_run(session, run_id=paused.id)
