@@ -167,67 +167,52 @@ def record_delivered(
     an upsert, so the accepted ones are merely refreshed) and none refused is lost. The batch
     gets one report row with Constant Contact's words.
     """
-    if verdict.unnamed_rejections:
-        _record_unnamed_rejections(engine, export_id=export_id, run_id=run_id,
-                                   batch_id=batch_id, members=members, verdict=verdict)
-        return
+    unnamed = verdict.unnamed_rejections
     kept = members
-    if verdict.refused_rows:
+    if verdict.refused_rows and not unnamed:
         keep = np.ones(len(members), dtype=bool)
         keep[[i for i in verdict.refused_rows if i < len(members)]] = False
         kept = BatchMembers(members.keys[keep], members.hashes[keep],
                             members.emails.filter(pa.array(keep)),
                             members.customer_ids.filter(pa.array(keep)))
+    counts = {"accepted": verdict.accepted, "rejected": verdict.rejected,
+              "unsubscribed_not_added": verdict.unsubscribed}
     with engine.begin() as conn:
-        if len(kept):
+        if unnamed:
+            _remember_uncertain(conn, export_id=export_id, run_id=run_id, keys=members.keys,
+                                emails=members.emails)
+            counts["rejected_unnamed"] = unnamed
+        elif len(kept):
             conn.execute(insert(ExportMemberBlock).values(
                 export_id=export_id, run_id=run_id, kind="delivered", members=len(kept),
                 keys=_pack_ints(kept.keys), hashes=_pack_ints(kept.hashes),
                 emails=_pack_strings(kept.emails)))
-        if verdict.refused_rows:
-            ids = members.customer_ids.to_pylist()
-            emails = members.emails.to_pylist()
-            conn.execute(insert(RejectedRow), [
-                {"run_id": run_id, "customer_id": ids[i], "email": emails[i],
-                 "reason": "rejected_by_constant_contact", "detail": reason}
-                for i, reason in sorted(verdict.refused_rows.items())
-            ])
+        rejected = _refused_rows(run_id, members, verdict.refused_rows)
+        if unnamed:
+            said = "; ".join(verdict.unattributed_errors) or "no message"
+            rejected.append({
+                "run_id": run_id, "customer_id": None, "email": None,
+                "reason": "rejected_by_constant_contact",
+                "detail": (f"Constant Contact refused {unnamed:,} of the {len(members):,} "
+                           f"contacts of this request without naming them ({said}); all of "
+                           "them are sent again on the next run")[:2000]})
+        if rejected:
+            conn.execute(insert(RejectedRow), rejected)
         conn.execute(
             update(RunBatch).where(RunBatch.id == batch_id).values(
-                state="confirmed", confirmed_at=utcnow(),
-                counts={"accepted": verdict.accepted, "rejected": verdict.rejected,
-                        "unsubscribed_not_added": verdict.unsubscribed},
+                state="confirmed", confirmed_at=utcnow(), counts=counts,
                 errors=verdict.unattributed_errors[:50],
             )
         )
 
 
-def _record_unnamed_rejections(engine: Engine, *, export_id: str, run_id: str, batch_id: int,
-                               members: BatchMembers, verdict: Verdict) -> None:
-    unnamed = verdict.unnamed_rejections
-    said = "; ".join(verdict.unattributed_errors) or "no message"
-    detail = (f"Constant Contact refused {unnamed:,} of the {len(members):,} contacts of this "
-              f"request without naming them ({said}); all of them are sent again on the next "
-              "run")
-    with engine.begin() as conn:
-        _remember_uncertain(conn, export_id=export_id, run_id=run_id, keys=members.keys,
-                            emails=members.emails)
-        if verdict.refused_rows:
-            ids = members.customer_ids.to_pylist()
-            emails = members.emails.to_pylist()
-            conn.execute(insert(RejectedRow), [
-                {"run_id": run_id, "customer_id": ids[i], "email": emails[i],
-                 "reason": "rejected_by_constant_contact", "detail": reason}
-                for i, reason in sorted(verdict.refused_rows.items()) if i < len(members)])
-        conn.execute(insert(RejectedRow).values(
-            run_id=run_id, customer_id=None, email=None,
-            reason="rejected_by_constant_contact", detail=detail[:2000]))
-        conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
-            state="confirmed", confirmed_at=utcnow(),
-            counts={"accepted": verdict.accepted, "rejected": verdict.rejected,
-                    "rejected_unnamed": unnamed,
-                    "unsubscribed_not_added": verdict.unsubscribed},
-            errors=verdict.unattributed_errors[:50]))
+def _refused_rows(run_id: str, members: BatchMembers,
+                  refused: Mapping[int, str]) -> list[dict[str, Any]]:
+    ids = members.customer_ids.to_pylist()
+    emails = members.emails.to_pylist()
+    return [{"run_id": run_id, "customer_id": ids[i], "email": emails[i],
+             "reason": "rejected_by_constant_contact", "detail": reason}
+            for i, reason in sorted(refused.items()) if i < len(members)]
 
 
 def record_uncertain(engine: Engine, *, export_id: str, run_id: str, batch_id: int,
