@@ -13,6 +13,8 @@ import tarfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -189,16 +191,7 @@ def test_profiles_kept_in_another_engine_are_left_to_it(world: World, tmp_path: 
 @pytest.mark.postgres
 def test_postgresql_state_database_round_trip(settings: Settings, tmp_path: Path) -> None:
     """A whole PostgreSQL database (as in production), through pg_dump and pg_restore."""
-    require(port_open("127.0.0.1", 5432), "PostgreSQL at 127.0.0.1:5432")
-    name = f"se_backup_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    pg = settings.model_copy(update={"database_url": url})
-    engine = make_engine(pg)
-    try:
-        upgrade_database(engine)
+    with _postgres_installation(settings) as (pg, engine):
         with Session(engine) as session, session.begin():
             user = User(username="ops-admin", role="admin")
             session.add(user)
@@ -219,6 +212,22 @@ def test_postgresql_state_database_round_trip(settings: Settings, tmp_path: Path
         assert result.counts["connections"] == 1
         assert result.warnings == []
         assert snapshot(engine) == before
+
+
+@contextmanager
+def _postgres_installation(settings: Settings) -> Iterator[tuple[Settings, sa.Engine]]:
+    """Settings and a migrated engine on a PostgreSQL database of its own, dropped after."""
+    require(port_open("127.0.0.1", 5432), "PostgreSQL at 127.0.0.1:5432")
+    name = f"se_restore_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    pg = settings.model_copy(update={"database_url": url})
+    engine = make_engine(pg)
+    try:
+        upgrade_database(engine)
+        yield pg, engine
     finally:
         engine.dispose()
         with admin.connect() as conn:
@@ -253,16 +262,7 @@ def test_a_postgresql_restore_failing_midway_leaves_the_database_as_it_was(
         settings: Settings, tmp_path: Path) -> None:
     """Dropping, migrating and every COPY are one transaction: before, the tables were dropped
     and recreated in a first commit, so a COPY failing later left an empty database."""
-    require(port_open("127.0.0.1", 5432), "PostgreSQL at 127.0.0.1:5432")
-    name = f"se_restore_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    pg = settings.model_copy(update={"database_url": url})
-    engine = make_engine(pg)
-    try:
-        upgrade_database(engine)
+    with _postgres_installation(settings) as (pg, engine):
         with Session(engine) as session, session.begin():
             session.add(User(username="ops-admin", role="admin"))
         backup = create_backup(settings=pg, engine=engine, destination=tmp_path / "pg.tar.gz",
@@ -291,8 +291,3 @@ def test_a_postgresql_restore_failing_midway_leaves_the_database_as_it_was(
         with engine.connect() as conn:
             assert list(conn.execute(sa.text("SELECT username FROM users")).scalars()) == [
                 "ops-admin"]
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
