@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +33,7 @@ from segment_export.exports.delivery import (
     record_removed,
 )
 from segment_export.exports.diff import Delivered, fingerprints, leavers, sorted_member
+from segment_export.exports.sending import look_up_activities
 
 if TYPE_CHECKING:
     from segment_export.exports.engine import RunDependencies
@@ -271,7 +271,6 @@ def _send_removals(deps: RunDependencies, client: ConstantContactClient, *, run_
 # them fails one request, not many; then they go out as fast as the rate budget allows and are
 # confirmed several at a time by one ``GET /activities`` listing instead of a poll each.
 MAX_REMOVALS_IN_FLIGHT = 16
-_LISTING_LIMIT = 500
 
 
 class _RemovalWindow:
@@ -306,17 +305,7 @@ class _RemovalWindow:
                 return
 
     def _look_up(self) -> dict[str, Activity]:
-        if len(self.in_flight) == 1:
-            (activity_id,) = self.in_flight
-            return {activity_id: self.client.get_activity(activity_id)}
-        # One listing (newest first) shows every recent activity with its state.
-        listed = {a.activity_id: a for a in islice(
-            self.client.list_activities(limit=_LISTING_LIMIT), _LISTING_LIMIT)
-            if a.activity_id in self.in_flight}
-        for activity_id in self.in_flight:
-            if activity_id not in listed:  # older than the listing reaches
-                listed[activity_id] = self.client.get_activity(activity_id)
-        return listed
+        return look_up_activities(self.client, self.in_flight)
 
     def _settle_one(self, activity_id: str, done: Activity) -> None:
         batch_id, members = self.in_flight.pop(activity_id)

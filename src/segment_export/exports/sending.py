@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from itertools import islice
 
@@ -101,17 +101,7 @@ class Sender:
                 return
 
     def _look_up(self) -> dict[str, Activity]:
-        if len(self.in_flight) == 1:
-            (activity_id,) = self.in_flight
-            return {activity_id: self.client.get_activity(activity_id)}
-        # One listing (newest first) shows every recent activity with its state and counts.
-        listed = {a.activity_id: a for a in islice(
-            self.client.list_activities(limit=LISTING_LIMIT), LISTING_LIMIT)
-            if a.activity_id in self.in_flight}
-        for activity_id in self.in_flight:
-            if activity_id not in listed:
-                listed[activity_id] = self.client.get_activity(activity_id)
-        return listed
+        return look_up_activities(self.client, self.in_flight)
 
     def _settle_one(self, flight: InFlight, activity: Activity, *,
                     tolerate_failures: bool) -> None:
@@ -135,3 +125,20 @@ class Sender:
                          batch_id=flight.batch_id, members=members, verdict=verdict)
         self.timing("record", started)
         self.on_settled(len(members))
+
+
+def look_up_activities(client: ConstantContactClient,
+                       activity_ids: Collection[str]) -> dict[str, Activity]:
+    """The current state of each of ``activity_ids``: one ``GET /activities/{id}`` for a single
+    one; for several, one listing (newest first, with states and counts) and a single GET
+    only for those older than the listing reaches."""
+    if len(activity_ids) == 1:
+        (activity_id,) = activity_ids
+        return {activity_id: client.get_activity(activity_id)}
+    listed = {a.activity_id: a for a in islice(
+        client.list_activities(limit=LISTING_LIMIT), LISTING_LIMIT)
+        if a.activity_id in activity_ids}
+    for activity_id in activity_ids:
+        if activity_id not in listed:
+            listed[activity_id] = client.get_activity(activity_id)
+    return listed
