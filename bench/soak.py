@@ -133,6 +133,7 @@ class Report:
     max_per_second: int = 0
     lists: dict[str, dict[str, Any]] = field(default_factory=dict)
     duplicate_contacts: int = 0
+    failures: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -154,6 +155,8 @@ class Report:
                 f"{self.max_per_second} in any second")
         if self.problems:
             text += "\n  " + "\n  ".join(self.problems[:20])
+            # Why runs failed is the first thing to read when a list is not exact.
+            text += "".join(f"\n  failed: {line}" for line in self.failures[:20])
         return text
 
 
@@ -471,7 +474,11 @@ def _check(dep: Deployment, profiles: Profiles, report: Report) -> None:
     report.statuses = dict(Counter(r.status for r in runs))
     report.triggers = dict(Counter(r.trigger for r in runs))
     report.attempts_over_one = sum(1 for r in runs if r.attempt > 1)
+    names = {export_id: name for name, export_id in dep.exports.items()}
     for run in runs:
+        if run.status == "failed":
+            report.failures.append(f"{names.get(run.export_id, run.export_id)!r} run {run.id} "
+                                   f"attempt {run.attempt} ({run.error_kind}): {run.message}")
         if run.status not in TERMINAL:
             report.unfinished.append(run.id)
             report.problems.append(f"run {run.id} never ended: {run.status} - {run.message}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import update
+import pytest
+from sqlalchemy import select, update
 
 from segment_export.db.models import Run, RunBatch
 from segment_export.exports.bodies import BodyCutter
@@ -59,3 +60,61 @@ def test_a_left_over_batch_keeps_the_email_of_a_contact_who_left_since(world: Wo
     assert state.emails is not None
     assert sorted(state.emails.to_pylist()) == [f"person{i}@example.com" for i in range(1, 5)]
     assert np.isin(keys[:4], state.keys).all()
+
+
+def _failed_run_with_a_batch(world: World, export_id: str, *, activity_known: bool) -> str:
+    """A run of ``export_id`` that sent persons 1-5 as one import and then failed for good
+    (say its grant was revoked) before it confirmed the import; returns its id."""
+    from segment_export.db.models import Export
+
+    with world.sessions.begin() as session:
+        export = session.get(Export, export_id)
+        assert export is not None
+        run = request_run(session, actor=world.admin, export=export)
+    contacts = pa.table({"customer_id": [str(i) for i in range(1, 6)],
+                         "email": [f"person{i}@example.com" for i in range(1, 6)],
+                         "first_name": [f"P{i}" for i in range(1, 6)],
+                         "last_name": ["Doe"] * 5})
+    keys, hashes = fingerprints(contacts)
+    cutter = BodyCutter(list_ids=[world.list_id])
+    ((batch, members),) = [*cutter.add(contacts, keys, hashes), *cutter.finish()]
+    with client_for(world.connection, settings=world.settings, engine=world.engine) as client:
+        activity = client.import_contacts(batch.body)
+    with world.sessions.begin() as session:
+        session.add(RunBatch(run_id=run.id, seq=0, kind="import",
+                             state="sent" if activity_known else "pending",
+                             activity_id=activity.activity_id if activity_known else None,
+                             contacts=5, nbytes=batch.nbytes, members=members.pack()))
+        session.execute(update(Run).where(Run.id == run.id).values(
+            attempt=1, status="failed", error_kind="reauthorization_needed",
+            message="The grant was revoked."))
+    return run.id
+
+
+@pytest.mark.parametrize("activity_known", [True, False], ids=["sent", "answer-lost"])
+def test_the_next_run_settles_what_a_failed_run_left_in_flight(
+        world: World, activity_known: bool) -> None:
+    """A run that fails for good leaves its unconfirmed imports to the export's next run: their
+    contacts are on the list, so a mirror export owns them and removes those who left."""
+    world.load_profiles(_people(range(1, 6)))
+    export = world.export("failed-left-over", [world.segment("de", "country = 'DE'")],
+                          mode="mirror")
+    failed = _failed_run_with_a_batch(world, export.id, activity_known=activity_known)
+    # Person 5 leaves the segment before the export runs again.
+    world.load_profiles([*_people(range(1, 5)), *_people(range(5, 6), country="FR")])
+    with world.sessions() as session:
+        refresh_segments(session, world.store)
+        session.commit()
+    with world.sessions.begin() as session:
+        run = request_run(session, actor=world.admin, export=export)
+
+    done = run_to_completion(run.id, deps=world.deps(), backoff=0.01)
+
+    assert done.status == "succeeded", done.message
+    assert done.counts["removed"] == 1
+    assert world.members() == {f"person{i}@example.com" for i in range(1, 5)}
+    with world.sessions() as session:
+        left = session.scalars(select(RunBatch).where(RunBatch.run_id == failed)).one()
+        # The failed run's batch is settled under its own run, so its history stays its own.
+        assert left.state == ("confirmed" if activity_known else "unknown")
+        assert session.get(Run, failed).status == "failed"  # type: ignore[union-attr]

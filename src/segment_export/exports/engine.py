@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import httpx
 import numpy as np
-from sqlalchemy import CursorResult, Engine, delete, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export import audit, metrics
@@ -497,33 +497,63 @@ def _next_seq(deps: RunDependencies, run_id: str, kind: str) -> int:
 
 def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactClient, run: Run,
                                export: Export) -> None:
-    """After a crash or a lost answer: settle the batches a previous attempt sent but never
+    """After a crash, a lost answer or a failed run: settle the batches sent but never
     confirmed, and remember those whose import may or may not have happened (``pending``:
-    the answer that would have named its activity never came). Removals first: an attempt
-    removes only after its imports are settled, so any left-over removal is the older."""
-    settle_left_over_removals(deps, client, run_id=run.id, export_id=export.id)
+    the answer that would have named its activity never came).
+
+    That is this run's earlier attempts and also the export's earlier runs that ended
+    (failed, cancelled) with batches in flight: their contacts may be on the list, so a
+    mirror export must own them. Each is settled under the run that sent it, so its report
+    rows and counts stay that run's. Removals first: an attempt removes only after its
+    imports are settled, so any left-over removal is the older."""
+    for run_id in _runs_with_left_overs(deps, run, export):
+        settle_left_over_removals(deps, client, run_id=run_id, export_id=export.id)
+        _confirm_left_over_imports(deps, client, run_id=run_id, export=export)
+
+
+def _runs_with_left_overs(deps: RunDependencies, run: Run, export: Export) -> list[str]:
+    """This run, after the export's ended runs that left batches unconfirmed, oldest first."""
+    with deps.sessions() as session:
+        earlier = session.scalars(
+            select(Run.id).join(RunBatch, RunBatch.run_id == Run.id).where(
+                Run.export_id == export.id, Run.id != run.id, Run.status.in_(TERMINAL),
+                RunBatch.state.in_(("sent", "pending"))).group_by(Run.id)
+            .order_by(func.min(RunBatch.id))).all()
+    return [*earlier, run.id]
+
+
+def _confirm_left_over_imports(deps: RunDependencies, client: ConstantContactClient, *,
+                               run_id: str, export: Export) -> None:
     with deps.sessions() as session:
         left = session.scalars(select(RunBatch).where(
-            RunBatch.run_id == run.id, RunBatch.kind == "import",
-            RunBatch.state.in_(("sent", "pending")))).all()
+            RunBatch.run_id == run_id, RunBatch.kind == "import",
+            RunBatch.state.in_(("sent", "pending"))).order_by(RunBatch.id)).all()
     if not left:
         return
-    with Sender(engine=deps.engine, client=client, run_id=run.id, export_id=export.id,
+    with Sender(engine=deps.engine, client=client, run_id=run_id, export_id=export.id,
                 poll_interval=deps.poll_interval) as sender:
         for batch in left:
             assert batch.members is not None
             members = BatchMembers.unpack(batch.members)
             if members is None:  # packed before emails were kept with the batch
                 keys, hashes = BatchMembers.unpack_keys(batch.members)
-                emails, customer_ids = _emails_for(deps, export, run.id, keys)
+                emails, customer_ids = _emails_for(deps, export, run_id, keys)
                 members = BatchMembers.of(keys.tolist(), hashes.tolist(), emails, customer_ids)
             if batch.activity_id is None:
-                record_uncertain(deps.engine, export_id=export.id, run_id=run.id,
+                record_uncertain(deps.engine, export_id=export.id, run_id=run_id,
                                  batch_id=batch.id, members=members)
                 continue
             sender.adopt(InFlight(batch.id, batch.activity_id, members))
-        # A left-over activity that failed is no loss: this attempt sends its contacts again.
-        sender.settle(tolerate_failures=True)
+        try:
+            # A left-over activity that failed is no loss: this attempt sends its contacts
+            # again.
+            sender.settle(tolerate_failures=True)
+        except NotFoundError:
+            # An activity Constant Contact no longer has (an old run's): whether its contacts
+            # reached the list is unknown, so the diff decides them again.
+            for flight in sender.in_flight.values():
+                record_uncertain(deps.engine, export_id=export.id, run_id=run_id,
+                                 batch_id=flight.batch_id, members=flight.members)
 
 
 def _emails_for(deps: RunDependencies, export: Export, run_id: str,
