@@ -136,11 +136,21 @@ def test_reused_rotated_refresh_token_needs_reauthorization(
 
     reauthorize(world)
     assert _connection(world).status == "connected"
+    sent_before = len(imports(world))
     finished = run(world, export)
     assert finished.status == "succeeded", finished.message
     assert_exact(world, world.list_id, expected(n))
     assert_accounted(finished, n)
-    assert finished.counts["unchanged"] == len(confirmed)  # confirmed ones were not sent again
+    # The failed run's imports still in flight were settled from their activities: those
+    # that completed are not sent again; only a batch whose request never got its answer
+    # (``unknown``: it may not have been sent at all) is.
+    with world.sessions() as session:
+        left = session.scalars(select(RunBatch).where(RunBatch.run_id == failed.id)).all()
+    assert {b.state for b in left} <= {"confirmed", "unknown"}
+    settled = sum(b.contacts for b in left if b.state == "confirmed")
+    assert settled > len(confirmed)  # more than the failed run had confirmed itself
+    assert finished.counts["unchanged"] == settled
+    assert finished.counts["sent"] == n - settled
 
 
 def _cli_env(world: World) -> dict[str, str]:
