@@ -1,4 +1,4 @@
-"""Listening sockets for the servers the product runs (web app and emulator)."""
+"""Listening sockets for the web app (the emulator has its own: it imports nothing of ours)."""
 
 from __future__ import annotations
 

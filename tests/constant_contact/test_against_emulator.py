@@ -19,7 +19,6 @@ from segment_export.config import Settings
 from segment_export.constant_contact import (
     AuthorizationDeniedError,
     ConstantContactClient,
-    DatabaseTokenStore,
     InMemoryTokenStore,
     InProcessRateLimiter,
     OAuthClient,
@@ -33,6 +32,7 @@ from segment_export.constant_contact import (
     save_token,
 )
 from segment_export.db.models import Connection
+from segment_export.db.token_store import DatabaseTokenStore
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.errors import (
     QuotaExhaustedError,

@@ -15,17 +15,15 @@ from sqlalchemy import Engine, select
 
 from segment_export.config import Settings
 from segment_export.constant_contact.ratelimit import (
-    DatabaseRateLimiter,
     InProcessRateLimiter,
-    RedisRateLimiter,
-    RedisSendWindow,
     SendWindow,
-    make_rate_limiter,
     next_utc_midnight,
     take,
 )
 from segment_export.db.models import RateLimitBucket
+from segment_export.db.rate_budget import DatabaseRateLimiter
 from segment_export.errors import QuotaExhaustedError
+from segment_export.pacing import RedisRateLimiter, RedisSendWindow, make_rate_limiter
 from tests.constant_contact.fakes import START, FakeClock
 from tests.services import REDIS_URL, port_open, require
 

@@ -17,7 +17,6 @@ from segment_export.config import Settings
 from segment_export.constant_contact.auth import OAuthClient, Token
 from segment_export.constant_contact.tokens import (
     REAUTHORIZATION_NEEDED,
-    DatabaseTokenStore,
     InMemoryTokenStore,
     RefreshingTokenProvider,
     StaticTokenProvider,
@@ -25,6 +24,7 @@ from segment_export.constant_contact.tokens import (
     save_token,
 )
 from segment_export.db.models import Connection
+from segment_export.db.token_store import DatabaseTokenStore
 from segment_export.errors import NotFoundError, ReauthorizationNeededError
 from tests.constant_contact.fakes import FakeClock, Recorder, json_response, token
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from segment_export.emulator import EmulatorServer
-from segment_export.errors import DataError
+from segment_export.emulator.errors import ControlError
 from tests.emulator.helpers import APP, CLIENT_ID, CLIENT_SECRET, HTTP, get_code
 
 IMPORT = "/activities/contacts_json_import"
@@ -117,7 +117,7 @@ def test_drop_during_the_upload_cuts_the_body_short(emu: EmulatorServer, api: ht
 
 
 def test_during_is_only_for_drops(emu: EmulatorServer) -> None:
-    with pytest.raises(DataError, match="during"):
+    with pytest.raises(ControlError, match="during"):
         emu.control.inject_fault(kind="status", status=503, when="during")
 
 

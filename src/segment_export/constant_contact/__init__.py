@@ -1,4 +1,8 @@
-"""The only code that talks to Constant Contact: OAuth, pacing, retries, batching and endpoints."""
+"""The only code that talks to Constant Contact: OAuth, pacing, retries, batching and endpoints.
+
+It imports nothing of the state store, the metrics or the exports: where tokens live and which
+rate budget requests share are protocols (``TokenStore``, ``RateLimiter``) implemented in
+``segment_export.db`` and ``segment_export.pacing``; metrics listen through callbacks."""
 
 from segment_export.constant_contact.auth import (
     DEFAULT_SCOPES,
@@ -33,15 +37,11 @@ from segment_export.constant_contact.models import (
     CustomField,
 )
 from segment_export.constant_contact.ratelimit import (
-    DatabaseRateLimiter,
     InProcessRateLimiter,
     RateLimiter,
-    RedisRateLimiter,
-    make_rate_limiter,
     next_utc_midnight,
 )
 from segment_export.constant_contact.tokens import (
-    DatabaseTokenStore,
     InMemoryTokenStore,
     RefreshingTokenProvider,
     StaticTokenProvider,
@@ -66,14 +66,11 @@ __all__ = [
     "Contact",
     "ContactList",
     "CustomField",
-    "DatabaseRateLimiter",
-    "DatabaseTokenStore",
     "ImportBatch",
     "InMemoryTokenStore",
     "InProcessRateLimiter",
     "OAuthClient",
     "RateLimiter",
-    "RedisRateLimiter",
     "RefreshingTokenProvider",
     "RequestHook",
     "StaticTokenProvider",
@@ -85,7 +82,6 @@ __all__ = [
     "build_authorize_url",
     "iter_import_bodies",
     "make_pkce_pair",
-    "make_rate_limiter",
     "map_http_error",
     "new_state",
     "next_utc_midnight",

@@ -7,16 +7,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol, cast
+from typing import Protocol
 
-import sqlalchemy as sa
-from sqlalchemy import Engine
-
-from segment_export import metrics
 from segment_export.constant_contact.auth import OAuthClient, Token, utc_now
-from segment_export.constant_contact.ratelimit import lock_row
-from segment_export.db.models import Connection
-from segment_export.errors import NotFoundError, ReauthorizationNeededError, SegmentExportError
+from segment_export.errors import ReauthorizationNeededError, SegmentExportError
 from segment_export.log import register_secret
 
 log = logging.getLogger(__name__)
@@ -24,8 +18,6 @@ log = logging.getLogger(__name__)
 CONNECTED = "connected"
 REAUTHORIZATION_NEEDED = "reauthorization_needed"
 DEFAULT_REFRESH_MARGIN = timedelta(minutes=5)
-
-_CONNECTIONS = cast(sa.Table, Connection.__table__)
 
 
 @dataclass(frozen=True)
@@ -93,85 +85,6 @@ class InMemoryTokenStore:
             self.last_error = reason
 
 
-class DatabaseTokenStore:
-    """A connection's grant in the state database, in its encrypted columns.
-
-    ``update`` locks the connection's row (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN
-    IMMEDIATE`` on SQLite) for the whole read-refresh-write, so one refresh runs at a time per
-    connection across threads and processes, and a rotated refresh token is committed before
-    anyone can use the access token that came with it.
-    """
-
-    def __init__(self, engine: Engine, connection_id: str) -> None:
-        self.engine = engine
-        self.connection_id = connection_id
-
-    def _query(self) -> sa.Select[tuple[object, ...]]:
-        c = _CONNECTIONS.c
-        return sa.select(
-            c.access_token, c.refresh_token, c.token_expires_at, c.scope, c.token_version, c.status
-        ).where(c.id == self.connection_id)
-
-    def _stored(self, row: sa.Row[tuple[object, ...]] | None) -> StoredToken:
-        if row is None:
-            raise NotFoundError(f"No connection {self.connection_id}", id=self.connection_id)
-        m = row._mapping
-        token = None
-        if m["access_token"] and m["token_expires_at"] is not None:
-            token = Token(
-                access_token=cast(str, m["access_token"]),
-                refresh_token=cast("str | None", m["refresh_token"]),
-                expires_at=cast(datetime, m["token_expires_at"]),
-                scope=cast("str | None", m["scope"]) or "",
-            )
-        return StoredToken(
-            token=token, version=cast(int, m["token_version"] or 0), status=cast(str, m["status"])
-        )
-
-    def load(self) -> StoredToken:
-        """See TokenStore.load."""
-        with self.engine.connect() as conn:
-            return self._stored(conn.execute(self._query()).first())
-
-    def update(self, change: TokenChange) -> StoredToken:
-        """See TokenStore.update."""
-        with self.engine.connect() as conn:
-            current = self._stored(lock_row(conn, self._query()))
-            try:
-                new = change(current)
-            except BaseException:
-                conn.rollback()
-                raise
-            if new is None:
-                conn.rollback()
-                return current
-            version = current.version + 1
-            conn.execute(
-                _CONNECTIONS.update()
-                .where(_CONNECTIONS.c.id == self.connection_id)
-                .values(
-                    access_token=new.access_token,
-                    refresh_token=new.refresh_token,
-                    token_expires_at=new.expires_at,
-                    scope=new.scope,
-                    token_version=version,
-                    status=CONNECTED,
-                    last_error=None,
-                )
-            )
-            conn.commit()
-        return StoredToken(token=new, version=version, status=CONNECTED)
-
-    def mark_reauthorization_needed(self, reason: str) -> None:
-        """See TokenStore.mark_reauthorization_needed."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                _CONNECTIONS.update()
-                .where(_CONNECTIONS.c.id == self.connection_id)
-                .values(status=REAUTHORIZATION_NEEDED, last_error=reason)
-            )
-
-
 def save_token(store: TokenStore, token: Token) -> StoredToken:
     """Store a grant just obtained (code exchange or re-authorization), replacing any other."""
     return store.update(lambda _current: token)
@@ -215,7 +128,8 @@ class RefreshingTokenProvider:
     used and the token endpoint is not called. Otherwise the refresh token is spent, and the new
     grant (with its rotated refresh token) is committed before the access token is handed out.
     ``invalid_grant`` marks the connection ``reauthorization_needed`` and raises
-    ReauthorizationNeededError.
+    ReauthorizationNeededError. ``on_refresh(ok)`` hears of every call to the token endpoint
+    (for metrics: this package records none itself).
     """
 
     def __init__(
@@ -225,8 +139,10 @@ class RefreshingTokenProvider:
         oauth: OAuthClient,
         refresh_margin: timedelta = DEFAULT_REFRESH_MARGIN,
         now: Callable[[], datetime] = utc_now,
+        on_refresh: Callable[[bool], None] = lambda ok: None,
     ) -> None:
         self.store = store
+        self.on_refresh = on_refresh
         self.oauth = oauth
         self.refresh_margin = refresh_margin
         self._now = now
@@ -274,11 +190,11 @@ class RefreshingTokenProvider:
             try:
                 new = self.oauth.refresh(token.refresh_token)
             except SegmentExportError as exc:
-                metrics.observe_token_refresh(ok=False)
+                self.on_refresh(False)
                 if isinstance(exc, ReauthorizationNeededError):
                     refused_grant.append(exc)
                 raise
-            metrics.observe_token_refresh(ok=True)
+            self.on_refresh(True)
             if new.refresh_token is None:  # long-lived refresh tokens may not come back
                 new = replace(new, refresh_token=token.refresh_token)
             log.info(
@@ -304,7 +220,6 @@ __all__ = [
     "CONNECTED",
     "DEFAULT_REFRESH_MARGIN",
     "REAUTHORIZATION_NEEDED",
-    "DatabaseTokenStore",
     "InMemoryTokenStore",
     "RefreshingTokenProvider",
     "StaticTokenProvider",

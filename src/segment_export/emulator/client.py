@@ -11,9 +11,13 @@ from typing import Any, Literal, Self
 import httpx
 
 from segment_export.emulator.config import EmulatorConfig
+from segment_export.emulator.errors import (
+    ControlError,
+    ControlNotFoundError,
+    EmulatorUnreachableError,
+)
 from segment_export.emulator.faults import FaultKind, When
 from segment_export.emulator.schemas import SeedApp, SeedList
-from segment_export.errors import DataError, NotFoundError, RetriableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +78,21 @@ class EmulatorControl:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise RetriableError(f"The emulator at {self.base_url} did not answer: {exc}") from exc
+            raise EmulatorUnreachableError(
+                f"The emulator at {self.base_url} did not answer: {exc}", status=0) from exc
         if response.status_code == 404:
-            raise NotFoundError(_message(response), path=path)
+            raise ControlNotFoundError(_message(response), status=404)
         if response.status_code >= 400:
-            raise DataError(f"Emulator control call {method} {path} failed: {_message(response)}",
-                            status=response.status_code)
+            raise ControlError(
+                f"Emulator control call {method} {path} failed: {_message(response)}",
+                status=response.status_code)
         return response.json()
 
     def health(self) -> bool:
         """Whether the emulator answers."""
         try:
             return bool(self._call("GET", "/health").get("ok"))
-        except RetriableError:
+        except EmulatorUnreachableError:
             return False
 
     def reset(self) -> None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from segment_export.errors import SegmentExportError
-
 # Exact body and header Constant Contact sends with a 401 (FACTS.md §2).
 UNAUTHORIZED_BODY = {"error_key": "unauthorized", "error_message": "Unauthorized"}
 UNAUTHORIZED_HEADERS = {"WWW-Authenticate": "Bearer realm=api.cc.email"}
@@ -24,7 +22,28 @@ MESSAGES = {
 }
 
 
-class ApiError(SegmentExportError):
+class EmulatorError(Exception):
+    """Root of the emulator's errors. The emulator imports nothing of the product (it can be
+    installed and run alone), so its errors have their own root."""
+
+
+class ControlError(EmulatorError):
+    """A control call the emulator refused (``status``), or (``status`` 0) could not answer."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ControlNotFoundError(ControlError):
+    """A control call for something the emulator does not have (404)."""
+
+
+class EmulatorUnreachableError(ControlError):
+    """No emulator answered at the address (a connection error or timeout)."""
+
+
+class ApiError(EmulatorError):
     """A V3 API error response: ``body`` is an array of ``{error_key, error_message}`` except
     for 401 and 429, which Constant Contact sends as a single object."""
 
@@ -32,7 +51,8 @@ class ApiError(SegmentExportError):
         self, status: int, body: Any, *, headers: dict[str, str] | None = None
     ) -> None:
         message = body["error_message"] if isinstance(body, dict) else body[0]["error_message"]
-        super().__init__(message, status=status)
+        super().__init__(message)
+        self.message = message
         self.status = status
         self.body = body
         self.headers = headers or {}
@@ -68,11 +88,11 @@ class ApiError(SegmentExportError):
         return cls(429, dict(QUOTA_EXCEEDED_BODY))
 
 
-class OAuthError(SegmentExportError):
+class OAuthError(EmulatorError):
     """An authorization-server error: ``{"error", "error_description"}`` with an HTTP status."""
 
     def __init__(self, error: str, description: str, *, status: int = 400) -> None:
-        super().__init__(description, error=error, status=status)
+        super().__init__(description)
         self.error = error
         self.description = description
         self.status = status

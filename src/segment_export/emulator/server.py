@@ -16,7 +16,7 @@ from segment_export.emulator.app import API_PREFIX, AUTH_PREFIX, create_emulator
 from segment_export.emulator.backend import Backend
 from segment_export.emulator.client import EmulatorControl
 from segment_export.emulator.config import EmulatorConfig
-from segment_export.net import bind, is_loopback
+from segment_export.emulator.sockets import bind, is_loopback
 
 log = logging.getLogger(__name__)
 

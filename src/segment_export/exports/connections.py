@@ -13,11 +13,10 @@ import httpx
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
-from segment_export import audit
+from segment_export import audit, metrics
 from segment_export.config import Settings
 from segment_export.constant_contact import (
     ConstantContactClient,
-    DatabaseTokenStore,
     OAuthClient,
     RefreshingTokenProvider,
     RequestHook,
@@ -26,8 +25,8 @@ from segment_export.constant_contact import (
     parse_callback,
     save_token,
 )
-from segment_export.constant_contact.ratelimit import make_rate_limiter
 from segment_export.db.models import Connection, Export, User
+from segment_export.db.token_store import DatabaseTokenStore
 from segment_export.db.types import utcnow
 from segment_export.errors import (
     ConfigurationError,
@@ -37,6 +36,7 @@ from segment_export.errors import (
 )
 from segment_export.log import register_secret
 from segment_export.metrics import MeteredRateLimiter
+from segment_export.pacing import make_rate_limiter
 from segment_export.users import Role, require_role
 
 CONSENT_TEXT_VERSION = "2026-11-28"
@@ -331,8 +331,9 @@ def client_for(
     """A client for this connection: refreshing tokens under the state-store lock, paced per
     API key through the shared limiter. Both HTTP pools close when the block ends."""
     oauth = _oauth(connection, settings, transport)
-    provider = RefreshingTokenProvider(store=DatabaseTokenStore(engine, connection.id),
-                                       oauth=oauth)
+    provider = RefreshingTokenProvider(
+        store=DatabaseTokenStore(engine, connection.id), oauth=oauth,
+        on_refresh=lambda ok: metrics.observe_token_refresh(ok=ok))
     limiter = MeteredRateLimiter(make_rate_limiter(
         settings=settings, key=connection.api_key_hash, engine=engine,
         redis_url=redis_url or settings.redis_url))

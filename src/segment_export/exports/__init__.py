@@ -1,0 +1,1 @@
+"""Connections and export definitions, and the run engine that delivers them."""
