@@ -541,6 +541,8 @@ def main() -> None:
             print(f"   ours/baseline ({phase}): {ours['wall'] / base['wall']:.2f}x")
 
         full = _run_child("full", env)
+        if "sent" not in full["counts"]:
+            raise SystemExit(f"full export: {full['status']}: {full['message']}")
         # The least the limits allow: the imports the payload needs, and one request to learn
         # their outcome.
         floor_requests = _needed_imports(full["counts"]["sent"], _payload_bytes(full)) + 1

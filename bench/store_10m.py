@@ -221,6 +221,8 @@ def run_store(name: str, parts: list[pa.Table], folder: Path, emulator: str, lis
     _line("refresh segment", result, f"; {result['sizes'][0]:,} members")
     figures["refresh"] = result
     full = export_1m._run_child("full", env)
+    if "sent" not in full["counts"]:
+        raise SystemExit(f"{name} store export: {full['status']}: {full['message']}")
     floor_requests = export_1m._needed_imports(
         full["counts"]["sent"], export_1m._payload_bytes(full)) + 1
     ratio = export_1m._print_phase(full, floor_requests)
