@@ -104,6 +104,20 @@ def test_an_abandoned_read_leaves_the_store_usable(store: DuckDBProfileStore) ->
     assert got.to_pylist() == [{"customer_id": 5, "email": "only@example.com"}]
 
 
+def test_a_read_abandoned_after_the_store_closed_ends_quietly(
+    store: DuckDBProfileStore,
+) -> None:
+    # A run that fails mid-export closes the store, then its reader is dropped.
+    store.import_table(pa.table({"customer_id": pa.array(range(1, 31), pa.int64()),
+                                 "email": [f"p{i}@example.com" for i in range(1, 31)]}))
+    store.store_membership("all", exp.true())
+    reader = store.read_members(["all"], ["email"], batch_size=4)
+    next(reader)
+    store.close()
+    reader.close()  # no "connection already closed" from ending the read transaction
+    assert store.membership_size(["all"]) == 30  # and the store reopens
+
+
 def test_whole_number_ids_match_only_the_exact_stored_text(store: DuckDBProfileStore) -> None:
     # Memberships are stored as text. Text ids refreshed into a segment, then the profiles
     # re-imported with whole-number ids: "007" is not the text of 7 (CAST(7 AS VARCHAR) is

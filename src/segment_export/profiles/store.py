@@ -797,10 +797,13 @@ class DuckDBProfileStore:
                     reader.close()
                     reader = None
             finally:
-                if reader is not None:
-                    reader.close()
-                cur.execute("COMMIT")
-                cur.unregister(view)
+                try:
+                    if reader is not None:
+                        reader.close()
+                    cur.execute("COMMIT")
+                    cur.unregister(view)
+                except duckdb.ConnectionException:
+                    pass  # the store was closed before the read ended: nothing left to end
 
 
 def _scalar(result: Any) -> int:
