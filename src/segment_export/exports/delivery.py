@@ -299,9 +299,16 @@ def _remember_uncertain(conn: Connection, *, export_id: str, run_id: str,
 
 
 def forget_export_state(session: Session, *, export_id: str) -> None:
-    """Forget everything the export delivered (its list changed, or it is being removed)."""
+    """Forget everything the export delivered (its list changed, or it is being removed).
+
+    Batches its runs left unconfirmed are marked ``unknown`` too: they went to the old list,
+    and a later run that settled them would make their contacts delivered (or, a removal's,
+    the export's to remove) on the new one."""
     session.execute(delete(ExportMember).where(ExportMember.export_id == export_id))
     session.execute(delete(ExportMemberBlock).where(ExportMemberBlock.export_id == export_id))
+    session.execute(update(RunBatch).where(
+        RunBatch.run_id.in_(select(Run.id).where(Run.export_id == export_id)),
+        RunBatch.state.in_(("sent", "pending"))).values(state="unknown"))
 
 
 @dataclass(slots=True)
