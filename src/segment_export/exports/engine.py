@@ -544,16 +544,32 @@ def _confirm_left_over_imports(deps: RunDependencies, client: ConstantContactCli
                                  batch_id=batch.id, members=members)
                 continue
             sender.adopt(InFlight(batch.id, batch.activity_id, members))
+        while sender.in_flight:
+            try:
+                # A left-over activity that failed is no loss: this attempt sends its
+                # contacts again.
+                sender.settle(tolerate_failures=True)
+            except NotFoundError:
+                # An activity Constant Contact no longer has (an old run's): whether its
+                # contacts reached the list is unknown, so the diff decides them again. Only
+                # the gone ones: the others are still settled with Constant Contact's verdict.
+                _drop_gone_activities(deps, client, sender, run_id=run_id, export=export)
+
+
+def _drop_gone_activities(deps: RunDependencies, client: ConstantContactClient, sender: Sender,
+                          *, run_id: str, export: Export) -> None:
+    """Record as uncertain, and stop waiting for, the adopted activities Constant Contact no
+    longer has; all of them if none is found gone one by one."""
+    gone = []
+    for activity_id in list(sender.in_flight):
         try:
-            # A left-over activity that failed is no loss: this attempt sends its contacts
-            # again.
-            sender.settle(tolerate_failures=True)
+            client.get_activity(activity_id)
         except NotFoundError:
-            # An activity Constant Contact no longer has (an old run's): whether its contacts
-            # reached the list is unknown, so the diff decides them again.
-            for flight in sender.in_flight.values():
-                record_uncertain(deps.engine, export_id=export.id, run_id=run_id,
-                                 batch_id=flight.batch_id, members=flight.members)
+            gone.append(activity_id)
+    for activity_id in gone or list(sender.in_flight):
+        flight = sender.in_flight.pop(activity_id)
+        record_uncertain(deps.engine, export_id=export.id, run_id=run_id,
+                         batch_id=flight.batch_id, members=flight.members)
 
 
 def _emails_for(deps: RunDependencies, export: Export, run_id: str,
