@@ -509,6 +509,31 @@ def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactCli
     for run_id in _runs_with_left_overs(deps, run, export):
         settle_left_over_removals(deps, client, run_id=run_id, export_id=export.id)
         _confirm_left_over_imports(deps, client, run_id=run_id, export=export)
+        if run_id != run.id:
+            _recount_ended_run(deps, run_id)
+
+
+def _recount_ended_run(deps: RunDependencies, run_id: str) -> None:
+    """An ended run's counts of what its imports delivered, now that a later run settled
+    those it left in flight: its report rows and its counts agree (its status and message
+    stay as it ended)."""
+    with deps.sessions.begin() as session:
+        ended = session.get(Run, run_id)
+        assert ended is not None
+        batches = session.scalars(select(RunBatch).where(
+            RunBatch.run_id == run_id, RunBatch.kind == "import",
+            RunBatch.state == "confirmed")).all()
+        ended.counts = {
+            **ended.counts,
+            "sent": sum(b.contacts for b in batches),
+            "accepted": sum(int(b.counts.get("accepted", 0)) for b in batches),
+            "rejected_by_constant_contact": sum(int(b.counts.get("rejected", 0))
+                                                for b in batches),
+            "unsubscribed_not_added": sum(int(b.counts.get("unsubscribed_not_added", 0))
+                                          for b in batches),
+            "activities": [b.activity_id for b in batches],
+            "requests": len(batches),
+        }
 
 
 def _runs_with_left_overs(deps: RunDependencies, run: Run, export: Export) -> list[str]:
