@@ -17,6 +17,7 @@ from segment_export.db.models import Export, ExportMemberBlock, RejectedRow, Run
 from segment_export.exports import sending
 from segment_export.exports.bodies import BodyCutter
 from segment_export.exports.connections import client_for
+from segment_export.exports.delivery import RemovalMembers
 from segment_export.exports.diff import fingerprints
 from segment_export.exports.runs import cancel_run, request_run, run_to_completion
 from segment_export.exports.service import spec_of, update_export
@@ -243,3 +244,67 @@ def test_what_an_old_runs_import_settled_is_in_that_runs_counts(world: World) ->
         assert old is not None
     assert len(rows) == 1
     assert old.counts.get("rejected_by_constant_contact") == 1
+
+
+def _point_at_new_list(world: World, export_id: str) -> tuple[Export, str]:
+    with client_for(world.connection, settings=world.settings, engine=world.engine) as client:
+        new_list = client.create_contact_list("Second list").list_id
+    with world.sessions.begin() as session:
+        saved = session.get(Export, export_id)
+        assert saved is not None
+        update_export(session, actor=world.admin, export=saved,
+                      spec=dataclasses.replace(spec_of(saved), list_id=new_list))
+    with world.sessions() as session:
+        export = session.get(Export, export_id)
+        assert export is not None
+        return export, new_list
+
+
+def test_a_failed_runs_removal_from_the_old_list_removes_nobody_from_the_new_list(
+        world: World) -> None:
+    """A mirror run fails with a removal of person 5 (who left the segment) whose answer was
+    lost; the export is then pointed at another list, where someone put person 5 by hand.
+    The next run must not take person 5 off the new list: the export never put it there."""
+    world.load_profiles(_people(range(1, 6)))
+    export = world.export("moved-mirror", [world.segment("de", "country = 'DE'")],
+                          mode="mirror")
+    _move(world, range(5, 6), "FR")
+    with world.sessions.begin() as session:
+        failed = request_run(session, actor=world.admin, export=export)
+        keys, _ = fingerprints(pa.table({"customer_id": ["5"],
+                                         "email": ["person5@example.com"],
+                                         "first_name": ["P5"], "last_name": ["Doe"]}))
+        session.add(RunBatch(run_id=failed.id, seq=0, kind="remove", state="pending",
+                             contacts=1, members=RemovalMembers.of(
+                                 keys.tolist(), ["person5@example.com"],
+                                 ["00000000-0000-4000-8000-000000000005"]).pack()))
+        session.execute(update(Run).where(Run.id == failed.id).values(
+            attempt=1, status="failed", message="The grant was revoked."))
+    export, new_list = _point_at_new_list(world, export.id)
+    world.control.add_by_hand(new_list, ["person5@example.com"])
+
+    done = world.run(export)
+
+    assert done.status == "succeeded", done.message
+    assert world.control.list_members(new_list) == {*_emails(range(1, 5)),
+                                                    "person5@example.com"}
+
+
+def test_a_full_resync_after_a_failed_run_sends_everyone_and_owns_the_left_over(
+        world: World) -> None:
+    """A full resync settles a failed run's import under that run and still sends every
+    member itself; mirror mode then removes the left-over's contact who left the segment."""
+    world.load_profiles(_people(range(1, 6)))
+    export = world.export("resync", [world.segment("de", "country = 'DE'")], mode="mirror")
+    failed = _failed_run_with_a_batch(world, export.id, activity_known=True)
+    _move(world, range(5, 6), "FR")
+
+    done = world.run(export, full_resync=True)
+
+    assert done.status == "succeeded", done.message
+    assert done.counts["sent"] == 4
+    assert done.counts["removed"] == 1
+    assert world.members() == _emails(range(1, 5))
+    with world.sessions() as session:
+        assert session.scalars(select(RunBatch.state).where(
+            RunBatch.run_id == failed)).all() == ["confirmed"]
