@@ -196,3 +196,39 @@ def test_user_language_migration_round_trips(engine: Engine) -> None:
     with sessions() as session:
         user = session.scalars(select(User)).one()
     assert user.language is None  # not chosen: the browser or the environment decides
+
+
+def test_upgrade_leaves_the_old_left_overs_of_ended_runs_unsettled(engine: Engine) -> None:
+    """Migration 0008: batches that runs which had ended before it left in flight become
+    ``unknown`` (later runs wrote the delivered state since); an active run's stay in flight."""
+    from alembic import command
+
+    from segment_export.db import make_session_factory
+    from segment_export.db.engine import alembic_config
+
+    command.downgrade(alembic_config(engine), "0007")
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        session.execute(insert(User).values(id="user-ada", username="ada", role="admin"))
+        conn = _connection()
+        session.add(conn)
+        session.flush()
+        export = Export(name="old", connection_id=conn.id, list_id="0" * 36,
+                        mapping={"email": "email"}, segment_ids=["s1"], created_by_id="user-ada")
+        session.add(export)
+        session.flush()
+        session.add_all([Run(id="run-failed", export_id=export.id, status="failed"),
+                         Run(id="run-running", export_id=export.id, status="running")])
+        session.flush()
+        for run_id in ("run-failed", "run-running"):
+            for seq, state in enumerate(("sent", "pending", "confirmed")):
+                session.add(RunBatch(run_id=run_id, seq=seq, kind="import", state=state,
+                                     contacts=1, nbytes=1))
+    upgrade_database(engine)
+    with sessions() as session:
+        states = {(b.run_id, b.seq): b.state for b in session.scalars(select(RunBatch))}
+    assert states == {("run-failed", 0): "unknown", ("run-failed", 1): "unknown",
+                      ("run-failed", 2): "confirmed", ("run-running", 0): "sent",
+                      ("run-running", 1): "pending", ("run-running", 2): "confirmed"}
+    assert "ix_run_batches_unsettled" in {i["name"] for i in inspect(engine).get_indexes(
+        "run_batches")}

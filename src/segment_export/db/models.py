@@ -240,6 +240,7 @@ class ExportMemberBlock(Base):
 
 
 ONE_ACTIVE_RUN = "status IN ('queued', 'running', 'paused') AND NOT dry_run"
+UNSETTLED_BATCH = "state IN ('sent', 'pending')"
 
 
 class Run(Base):
@@ -302,6 +303,9 @@ class RunBatch(Base):
 
     __table_args__ = (
         UniqueConstraint("run_id", "kind", "seq", name="uq_run_batches_run_kind_seq"),
+        # The batches still in flight, which each run looks for first (few, among many).
+        Index("ix_run_batches_unsettled", "run_id",
+              sqlite_where=text(UNSETTLED_BATCH), postgresql_where=text(UNSETTLED_BATCH)),
     )
 
 

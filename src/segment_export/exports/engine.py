@@ -506,9 +506,16 @@ def _confirm_left_over_batches(deps: RunDependencies, client: ConstantContactCli
     mirror export must own them. Each is settled under the run that sent it, so its report
     rows and counts stay that run's. Removals first: an attempt removes only after its
     imports are settled, so any left-over removal is the older."""
+    # An old activity may still be processing: a cancel (or a shutdown) stops the wait, and
+    # what is unsettled stays for the next run.
+    def check_cancel() -> None:
+        _check_cancel(deps, run.id, {})
+
     for run_id in _runs_with_left_overs(deps, run, export):
-        settle_left_over_removals(deps, client, run_id=run_id, export_id=export.id)
-        _confirm_left_over_imports(deps, client, run_id=run_id, export=export)
+        settle_left_over_removals(deps, client, run_id=run_id, export_id=export.id,
+                                  check_cancel=check_cancel)
+        _confirm_left_over_imports(deps, client, run_id=run_id, export=export,
+                                   check_cancel=check_cancel)
         if run_id != run.id:
             _recount_ended_run(deps, run_id)
 
@@ -548,7 +555,8 @@ def _runs_with_left_overs(deps: RunDependencies, run: Run, export: Export) -> li
 
 
 def _confirm_left_over_imports(deps: RunDependencies, client: ConstantContactClient, *,
-                               run_id: str, export: Export) -> None:
+                               run_id: str, export: Export,
+                               check_cancel: Callable[[], None]) -> None:
     with deps.sessions() as session:
         left = session.scalars(select(RunBatch).where(
             RunBatch.run_id == run_id, RunBatch.kind == "import",
@@ -556,7 +564,7 @@ def _confirm_left_over_imports(deps: RunDependencies, client: ConstantContactCli
     if not left:
         return
     with Sender(engine=deps.engine, client=client, run_id=run_id, export_id=export.id,
-                poll_interval=deps.poll_interval) as sender:
+                poll_interval=deps.poll_interval, between_polls=check_cancel) as sender:
         for batch in left:
             assert batch.members is not None
             members = BatchMembers.unpack(batch.members)

@@ -127,7 +127,8 @@ def _next_seq(engine: Engine, run_id: str) -> int:
 
 
 def settle_left_over_removals(deps: RunDependencies, client: ConstantContactClient, *,
-                              run_id: str, export_id: str) -> None:
+                              run_id: str, export_id: str,
+                              check_cancel: Callable[[], None] = lambda: None) -> None:
     """After a crash or a lost answer: settle the removals an earlier attempt of the run
     recorded but never confirmed, before anything reads the delivered state.
 
@@ -154,7 +155,8 @@ def settle_left_over_removals(deps: RunDependencies, client: ConstantContactClie
                                      batch_id=batch.id, members=members, state="unknown")
             continue
         try:
-            done = client.wait_for_activity(batch.activity_id, poll_interval=deps.poll_interval)
+            done = client.wait_for_activity(batch.activity_id, poll_interval=deps.poll_interval,
+                                            should_cancel=_raising(check_cancel))
         except NotFoundError:
             record_removal_unsettled(deps.engine, export_id=export_id, run_id=run_id,
                                      batch_id=batch.id, members=members, state="unknown")
@@ -165,6 +167,17 @@ def settle_left_over_removals(deps: RunDependencies, client: ConstantContactClie
             record_removal_unsettled(deps.engine, export_id=export_id, run_id=run_id,
                                      batch_id=batch.id, members=members, state="failed",
                                      errors=done.activity_errors)
+
+
+def _raising(check_cancel: Callable[[], None]) -> Callable[[], bool]:
+    """A ``should_cancel`` for ``wait_for_activity`` that lets ``check_cancel`` raise (a
+    cancel, a shutdown) between polls instead of answering."""
+
+    def should_cancel() -> bool:
+        check_cancel()
+        return False
+
+    return should_cancel
 
 
 def remove_leavers(

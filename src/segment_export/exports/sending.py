@@ -42,7 +42,8 @@ class Sender:
     def __init__(self, *, engine: Engine, client: ConstantContactClient, run_id: str,
                  export_id: str, poll_interval: float,
                  on_settled: Callable[[int], None] = lambda n: None,
-                 timing: Callable[[str, float], None] = lambda stage, started: None) -> None:
+                 timing: Callable[[str, float], None] = lambda stage, started: None,
+                 between_polls: Callable[[], None] = lambda: None) -> None:
         self.engine = engine
         self.client = client
         self.run_id = run_id
@@ -50,6 +51,9 @@ class Sender:
         self.poll_interval = poll_interval
         self.on_settled = on_settled
         self.timing = timing
+        # Called before each wait for an activity still processing; it may raise to stop
+        # waiting (a cancel), leaving what is unsettled to the export's next run.
+        self.between_polls = between_polls
         self.in_flight: dict[str, InFlight] = {}
 
     def __enter__(self) -> Sender:
@@ -96,6 +100,7 @@ class Sender:
                                      tolerate_failures=tolerate_failures)
                     settled += 1
             if self.in_flight and (until_empty or not settled):
+                self.between_polls()
                 time.sleep(self.poll_interval)
             elif not until_empty:
                 return
