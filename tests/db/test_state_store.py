@@ -238,6 +238,7 @@ def test_sms_migration_round_trips(engine: Engine) -> None:
     with sessions() as session:
         connection = session.get(Connection, "conn-1")
         export = session.get(Export, "export-1")
-        assert connection is not None and export is not None
+        assert connection is not None
+        assert export is not None
         assert connection.sms_only_allowed is False
         assert export.phone_region == "US"
