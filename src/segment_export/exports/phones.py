@@ -74,15 +74,17 @@ def _parse_one(raw: str, region: str) -> tuple[str | None, str | None, str | Non
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:
         return None, None, "invalid_phone", f"{raw!r} is not a phone number ({exc})"
-    if not phonenumbers.is_valid_number(number):
-        return None, None, "invalid_phone", f"{raw!r} is not a valid phone number"
     if number.extension:
         return None, None, "invalid_phone", (f"{raw!r} has an extension (x{number.extension}); "
                                              "a number that takes texts has none")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # The usual case first: checking one region's patterns costs a third of finding the region
+    # (which tries each of the 25 +1 countries); US comes first among them, so a number valid
+    # for the US is one libphonenumber places in the US.
+    if number.country_code == 1 and phonenumbers.is_valid_number_for_region(number, SMS_REGION):
+        return e164, str(number.national_number), None, None
+    if not phonenumbers.is_valid_number(number):
+        return None, None, "invalid_phone", f"{raw!r} is not a valid phone number"
     where = phonenumbers.region_code_for_number(number)
-    if where != SMS_REGION:
-        return None, None, "phone_not_us", (f"{raw!r} is a number in {where or 'no country'} "
-                                            f"({e164}); Constant Contact SMS takes US numbers "
-                                            "only")
-    return e164, str(number.national_number), None, None
+    return None, None, "phone_not_us", (f"{raw!r} is a number in {where or 'no country'} "
+                                        f"({e164}); Constant Contact SMS takes US numbers only")
