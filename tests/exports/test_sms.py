@@ -3,21 +3,32 @@ connection allows them; against the emulator over HTTP, with libphonenumber as t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import phonenumbers
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
+from segment_export.config import Settings
 from segment_export.db.models import Connection, RejectedRow
 from segment_export.exports.connections import update_connection
 from segment_export.exports.validate import SmsRules, validate_members
 from segment_export.segments.refresh import refresh_segments
-from tests.world import World
+from tests.world import World, open_world
+
+
+@pytest.fixture
+def any_world(settings: Settings, engine: Engine) -> Iterator[World]:
+    """The world on SQLite and on PostgreSQL."""
+    with open_world(settings, engine) as opened:
+        yield opened
+
 
 MAPPING = {"email": "email", "first_name": "first_name", "sms_number": "mobile",
            "sms_consent": "texts_ok", "sms_consent_date": "texts_ok_on"}
@@ -101,7 +112,8 @@ def _adds_up(counts: dict[str, Any]) -> None:
 
 
 def test_sms_only_members_follow_the_connection_setting_and_consent_reaches_the_list(
-        world: World) -> None:
+        any_world: World) -> None:
+    world = any_world
     world.load_profiles(_people())
     export = world.export("SMS", [world.segment("US", "country = 'US'")], mapping=MAPPING)
     since = world.control.requests()[-1].seq
@@ -221,7 +233,7 @@ def _oracle(raw: str, region: str) -> tuple[str | None, str | None]:
     return str(number.national_number), None
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@examples(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(numbers=st.lists(_NUMBERS, min_size=1, max_size=8),
        region=st.sampled_from(["US", "CA", "GB"]))
 def test_each_number_is_sent_or_refused_as_libphonenumber_reads_it(numbers: list[str],
