@@ -289,3 +289,29 @@ def test_explicit_only_with_consent_and_its_date(consent: Any, on: str | None,
     assert (row["sms_consent_date"] is not None) == explicit
     if consent is True and not explicit:
         assert found.warnings["sms_consent_without_date_sent_not_set"] == 1
+
+
+def test_sms_only_duplicates_across_chunks_send_the_highest_customer_id(world: World) -> None:
+    """The first pass finds numbers SMS-only members share in different chunks, as the email
+    plan does for emails: one contact per number, the highest customer id, the rest superseded."""
+    from segment_export.exports.members import LocalCounts, stream_members
+
+    world.load_profiles([
+        _person(1, email=None, mobile="202-555-0111", consent=True, on="2026-11-01"),
+        _person(2, email="x@example.com", mobile="202-555-0111"),  # has an email: its own key
+        _person(3, email=None, mobile="+1 (202) 555-0112", consent=True, on="2026-11-01"),
+        _person(4, email=None, mobile="(202) 555 0111", consent=True, on="2026-11-01"),
+        _person(5, email=None, mobile="2025550112", consent=False),  # unsendable: no rival
+        _person(6, email=None, mobile="2025550113", consent=True, on="2026-11-01")])
+    export = world.export("SMS chunks", [world.segment("US", "country = 'US'")],
+                          mapping=MAPPING)
+    counts = LocalCounts()
+    chunks = list(stream_members(world.store, export, seconds={}, counts=counts, chunk_rows=2,
+                                 sms_only_allowed=True))
+    assert len(chunks) == 3
+    sent = {r["email"]: r["customer_id"] for c in chunks for r in c.contacts.to_pylist()}
+    assert sent == {"sms:+12025550111": "4", "x@example.com": "2",
+                    "sms:+12025550112": "3", "sms:+12025550113": "6"}
+    reasons = {r["customer_id"]: r["reason"] for c in chunks for r in c.rejected.to_pylist()}
+    assert reasons == {"1": "superseded", "5": "no_sms_consent"}
+    assert (counts.sms_only, counts.sms_refused, counts.rejected_locally) == (3, 1, 2)
