@@ -315,3 +315,39 @@ def test_sms_only_duplicates_across_chunks_send_the_highest_customer_id(world: W
     reasons = {r["customer_id"]: r["reason"] for c in chunks for r in c.rejected.to_pylist()}
     assert reasons == {"1": "superseded", "5": "no_sms_consent"}
     assert (counts.sms_only, counts.sms_refused, counts.rejected_locally) == (3, 1, 2)
+
+
+def test_the_sms_bodies_follow_the_official_contract() -> None:
+    """What the run sends, checked against Constant Contact's own contract (ContactsJsonImport):
+    an explicit and a not_set body, an SMS-only row without an email."""
+    import numpy as np
+    import orjson
+
+    from segment_export.exports.bodies import SplitByConsent
+    from tests.contract.contract import Contract
+
+    rows = pa.table({"customer_id": [1, 2, 3], "email": ["a@example.com", "b@example.com", None],
+                     "mobile": ["2015550101", "+1 202 555 0102", "2025550103"],
+                     "texts_ok": [True, False, True],
+                     "texts_ok_on": ["2026-11-01", None, "2026-10-30"]})
+    found = validate_members(rows, id_column="customer_id", mapping={
+        "email": "email", "sms_number": "mobile", "sms_consent": "texts_ok",
+        "sms_consent_date": "texts_ok_on"}, sms=SmsRules(sms_only_allowed=True))
+    cutter = SplitByConsent(list_ids=["0b8e4b28-6f33-11ee-b962-0242ac120002"])
+    keys = np.arange(3, dtype=np.int64)
+    ready = [*cutter.add(found.contacts, keys, keys), *cutter.finish()]
+    bodies = [orjson.loads(batch.body) for batch, _ in ready]
+    assert [(b["sms_permission_to_send"], b["import_data"]) for b in bodies] == [
+        ("explicit", [{"email": "a@example.com", "sms_number": "2015550101",
+                       "sms_consent_date": "2026-11-01"},
+                      {"sms_number": "2025550103", "sms_consent_date": "2026-10-30"}]),
+        ("not_set", [{"email": "b@example.com", "sms_number": "2025550102"}])]
+    # The delivered state keeps the SMS-only contact's key, never a null email.
+    assert [m.emails.to_pylist() for _, m in ready] == [
+        ["a@example.com", "sms:+12025550103"], ["b@example.com"]]
+    contract = Contract.load()
+    found_op = contract.operation("POST", "/activities/contacts_json_import")
+    assert found_op is not None
+    (body_param,) = [p for p in found_op[1]["parameters"] if p["in"] == "body"]
+    for body in bodies:
+        assert contract.validate(body_param["schema"], body) == []
