@@ -198,7 +198,8 @@ class _SmsSplit:
     sms_only: pa.Table
     rejected: list[pa.Table]
     refused: int = 0
-    dropped: int = 0
+    # Members with an email whose bad number is left out: report rows once the member is sent.
+    dropped: pa.Table | None = None
 
 
 def _refusals(table: pa.Table, mask: Any, reasons: Any, details: Any) -> pa.Table:
@@ -253,11 +254,10 @@ def split_sms(table: pa.Table, mapping: Mapping[str, str], rules: SmsRules,
     split = _SmsSplit(table.filter(pc.invert(sms_only)), table.slice(0, 0), [])
     # Members with an email keep it and lose only a bad number: sent without it.
     dropped = pc.and_(with_email, bad)
-    split.dropped = pc.sum(dropped).as_py() or 0
-    if split.dropped:
-        split.rejected.append(_refusals(
+    if pc.any(dropped).as_py():
+        split.dropped = _refusals(
             table, dropped, parsed.problem,
-            pc.binary_join_element_wise(parsed.detail, "; the contact is sent without it", "")))
+            pc.binary_join_element_wise(parsed.detail, "; the contact is sent without it", ""))
     refused_bad = pc.and_(sms_only, bad)
     unconsented = pc.and_(pc.and_(sms_only, valid), pc.invert(explicit))
     sendable = pc.and_(sms_only, explicit)
@@ -270,7 +270,7 @@ def split_sms(table: pa.Table, mapping: Mapping[str, str], rules: SmsRules,
             table, sendable, "sms_not_allowed",
             "no email, and the connection's sms_only_allowed setting is off"))
         kept = table.slice(0, 0)
-    split.refused = sum(t.num_rows for t in split.rejected) - split.dropped
+    split.refused = sum(t.num_rows for t in split.rejected)
     if kept.num_rows:
         keys = pc.binary_join_element_wise(SMS_KEY_PREFIX, parsed.e164.filter(
             pc.fill_null(sendable, False)), "")
@@ -558,17 +558,23 @@ def validate_members(
         else:
             contacts[name] = _truncate(_empty_to_null(_as_text(values)), spec.max_length, name,
                                        warnings)
-    sms_only = 0
+    sms_only = dropped = 0
     if split is not None:
         sms_only = pc.sum(pc.starts_with(table.column("email"), SMS_KEY_PREFIX)).as_py() or 0
+        if split.dropped is not None:
+            # Only for members sent: one refused for its email (or superseded) has that row.
+            notes = split.dropped.filter(pc.is_in(split.dropped.column("customer_id"),
+                                                  value_set=table.column("customer_id")))
+            dropped = notes.num_rows
+            rejected.append(notes)
     return ValidatedMembers(
         contacts=pa.table(contacts),
         rejected=pa.concat_tables(rejected) if rejected else _empty_rejections(),
         in_segment=in_segment,
         no_consent=no_consent,
         warnings=warnings,
-        sms_refused=(split.refused + split.dropped) if split is not None else 0,
-        phone_dropped=split.dropped if split is not None else 0,
+        sms_refused=(split.refused + dropped) if split is not None else 0,
+        phone_dropped=dropped,
         sms_only=int(sms_only),
     )
 
