@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -18,6 +19,16 @@ from segment_export.errors import ConfigurationError
 ACCESS = "eyJhbGciOi-ACCESS-TOKEN-plaintext-0123456789"
 REFRESH = "REFRESH-TOKEN-plaintext-abcdefghijklmnopqrstu"
 CLIENT_SECRET = "CLIENT-SECRET-plaintext-zyxwvutsrqponm"
+
+
+def _at_0004(model: type[Connection] | type[Export]) -> Any:
+    """The model's table without the columns revision 0009 added (a Core insert of the ORM
+    table would fill those from their defaults)."""
+    from sqlalchemy import column, table
+
+    later = {"sms_only_allowed", "phone_region"}
+    return table(model.__tablename__, *(column(c.name, c.type)
+                                        for c in model.__table__.columns if c.name not in later))
 
 
 def _connection(**extra: object) -> Connection:
@@ -156,21 +167,24 @@ def test_upgrade_keeps_the_oldest_of_duplicate_active_runs(engine: Engine) -> No
     sessions = make_session_factory(engine)
     start = datetime(2026, 11, 1, tzinfo=UTC)
     with sessions.begin() as session:
-        # Core insert of the 0004 columns only: later revisions add user columns (0007).
+        # Core inserts of the 0004 columns only: later revisions add user columns (0007),
+        # connection and export columns (0009).
         session.execute(insert(User).values(id="user-ada", username="ada", role="admin"))
-        conn = _connection()
-        session.add(conn)
-        session.flush()
-        export = Export(name="raced", connection_id=conn.id, list_id="0" * 36,
-                        mapping={"email": "email"}, segment_ids=["s1"], created_by_id="user-ada")
-        session.add(export)
-        session.flush()
+        session.execute(insert(_at_0004(Connection)).values(
+            id="conn-1", display_name="Newsletter (prod)", shared_with_contributors=False,
+            status="connected", client_id="client-id-123", api_key_hash="k" * 64,
+            token_version=0, created_at=start, updated_at=start))
+        session.execute(insert(_at_0004(Export)).values(
+            id="export-1", name="raced", connection_id="conn-1", list_id="0" * 36,
+            mapping={"email": "email"}, segment_ids=["s1"], mode="add_update",
+            schedule_kind="manual", timezone="UTC", enabled=True, created_by_id="user-ada",
+            created_at=start, updated_at=start))
         # What the race left before 0005: two active runs of one export, and a dry run.
         session.add_all([
-            Run(id="run-b", export_id=export.id, status="queued",
+            Run(id="run-b", export_id="export-1", status="queued",
                 queued_at=start + timedelta(seconds=1)),
-            Run(id="run-a", export_id=export.id, status="running", queued_at=start),
-            Run(id="run-dry", export_id=export.id, status="queued", dry_run=True,
+            Run(id="run-a", export_id="export-1", status="running", queued_at=start),
+            Run(id="run-dry", export_id="export-1", status="queued", dry_run=True,
                 queued_at=start),
         ])
     upgrade_database(engine)
@@ -207,18 +221,20 @@ def test_upgrade_leaves_the_old_left_overs_of_ended_runs_unsettled(engine: Engin
     from segment_export.db.engine import alembic_config
 
     command.downgrade(alembic_config(engine), "0007")
+    start = datetime(2026, 11, 1, tzinfo=UTC)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
-        session.execute(insert(User).values(id="user-ada", username="ada", role="admin"))
-        conn = _connection()
-        session.add(conn)
-        session.flush()
-        export = Export(name="old", connection_id=conn.id, list_id="0" * 36,
-                        mapping={"email": "email"}, segment_ids=["s1"], created_by_id="user-ada")
-        session.add(export)
-        session.flush()
-        session.add_all([Run(id="run-failed", export_id=export.id, status="failed"),
-                         Run(id="run-running", export_id=export.id, status="running")])
+        session.execute(insert(_at_0004(Connection)).values(
+            id="conn-1", display_name="Old", shared_with_contributors=False,
+            status="connected", client_id="client-id-123", api_key_hash="k" * 64,
+            token_version=0, created_at=start, updated_at=start))
+        session.execute(insert(_at_0004(Export)).values(
+            id="export-1", name="old", connection_id="conn-1", list_id="0" * 36,
+            mapping={"email": "email"}, segment_ids=["s1"], mode="add_update",
+            schedule_kind="manual", timezone="UTC", enabled=True,
+            created_at=start, updated_at=start))
+        session.add_all([Run(id="run-failed", export_id="export-1", status="failed"),
+                         Run(id="run-running", export_id="export-1", status="running")])
         session.flush()
         for run_id in ("run-failed", "run-running"):
             for seq, state in enumerate(("sent", "pending", "confirmed")):
@@ -232,3 +248,35 @@ def test_upgrade_leaves_the_old_left_overs_of_ended_runs_unsettled(engine: Engin
                       ("run-running", 1): "pending", ("run-running", 2): "confirmed"}
     assert "ix_run_batches_unsettled" in {i["name"] for i in inspect(engine).get_indexes(
         "run_batches")}
+
+
+def test_sms_migration_round_trips(engine: Engine) -> None:
+    """0009: connections default to no SMS-only contacts, exports to the US phone region."""
+    from alembic import command
+
+    from segment_export.db import make_session_factory
+    from segment_export.db.engine import alembic_config
+
+    command.downgrade(alembic_config(engine), "0008")
+    assert "sms_only_allowed" not in {c["name"] for c in inspect(engine).get_columns(
+        "connections")}
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    sessions = make_session_factory(engine)
+    with sessions.begin() as session:
+        session.execute(insert(_at_0004(Connection)).values(
+            id="conn-1", display_name="Old", shared_with_contributors=False,
+            status="connected", client_id="client-id-123", api_key_hash="k" * 64,
+            token_version=0, created_at=start, updated_at=start))
+        session.execute(insert(_at_0004(Export)).values(
+            id="export-1", name="old", connection_id="conn-1", list_id="0" * 36,
+            mapping={"email": "email"}, segment_ids=["s1"], mode="add_update",
+            schedule_kind="manual", timezone="UTC", enabled=True,
+            created_at=start, updated_at=start))
+    upgrade_database(engine)
+    with sessions() as session:
+        connection = session.get(Connection, "conn-1")
+        export = session.get(Export, "export-1")
+        assert connection is not None
+        assert export is not None
+        assert connection.sms_only_allowed is False
+        assert export.phone_region == "US"

@@ -111,7 +111,10 @@ class Zygote:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.exports.fault_workers"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=stderr, text=True,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
+                # src first: the children run this checkout's code, not whatever the venv
+                # has installed (a worktree's venv installs another checkout's src).
+                env={**os.environ,
+                     "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))})
 
     def _ask(self, **command: Any) -> Any:
         assert self._proc.stdin is not None

@@ -111,3 +111,11 @@ def test_connect_configure_run_and_report(cli_env: dict[str, str], tmp_path: Pat
             rows = list(csv.DictReader(handle))
         assert [r["reason"] for r in rows] == ["invalid_email"]
         ok("connections", "test", "CLI Shop newsletter")
+        said = ok("connections", "set", "CLI Shop newsletter", "--sms-only")
+        assert "SMS-only contacts allowed" in said
+        from segment_export.db.models import Connection
+
+        with make_session_factory(make_engine(load_settings()))() as session:
+            (connection,) = session.query(Connection).all()
+            assert connection.sms_only_allowed is True
+        assert "not allowed" in ok("connections", "set", "CLI Shop newsletter", "--no-sms-only")

@@ -147,6 +147,28 @@ def list_(app: AppContext) -> None:
     console.print(table if rows else "No connections yet: `segment-export connections add`.")
 
 
+@connections_group.command("set")
+@click.argument("name")
+@click.option("--sms-only/--no-sms-only", "sms_only", default=None,
+              help="Whether the account takes SMS-only contacts (no email): exports then send "
+              "members with a consented US mobile number and no email (docs/sms.md). The API "
+              "cannot tell, so say so here; off (the default), they are refused.")
+@click.option("--share/--admins-only", default=None,
+              help="Let contributors use it in their exports, or admins only.")
+@pass_app
+def set_(app: AppContext, name: str, sms_only: bool | None, share: bool | None) -> None:
+    """Change a connection's settings (admins)."""
+    with app.sessions() as session:
+        conn = service.update_connection(
+            session, actor=app.actor(session),
+            connection=service.get_connection(session, name_or_id=name),
+            shared_with_contributors=share, sms_only_allowed=sms_only)
+        session.commit()
+        click.echo(f"{conn.display_name}: SMS-only contacts "
+                   f"{'allowed' if conn.sms_only_allowed else 'not allowed'}; usable by "
+                   f"{'admins, contributors' if conn.shared_with_contributors else 'admins'}.")
+
+
 @connections_group.command("test")
 @click.argument("name")
 @pass_app

@@ -64,6 +64,8 @@ def _spec_options(fn: Any) -> Any:
         click.option("--alert-threshold", type=float,
                      help="Alert when more than this share of rows is rejected (0-1)."),
         click.option("--enabled/--disabled", default=None, help="Whether schedules run it."),
+        click.option("--phone-region", help="Where a mapped sms_number without a country code "
+                     "is (ISO 3166 alpha-2; default US). See docs/sms.md."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -86,7 +88,7 @@ def _configuration(session: Any, base: ExportUpdate | None, name: str,
                         ("schedule_kind", "schedule"), ("cron", "cron"),
                         ("timezone", "timezone"), ("max_contacts", "max_contacts"),
                         ("rejected_alert_threshold", "alert_threshold"),
-                        ("enabled", "enabled")):
+                        ("enabled", "enabled"), ("phone_region", "phone_region")):
         if opts[option] is not None:
             values[key] = opts[option]
     if opts["list_id"] or opts["create_list"]:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -93,6 +94,10 @@ class Connection(Base):
     export_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Whether the account takes SMS-only contacts (no email): the API cannot tell, so an admin
+    # says so; off, an export's SMS-only members are refused (``sms_not_allowed``).
+    sms_only_allowed: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                   server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -179,6 +184,8 @@ class Export(Base):
     mapping: Mapped[dict[str, Any]]  # Constant Contact field -> profile column
     segment_ids: Mapped[list[Any]]
     consent_field: Mapped[str | None] = mapped_column(String(200))
+    # Where a phone number without a country code is taken to be (ISO 3166 alpha-2).
+    phone_region: Mapped[str] = mapped_column(String(2), default="US", server_default="US")
     mode: Mapped[str] = mapped_column(String(20), default="add_update")  # add_update | mirror
     schedule_kind: Mapped[str] = mapped_column(String(20), default="manual")  # manual|refresh|cron
     cron: Mapped[str | None] = mapped_column(String(120))

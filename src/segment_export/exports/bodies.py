@@ -28,6 +28,7 @@ from segment_export.constant_contact.batching import HARD_MAX_BYTES, MAX_LIST_ID
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.exports.delivery import BatchMembers
 from segment_export.exports.diff import Delivered, DiffTotals, select_changes
+from segment_export.exports.phones import SMS_KEY_PREFIX
 from segment_export.exports.validate import ValidatedMembers
 
 T = TypeVar("T")
@@ -127,7 +128,7 @@ class BodyCutter:
     """Cuts serialized contacts into import bodies within both of Constant Contact's limits."""
 
     def __init__(self, *, list_ids: Sequence[str], max_contacts: int = MAX_CONTACTS_PER_IMPORT,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, sms_permission: str | None = None) -> None:
         if not 1 <= len(list_ids) <= MAX_LIST_IDS:
             raise ConfigurationError(
                 f"An import needs 1 to {MAX_LIST_IDS} list ids, not {len(list_ids)}")
@@ -135,7 +136,12 @@ class BodyCutter:
             raise ConfigurationError(f"max_contacts must be 1..{MAX_CONTACTS_PER_IMPORT}")
         if max_bytes >= HARD_MAX_BYTES:
             raise ConfigurationError(f"max_bytes must stay below {HARD_MAX_BYTES}")
-        self.head = b'{"list_ids":' + orjson.dumps(list(list_ids)) + b',"import_data":['
+        # The SMS permission is the body's (Constant Contact's contacts_json_import), so
+        # explicit and not_set contacts travel in bodies of their own (see SplitByConsent).
+        permission = (b'"sms_permission_to_send":' + orjson.dumps(sms_permission) + b","
+                      if sms_permission else b"")
+        self.head = (b'{"list_ids":' + orjson.dumps(list(list_ids)) + b"," + permission
+                     + b'"import_data":[')
         self.tail = b"]}"
         frame = len(self.head) + len(self.tail)
         if frame >= max_bytes:
@@ -151,7 +157,7 @@ class BodyCutter:
             hashes: np.ndarray[Any, np.dtype[np.int64]]) -> Iterator[Ready]:
         """Take more contacts (with their email keys and value hashes); yield the bodies that
         are full. A body that could still take contacts waits for the next call or ``finish``."""
-        more = _Pending(contact_objects(contacts), keys, hashes,
+        more = _Pending(contact_objects(_without_sms_keys(contacts)), keys, hashes,
                         contacts.column("email").combine_chunks(),
                         contacts.column("customer_id").combine_chunks())
         self.pending = more if self.pending is None else self.pending.then(more)
@@ -208,6 +214,47 @@ class BodyCutter:
         return batch, members
 
 
+def _without_sms_keys(contacts: pa.Table) -> pa.Table:
+    """The contacts as sent: an SMS-only contact's ``sms:`` key is its delivered-state key,
+    never an email, so its row carries no ``email`` (Constant Contact keys it by number)."""
+    if "sms_number" not in contacts.column_names:
+        return contacts
+    emails = contacts.column("email")
+    sms_only = pc.starts_with(emails, SMS_KEY_PREFIX)
+    if not pc.any(sms_only).as_py():
+        return contacts
+    return contacts.set_column(contacts.column_names.index("email"), "email",
+                               pc.if_else(sms_only, pa.scalar(None, pa.string()), emails))
+
+
+class SplitByConsent:
+    """Two cutters, one per SMS permission: a contact with an SMS consent date (the profile
+    gave consent: see validate.split_sms) goes in an ``explicit`` body, every other in a
+    ``not_set`` one. Same interface as :class:`BodyCutter`."""
+
+    def __init__(self, *, list_ids: Sequence[str], max_contacts: int = MAX_CONTACTS_PER_IMPORT,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.explicit = BodyCutter(list_ids=list_ids, max_contacts=max_contacts,
+                                   max_bytes=max_bytes, sms_permission="explicit")
+        self.not_set = BodyCutter(list_ids=list_ids, max_contacts=max_contacts,
+                                  max_bytes=max_bytes, sms_permission="not_set")
+
+    def add(self, contacts: pa.Table, keys: np.ndarray[Any, np.dtype[np.int64]],
+            hashes: np.ndarray[Any, np.dtype[np.int64]]) -> Iterator[Ready]:
+        """As :meth:`BodyCutter.add`, each contact to the cutter of its permission."""
+        dates = contacts.column("sms_consent_date") if (
+            "sms_consent_date" in contacts.column_names) else None
+        explicit = (np.zeros(contacts.num_rows, dtype=bool) if dates is None
+                    else np.asarray(pc.is_valid(dates).to_numpy(zero_copy_only=False)))
+        for cutter, mask in ((self.explicit, explicit), (self.not_set, ~explicit)):
+            if mask.any():
+                yield from cutter.add(contacts.filter(pa.array(mask)), keys[mask], hashes[mask])
+
+    def finish(self) -> Iterator[Ready]:
+        yield from self.explicit.finish()
+        yield from self.not_set.finish()
+
+
 class _Strings(Sequence[str | None]):
     """An Arrow string array seen as a sequence of str: 40,000 Python strings per body would
     cost megabytes while the body waits for its turn, and are rarely read."""
@@ -241,7 +288,7 @@ def prepare_batches(
     *,
     delivered: Delivered,
     totals: DiffTotals,
-    cutter: BodyCutter,
+    cutter: BodyCutter | SplitByConsent,
     seconds: dict[str, float],
     on_chunk: Callable[[ValidatedMembers], None] = lambda chunk: None,
 ) -> Iterator[Ready]:

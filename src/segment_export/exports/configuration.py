@@ -23,6 +23,7 @@ from segment_export.exports import service
 from segment_export.exports.connections import client_for, require_usable
 from segment_export.exports.custom_fields import check_mapping, mapped_names, read_account_fields
 from segment_export.exports.lists import resolve_list
+from segment_export.exports.phones import DEFAULT_PHONE_REGION
 
 
 class ExportCreate(BaseModel):
@@ -44,6 +45,7 @@ class ExportCreate(BaseModel):
     enabled: bool = True
     max_contacts: int | None = None
     rejected_alert_threshold: float | None = None
+    phone_region: str = DEFAULT_PHONE_REGION
 
 
 class ExportUpdate(ExportCreate):
@@ -58,7 +60,8 @@ class ExportUpdate(ExportCreate):
                    consent_field=spec.consent_field, mode=spec.mode,
                    schedule_kind=spec.schedule_kind, cron=spec.cron, timezone=spec.timezone,
                    enabled=spec.enabled, max_contacts=spec.max_contacts,
-                   rejected_alert_threshold=spec.rejected_alert_threshold)
+                   rejected_alert_threshold=spec.rejected_alert_threshold,
+                   phone_region=spec.phone_region)
 
 
 def _connection(session: Session, actor: User, connection_id: str) -> Connection:
@@ -104,7 +107,8 @@ def save_export(
         consent_field=data.consent_field or None, mode=data.mode,
         schedule_kind=data.schedule_kind, cron=data.cron or None, timezone=data.timezone,
         enabled=data.enabled, max_contacts=data.max_contacts,
-        rejected_alert_threshold=data.rejected_alert_threshold)
+        rejected_alert_threshold=data.rejected_alert_threshold,
+        phone_region=data.phone_region or DEFAULT_PHONE_REGION)
     mapping = service.check_spec(session, actor, draft, profile_columns,
                                  list_pending=create_name is not None)
     service.check_name_free(session, draft.name, export)

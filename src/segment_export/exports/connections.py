@@ -144,7 +144,10 @@ def update_connection(
     connection: Connection,
     display_name: str | None = None,
     shared_with_contributors: bool | None = None,
+    sms_only_allowed: bool | None = None,
 ) -> Connection:
+    """Rename a connection, change who may use it, or say whether its account takes SMS-only
+    contacts (admins; docs/sms.md)."""
     require_role(actor, Role.ADMIN)
     changes: dict[str, object] = {}
     if display_name is not None and display_name.strip() != connection.display_name:
@@ -153,6 +156,9 @@ def update_connection(
     if shared_with_contributors is not None:
         connection.shared_with_contributors = shared_with_contributors
         changes["shared_with_contributors"] = shared_with_contributors
+    if sms_only_allowed is not None:
+        connection.sms_only_allowed = sms_only_allowed
+        changes["sms_only_allowed"] = sms_only_allowed
     audit.record(session, actor=actor, action="connection.updated", target_type="connection",
                  target_id=connection.id, **changes)
     return connection

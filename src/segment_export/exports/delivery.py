@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from segment_export.constant_contact import Activity
 from segment_export.db.models import ExportMember, ExportMemberBlock, RejectedRow, Run, RunBatch
 from segment_export.db.types import utcnow
+from segment_export.exports.phones import SMS_KEY_PREFIX
 
 _ROW_ERROR = re.compile(r"^Row (\d+)(?: \((.*?)\))?: (.*)$")
 # Past this many blocks an export's state is folded into one at the start of its next run.
@@ -177,6 +179,11 @@ def record_delivered(
                             members.customer_ids.filter(pa.array(keep)))
     counts = {"accepted": verdict.accepted, "rejected": verdict.rejected,
               "unsubscribed_not_added": verdict.unsubscribed}
+    if not unnamed and len(kept):
+        # SMS-only contacts delivered (keyed sms:<E.164>, docs/sms.md), for the run's counts.
+        sms_only = int(pc.sum(pc.starts_with(kept.emails, SMS_KEY_PREFIX)).as_py() or 0)
+        if sms_only:
+            counts["sms_only"] = sms_only
     with engine.begin() as conn:
         if unnamed:
             _remember_uncertain(conn, export_id=export_id, run_id=run_id, keys=members.keys,

@@ -34,7 +34,7 @@ from segment_export.errors import (
     SegmentExportError,
 )
 from segment_export.exports.ahead import Ahead
-from segment_export.exports.bodies import BodyCutter, prepare_batches
+from segment_export.exports.bodies import BodyCutter, SplitByConsent, prepare_batches
 from segment_export.exports.connections import client_for
 from segment_export.exports.custom_fields import AccountField, fields_for_run, mapped_names
 from segment_export.exports.delivery import BatchMembers, compact_members, record_uncertain
@@ -352,7 +352,7 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
     counts: dict[str, Any] = {"segment_size": size}
     if run.dry_run:
         return _dry_run(deps, run, export, local, counts, stages,
-                        _custom_fields(deps, connection, export))
+                        _custom_fields(deps, connection, export), connection)
 
     assert connection is not None
     with client_for(connection, settings=deps.settings, engine=deps.engine,
@@ -373,7 +373,8 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
         totals, held = DiffTotals(), SuppressedTally()
         chunks = without_suppressed(
             stream_members(deps.store, export, seconds=stages.seconds, counts=local,
-                           custom_fields=typed), suppressed=suppressed, tally=held, totals=totals)
+                           custom_fields=typed, sms_only_allowed=connection.sms_only_allowed),
+            suppressed=suppressed, tally=held, totals=totals)
         _send(deps, client, run, export, chunks, delivered, totals, counts, local, stages)
         counts.update(local.as_dict(), suppressed=held.suppressed)
         if export.mode == "mirror":
@@ -407,13 +408,15 @@ def _custom_fields(deps: RunDependencies, connection: Connection | None,
 
 def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts,
              counts: dict[str, Any], stages: _Stages,
-             typed: dict[str, AccountField] | None = None) -> Run:
+             typed: dict[str, AccountField] | None = None,
+             connection: Connection | None = None) -> Run:
     delivered = Delivered.empty() if run.full_resync else load_delivered(deps.engine, export.id)
     totals, held = DiffTotals(), SuppressedTally()
     # What the suppression set held at the last read: a dry run asks Constant Contact nothing.
+    sms_only_allowed = bool(connection.sms_only_allowed) if connection is not None else False
     for chunk in without_suppressed(
             stream_members(deps.store, export, seconds=stages.seconds, counts=local,
-                           custom_fields=typed),
+                           custom_fields=typed, sms_only_allowed=sms_only_allowed),
             suppressed=load_suppressed(deps.engine, connection_id=export.connection_id),
             tally=held, totals=totals):
         store_rejections(deps.engine, run.id, chunk)
@@ -454,8 +457,7 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
     # so that work overlaps the waits of Constant Contact's pacing.
     bodies = prepare_batches(
         chunks, delivered=delivered, totals=totals,
-        cutter=BodyCutter(list_ids=[export.list_id],
-                          max_contacts=deps.settings.import_batch_contacts),
+        cutter=_cutter(export, deps.settings.import_batch_contacts),
         seconds=stages.seconds, on_chunk=lambda chunk: store_rejections(deps.engine, run.id, chunk))
     seq = _next_seq(deps, run.id, "import")
     # One body waits while another is sent: enough to hide the producer's jitter, and each
@@ -479,6 +481,13 @@ def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export
     counts.update(to_send=totals.new + totals.changed, unchanged=totals.unchanged,
                   new=totals.new, changed=totals.changed, processed=local.in_segment)
     _check_cancel(deps, run.id, counts)
+
+
+def _cutter(export: Export, max_contacts: int) -> BodyCutter | SplitByConsent:
+    """One cutter; two (explicit and not_set bodies) when the export sends phone numbers."""
+    if "sms_number" in export.mapping:
+        return SplitByConsent(list_ids=[export.list_id], max_contacts=max_contacts)
+    return BodyCutter(list_ids=[export.list_id], max_contacts=max_contacts)
 
 
 def _forget_local_rejections(deps: RunDependencies, run_id: str) -> None:
@@ -623,6 +632,13 @@ def _emails_for(deps: RunDependencies, export: Export, run_id: str,
     return emails, ids
 
 
+def _sms_note(counts: dict[str, Any]) -> str:
+    if "sms_refused" not in counts:
+        return ""
+    return (f"; SMS: {counts.get('sms_only_sent', 0):,} SMS-only contacts sent of "
+            f"{counts.get('sms_only', 0):,}, {counts['sms_refused']:,} numbers refused")
+
+
 def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
                stages: _Stages) -> Run:
     with deps.sessions.begin() as session:
@@ -638,6 +654,8 @@ def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
         unnamed = sum(int(b.counts.get("rejected_unnamed", 0)) for b in batches)
         if unnamed:
             counts["refused_unnamed"] = unnamed
+        if "sms_refused" in counts:  # the export maps phone numbers
+            counts["sms_only_sent"] = sum(int(b.counts.get("sms_only", 0)) for b in batches)
         counts.update(
             sent=sent, accepted=accepted, rejected_by_constant_contact=refused,
             unsubscribed_not_added=unsubscribed,
@@ -648,7 +666,9 @@ def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
         )
         run.counts = {**run.counts, **counts}
         run.stage_seconds = stages.seconds
-        rejected = counts.get("rejected_locally", 0) + refused
+        # A number left out of a sent contact is a rejection too: the report has its row.
+        rejected = (counts.get("rejected_locally", 0) + refused
+                    + counts.get("sms_phone_dropped", 0))
     status = "succeeded_with_rejections" if rejected else "succeeded"
     removed = counts.get("removed", 0)
     unnamed_note = (f" of which {unnamed:,} unnamed, their requests sent again next run"
@@ -659,5 +679,6 @@ def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
                f"rejected before sending; {counts.get('no_consent', 0):,} without consent"
                + (f"; {counts['suppressed']:,} unsubscribed in Constant Contact and held back"
                   if counts.get("suppressed") else "")
-               + (f"; {removed:,} removed from the list" if removed else "") + ".")
+               + (f"; {removed:,} removed from the list" if removed else "")
+               + _sms_note(counts) + ".")
     return _finish(deps, run_id, status, message)

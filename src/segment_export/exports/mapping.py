@@ -15,7 +15,7 @@ class FieldSpec:
 
     name: str
     max_length: int
-    kind: str = "text"  # text | birthday | anniversary
+    kind: str = "text"  # text | birthday | anniversary | sms_number | sms_consent | sms_date
 
 
 _NAME_FIELDS = ("first_name", "last_name", "job_title", "company_name")
@@ -35,7 +35,15 @@ FIELDS: dict[str, FieldSpec] = {
     # A date column becomes birthday_month + birthday_day; the year is never sent.
     "birthday": FieldSpec("birthday", 10, "birthday"),
     "anniversary": FieldSpec("anniversary", 10, "anniversary"),
+    # SMS (docs/sms.md): the number is parsed to E.164 and sent as Constant Contact's 10 US
+    # digits; the consent column (true/false) picks explicit or not_set, and explicit needs the
+    # consent date. Only sms_number is a key of the import row as mapped; the consent is the
+    # body's sms_permission_to_send.
+    "sms_number": FieldSpec("sms_number", 16, "sms_number"),
+    "sms_consent": FieldSpec("sms_consent", 0, "sms_consent"),
+    "sms_consent_date": FieldSpec("sms_consent_date", 10, "sms_date"),
 }
+SMS_FIELDS = ("sms_number", "sms_consent", "sms_consent_date")
 CUSTOM_FIELD_PREFIX = "cf:"
 CUSTOM_FIELD_MAX_LENGTH = 255
 MAX_CUSTOM_FIELDS = 25
@@ -84,6 +92,21 @@ def validate_mapping(
             f"{MAX_CUSTOM_FIELDS} per contact",
             field="mapping",
         )
+    if clean.get("sms_consent") and not clean.get("sms_number"):
+        raise ConfigurationError(
+            "SMS consent is mapped but the phone number is not",
+            hint="Map the 'sms_number' field to the column holding the mobile number.",
+            field="sms_consent")
+    # Constant Contact takes an explicit SMS consent only with its date: one without the other
+    # could never send a consent, so both are mapped or neither.
+    if bool(clean.get("sms_consent")) != bool(clean.get("sms_consent_date")):
+        missing = "sms_consent_date" if clean.get("sms_consent") else "sms_consent"
+        raise ConfigurationError(
+            "Map the SMS consent and the SMS consent date together: Constant Contact takes an "
+            "explicit consent only with the date it was given",
+            hint="Map 'sms_consent' to a true/false column and 'sms_consent_date' to a date "
+                 "column.",
+            field=missing)
     for name, column in clean.items():
         field_spec(name)
         if not column:

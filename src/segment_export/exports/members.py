@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Engine
 
 from segment_export.db.models import Export, RejectedRow
@@ -24,7 +25,9 @@ from segment_export.exports.validate import (
     EMAIL_MAX_LENGTH,
     EMAIL_PATTERN,
     DedupePlan,
+    SmsRules,
     ValidatedMembers,
+    repeated_keys,
     validate_members,
 )
 from segment_export.profiles import ProfileStore
@@ -44,18 +47,31 @@ class LocalCounts:
     rejected_locally: int = 0
     valid: int = 0
     warnings: Counter[str] = field(default_factory=Counter)
+    sms: bool = False  # the export maps a phone number: the SMS counts are reported
+    sms_refused: int = 0
+    sms_phone_dropped: int = 0
+    sms_only: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"in_segment": self.in_segment, "no_consent": self.no_consent,
-                "rejected_locally": self.rejected_locally, "valid": self.valid,
-                "warnings": dict(self.warnings)}
+        counts: dict[str, Any] = {
+            "in_segment": self.in_segment, "no_consent": self.no_consent,
+            "rejected_locally": self.rejected_locally, "valid": self.valid,
+            "warnings": dict(self.warnings)}
+        if self.sms:
+            counts.update(sms_refused=self.sms_refused, sms_phone_dropped=self.sms_phone_dropped,
+                          sms_only=self.sms_only)
+        return counts
 
     def add(self, chunk: ValidatedMembers) -> None:
         self.in_segment += chunk.in_segment
         self.no_consent += chunk.no_consent
-        self.rejected_locally += chunk.rejected_count - chunk.no_consent
+        # A member sent without its bad number is not refused: its report row is about the number.
+        self.rejected_locally += chunk.refused_members - chunk.no_consent
         self.valid += chunk.contacts.num_rows
         self.warnings.update(chunk.warnings)
+        self.sms_refused += chunk.sms_refused
+        self.sms_phone_dropped += chunk.phone_dropped
+        self.sms_only += chunk.sms_only
 
 
 def stream_members(
@@ -66,9 +82,11 @@ def stream_members(
     counts: LocalCounts,
     chunk_rows: int = CHUNK_ROWS,
     custom_fields: Mapping[str, AccountField] | None = None,
+    sms_only_allowed: bool = False,
 ) -> Iterator[ValidatedMembers]:
     """Validated chunks of the export's members; ``counts`` and ``seconds`` grow as they go.
-    ``custom_fields``: the account's fields the mapping fills, to cast their values by type."""
+    ``custom_fields``: the account's fields the mapping fills, to cast their values by type;
+    ``sms_only_allowed``: the connection takes SMS-only contacts (docs/sms.md)."""
     _lean_arrow_allocator()
     id_column = store.id_column or "customer_id"
     email_column = export.mapping["email"]
@@ -77,8 +95,14 @@ def stream_members(
     plan = DedupePlan(store.duplicate_emails(
         export.segment_ids, email_column=email_column, consent_column=consent,
         pattern=EMAIL_PATTERN, max_length=EMAIL_MAX_LENGTH))
-    _add(seconds, "validate", started)
     columns = list(dict.fromkeys([*export.mapping.values(), *([consent] if consent else [])]))
+    sms = None
+    if "sms_number" in export.mapping:
+        counts.sms = True
+        sms = SmsRules(region=export.phone_region or "US", sms_only_allowed=sms_only_allowed)
+        if sms_only_allowed:
+            plan = plan.with_more(_sms_only_duplicates(store, export, columns, sms, chunk_rows))
+    _add(seconds, "validate", started)
     reader = store.read_members(export.segment_ids, columns, batch_size=chunk_rows)
     while True:
         started = time.perf_counter()
@@ -89,10 +113,42 @@ def stream_members(
         started = time.perf_counter()
         chunk = validate_members(pa.Table.from_batches([batch]), id_column=id_column,
                                  mapping=export.mapping, consent_column=consent, dedupe=plan,
-                                 custom_fields=custom_fields)
+                                 custom_fields=custom_fields, sms=sms)
         counts.add(chunk)
         _add(seconds, "validate", started)
         yield chunk
+
+
+def _sms_only_duplicates(store: ProfileStore, export: Export, columns: list[str],
+                         sms: SmsRules, chunk_rows: int) -> pa.Table:
+    """A first pass for SMS-only members (no email, a number): the numbers several sendable
+    ones share, with the highest customer id of each, as the email plan has for emails.
+
+    Their numbers are read in Python (libphonenumber), so only the rows without an email are
+    validated here, by the same rules as the run's own pass.
+    """
+    id_column = store.id_column or "customer_id"
+    email_column, phone_column = export.mapping["email"], export.mapping["sms_number"]
+    keys: list[pa.Table] = []
+    for batch in store.read_members(export.segment_ids, columns, batch_size=chunk_rows):
+        members = pa.Table.from_batches([batch])
+        email = pc.utf8_trim_whitespace(pc.cast(members.column(email_column), pa.string()))
+        phone = pc.utf8_trim_whitespace(pc.cast(members.column(phone_column), pa.string()))
+        candidates = members.filter(pc.and_(pc.fill_null(pc.equal(email, ""), True),
+                                            pc.fill_null(pc.not_equal(phone, ""), False)))
+        if not candidates.num_rows:
+            continue
+        found = validate_members(candidates, id_column=id_column, mapping=export.mapping,
+                                 consent_column=export.consent_field,
+                                 dedupe=DedupePlan.nothing(), sms=sms)
+        sort_ids = candidates.column(id_column)
+        ids = pc.cast(sort_ids, pa.string()) if not pa.types.is_string(sort_ids.type) else sort_ids
+        position = pc.index_in(found.contacts.column("customer_id"), value_set=ids)
+        keys.append(pa.table({"email": found.contacts.column("email"),
+                              "sort_id": sort_ids.take(position)}))
+    if not keys:
+        return DedupePlan.nothing().winners
+    return repeated_keys(pa.concat_tables(keys))
 
 
 def _lean_arrow_allocator() -> None:

@@ -33,6 +33,7 @@ from segment_export.exports.delivery import (
     record_removed,
 )
 from segment_export.exports.diff import Delivered, fingerprints, leavers, sorted_member
+from segment_export.exports.phones import SMS_KEY_PREFIX, SMS_REGION, parse_phones
 from segment_export.exports.sending import look_up_activities
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
     is removed (nor forgotten: a later run looks again).
     """
     wanted = {email for email in emails if email}
+    sms_wanted = {key for key in wanted if key.startswith(SMS_KEY_PREFIX)}
     found: dict[str, set[str]] = {}
 
     def match(pairs: list[tuple[str, str | None]]) -> None:
@@ -74,17 +76,19 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
             if address in wanted and contact_id:
                 found.setdefault(address, set()).add(contact_id)
 
-    if len(wanted) <= LOOKUP_ONE_BY_ONE:
+    # An SMS-only contact cannot be looked up by email: the list's export finds it by number.
+    if len(wanted) <= LOOKUP_ONE_BY_ONE and not sms_wanted:
         for email in wanted:
             match([(c.contact_id, c.email)
                    for c in client.find_contacts(email=email, lists=[list_id], limit=50)])
     else:
-        activity = client.create_contact_export(list_ids=[list_id],
-                                                fields=["contact_id", "email_address"])
+        fields = ["contact_id", "email_address", *(["sms_number"] if sms_wanted else [])]
+        activity = client.create_contact_export(list_ids=[list_id], fields=fields)
         done = client.wait_for_activity(activity.activity_id, poll_interval=poll_interval)
         if done.state != "completed" or done.links.results is None:
             raise RetriableError(f"Contact export {activity.activity_id} ended {done.state}")
-        table = _read_export(client.download_contact_export_csv(done.links.results.href))
+        table = _read_export(client.download_contact_export_csv(done.links.results.href),
+                             sms=bool(sms_wanted))
         ids_column = table.column("contact_id")
         addresses = table.column("email_address" if "email_address" in table.column_names
                                  else "email")
@@ -94,6 +98,16 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
         hit = pc.is_in(normalised, value_set=pa.array(sorted(wanted), pa.string()))
         match(list(zip(pc.fill_null(ids_column.filter(hit), "").to_pylist(),
                        addresses.filter(hit).to_pylist(), strict=True)))
+        if sms_wanted:
+            # Only a contact that is still SMS-only is the one this export made: one that has
+            # an email since is someone's email contact, never removed as an SMS-only leaver.
+            bare = pc.and_(pc.equal(normalised, ""), pc.is_valid(table.column("sms_number")))
+            numbers = parse_phones(table.column("sms_number").filter(bare), region=SMS_REGION)
+            for contact_id, e164 in zip(ids_column.filter(bare).to_pylist(),
+                                        numbers.e164.to_pylist(), strict=True):
+                key = f"{SMS_KEY_PREFIX}{e164}"
+                if e164 and contact_id and key in sms_wanted:
+                    found.setdefault(key, set()).add(contact_id)
     ids = {email: next(iter(c)) for email, c in found.items() if len(c) == 1}
     ambiguous = {email for email, c in found.items() if len(c) > 1}
     if ambiguous:
@@ -102,19 +116,24 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
     return ids, ambiguous
 
 
-def _read_export(data: bytes) -> pa.Table:
-    """A contact export's CSV as a table of strings (contact_id and the email column)."""
+def _read_export(data: bytes, *, sms: bool = False) -> pa.Table:
+    """A contact export's CSV as a table of strings (contact_id and the email column, and with
+    ``sms`` the ``sms_number`` column)."""
+    extra = ["sms_number"] if sms else []
     if not data.strip():
-        return pa.table({"contact_id": pa.array([], pa.string()),
-                         "email_address": pa.array([], pa.string())})
-    names = data[:data.find(b"\n")].decode().strip().split(",")
-    email = "email_address" if "email_address" in [n.strip('"') for n in names] else "email"
+        return pa.table({name: pa.array([], pa.string())
+                         for name in ("contact_id", "email_address", *extra)})
+    names = [n.strip('"') for n in data[:data.find(b"\n")].decode().strip().split(",")]
+    email = "email_address" if "email_address" in names else "email"
+    if sms and "sms_number" not in names:
+        raise RetriableError("The list's contact export has no sms_number column; SMS-only "
+                             "leavers cannot be found")
+    wanted = ["contact_id", email, *extra]
     return pacsv.read_csv(
         pa.py_buffer(data),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
-            include_columns=["contact_id", email],
-            column_types={"contact_id": pa.string(), email: pa.string()},
+            include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string()),
             strings_can_be_null=True, quoted_strings_can_be_null=False))
 
 

@@ -40,7 +40,11 @@ COUNT_LABELS = [
     ("refused_unnamed", N_("Refused, rows not named (sent again next run)")),
     ("unsubscribed_not_added", N_("Unsubscribed, not re-added")),
     ("left_segment", N_("Left the segment")), ("removed", N_("Removed from the list")),
-    ("already_off_list", N_("Already off the list")), ("would_add", N_("Would add")),
+    ("already_off_list", N_("Already off the list")),
+    ("sms_refused", N_("Phone numbers refused (SMS)")),
+    ("sms_phone_dropped", N_("Of them, sent by email without the number")),
+    ("sms_only", N_("SMS-only contacts (no email)")),
+    ("sms_only_sent", N_("SMS-only contacts sent")), ("would_add", N_("Would add")),
     ("would_update", N_("Would update")), ("would_remove", N_("Would remove")),
 ]
 

@@ -20,6 +20,7 @@ from segment_export.errors import ConfigurationError, NotFoundError, PermissionD
 from segment_export.exports.connections import can_use, require_usable
 from segment_export.exports.delivery import forget_export_state
 from segment_export.exports.mapping import validate_mapping
+from segment_export.exports.phones import DEFAULT_PHONE_REGION, check_region
 from segment_export.users import Role
 
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
@@ -45,6 +46,8 @@ class ExportSpec:
     enabled: bool = True
     max_contacts: int | None = None
     rejected_alert_threshold: float | None = None
+    # Where a phone number without its country code is (docs/sms.md); used with sms_number.
+    phone_region: str = DEFAULT_PHONE_REGION
 
 
 def permissions(user: User, export: Export, connection: Connection | None) -> list[str]:
@@ -117,6 +120,7 @@ def check_spec(session: Session, actor: User, spec: ExportSpec,
         raise ConfigurationError(f"Not a valid cron expression: {spec.cron!r}", field="cron")
     if spec.max_contacts is not None and spec.max_contacts <= 0:
         raise ConfigurationError("The contact limit must be positive", field="max_contacts")
+    check_region(spec.phone_region)
     return mapping
 
 
@@ -137,6 +141,7 @@ def _apply(export: Export, spec: ExportSpec, mapping: dict[str, str]) -> None:
     export.mapping = mapping
     export.segment_ids = list(spec.segment_ids)
     export.consent_field = spec.consent_field or None
+    export.phone_region = check_region(spec.phone_region)
     export.mode = spec.mode
     export.schedule_kind = spec.schedule_kind
     export.cron = spec.cron if spec.schedule_kind == "cron" else None
@@ -202,6 +207,7 @@ def spec_of(export: Export) -> ExportSpec:
         cron=export.cron, timezone=export.timezone, enabled=export.enabled,
         max_contacts=export.max_contacts,
         rejected_alert_threshold=export.rejected_alert_threshold,
+        phone_region=export.phone_region or DEFAULT_PHONE_REGION,
     )
 
 

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from segment_export.exports.custom_fields import AccountField, cast_custom_fields
 from segment_export.exports.mapping import field_spec
+from segment_export.exports.phones import DEFAULT_PHONE_REGION, SMS_KEY_PREFIX, parse_phones
 from segment_export.languages import N_
 
 # A conservative ASCII dot-atom (RFC 5321), applied to the trimmed, lower-cased address.
@@ -55,7 +56,15 @@ REASONS = {
     "no_marketing_consent": N_("The export's consent column is not true for this profile."),
     "invalid_custom_field": N_("A value does not fit its custom field's type (see the detail)."),
     "rejected_by_constant_contact": N_("Constant Contact refused the row (see the detail)."),
+    # SMS (docs/sms.md). For a member with an email, the first two only mean its number was
+    # left out: the contact itself is sent.
+    "invalid_phone": N_("The phone number is not a valid number (see the detail)."),
+    "phone_not_us": N_("The phone number is not a US number; Constant Contact SMS is US only."),
+    "no_sms_consent": N_("No email, and no SMS consent with its date: nothing could reach them."),
+    "sms_not_allowed": N_("No email, and the connection does not allow SMS-only contacts."),
 }
+# The reasons that name a phone number rather than the member (counted in ``sms_refused``).
+SMS_REASONS = frozenset({"invalid_phone", "phone_not_us", "no_sms_consent", "sms_not_allowed"})
 
 
 @dataclass(slots=True)
@@ -67,10 +76,20 @@ class ValidatedMembers:
     in_segment: int
     no_consent: int
     warnings: Counter[str] = field(default_factory=Counter)
+    # SMS: report rows with an SMS reason; of them, members sent without their number (rows of
+    # ``rejected`` that refuse the number, not the member); valid SMS-only contacts.
+    sms_refused: int = 0
+    phone_dropped: int = 0
+    sms_only: int = 0
 
     @property
     def rejected_count(self) -> int:
         return int(self.rejected.num_rows)
+
+    @property
+    def refused_members(self) -> int:
+        """Members not sent (the report's rows less the numbers left out of a sent contact)."""
+        return self.rejected_count - self.phone_dropped
 
 
 def _as_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -127,6 +146,143 @@ class DedupePlan:
     def nothing(cls) -> DedupePlan:
         return cls(pa.table({"email": pa.array([], pa.string()),
                              "sort_id_max": pa.array([], pa.string())}))
+
+    def with_more(self, winners: pa.Table) -> DedupePlan:
+        """This plan and more keys' winners (SMS-only members' numbers), ids as text: each
+        use casts them back to the ids' own type."""
+        if not winners.num_rows:
+            return self
+        if not self.winners.num_rows:
+            return DedupePlan(winners)
+        as_text = [t.set_column(1, "sort_id_max", _as_text(t.column("sort_id_max")))
+                   for t in (self.winners, winners)]
+        return DedupePlan(pa.concat_tables(as_text))
+
+
+@dataclass(frozen=True, slots=True)
+class SmsRules:
+    """How an export reads its members' phone numbers: the region of a number written without
+    its country code, and whether the connection's account takes SMS-only contacts."""
+
+    region: str = DEFAULT_PHONE_REGION
+    sms_only_allowed: bool = False
+
+
+def repeated_keys(keys: pa.Table) -> pa.Table:
+    """Of ``keys`` (columns ``email``, ``sort_id``), the keys held by several rows with the
+    highest id of each (``email``, ``sort_id_max``): a dedupe plan's winners."""
+    counts = pc.value_counts(keys.column("email"))
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if not len(repeated):
+        return DedupePlan.nothing().winners
+    dupes = keys.filter(pc.is_in(keys.column("email"), value_set=repeated))
+    return dupes.group_by("email").aggregate([("sort_id", "max")])
+
+
+def _consent_dates(values: pa.ChunkedArray) -> Any:
+    """An SMS consent date as Constant Contact's YYYY-MM-DD, null where there is none or it is
+    not a date (a timestamp keeps its day; text must start with an ISO date)."""
+    if pa.types.is_date(values.type) or pa.types.is_timestamp(values.type):
+        return pc.strftime(values, format="%Y-%m-%d")
+    text = pc.utf8_slice_codeunits(pc.utf8_trim_whitespace(_as_text(values)), 0, 10)
+    parsed = pc.strptime(text, format="%Y-%m-%d", unit="s", error_is_null=True)
+    return pc.strftime(parsed, format="%Y-%m-%d")
+
+
+@dataclass(slots=True)
+class _SmsSplit:
+    """Members with an email (their numbers checked), valid SMS-only members (keyed by their
+    number), and what was refused or left out, with the counts."""
+
+    with_email: pa.Table
+    sms_only: pa.Table
+    rejected: list[pa.Table]
+    refused: int = 0
+    # Members with an email whose bad number is left out: report rows once the member is sent.
+    dropped: pa.Table | None = None
+
+
+def _refusals(table: pa.Table, mask: Any, reasons: Any, details: Any) -> pa.Table:
+    """The rows ``mask`` picks with one reason and detail each (arrays or one text)."""
+    picked = table.filter(mask)
+
+    def column(value: Any) -> Any:
+        if isinstance(value, str):
+            return pa.array([value] * picked.num_rows, pa.string())
+        return pc.filter(value, mask)
+
+    return pa.table({"customer_id": picked.column("customer_id"),
+                     "email": picked.column("raw_email"),
+                     "reason": column(reasons), "detail": column(details)})
+
+
+def split_sms(table: pa.Table, mapping: Mapping[str, str], rules: SmsRules,
+              warnings: Counter[str]) -> _SmsSplit:
+    """Check the members' SMS numbers and consents (docs/sms.md).
+
+    A member with an email is sent as before; its number goes with it when it is a valid US
+    number, else it is left out and the report says why. A member with no email but a number
+    is an SMS-only contact: sent (keyed ``sms:<E.164>``) only with a valid US number, an SMS
+    consent with its date, and a connection that allows SMS-only contacts; else refused.
+    """
+    raw = _empty_to_null(_as_text(table.column("f:sms_number")))
+    parsed = parse_phones(raw, region=rules.region)
+    valid = pc.is_valid(parsed.digits)
+    bad = pc.and_(pc.is_valid(raw), pc.invert(valid))
+    names = table.column_names
+    if "sms_consent" in mapping:
+        consent = _consent_mask(table, "f:sms_consent")
+        dates = _consent_dates(table.column("f:sms_consent_date"))
+        consented = pc.and_(valid, consent)
+        explicit = pc.and_(consented, pc.is_valid(dates))
+        undated = pc.sum(pc.and_(consented, pc.is_null(dates))).as_py() or 0
+        if undated:
+            warnings["sms_consent_without_date_sent_not_set"] += undated
+        table = table.set_column(names.index("f:sms_consent_date"), "f:sms_consent_date",
+                                 pc.if_else(explicit, dates, pa.scalar(None, pa.string())))
+        table = table.drop_columns(["f:sms_consent"])
+        no_consent_detail = (f"no email, and {mapping['sms_consent']} is not true with a date in "
+                             f"{mapping['sms_consent_date']}")
+    else:
+        explicit = pa.array([False] * table.num_rows, pa.bool_())
+        no_consent_detail = "no email, and the export maps no SMS consent"
+    table = table.set_column(table.column_names.index("f:sms_number"), "f:sms_number",
+                             parsed.digits)
+    no_email = pc.fill_null(pc.equal(table.column("email"), ""), True)
+    with_email = pc.invert(no_email)
+    sms_only = pc.and_(no_email, pc.is_valid(raw))
+    split = _SmsSplit(table.filter(pc.invert(sms_only)), table.slice(0, 0), [])
+    # Members with an email keep it and lose only a bad number: sent without it.
+    dropped = pc.and_(with_email, bad)
+    if pc.any(dropped).as_py():
+        split.dropped = _refusals(
+            table, dropped, parsed.problem,
+            pc.binary_join_element_wise(parsed.detail, "; the contact is sent without it", ""))
+    refused_bad = pc.and_(sms_only, bad)
+    unconsented = pc.and_(pc.and_(sms_only, valid), pc.invert(explicit))
+    sendable = pc.and_(sms_only, explicit)
+    split.rejected.append(_refusals(table, refused_bad, parsed.problem, parsed.detail))
+    split.rejected.append(_refusals(table, unconsented, "no_sms_consent", no_consent_detail))
+    if rules.sms_only_allowed:
+        kept = table.filter(sendable)
+    else:
+        split.rejected.append(_refusals(
+            table, sendable, "sms_not_allowed",
+            "no email, and the connection's sms_only_allowed setting is off"))
+        kept = table.slice(0, 0)
+    split.refused = sum(t.num_rows for t in split.rejected)
+    if kept.num_rows:
+        keys = pc.binary_join_element_wise(SMS_KEY_PREFIX, parsed.e164.filter(
+            pc.fill_null(sendable, False)), "")
+        kept = kept.set_column(kept.column_names.index("email"), "email", keys)
+    split.sms_only = kept
+    return split
+
+
+def _superseded_detail(picked: pa.Table) -> Any:
+    sms = pc.starts_with(picked.column("email"), SMS_KEY_PREFIX)
+    return pc.if_else(sms, "same SMS number as a profile with a higher customer id",
+                      "same email as a profile with a higher customer id")
 
 
 def _base(members: pa.Table, *, id_column: str, email_column: str) -> pa.Table:
@@ -309,6 +465,7 @@ def validate_members(
     consent_column: str | None = None,
     dedupe: DedupePlan | None = None,
     custom_fields: Mapping[str, AccountField] | None = None,
+    sms: SmsRules | None = None,
 ) -> ValidatedMembers:
     """Normalise, validate and de-duplicate members; every refused row gets a reason.
 
@@ -318,6 +475,7 @@ def validate_members(
     whole set) decides duplicates across chunks; without it, duplicates are found within
     ``members`` alone. ``custom_fields`` (the account's, by name) casts each mapped custom
     field by its type; a value that does not fit refuses its row (``invalid_custom_field``).
+    When the mapping maps ``sms_number``, ``sms`` says how numbers are read (:func:`split_sms`).
     """
     warnings: Counter[str] = Counter()
     in_segment = members.num_rows
@@ -337,6 +495,12 @@ def validate_members(
         )
         table = table.filter(has_consent)
 
+    split = None
+    if "sms_number" in mapping:
+        split = split_sms(table, mapping, sms or SmsRules(), warnings)
+        rejected.extend(split.rejected)
+        table = split.with_email
+
     missing, too_long, bad_syntax = _email_problems(table)
     rejected.append(_rejections(table, missing, "missing_email", "no email address"))
     rejected.append(
@@ -345,12 +509,17 @@ def validate_members(
     rejected.append(_rejections(table, bad_syntax, "invalid_email",
                                 lambda picked: email_syntax_details(picked.column("email"))))
     table = table.filter(pc.invert(pc.or_(pc.or_(missing, too_long), bad_syntax)))
+    if split is not None and split.sms_only.num_rows:
+        table = pa.concat_tables([table, split.sms_only])
 
-    # One contact per email: the highest customer id wins, the others are reported. Duplicates
-    # are rare, so only the rows whose email repeats go through the group-and-join.
+    # One contact per email (or SMS-only number): the highest customer id wins, the others are
+    # reported. Duplicates are rare, so only the rows whose key repeats go through the
+    # group-and-join.
     plan = dedupe if dedupe is not None else plan_dedupe(
         pa.Table.from_pydict({"i": table.column("sort_id"), "e": table.column("email")})
         .to_batches(), id_column="i", email_column="e")
+    if dedupe is None and split is not None and split.sms_only.num_rows:
+        plan = plan.with_more(repeated_keys(split.sms_only.select(["email", "sort_id"])))
     if plan.winners.num_rows:
         # Each row's position among the repeated emails (null: its email is not repeated) gives
         # the winning id to compare with, in row order, without a join.
@@ -361,8 +530,7 @@ def validate_members(
         best = plan.winners.column("sort_id_max").cast(id_type).take(position.filter(shared))
         is_winner = pc.equal(dupes.column("sort_id"), best)
         rejected.append(
-            _rejections(dupes, pc.invert(is_winner), "superseded",
-                        "same email as a profile with a higher customer id")
+            _rejections(dupes, pc.invert(is_winner), "superseded", _superseded_detail)
         )
         table = pa.concat_tables([table.filter(pc.invert(shared)), dupes.filter(is_winner)])
 
@@ -376,8 +544,12 @@ def validate_members(
         if name == "email":
             continue
         spec = field_spec(name)
+        if spec.kind == "sms_consent":
+            continue  # it chose the body (explicit or not_set) and kept or cleared the date
         values = table.column(f"f:{name}")
-        if spec.kind == "birthday":
+        if spec.kind in ("sms_number", "sms_date"):
+            contacts[name] = values  # checked and formatted by split_sms
+        elif spec.kind == "birthday":
             contacts["birthday_month"], contacts["birthday_day"] = _birthday_columns(values)
         elif spec.kind == "anniversary" and (
             pa.types.is_date(values.type) or pa.types.is_timestamp(values.type)
@@ -386,12 +558,24 @@ def validate_members(
         else:
             contacts[name] = _truncate(_empty_to_null(_as_text(values)), spec.max_length, name,
                                        warnings)
+    sms_only = dropped = 0
+    if split is not None:
+        sms_only = pc.sum(pc.starts_with(table.column("email"), SMS_KEY_PREFIX)).as_py() or 0
+        if split.dropped is not None:
+            # Only for members sent: one refused for its email (or superseded) has that row.
+            notes = split.dropped.filter(pc.is_in(split.dropped.column("customer_id"),
+                                                  value_set=table.column("customer_id")))
+            dropped = notes.num_rows
+            rejected.append(notes)
     return ValidatedMembers(
         contacts=pa.table(contacts),
         rejected=pa.concat_tables(rejected) if rejected else _empty_rejections(),
         in_segment=in_segment,
         no_consent=no_consent,
         warnings=warnings,
+        sms_refused=(split.refused + dropped) if split is not None else 0,
+        phone_dropped=dropped,
+        sms_only=int(sms_only),
     )
 
 

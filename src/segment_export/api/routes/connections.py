@@ -36,6 +36,9 @@ class ConnectionCreate(BaseModel):
 class ConnectionUpdate(BaseModel):
     display_name: Name | None = None
     shared_with_contributors: bool | None = None
+    sms_only_allowed: bool | None = Field(
+        default=None, description="Whether the account takes SMS-only contacts (no email); "
+        "the API cannot tell. Off, exports refuse SMS-only members (sms_not_allowed).")
 
 
 class ConnectionPublic(BaseModel):
@@ -44,6 +47,7 @@ class ConnectionPublic(BaseModel):
     display_name: str
     status: str
     shared_with_contributors: bool
+    sms_only_allowed: bool
     account_name: str | None
     account_email: str | None
     export_user: str | None
@@ -103,6 +107,7 @@ def connection_public(db: Db, conn: Connection) -> ConnectionPublic:
     return ConnectionPublic(
         id=conn.id, display_name=conn.display_name, status=conn.status,
         shared_with_contributors=conn.shared_with_contributors,
+        sms_only_allowed=bool(conn.sms_only_allowed),
         account_name=conn.account_name, account_email=conn.account_email,
         export_user=_username(db, conn.export_user_id), token_expires_at=conn.token_expires_at,
         redirect_uri=conn.redirect_uri, consent_text_version=conn.consent_text_version,
@@ -155,10 +160,11 @@ def connection(connection_id: ObjectId, db: Db, _admin: AdminUser) -> Connection
 @router.patch("/{connection_id}")
 def edit_connection(connection_id: ObjectId, body: ConnectionUpdate, db: Db,
                     admin: AdminUser) -> ConnectionPublic:
-    """Rename a connection or change who may use it (admins only)."""
+    """Rename a connection, change who may use it or whether it sends SMS-only contacts."""
     conn = service.update_connection(
         db, actor=admin, connection=service.get_connection(db, name_or_id=connection_id),
-        display_name=body.display_name, shared_with_contributors=body.shared_with_contributors)
+        display_name=body.display_name, shared_with_contributors=body.shared_with_contributors,
+        sms_only_allowed=body.sms_only_allowed)
     db.commit()
     return connection_public(db, conn)
 

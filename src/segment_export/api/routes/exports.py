@@ -44,6 +44,9 @@ class ExportIn(BaseModel):
     enabled: bool = True
     max_contacts: Annotated[int, Field(gt=0, le=BIGINT_MAX)] | None = None
     rejected_alert_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    phone_region: Annotated[str, Field(pattern=r"^[A-Za-z]{2}$")] = Field(
+        default="US", description="Where a mapped sms_number without a country code is "
+        "(ISO 3166 alpha-2); numbers must be US ones to be sent (docs/sms.md).")
 
     @model_validator(mode="after")
     def _one_list(self) -> ExportIn:
@@ -68,6 +71,7 @@ class ExportPublic(BaseModel):
     mapping: dict[str, str]
     segments: list[SegmentRef]
     consent_field: str | None
+    phone_region: str
     mode: str
     schedule_kind: str
     cron: str | None
@@ -135,7 +139,8 @@ def export_public(db: Session, export: Export, user: User) -> ExportPublic:
         connection_name=connection.display_name if connection else None,
         list_id=export.list_id, list_name=export.list_name, mapping=dict(export.mapping),
         segments=[SegmentRef(id=s.id, name=s.name, size=s.size) for s in segments if s],
-        consent_field=export.consent_field, mode=export.mode, schedule_kind=export.schedule_kind,
+        consent_field=export.consent_field, phone_region=export.phone_region or "US",
+        mode=export.mode, schedule_kind=export.schedule_kind,
         cron=export.cron, timezone=export.timezone, enabled=export.enabled,
         max_contacts=export.max_contacts,
         rejected_alert_threshold=export.rejected_alert_threshold,

@@ -89,13 +89,15 @@ def save_connection(
     request: Request, connection_id: ObjectId, db: Db, admin: AdminUser,
     display_name: Annotated[str, Form(max_length=200)],
     usable_by: Annotated[Literal["admins", "contributors"], Form()] = "admins",
+    sms_only_allowed: Annotated[bool, Form()] = False,
 ) -> Response:
     """Save the name and who may use the connection (the wizard's last step, or an edit)."""
     conn = service.get_connection(db, name_or_id=connection_id)
     if not display_name.strip():
         raise ConfigurationError("A connection needs a display name", field="display_name")
     service.update_connection(db, actor=admin, connection=conn, display_name=display_name,
-                              shared_with_contributors=usable_by == "contributors")
+                              shared_with_contributors=usable_by == "contributors",
+                              sms_only_allowed=sms_only_allowed)
     db.commit()
     return redirect("/admin/connections", notice=f"Saved the connection {conn.display_name!r}.")
 

@@ -55,6 +55,7 @@ class ExportForm:
     enabled: bool = True
     max_contacts: str = ""
     alert_threshold: str = ""
+    phone_region: str = "US"
 
     @classmethod
     def of(cls, export: Export) -> ExportForm:
@@ -67,7 +68,8 @@ class ExportForm:
             mode=export.mode, schedule_kind=export.schedule_kind, cron=export.cron or "",
             timezone=export.timezone, enabled=export.enabled,
             max_contacts=str(export.max_contacts or ""),
-            alert_threshold=str(export.rejected_alert_threshold or ""))
+            alert_threshold=str(export.rejected_alert_threshold or ""),
+            phone_region=export.phone_region or "US")
 
     def mapping(self) -> dict[str, str]:
         mapping = {"email": self.email_column}
@@ -107,6 +109,7 @@ def _read_form(
     enabled: Annotated[bool, Form()] = False,
     max_contacts: Annotated[str, Form(max_length=20)] = "",
     alert_threshold: Annotated[str, Form(max_length=20)] = "",
+    phone_region: Annotated[str, Form(max_length=2)] = "US",
 ) -> ExportForm:
     return ExportForm(
         name=name, connection_id=connection_id, list_choice=list_choice, list_pick=list_pick,
@@ -114,7 +117,7 @@ def _read_form(
         attributes=list(zip(attr_field, attr_column, strict=False)), segment_ids=segment_ids,
         consent_field=consent_field, mode=mode, schedule_kind=schedule_kind, cron=cron,
         timezone=timezone or "UTC", enabled=enabled, max_contacts=max_contacts,
-        alert_threshold=alert_threshold)
+        alert_threshold=alert_threshold, phone_region=phone_region or "US")
 
 
 ExportFormData = Annotated[ExportForm, Depends(_read_form)]
@@ -135,7 +138,8 @@ def _data(form: ExportForm, current: Export | None) -> ExportCreate:
         mode=form.mode, schedule_kind=form.schedule_kind,
         cron=form.cron or None, timezone=form.timezone, enabled=form.enabled,
         max_contacts=_number(form.max_contacts, "contact limit", int),
-        rejected_alert_threshold=_number(form.alert_threshold, "alert threshold", float))
+        rejected_alert_threshold=_number(form.alert_threshold, "alert threshold", float),
+        phone_region=form.phone_region or "US")
 
 
 def _save(db: Session, services: AppServices, user: User, form: ExportForm,
