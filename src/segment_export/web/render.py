@@ -72,6 +72,11 @@ def translate(request: Request, message: str, /, **variables: Any) -> str:
     return text % variables if variables else text
 
 
+def number(value: object, request: Request) -> str:
+    """A count as the page language groups it (for notices built in Python)."""
+    return languages.number(value, language_of(request))
+
+
 def page_gettext(language: str) -> dict[str, Any]:
     """``gettext``/``ngettext``/``_`` for one page, as Jinja's "newstyle" gettext: the result is
     autoescaped and ``%(name)s`` placeholders are filled (and escaped) from keyword arguments.
@@ -87,7 +92,9 @@ def page_gettext(language: str) -> dict[str, Any]:
         text: str = catalogue.gettext(message)
         if context.eval_ctx.autoescape:
             text = Markup(text)  # noqa: S704 - our own catalogue, as Jinja does; values escape
-        return text % variables
+        # Without values nothing is formatted: ``_(error.message)`` may hold a bare ``%``
+        # (a trans block without values writes ``%`` as ``%%``).
+        return text % variables if variables else text.replace("%%", "%")
 
     @pass_context
     def ngettext(context: Context, singular: str, plural: str, n: int,
@@ -114,6 +121,7 @@ def make_templates() -> Jinja2Templates:
     env.globals["version"] = __version__
     env.globals["CSRF_FIELD"] = CSRF_FIELD
     env.globals["LANGUAGES"] = LANGUAGES
+    env.globals["N_"] = N_  # marks a template's string for the catalogue; _() shows it
     env.globals["ROLE_LABELS"] = ROLE_LABELS
     env.globals["TRIGGER_LABELS"] = TRIGGER_LABELS
     env.globals["PERMISSION_LABELS"] = PERMISSION_LABELS

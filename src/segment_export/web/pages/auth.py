@@ -25,8 +25,9 @@ from segment_export.api.throttle import (
     TooManyAttemptsError,
     minutes,
 )
+from segment_export.languages import N_
 from segment_export.users import AuthenticationError, authenticate
-from segment_export.web.render import redirect, render, safe_next
+from segment_export.web.render import redirect, render, safe_next, translate
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -107,6 +108,6 @@ def logout(request: Request, db: Db, services: Services, _caller: SignedIn) -> R
     """End the session on the server and drop the cookie."""
     end_web_session(db, cookie=request.cookies.get(SESSION_COOKIE, ""))
     db.commit()
-    response = redirect("/login", notice="You are signed out.")
+    response = redirect("/login", notice=translate(request, N_("You are signed out.")))
     clear_session_cookie(response, request, services.settings)
     return response

@@ -25,7 +25,7 @@ from segment_export.exports.runs import list_runs, request_run
 from segment_export.languages import N_
 from segment_export.segments.service import list_segments
 from segment_export.web.charts import Series, bar_chart
-from segment_export.web.render import redirect, render
+from segment_export.web.render import number, redirect, render, translate
 
 router = APIRouter(prefix="/data/exports", include_in_schema=False)
 ATTRIBUTE_FIELDS = [name for name in FIELDS if name != "email"]
@@ -220,8 +220,15 @@ def run_all_exports(request: Request, db: Db, services: Services,
                      enqueue=services.queue.enqueue_run)
     queued, skipped = len(result.queued), len(result.skipped)
     return redirect(f"/data/exports?run_all={result.audit_event_id}",
-                    notice=f"Run all: {queued} run{'' if queued == 1 else 's'} queued, "
-                    f"{skipped} export{'' if skipped == 1 else 's'} skipped.")
+                    notice=translate(request, N_("Run all: %(queued)s, %(skipped)s."),
+                                     queued=translate(request, N_("%(count)s run queued")
+                                                      if queued == 1 else
+                                                      N_("%(count)s runs queued"),
+                                                      count=number(queued, request)),
+                                     skipped=translate(request, N_("%(count)s export skipped")
+                                                       if skipped == 1 else
+                                                       N_("%(count)s exports skipped"),
+                                                       count=number(skipped, request))))
 
 
 @router.get("/new")
@@ -247,12 +254,16 @@ def create_export(request: Request, db: Db, services: Services, user: EditorUser
         return _form_page(request, db, services, user, form, status=422, error=exc)
     db.commit()
     return redirect(f"/data/exports/{export.id}",
-                    notice=f"Saved the export {export.name!r}. It runs {_when(export)}.")
+                    notice=translate(request, N_("Saved the export '%(name)s'. It runs %(when)s."),
+                                     name=export.name, when=_when(request, export)))
 
 
-def _when(export: Export) -> str:
-    return {"manual": "when you start it", "refresh": "with every system refresh",
-            "cron": f"on cron {export.cron} ({export.timezone})"}[export.schedule_kind]
+def _when(request: Request, export: Export) -> str:
+    if export.schedule_kind == "cron":
+        return translate(request, N_("on cron %(cron)s (%(zone)s)"), cron=export.cron,
+                         zone=export.timezone)
+    return translate(request, {"manual": N_("when you start it"),
+                               "refresh": N_("with every system refresh")}[export.schedule_kind])
 
 
 @router.get("/{export_id}")
@@ -292,7 +303,8 @@ def save_export(request: Request, export_id: ObjectId, db: Db, services: Service
         return _form_page(request, db, services, user, form, export=export, status=422,
                           error=exc)
     db.commit()
-    return redirect(f"/data/exports/{export.id}", notice=f"Saved the export {export.name!r}.")
+    return redirect(f"/data/exports/{export.id}", notice=translate(
+        request, N_("Saved the export '%(name)s'."), name=export.name))
 
 
 @router.post("/{export_id}/run")
@@ -305,7 +317,8 @@ def run_export(request: Request, export_id: ObjectId, db: Db, services: Services
     db.commit()
     services.queue.enqueue_run(run.id)
     return redirect(f"/runs/{run.id}",
-                    notice="Dry run started: nothing is sent." if dry_run else "Run started.")
+                    notice=translate(request, N_("Dry run started: nothing is sent.")
+                                     if dry_run else N_("Run started.")))
 
 
 @router.post("/{export_id}/duplicate")
@@ -318,7 +331,8 @@ def duplicate(request: Request, export_id: ObjectId, db: Db, user: EditorUser) -
     copy = service.duplicate_export(db, actor=user, export=export, name=name)
     db.commit()
     return redirect(f"/data/exports/{copy.id}/edit",
-                    notice=f"Created {copy.name!r}, disabled until you review and enable it.")
+                    notice=translate(request, N_("Created '%(name)s', disabled until you "
+                                                 "review and enable it."), name=copy.name))
 
 
 @router.get("/{export_id}/remove")
@@ -326,11 +340,11 @@ def confirm_remove(request: Request, export_id: ObjectId, db: Db, user: EditorUs
     """Ask before removing an export."""
     export = service.get_export(db, name_or_id=export_id)
     service.require_manage(db, user, export)
-    return render(request, "confirm.html", title="Remove export", subject=export.name,
-                  message="The export stops for good and what was stored for it (runs, "
-                  "reports, delivery state) is purged. The Constant Contact list itself is "
-                  "not touched.", action=f"/data/exports/{export.id}/remove",
-                  button="Remove export", back=f"/data/exports/{export.id}")
+    return render(request, "confirm.html", title=N_("Remove export"), subject=export.name,
+                  message=N_("The export stops for good and what was stored for it (runs, "
+                             "reports, delivery state) is purged. The Constant Contact list "
+                             "itself is not touched."), action=f"/data/exports/{export.id}/remove",
+                  button=N_("Remove export"), back=f"/data/exports/{export.id}")
 
 
 @router.post("/{export_id}/remove")
@@ -340,4 +354,5 @@ def remove(request: Request, export_id: ObjectId, db: Db, user: EditorUser) -> R
     name = export.name
     service.remove_export(db, actor=user, export=export)
     db.commit()
-    return redirect("/data/exports", notice=f"Removed the export {name!r}.")
+    return redirect("/data/exports", notice=translate(request, N_("Removed the export "
+                                                                  "'%(name)s'."), name=name))
