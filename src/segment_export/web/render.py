@@ -54,6 +54,13 @@ def _number(context: Context, value: object) -> str:
 
 
 @pass_context
+def _run_message(context: Context, run: Any) -> str:
+    """A run's message in the page language (its stored Text, else its English text)."""
+    return languages.shown(run.message, run.message_text,
+                           context.get("lang", languages.DEFAULT))
+
+
+@pass_context
 def _decimal2(context: Context, value: float) -> str:
     return languages.number(round(value, 2), context.get("lang", languages.DEFAULT))
 
@@ -126,6 +133,7 @@ def make_templates() -> Jinja2Templates:
     env.globals["TRIGGER_LABELS"] = TRIGGER_LABELS
     env.globals["PERMISSION_LABELS"] = PERMISSION_LABELS
     env.filters["decimal2"] = _decimal2
+    env.filters["run_message"] = _run_message
     return templates
 
 
