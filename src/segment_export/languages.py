@@ -47,6 +47,13 @@ def translations(language: str) -> gettext_module.NullTranslations:
     return gettext_module.GNUTranslations(compiled)
 
 
+@cache
+def msgids(language: str) -> frozenset[str]:
+    """The messages ``language``'s catalogue holds (what pages may trust as markup)."""
+    catalog: dict[object, str] = getattr(translations(language), "_catalog", {})
+    return frozenset(key for key in catalog if isinstance(key, str) and key)
+
+
 def normalize(value: str | None) -> str | None:
     """``ms_MY.UTF-8``, ``ms-MY`` or ``MS`` -> ``ms``; None when it is no supported language."""
     if not value:

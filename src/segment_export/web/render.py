@@ -91,10 +91,14 @@ def page_gettext(language: str) -> dict[str, Any]:
     Passed in each page's context rather than installed on the shared environment, so that two
     requests in different languages at once cannot see each other's catalogue."""
     catalogue = languages.translations(language)
+    known = languages.msgids(language)
 
     @pass_context
     def gettext(context: Context, message: str, **variables: Any) -> str:
         if not message:  # gettext("") is the catalogue's header
+            return message
+        if message not in known:
+            # Not ours (an error's text, a name): shown as text, escaped like any value.
             return message
         text: str = catalogue.gettext(message)
         if context.eval_ctx.autoescape:
