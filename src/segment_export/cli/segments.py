@@ -58,7 +58,7 @@ def _show_senders(app: AppContext, session: Session, segment: Segment,
 
     senders = dependent_exports(session, segment=segment, actor=actor)
     if senders:
-        click.echo(app.t(N_("Segment %(name)s is sent by these exports (%(count)s):"),
+        click.echo(app.t(N_("Segment %(name)s is sent by %(count)s export(s):"),
                          name=repr(segment.name), count=app.number(len(senders))))
     for sender in senders:
         notes = [app.t(N_("mirror: removes contacts who leave") if sender.mode == "mirror"

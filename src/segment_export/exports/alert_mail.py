@@ -151,8 +151,8 @@ def compose(alert: RunAlert, *, sender: str, recipients: list[str],
     # RFC 3834: machines should not answer it (no vacation replies back to the sender).
     message["Auto-Submitted"] = "auto-generated"
     message["X-Segment-Export-Run"] = alert.run_id
-    message["Content-Language"] = language
     message.set_content(body(alert, descriptions, language))
+    message["Content-Language"] = language  # after set_content, which drops Content-* headers
     return message
 
 
