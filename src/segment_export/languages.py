@@ -17,7 +17,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from babel.dates import format_date, format_time
+from babel.dates import format_date, format_datetime, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -113,6 +113,13 @@ def when(moment: datetime | None, language: str) -> str:
     day = format_date(aware.astimezone(UTC).date(), "medium", locale=language)
     clock = format_time(aware, "HH:mm", tzinfo=UTC, locale=language)
     return f"{day} {clock} UTC"
+
+
+def short_when(moment: datetime, language: str) -> str:
+    """A UTC moment for a chart's axis: ``Dec 7 14:05`` (en), ``7 Dis 14:05`` (ms)."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return format_datetime(aware, "MMM d HH:mm" if language == "en" else "d MMM HH:mm",
+                           tzinfo=UTC, locale=language)
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from segment_export.exports.lists import account_lists
 from segment_export.exports.mapping import FIELDS
 from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import list_runs, request_run
-from segment_export.languages import N_
+from segment_export.languages import N_, short_when, translations
 from segment_export.segments.service import list_segments
 from segment_export.web.charts import Series, bar_chart
-from segment_export.web.render import number, redirect, render, translate
+from segment_export.web.render import language_of, number, redirect, render, translate
 
 router = APIRouter(prefix="/data/exports", include_in_schema=False)
 ATTRIBUTE_FIELDS = [name for name in FIELDS if name != "email"]
@@ -178,16 +178,18 @@ def _rows(db: Session, user: User, exports: list[Export]) -> list[dict[str, Any]
     return rows
 
 
-def runs_chart(runs: list[Run], *, chart_id: str = "runs-chart") -> Any:
-    """Exported and rejected contacts of past runs, oldest first."""
+def runs_chart(runs: list[Run], *, language: str, chart_id: str = "runs-chart") -> Any:
+    """Exported and rejected contacts of past runs, oldest first (words in ``language``)."""
     done = [r for r in reversed(runs) if not r.dry_run and r.finished_at is not None]
     if not done:
         return None
+    t = translations(language).gettext
     return bar_chart(
-        chart_id=chart_id, title="Exported and rejected contacts per run",
-        labels=[f"{r.queued_at:%b %d %H:%M}" for r in done],
-        series=[Series("Exported", [int(r.counts.get("sent", 0)) for r in done], "series-a"),
-                Series("Rejected", [int(r.counts.get("rejected_locally", 0))
+        chart_id=chart_id, title=t(N_("Exported and rejected contacts per run")),
+        labels=[short_when(r.queued_at, language) for r in done],
+        series=[Series(t(N_("Exported")), [int(r.counts.get("sent", 0)) for r in done],
+                       "series-a"),
+                Series(t(N_("Rejected")), [int(r.counts.get("rejected_locally", 0))
                                     + int(r.counts.get("rejected_by_constant_contact", 0))
                                     for r in done], "series-b")])
 
@@ -274,7 +276,7 @@ def export_page(request: Request, export_id: ObjectId, db: Db, user: CurrentUser
     runs = list_runs(db, export=export, limit=30)
     return render(request, "exports/detail.html", export=export, connection=connection,
                   permissions=service.permissions(user, export, connection), runs=runs,
-                  chart=runs_chart(runs), schedules=SCHEDULES,
+                  chart=runs_chart(runs, language=language_of(request)), schedules=SCHEDULES,
                   segments=[s for s in list_segments(db) if s.id in export.segment_ids],
                   show_connection=connection is not None and can_use(user, connection))
 

@@ -17,7 +17,7 @@ from segment_export.exports.service import permissions
 from segment_export.exports.validate import REASONS
 from segment_export.languages import N_
 from segment_export.web.pages.exports import runs_chart
-from segment_export.web.render import redirect, render, translate
+from segment_export.web.render import language_of, redirect, render, translate
 
 router = APIRouter(prefix="/runs", include_in_schema=False)
 
@@ -34,7 +34,7 @@ def run_page(request: Request, run_id: ObjectId, db: Db, user: CurrentUser) -> R
                   count_labels=[(k, label) for k, label in COUNT_LABELS if k in run.counts],
                   reasons=REASONS, finished=run.status in TERMINAL,
                   can_run="run" in permissions(user, export, connection),
-                  chart=runs_chart(history))
+                  chart=runs_chart(history, language=language_of(request)))
 
 
 @router.post("/{run_id}/cancel")

@@ -13,11 +13,11 @@ from segment_export.api.deps import Db, EditorUser, Services
 from segment_export.api.types import ObjectId, plain
 from segment_export.db.models import Segment, User
 from segment_export.errors import ConfigurationError, DataError, SegmentExportError
-from segment_export.languages import N_
+from segment_export.languages import N_, short_when
 from segment_export.segments import service
 from segment_export.segments.dependents import segment_permissions
 from segment_export.web.charts import line_chart
-from segment_export.web.render import number, redirect, render, translate
+from segment_export.web.render import language_of, number, redirect, render, translate
 from segment_export.web.rule_form import OPERATORS, ConditionRow, rows_from_rule, rule_from_rows
 
 router = APIRouter(prefix="/data/segments", include_in_schema=False)
@@ -110,7 +110,7 @@ def _history_chart(request: Request, db: Db, segment: Segment) -> Any:
     return line_chart(chart_id="size-history",
                       title=translate(request, N_("Size of %(name)s over time"),
                                       name=segment.name),
-                      labels=[f"{p.refreshed_at:%b %d %H:%M}" for p in points],
+                      labels=[short_when(p.refreshed_at, language_of(request)) for p in points],
                       values=[p.size for p in points])
 
 
