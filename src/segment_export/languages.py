@@ -191,7 +191,7 @@ def shown(message: str | None, stored: Mapping[str, Any] | None, language: str) 
     if stored:
         try:
             return Text.from_json(stored).in_language(language)
-        except (KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError):
             pass  # a Text this version cannot read: the English text still tells the story
     if not message:
         return ""

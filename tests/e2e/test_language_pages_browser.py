@@ -31,7 +31,8 @@ TAG = re.compile(r"<[^>]+>")
 # Everything a page shows as a text of its own, and the labels it gives screen readers and
 # its script. Data (codes, SQL, audit details, values typed in) is left out.
 PAGE_TEXTS = """() => {
-  const skip = "code, pre, td.details, td.target, .who .name, .mono, datalist, script, style, textarea, .who-name";
+  const skip = "code, pre, td.details, td.target, .who .name, .who-name, .mono, datalist, " +
+    "script, style, textarea";
   const out = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
@@ -127,6 +128,10 @@ def test_no_english_is_left_on_the_malay_pages(browser: Any, site: Site) -> None
         page.wait_for_url(re.compile(r"/runs/"))
         expect(page.get_by_role("status")).to_have_text("Larian dimulakan.")
         expect(page.locator("#run-status")).to_contain_text("Berjaya", timeout=45_000)
+        page.reload()  # the run's message, stored English and shown in Malay
+        expect(page.locator("#run-progress-text")).to_contain_text(
+            re.compile(r"\d[\d,]* kenalan dihantar \(\d[\d,]* diterima"))
+        check(page.url.removeprefix(world.url))
 
         for path in ["/data/segments", "/data/segments/new", f"/data/segments/{segment}",
                      f"/data/segments/{segment}/delete",
