@@ -206,14 +206,16 @@ def _watch(app: AppContext, run_id: str) -> Run:
     deps = app.runtime().deps()
     deps.stopping = app.stop_on_sigterm().is_set
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("members read"), TimeElapsedColumn(), console=console,
+                  TextColumn(app.t(N_("members read"))), TimeElapsedColumn(), console=console,
                   transient=True) as bar:
-        task = bar.add_task("starting", total=None)
+        task = bar.add_task(app.t(N_("starting")), total=None)
 
         def progress(run: Run) -> None:
             counts = run.counts
             sent = counts.get("sent_so_far", 0)
-            bar.update(task, description=f"{run.status}, {sent:,} sent",
+            bar.update(task, description=app.t(N_("%(status)s, %(count)s sent"),
+                                               status=status_text(app, run.status),
+                                               count=app.number(sent)),
                        total=counts.get("segment_size"), completed=counts.get("processed", 0))
 
         deps.progress = progress
