@@ -299,8 +299,10 @@ def _gave_up(attempt: int, exc: BaseException) -> Text:
                 error=error_text(exc))
 
 
-def _finish(deps: RunDependencies, run_id: str, status: str, message: Text,
+def _finish(deps: RunDependencies, run_id: str, status: str, message: Text | str,
             **extra: Any) -> Run:
+    if isinstance(message, str):  # plain English: shown as it is in every language
+        message = Text(((message, {}),))
     with deps.sessions.begin() as session:
         run = session.get(Run, run_id)
         assert run is not None
