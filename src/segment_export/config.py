@@ -156,6 +156,11 @@ class Settings(BaseSettings):
         default=None,
         description="From address of alert emails (alerts@example.com); required with SMTP_HOST.",
     )
+    alert_language: Literal["en", "ms"] = Field(
+        default="en",
+        description="Language of alert emails to an address that is no user's, or whose user "
+        "chose no language (a user's own setting wins).",
+    )
     smtp_timeout: float = Field(
         default=10.0, gt=0, le=120,
         description="Seconds each step of talking to the mail server may take, and the longest "

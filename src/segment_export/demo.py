@@ -22,6 +22,7 @@ from segment_export.exports import connections
 from segment_export.exports.engine import RunDependencies
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.exports.service import ExportSpec, create_export
+from segment_export.languages import N_, Text, text
 from segment_export.profiles import DuckDBProfileStore, generate_profiles
 from segment_export.segments.service import create_segment
 from segment_export.users import ensure_admin
@@ -93,7 +94,7 @@ def run_demo(
     profiles_file: Path | None = None,
     emulator_url: str | None = None,
     rows: int = DEMO_ROWS,
-    say: Callable[[str], None] = print,
+    say: Callable[[Text], None] = print,
     progress: Callable[[Run], None] | None = None,
 ) -> DemoResult:
     """Generate (or import) profiles, segment them, connect over OAuth, export, report."""
@@ -125,7 +126,7 @@ def run_demo(
                 emails[3] = "unsubscribed.customer@example.com"
                 table = table.set_column(1, "email", pa.array(emails))
                 store.import_table(table, id_column="customer_id")
-                say(f"Generated {rows:,} sample profiles.")
+                say(text(N_("Generated %(count)s sample profiles."), count=rows))
                 mapping = {"email": "email", "first_name": "first_name",
                            "last_name": "last_name", "city": "city", "country": "country",
                            "job_title": "job_title", "company_name": "company"}
@@ -133,7 +134,8 @@ def run_demo(
                 consent_field: str | None = "marketing_consent"
             else:
                 summary = store.import_file(profiles_file)
-                say(f"Imported {summary.rows:,} profiles from {profiles_file}.")
+                say(text(N_("Imported %(count)s profiles from %(path)s."), count=summary.rows,
+                         path=str(profiles_file)))
                 schema = store.schema()
                 mapping = {f: f for f in ("email", "first_name", "last_name") if f in schema}
                 if "email" not in mapping:
@@ -146,18 +148,20 @@ def run_demo(
             with sessions() as session:
                 segment = create_segment(session, store, name="Demo customers",
                                          rule=segment_rule)
-                say(f"Segment {segment.name!r}: {segment.size:,} members.")
+                say(text(N_("Segment %(name)s: %(count)s members."), name=repr(segment.name),
+                         count=segment.size))
             conn = connect_sandbox(sessions, engine=engine, settings=local, control=control,
                                    actor=admin, display_name="Demo sandbox",
                                    client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET)
-            say(f"Connected over OAuth to {conn.account_name!r}.")
+            say(text(N_("Connected over OAuth to %(account)s."), account=repr(conn.account_name)))
             with sessions.begin() as session:
                 export = create_export(session, actor=admin, spec=ExportSpec(
                     name="Demo newsletter", connection_id=conn.id,
                     list_id=seeded.lists[DEMO_LIST], list_name=DEMO_LIST, mapping=mapping,
                     segment_ids=[segment.id], consent_field=consent_field))
                 run = request_run(session, actor=admin, export=export)
-            say(f"Exporting to the list {DEMO_LIST!r} at {api_url} ...")
+            say(text(N_("Exporting to the list %(name)s at %(url)s ..."), name=repr(DEMO_LIST),
+                     url=api_url))
             deps = RunDependencies(settings=local, engine=engine, sessions=sessions,
                                    store=store, progress=progress, poll_interval=0.25)
             finished = run_to_completion(run.id, deps=deps)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from segment_export.languages import N_
+
 
 class SegmentExportError(Exception):
     """Root of every error the product raises on purpose.
@@ -29,7 +31,7 @@ class SegmentExportError(Exception):
 class RetriableError(SegmentExportError):
     """A passing fault (throttling, 5xx, timeout, lost connection): the call may succeed later."""
 
-    hint = "This is usually temporary; the call is retried automatically."
+    hint = N_("This is usually temporary; the call is retried automatically.")
 
     def __init__(
         self, message: str, *, retry_after: float | None = None, **context: Any
@@ -52,37 +54,38 @@ class QuotaExhaustedError(RetriableError):
 class ReauthorizationNeededError(SegmentExportError):
     """The stored grant no longer works (revoked, expired or a lost refresh-token rotation)."""
 
-    hint = "An administrator must re-authorize the connection (Admin > Connections > Re-authorize)."
+    hint = N_("An administrator must re-authorize the connection "
+              "(Admin > Connections > Re-authorize).")
 
 
 class ConfigurationError(SegmentExportError):
     """A setting, a connection or an export definition is wrong; a person must change it."""
 
-    hint = "Fix the configuration named in the message and try again."
+    hint = N_("Fix the configuration named in the message and try again.")
 
 
 class NotFoundError(ConfigurationError):
     """A named object (export, segment, connection, list, run) does not exist."""
 
-    hint = "Check the name or id."
+    hint = N_("Check the name or id.")
 
 
 class PermissionDeniedError(SegmentExportError):
     """The acting user's role does not allow this action."""
 
-    hint = "Ask an administrator for access."
+    hint = N_("Ask an administrator for access.")
 
 
 class DataError(SegmentExportError):
     """Input data is malformed; the message names the row, column or field."""
 
-    hint = "Correct the data named in the message and try again."
+    hint = N_("Correct the data named in the message and try again.")
 
 
 class FatalError(SegmentExportError):
     """The remote service refused the request for good; retrying the same request cannot help."""
 
-    hint = "The request was refused; see the message for the service's reasons."
+    hint = N_("The request was refused; see the message for the service's reasons.")
 
 
 __all__ = [

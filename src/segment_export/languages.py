@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import gettext as gettext_module
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
-from babel.dates import format_date, format_time
+from babel.dates import format_date, format_datetime, format_time
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal
@@ -42,6 +45,13 @@ def translations(language: str) -> gettext_module.NullTranslations:
     write_mo(compiled, catalog, use_fuzzy=False)
     compiled.seek(0)
     return gettext_module.GNUTranslations(compiled)
+
+
+@cache
+def msgids(language: str) -> frozenset[str]:
+    """The messages ``language``'s catalogue holds (what pages may trust as markup)."""
+    catalog: dict[object, str] = getattr(translations(language), "_catalog", {})
+    return frozenset(key for key in catalog if isinstance(key, str) and key)
 
 
 def normalize(value: str | None) -> str | None:
@@ -103,3 +113,104 @@ def when(moment: datetime | None, language: str) -> str:
     day = format_date(aware.astimezone(UTC).date(), "medium", locale=language)
     clock = format_time(aware, "HH:mm", tzinfo=UTC, locale=language)
     return f"{day} {clock} UTC"
+
+
+def short_when(moment: datetime, language: str) -> str:
+    """A UTC moment for a chart's axis: ``Dec 7 14:05`` (en), ``7 Dis 14:05`` (ms)."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return format_datetime(aware, "MMM d HH:mm" if language == "en" else "d MMM HH:mm",
+                           tzinfo=UTC, locale=language)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A message written now and read later, in the reader's language: catalogue msgids with
+    their values, joined by ``sep`` and closed by ``end``.
+
+    What the engine stores beside a run's English ``message`` (which the API and scripts keep
+    reading): pages and the CLI show ``in_language(...)``. Values that are numbers are grouped
+    as the locale groups them; a value that is itself a Text is translated too; strings (names,
+    ids, an error's English text) are left as they are.
+    """
+
+    parts: tuple[tuple[str, Mapping[str, Any]], ...]
+    sep: str = ""
+    end: str = ""
+
+    def in_language(self, language: str) -> str:
+        catalogue = translations(language)
+        out = []
+        for msgid, values in self.parts:
+            text = catalogue.gettext(msgid) if msgid else msgid
+            if values:
+                text = text % {name: _shown(value, language) for name, value in values.items()}
+            out.append(text)
+        return self.sep.join(out) + self.end
+
+    def __str__(self) -> str:
+        return self.in_language(DEFAULT)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"parts": [[msgid, {name: _stored(value) for name, value in values.items()}]
+                          for msgid, values in self.parts], "sep": self.sep, "end": self.end}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Text:
+        return cls(tuple((str(msgid), {name: _loaded(value) for name, value in values.items()})
+                         for msgid, values in data.get("parts", [])),
+                   sep=str(data.get("sep", "")), end=str(data.get("end", "")))
+
+
+def text(msgid: str, /, **values: Any) -> Text:
+    """One message: ``text(N_("Sent %(count)s contacts"), count=12)``."""
+    return Text(((msgid, values),))
+
+
+def joined(*texts: Text, sep: str = "; ", end: str = ".") -> Text:
+    """Several messages as one sentence: ``a; b; c.``"""
+    return Text(tuple(part for t in texts for part in t.parts), sep=sep, end=end)
+
+
+def error_text(exc: BaseException) -> Text:
+    """An error as a Text: its message (translated when the catalogue has it) and its hint,
+    read ``message (hint)`` as ``str()`` of the product's errors reads."""
+    message = getattr(exc, "message", None)
+    if not isinstance(message, str):
+        return Text(((str(exc), {}),))
+    hint = getattr(exc, "hint", "") or ""
+    said = Text(((message, {}),))
+    if not hint:
+        return said
+    return text(N_("%(message)s (%(hint)s)"), message=said,
+                hint=Text(((hint, {}),)))
+
+
+def shown(message: str | None, stored: Mapping[str, Any] | None, language: str) -> str:
+    """What a reader sees of a stored message: its Text in ``language`` when one was stored,
+    else the English text (translated when it is a catalogue msgid, as fixed messages are)."""
+    if stored:
+        try:
+            return Text.from_json(stored).in_language(language)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            pass  # a Text this version cannot read: the English text still tells the story
+    if not message:
+        return ""
+    return translations(language).gettext(message) if language != DEFAULT else message
+
+
+def _shown(value: Any, language: str) -> Any:
+    if isinstance(value, Text):
+        return value.in_language(language)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return number(value, language)
+    return value
+
+
+def _stored(value: Any) -> Any:
+    return {"text": value.as_json()} if isinstance(value, Text) else value
+
+
+def _loaded(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"text"}:
+        return Text.from_json(value["text"])
+    return value

@@ -23,7 +23,7 @@ from segment_export.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from segment_export.languages import LANGUAGES
+from segment_export.languages import LANGUAGES, N_
 from segment_export.log import register_secret
 
 MIN_PASSWORD_LENGTH = 10
@@ -186,7 +186,7 @@ def authenticate(session: Session, *, username: str, password: str) -> User:
     except (VerificationError, InvalidHashError):
         valid = False
     if not valid or user is None or user.disabled:
-        raise AuthenticationError("Wrong user name or password")
+        raise AuthenticationError(N_("Wrong user name or password"))
     if _hasher.check_needs_rehash(stored):
         user.password_hash = _hasher.hash(password)  # parameters were raised since it was made
     return user

@@ -63,7 +63,8 @@ def test_users_passwords_and_tokens(cli_env: dict[str, str]) -> None:
     assert token[:11] in tokens
     assert token not in tokens
     _ok("users", "token", "revoke", token[:11])
-    assert re.search(r"nightly.*\d{4}-\d\d-\d\d \d\d:\d\d\s*│?\s*$",
+    # Revoked just now, written as the CLI's language writes dates (Dec 7, 2026 14:05 UTC).
+    assert re.search(r"nightly.*[A-Z][a-z]{2} \d{1,2}, \d{4} \d\d:\d\d UTC\s*│?\s*$",
                      _ok("users", "token", "list", "--user", "carla"), re.M)
     _ok("users", "disable", "vic")
     assert re.search(r"vic\s+.*disabled", _ok("users", "list"))

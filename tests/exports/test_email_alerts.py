@@ -569,3 +569,69 @@ def test_a_dry_run_never_calls_for_an_alert(world: World) -> None:
         assert alert_reason(run, export) is None
         run.dry_run = False
         assert alert_reason(run, export) is not None
+
+
+def test_each_recipient_reads_the_alert_in_their_language(world: World,
+                                                          mailbox: Mailbox) -> None:
+    # The admin chose Malay; oncall@ is no user's address and gets the configured default
+    # (English), as does a user who chose no language.
+    _email_world(world, mailbox)
+    _give_email(world, "admin@example.com")
+    with world.sessions.begin() as session:
+        admin = session.get(User, world.admin.id)
+        assert admin is not None
+        admin.language = "ms"
+        add_email_address(session, actor=world.admin, address="oncall@example.org")
+        create_user(session, actor=world.admin, username="bea", role=Role.ADMIN,
+                    email="bea@example.com")
+    export = _failing_export(world, name="Surat berita mingguan")
+
+    run = world.run(export)
+
+    assert run.status == "failed"
+    by_language = {r.message["Content-Language"]: r for r in mailbox.messages}
+    assert set(by_language) == {"en", "ms"}
+    assert by_language["ms"].rcpt_tos == ["admin@example.com"]
+    assert by_language["en"].rcpt_tos == ["bea@example.com", "oncall@example.org"]
+    malay = by_language["ms"].message
+    assert malay["Subject"] == '[segment-export] Eksport "Surat berita mingguan" gagal'
+    text = malay.get_content()
+    assert 'Eksport "Surat berita mingguan" gagal sepenuhnya' in text
+    assert f"Larian: {run.id}" in text
+    assert "Status: failed" in text  # codes stay codes
+    assert "failed for good" not in text
+    english = by_language["en"].message
+    assert english["Subject"] == '[segment-export] Export "Surat berita mingguan" failed'
+    assert f"Error: {run.message}" in english.get_content()
+    # Sent once for the run, to all three, whatever the number of messages.
+    (sent,) = _events(world, EMAIL_SENT, run.id)
+    assert sent.details["recipients"] == 3
+
+
+def test_the_configured_default_language_covers_addresses_of_no_user(
+        world: World, mailbox: Mailbox) -> None:
+    _email_world(world, mailbox, alert_language="ms")
+    with world.sessions.begin() as session:
+        add_email_address(session, actor=world.admin, address="oncall@example.org")
+    world.load_profiles([
+        {"customer_id": 1, "email": "ok@example.com", "first_name": "A", "last_name": "B",
+         "country": "DE"},
+        {"customer_id": 2, "email": "broken", "first_name": "A", "last_name": "B",
+         "country": "DE"},
+    ])
+    export = world.export("Promosi", [world.segment("all", "country = 'DE'")],
+                          rejected_alert_threshold=0.25)
+
+    run = world.run(export)
+
+    assert run.status == "succeeded_with_rejections"
+    (received,) = mailbox.messages
+    assert received.rcpt_tos == ["oncall@example.org"]
+    message = received.message
+    assert message["Content-Language"] == "ms"
+    # CLDR ms percentages, Malay words, the reason's description from the catalogue.
+    assert message["Subject"] == ('[segment-export] Eksport "Promosi": 1 daripada 2 baris '
+                                  "ditolak (50%)")
+    text = message.get_content()
+    assert "menolak 1 daripada 2 baris (50.0%), melebihi ambang amarannya sebanyak 25%" in text
+    assert "  invalid_email: 1 baris - Sintaks alamat e-mel tidak sah." in text

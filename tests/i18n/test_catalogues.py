@@ -70,7 +70,10 @@ def test_malay_is_not_english_and_keeps_the_product_name() -> None:
     catalog = _read(LOCALE / "ms" / "LC_MESSAGES" / "messages.po")
     same = [m.id for m in catalog if m.id and m.string == m.id]
     # Only words Malay writes as English does (names, codes, loanwords) may stay the same.
-    assert set(same) <= {"Data", "REST API", "Status", "manual", "status", "edit"}
+    # A message that is only placeholders and punctuation reads the same in every language.
+    same = [m for m in same if re.sub(PLACEHOLDER, "", str(m)).strip(" ():;,.")]
+    assert set(same) <= {"Data", "REST API", "Status", "manual", "status", "edit", "Cron",
+                         "Webhook: %(url)s", "Status: %(status)s", "SMS"}
     for message in catalog:
         if message.id and "Constant Contact" in str(message.id):
             assert "Constant Contact" in str(message.string), message.id

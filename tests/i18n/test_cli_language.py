@@ -72,3 +72,61 @@ def test_an_unknown_language_is_refused_naming_the_option(cli_env: Path) -> None
     assert result.exit_code == 2
     assert "--lang" in result.output
     assert "'fr'" in result.output
+
+
+def test_the_other_commands_and_the_run_message_speak_malay(
+        cli_env: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    demo = _ok("demo", "--rows", "300")
+    workspace = re.search(r"SEGMENT_EXPORT_DATA_DIR=(\S+)", demo)
+    run = re.search(r"Run (\S+) of ", demo)
+    assert workspace is not None
+    assert run is not None
+    monkeypatch.setenv("SEGMENT_EXPORT_DATA_DIR", workspace.group(1))
+    monkeypatch.setenv("SEGMENT_EXPORT_LANGUAGE", "ms")
+
+    # The run's message: English in the database (and so the API), Malay in the report.
+    english = _ok("--lang", "en", "runs", "show", run.group(1))
+    assert re.search(r"Sent \d[\d,]* contacts \(", english)
+    malay = _ok("runs", "show", run.group(1))
+    assert re.search(r"\d[\d,]* kenalan dihantar \(\d[\d,]* diterima", malay), malay
+    assert "contacts (" not in malay
+
+    segments = _ok("segments", "list")
+    assert "nama" in segments
+    assert "saiz" in segments
+    assert "ya" in segments
+    name = re.search(r"Segment '([^']+)'", demo)
+    assert name is not None
+    shown = _ok("segments", "show", name.group(1))
+    assert "keterangan:" in shown
+    assert "disegar semula:" in shown
+    assert "never" not in shown
+    assert "description:" not in shown
+    exports = _ok("exports", "list")
+    assert "keizinan anda" in exports
+    assert "lihat, edit, larian, alih keluar" in exports
+    assert "view, edit" not in exports
+    connections = _ok("connections", "list")
+    assert "boleh digunakan oleh" in connections
+    assert "token tamat tempoh" in connections
+    users = _ok("users", "list")
+    assert "peranan" in users
+    assert "aktif" in users
+    assert "Belum ada profil diimport" not in _ok("profiles", "show")
+    assert "profil dalam" in _ok("profiles", "show")
+    assert _ok("alerts", "show").startswith("Tiada webhook amaran ditetapkan.")
+    assert "Tiada jadual segar semula sistem" in _ok("schedule", "show")
+
+    # A refused command: the product's error (its English text) and its hint in Malay.
+    from segment_export.cli import main
+
+    capsys.readouterr()
+    monkeypatch.setattr("sys.argv", ["segment-export", "runs", "show", "no-such-run"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert stopped.value.code == 1
+    said = capsys.readouterr().err
+    assert said.startswith("Ralat: ")
+    assert "Semak nama atau ID." in said
+    assert "Check the name or id." not in said

@@ -90,3 +90,27 @@ def test_error_pages_speak_the_page_language_and_the_api_stays_english(world: Ap
     problem = world.api("viewer").get("/api/runs/no-such-run", headers=malay)
     assert problem.status_code == 404
     assert problem.json()["title"] == "Not found"
+
+
+def test_a_refused_form_speaks_malay_and_typed_text_stays_text(world: AppWorld) -> None:
+    admin = world.browser("admin")
+    admin.post("/account/language", {"language": "ms"})
+    try:
+        page = admin.get("/settings/schedule")
+        assert "<h1>Jadual segar semula sistem</h1>" in page.text
+        refused = admin.post("/settings/schedule", {"cron": "0 5 * * *",
+                                                    "timezone": "<b>Bulan</b>%s"})
+        assert refused.status_code == 422
+        # The error's own text holds what was typed: escaped, never markup, never formatted.
+        assert "Unknown time zone &#39;&lt;b&gt;Bulan&lt;/b&gt;%s&#39;" in refused.text
+        assert "<b>Bulan</b>" not in refused.text
+        assert "Betulkan konfigurasi yang dinamakan dalam mesej dan cuba lagi." in refused.text
+        saved = admin.post("/settings/schedule", {"cron": "", "timezone": "UTC"})
+        assert saved.status_code == 303
+        notice = admin.get("/settings/schedule").text
+        assert "Jadual segar semula telah dikosongkan." in notice
+        segments = admin.get("/data/segments").text
+        assert "<h1>Segmen</h1>" in segments
+        assert "Belum ada profil" in segments
+    finally:
+        admin.post("/account/language", {"language": ""})

@@ -153,7 +153,7 @@ def install_error_handlers(app: FastAPI, *, html: HtmlRenderer) -> None:
         detail = "; ".join(f"{'.'.join(e['loc'][1:]) or 'request'}: {e['msg']}"
                            for e in errors[:3])
         return respond(request, 422, "invalid_request", detail or "The request is not valid",
-                       "Correct the fields named and send it again.", errors=errors)
+                       N_("Correct the fields named and send it again."), errors=errors)
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         # The details go to the log only; the caller gets an id to quote.

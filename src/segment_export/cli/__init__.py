@@ -10,8 +10,10 @@ from segment_export import __version__
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.cli.db import db_group
 from segment_export.errors import SegmentExportError
+from segment_export.languages import N_
 
 __all__ = ["AppContext", "cli", "main", "pass_app"]
+_current: AppContext | None = None  # the invocation's context, for main()'s error messages
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -30,7 +32,8 @@ def cli(ctx: click.Context, username: str | None, language: str | None) -> None:
     Settings come from SEGMENT_EXPORT_* environment variables or a .env file
     (see `segment-export settings`).
     """
-    ctx.obj = AppContext(username, language)
+    global _current
+    ctx.obj = _current = AppContext(username, language)
 
 
 cli.add_command(db_group)
@@ -86,7 +89,12 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except SegmentExportError as exc:
-        click.secho(f"Error: {exc.message}", fg="red", err=True)
+        t = _current.t if _current is not None else _english
+        click.secho(t(N_("Error: %(message)s"), message=t(exc.message)), fg="red", err=True)
         if exc.hint:
-            click.echo(f"  {exc.hint}", err=True)
+            click.echo(f"  {t(exc.hint)}", err=True)
         sys.exit(1)
+
+
+def _english(message: str, /, **variables: object) -> str:
+    return message % variables if variables else message

@@ -15,6 +15,7 @@ from segment_export.exports.alerts import (
     send_test_email,
     set_webhook,
 )
+from segment_export.languages import N_
 
 
 @click.group("alerts")
@@ -30,20 +31,23 @@ def show(app: AppContext) -> None:
         url = get_webhook(session)
         admins = admin_addresses(session)
         chosen = list_email_addresses(session)
-    click.echo(f"Webhook: {url}" if url else "No alert webhook is set.")
+    click.echo(app.t(N_("Webhook: %(url)s"), url=url) if url
+               else app.t(N_("No alert webhook is set.")))
     settings = app.settings
     if not email_enabled(settings):
-        click.echo("Email: off (SEGMENT_EXPORT_SMTP_HOST is not set).")
+        click.echo(app.t(N_("Email: off (SEGMENT_EXPORT_SMTP_HOST is not set).")))
         return
-    click.echo(f"Email: through {settings.smtp_host} ({settings.smtp_security}) from "
-               f"{settings.smtp_from}")
+    click.echo(app.t(N_("Email: through %(host)s (%(security)s) from %(sender)s"),
+                     host=settings.smtp_host, security=settings.smtp_security,
+                     sender=settings.smtp_from))
     for address in admins:
-        click.echo(f"  {address} (admin)")
+        click.echo(app.t(N_("  %(address)s (admin)"), address=address))
     for address in chosen:
         if address not in admins:
             click.echo(f"  {address}")
     if not admins and not chosen:
-        click.echo("  nobody: give an admin an email address or use `alerts email add`")
+        click.echo(app.t(N_("  nobody: give an admin an email address or use "
+                            "`alerts email add`")))
 
 
 @alerts_group.command("set-webhook")
@@ -54,7 +58,7 @@ def set_(app: AppContext, url: str) -> None:
     with app.sessions() as session:
         set_webhook(session, actor=app.actor(session), url=url)
         session.commit()
-    click.echo(f"Alerts go to {url}.")
+    click.echo(app.t(N_("Alerts go to %(url)s."), url=url))
 
 
 @alerts_group.command("clear")
@@ -64,7 +68,7 @@ def clear(app: AppContext) -> None:
     with app.sessions() as session:
         set_webhook(session, actor=app.actor(session), url=None)
         session.commit()
-    click.echo("Alert webhook removed.")
+    click.echo(app.t(N_("Alert webhook removed.")))
 
 
 @alerts_group.group("email")
@@ -84,9 +88,10 @@ def email_list(app: AppContext) -> None:
     for address in chosen:
         click.echo(f"{address}\tadded")
     if not admins and not chosen:
-        click.echo("Nobody receives alert emails.")
+        click.echo(app.t(N_("Nobody receives alert emails.")))
     if not email_enabled(app.settings):
-        click.echo("Email alerts are off until SEGMENT_EXPORT_SMTP_HOST is set.", err=True)
+        click.echo(app.t(N_("Email alerts are off until SEGMENT_EXPORT_SMTP_HOST is set.")),
+                   err=True)
 
 
 @email_group.command("add")
@@ -97,7 +102,7 @@ def email_add(app: AppContext, address: str) -> None:
     with app.sessions() as session:
         added = add_email_address(session, actor=app.actor(session), address=address)
         session.commit()
-    click.echo(f"Alert emails also go to {added}.")
+    click.echo(app.t(N_("Alert emails also go to %(address)s."), address=added))
 
 
 @email_group.command("remove")
@@ -108,7 +113,7 @@ def email_remove(app: AppContext, address: str) -> None:
     with app.sessions() as session:
         removed = remove_email_address(session, actor=app.actor(session), address=address)
         session.commit()
-    click.echo(f"Alert emails no longer go to {removed}.")
+    click.echo(app.t(N_("Alert emails no longer go to %(address)s."), address=removed))
 
 
 @email_group.command("test")
@@ -121,4 +126,4 @@ def email_test(app: AppContext, to: tuple[str, ...]) -> None:
         sent = send_test_email(session, actor=app.actor(session), settings=app.settings,
                                to=list(to) or None)
         session.commit()
-    click.echo(f"Test message sent to {', '.join(sent)}.")
+    click.echo(app.t(N_("Test message sent to %(addresses)s."), addresses=", ".join(sent)))

@@ -15,6 +15,7 @@ from segment_export.cli.context import AppContext, pass_app
 from segment_export.exports import connections as service
 from segment_export.exports import suppression as suppressions
 from segment_export.exports.service import list_exports
+from segment_export.languages import N_, when
 
 console = Console()
 
@@ -43,8 +44,8 @@ def add(app: AppContext, display_name: str, client_id: str, client_secret: str, 
         redirect_uri: str, i_agree: bool, authorize: bool) -> None:
     """Add a connection; DISPLAY_NAME should say its purpose and target."""
     if not i_agree:
-        click.echo(service.CONSENT_TEXT)
-        i_agree = click.confirm("Do you agree?", default=False)
+        click.echo(app.t(service.CONSENT_TEXT))
+        i_agree = click.confirm(app.t(N_("Do you agree?")), default=False)
     with app.sessions() as session:
         actor = app.actor(session)
         conn = service.create_connection(
@@ -52,7 +53,8 @@ def add(app: AppContext, display_name: str, client_id: str, client_secret: str, 
             client_secret=client_secret or None, consent=i_agree,
             shared_with_contributors=share, redirect_uri=redirect_uri)
         session.commit()
-        click.echo(f"Saved connection {conn.display_name!r} ({conn.id}).")
+        click.echo(app.t(N_("Saved connection %(name)s (%(id)s)."),
+                         name=repr(conn.display_name), id=conn.id))
     if authorize:
         _authorize(app, display_name, callback_url=None)
 
@@ -105,12 +107,14 @@ def _authorize(app: AppContext, name: str, callback_url: str | None) -> None:
                                               settings=app.settings)
             session.commit()
             listener = _CallbackListener(conn.redirect_uri or service.DEFAULT_REDIRECT_URI)
-        click.echo("Open this URL and sign in with a Constant Contact account admin:\n")
+        click.echo(app.t(N_("Open this URL and sign in with a Constant Contact account "
+                            "admin:")) + "\n")
         click.echo(url + "\n")
         sys.stdout.flush()  # the URL must reach a reading process before we block
         callback_url = listener.wait()
         if callback_url is None:
-            callback_url = click.prompt("Paste the full URL your browser was sent back to")
+            callback_url = click.prompt(app.t(N_("Paste the full URL your browser was sent "
+                                                 "back to")))
     with app.sessions() as session:
         actor = app.actor(session)
         conn = service.get_connection(session, name_or_id=name)
@@ -118,8 +122,10 @@ def _authorize(app: AppContext, name: str, callback_url: str | None) -> None:
                                        callback_url=callback_url, settings=app.settings,
                                        engine=app.engine)
         session.commit()
-        click.echo(f"Connected to {conn.account_name or 'the account'} "
-                   f"({conn.account_email or 'no email'}); export user: {actor.username}.")
+        click.echo(app.t(N_("Connected to %(account)s (%(email)s); export user: %(user)s."),
+                         account=conn.account_name or app.t(N_("the account")),
+                         email=conn.account_email or app.t(N_("no email")),
+                         user=actor.username))
 
 
 @connections_group.command("authorize")
@@ -139,12 +145,16 @@ def list_(app: AppContext) -> None:
     """List connections with their status and who may use them."""
     with app.sessions() as session:
         rows = service.list_connections(session, actor=app.actor(session))
-        table = Table("name", "status", "account", "usable by", "token expires")
+        t = app.t
+        table = Table(t(N_("name")), t(N_("status")), t(N_("account")), t(N_("usable by")),
+                      t(N_("token expires")))
         for c in rows:
             table.add_row(c.display_name, c.status, c.account_name or "-",
-                          "admins, contributors" if c.shared_with_contributors else "admins",
-                          f"{c.token_expires_at:%Y-%m-%d %H:%M} UTC" if c.token_expires_at else "-")
-    console.print(table if rows else "No connections yet: `segment-export connections add`.")
+                          t(N_("admins, contributors")) if c.shared_with_contributors
+                          else t(N_("admins")),
+                          when(c.token_expires_at, app.language) if c.token_expires_at else "-")
+    console.print(table if rows else app.t(N_("No connections yet: `segment-export connections "
+                                             "add`.")))
 
 
 @connections_group.command("set")
@@ -179,10 +189,13 @@ def test(app: AppContext, name: str) -> None:
         result = service.check_connection(session, actor=app.actor(session), connection=conn,
                                           settings=app.settings, engine=app.engine)
     if result.ok:
-        click.echo(f"OK: {result.account_name} <{result.account_email}>; access token valid "
-                   f"until {result.token_expires_at:%Y-%m-%d %H:%M:%S} UTC.")
+        click.echo(app.t(N_("OK: %(account)s <%(email)s>; access token valid until "
+                            "%(until)s."), account=result.account_name,
+                         email=result.account_email,
+                         until=when(result.token_expires_at, app.language)))
     else:
-        raise click.ClickException(f"The connection does not work: {result.error}")
+        raise click.ClickException(app.t(N_("The connection does not work: %(error)s"),
+                                         error=app.t(result.error or "")))
 
 
 @connections_group.command("remove")
@@ -200,13 +213,15 @@ def remove(app: AppContext, name: str, dependents: Literal["remove", "detach"] |
         for export in using:
             choice[export.id] = dependents or cast(
                 Literal["remove", "detach"],
-                click.prompt(f"Export {export.name!r} uses this connection: remove or detach?",
+                click.prompt(app.t(N_("Export %(name)s uses this connection: remove or "
+                                      "detach?"), name=repr(export.name)),
                              type=click.Choice(["remove", "detach"])))
         service.remove_connection(session, actor=actor, connection=conn, settings=app.settings,
                                   exports=choice)
         session.commit()
-    click.echo(f"Removed connection {name!r}" + (f" ({len(using)} export(s) handled)." if using
-                                                 else "."))
+    click.echo(app.t(N_("Removed connection %(name)s (exports handled: %(count)s)."),
+                     name=repr(name), count=app.number(len(using))) if using
+               else app.t(N_("Removed connection %(name)s."), name=repr(name)))
 
 
 @connections_group.command("sync-unsubscribes")
@@ -230,12 +245,16 @@ def sync_unsubscribes(app: AppContext, name: str | None, full: bool) -> None:
                                                   settings=app.settings, engine=app.engine,
                                                   full=full)
             session.commit()
-            click.echo(f"{conn.display_name}: read {result.read:,} unsubscribed "
-                       f"({'full read' if result.full else 'since the last read'}), "
-                       f"{result.added:,} new, {result.lifted:,} lifted; "
-                       f"{result.suppressed:,} suppressed.")
+            n = app.number
+            click.echo(app.t(N_("%(name)s: read %(read)s unsubscribed (%(how)s), %(added)s new, "
+                                "%(lifted)s lifted; %(suppressed)s suppressed."),
+                             name=conn.display_name, read=n(result.read),
+                             how=app.t(N_("full read") if result.full
+                                       else N_("since the last read")),
+                             added=n(result.added), lifted=n(result.lifted),
+                             suppressed=n(result.suppressed)))
     if not targets:
-        click.echo("No connected connections.")
+        click.echo(app.t(N_("No connected connections.")))
 
 
 @connections_group.command("suppression")
@@ -251,7 +270,9 @@ def suppression(app: AppContext, name: str, email: str | None) -> None:
                                                     engine=app.engine)
         checked = None if email is None else suppressions.check_email(
             actor=actor, connection=conn, engine=app.engine, email=email)
-    synced = f"{found.synced_at:%Y-%m-%d %H:%M} UTC" if found.synced_at else "never"
-    click.echo(f"{conn.display_name}: {found.suppressed:,} suppressed; last read {synced}.")
+    synced = when(found.synced_at, app.language) if found.synced_at else app.t(N_("never"))
+    click.echo(app.t(N_("%(name)s: %(count)s suppressed; last read %(at)s."),
+                     name=conn.display_name, count=app.number(found.suppressed), at=synced))
     if checked is not None:
-        click.echo(f"{email}: {'suppressed' if checked else 'not suppressed'}.")
+        click.echo(app.t(N_("%(email)s: suppressed.") if checked
+                         else N_("%(email)s: not suppressed."), email=email))

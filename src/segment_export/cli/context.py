@@ -44,6 +44,8 @@ class AppContext:
 
     def t(self, message: str, /, **variables: object) -> str:
         """``message`` (a catalogue msgid) in the CLI's language, ``%(name)s`` filled in."""
+        if not message:  # gettext("") is the catalogue's header
+            return message
         text = languages.translations(self.language).gettext(message)
         return text % variables if variables else text
 

@@ -9,6 +9,7 @@ import click
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.cli.runs import console
 from segment_export.demo import DEMO_ROWS, run_demo
+from segment_export.languages import N_
 
 
 @click.command("demo")
@@ -29,7 +30,7 @@ def demo_command(app: AppContext, profiles_file: Path | None, emulator_url: str 
     from segment_export.db.models import RejectedRow
 
     result = run_demo(app.settings, profiles_file=profiles_file, emulator_url=emulator_url,
-                      rows=rows, say=click.echo)
+                      rows=rows, say=lambda said: click.echo(said.in_language(app.language)))
     demo_app = type(app)(language=app.language)  # the report in the caller's language
     demo_app.settings = app.settings.model_copy(update={"data_dir": result.workspace,
                                                         "database_url": None})
@@ -41,11 +42,13 @@ def demo_command(app: AppContext, profiles_file: Path | None, emulator_url: str 
         sample = {row.reason: row for row in rejected.order_by(RejectedRow.id.desc())}
     engine.dispose()
     if sample:
-        console.print("An example of each rejection (all: `segment-export runs rejected`):")
+        console.print(app.t(N_("An example of each rejection (all: `segment-export runs "
+                               "rejected`):")))
         for reason, row in sorted(sample.items()):
-            console.print(f"  {reason}: customer {row.customer_id}, {row.email!r}")
-    console.print(f"The list now has {result.list_members:,} members. Demo state: "
-                  f"{result.workspace} (SEGMENT_EXPORT_DATA_DIR={result.workspace} "
-                  "segment-export runs list)")
+            console.print(app.t(N_("  %(reason)s: customer %(id)s, %(email)s"), reason=reason,
+                                id=row.customer_id, email=repr(row.email)), markup=False)
+    console.print(app.t(N_("The list now has %(count)s members. Demo state: %(path)s "
+                           "(SEGMENT_EXPORT_DATA_DIR=%(path)s segment-export runs list)"),
+                        count=app.number(result.list_members), path=result.workspace))
     if result.run.status not in {"succeeded", "succeeded_with_rejections"}:
         raise SystemExit(1)

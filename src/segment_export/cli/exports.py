@@ -20,9 +20,10 @@ from segment_export.exports.connections import get_connection
 from segment_export.exports.engine import PAUSED
 from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import request_run, run_to_completion
-from segment_export.languages import N_
+from segment_export.languages import N_, error_text, shown, when
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.segments.service import get_segment
+from segment_export.web.render import PERMISSION_LABELS
 
 console = Console()
 
@@ -105,7 +106,7 @@ def _save(app: AppContext, session: Any, name: str, opts: dict[str, Any],
                            settings=app.settings, engine=app.engine,
                            profile_columns=app.store.schema())
     except ConfigurationError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise click.UsageError(shown(None, error_text(exc).as_json(), app.language)) from exc
 
 
 @exports_group.command("create")
@@ -117,9 +118,10 @@ def create(app: AppContext, /, name: str, **opts: Any) -> None:
     with app.sessions() as session:
         export = _save(app, session, name, opts)
         session.commit()
-        click.echo(f"Saved export {export.name!r} -> list {export.list_name or export.list_id} "
-                   f"({export.mode}, {export.schedule_kind}). Run it with "
-                   f"`segment-export exports run {export.name!r}`.")
+        click.echo(app.t(N_("Saved export %(name)s -> list %(list)s (%(mode)s, %(schedule)s). "
+                            "Run it with `segment-export exports run %(name)s`."),
+                         name=repr(export.name), list=export.list_name or export.list_id,
+                         mode=export.mode, schedule=export.schedule_kind))
 
 
 @exports_group.command("edit")
@@ -133,7 +135,7 @@ def edit(app: AppContext, /, name: str, rename: str | None, **opts: Any) -> None
         export = service.get_export(session, name_or_id=name)
         _save(app, session, rename or export.name, opts, export)
         session.commit()
-        click.echo(f"Updated export {export.name!r}.")
+        click.echo(app.t(N_("Updated export %(name)s."), name=repr(export.name)))
 
 
 @exports_group.command("list")
@@ -143,20 +145,25 @@ def list_(app: AppContext) -> None:
     with app.sessions() as session:
         actor = app.actor(session)
         exports = service.list_exports(session)
-        table = Table("name", "list", "mode", "schedule", "enabled", "last run",
-                      "your permissions")
+        t = app.t
+        table = Table(t(N_("name")), t(N_("list")), t(N_("mode")), t(N_("schedule")),
+                      t(N_("enabled")), t(N_("last run")), t(N_("your permissions")))
         from segment_export.exports.runs import list_runs
 
         for e in exports:
             conn = session.get(Connection, e.connection_id) if e.connection_id else None
             last = list_runs(session, export=e, limit=1)
-            schedule = {"cron": f"cron {e.cron} {e.timezone}", "refresh": "with every refresh",
-                        "manual": "manual"}[e.schedule_kind]
+            schedule = {"cron": f"cron {e.cron} {e.timezone}",
+                        "refresh": t(N_("with every refresh")),
+                        "manual": t(N_("manual"))}[e.schedule_kind]
             table.add_row(e.name, e.list_name or e.list_id, e.mode, schedule,
-                          "yes" if e.enabled else "no",
-                          f"{last[0].status} {last[0].queued_at:%Y-%m-%d %H:%M}" if last else "-",
-                          ", ".join(service.permissions(actor, e, conn)))
-    console.print(table if exports else "No exports yet: `segment-export exports create`.")
+                          t(N_("yes")) if e.enabled else t(N_("no")),
+                          f"{status_text(app, last[0].status)} "
+                          f"{when(last[0].queued_at, app.language)}" if last else "-",
+                          ", ".join(t(PERMISSION_LABELS.get(p, p))
+                                    for p in service.permissions(actor, e, conn)))
+    console.print(table if exports else app.t(N_("No exports yet: `segment-export exports "
+                                                 "create`.")))
 
 
 @exports_group.command("show")
@@ -181,7 +188,7 @@ def duplicate(app: AppContext, name: str, new_name: str) -> None:
         copy = service.duplicate_export(session, actor=app.actor(session), export=export,
                                         name=new_name)
         session.commit()
-        click.echo(f"Created {copy.name!r} (disabled).")
+        click.echo(app.t(N_("Created %(name)s (disabled)."), name=repr(copy.name)))
 
 
 @exports_group.command("remove")
@@ -194,21 +201,23 @@ def remove(app: AppContext, name: str) -> None:
         service.remove_export(session, actor=app.actor(session),
                               export=service.get_export(session, name_or_id=name))
         session.commit()
-    click.echo(f"Removed export {name!r}.")
+    click.echo(app.t(N_("Removed export %(name)s."), name=repr(name)))
 
 
 def _watch(app: AppContext, run_id: str) -> Run:
     deps = app.runtime().deps()
     deps.stopping = app.stop_on_sigterm().is_set
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("members read"), TimeElapsedColumn(), console=console,
+                  TextColumn(app.t(N_("members read"))), TimeElapsedColumn(), console=console,
                   transient=True) as bar:
-        task = bar.add_task("starting", total=None)
+        task = bar.add_task(app.t(N_("starting")), total=None)
 
         def progress(run: Run) -> None:
             counts = run.counts
             sent = counts.get("sent_so_far", 0)
-            bar.update(task, description=f"{run.status}, {sent:,} sent",
+            bar.update(task, description=app.t(N_("%(status)s, %(count)s sent"),
+                                               status=status_text(app, run.status),
+                                               count=app.number(sent)),
                        total=counts.get("segment_size"), completed=counts.get("processed", 0))
 
         deps.progress = progress

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import click
 
 from segment_export.cli.context import AppContext, pass_app
+from segment_export.languages import N_
 
 if TYPE_CHECKING:
     from segment_export.profiles import ProfileStore
@@ -77,12 +78,15 @@ def import_command(
             email_column=None if no_email_column else email_column,
         )
     seconds = time.perf_counter() - started
-    note = f", {summary.superseded:,} repeated ids (last row kept)" if summary.superseded else ""
-    click.echo(
-        f"Imported {summary.rows:,} rows and {len(summary.columns)} columns from {file.name} "
-        f"({summary.mode}{note}) in {seconds:.1f} s; the store holds {summary.total:,} profiles "
-        f"keyed by {summary.id_column!r}."
-    )
+    n = app.number
+    note = (app.t(N_(", %(count)s repeated ids (last row kept)"), count=n(summary.superseded))
+            if summary.superseded else "")
+    click.echo(app.t(
+        N_("Imported %(rows)s rows and %(columns)s columns from %(file)s (%(mode)s%(note)s) in "
+           "%(seconds)s s; the store holds %(total)s profiles keyed by %(id)s."),
+        rows=n(summary.rows), columns=n(len(summary.columns)), file=file.name,
+        mode=summary.mode, note=note, seconds=n(round(seconds, 1)), total=n(summary.total),
+        id=repr(summary.id_column)))
 
 
 @profiles_group.command("show")
@@ -97,10 +101,11 @@ def show_command(app: AppContext) -> None:
         count, schema, id_column = store.count(), store.schema(), store.id_column
         store_location = store.location
     if not schema:
-        click.echo("No profiles imported yet (segment-export profiles import FILE).")
+        click.echo(app.t(N_("No profiles imported yet (segment-export profiles import FILE).")))
         return
-    click.echo(f"{count:,} profiles in {store_location}, keyed by {id_column!r}.")
-    table = Table("column", "type")
+    click.echo(app.t(N_("%(count)s profiles in %(where)s, keyed by %(id)s."),
+                     count=app.number(count), where=store_location, id=repr(id_column)))
+    table = Table(app.t(N_("column")), app.t(N_("type")))
     for name, dtype in schema.items():
         table.add_row(name + (" (id)" if name == id_column else ""), dtype)
     Console().print(table)
@@ -128,11 +133,13 @@ def generate_command(
     table = generate_profiles(rows=rows, seed=seed, as_of=as_of.date() if as_of else None)
     if out is not None:
         write_profiles(table, out)
-        click.echo(f"Wrote {rows:,} profiles to {out} in {time.perf_counter() - started:.1f} s.")
+        click.echo(app.t(N_("Wrote %(count)s profiles to %(path)s in %(seconds)s s."),
+                         count=app.number(rows), path=out,
+                         seconds=app.number(round(time.perf_counter() - started, 1))))
         return
     with open_store(app) as store:
         summary = store.import_table(table, id_column="customer_id", email_column="email")
-    click.echo(
-        f"Generated and imported {summary.rows:,} profiles in "
-        f"{time.perf_counter() - started:.1f} s (replacing the previous profiles)."
-    )
+    click.echo(app.t(
+        N_("Generated and imported %(count)s profiles in %(seconds)s s (replacing the previous "
+           "profiles)."), count=app.number(summary.rows),
+        seconds=app.number(round(time.perf_counter() - started, 1))))

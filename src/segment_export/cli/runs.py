@@ -15,7 +15,7 @@ from segment_export.exports import runs as service
 from segment_export.exports.engine import PAUSED
 from segment_export.exports.runs import COUNT_LABELS
 from segment_export.exports.service import get_export
-from segment_export.languages import N_, when
+from segment_export.languages import N_, shown, when
 from segment_export.web.render import STATUS_LABELS
 
 console = Console()
@@ -42,7 +42,8 @@ def print_report(app: AppContext, run_id: str) -> None:
                     status=f"[{colour}]{status_text(app, run.status)}[/]")
                   + (t(N_(" (dry run)")) if run.dry_run else ""))
     if run.message:
-        console.print(run.message)  # written by the engine, in English (see docs/languages.md)
+        # The stored Text in the CLI's language (the API keeps the English message).
+        console.print(shown(run.message, run.message_text, app.language), markup=False)
     resumes = service.retry_at(run)
     if resumes is not None:
         console.print(t(N_("Resumes after %(moment)s (the daily quota's reset)."),

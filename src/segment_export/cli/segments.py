@@ -11,6 +11,7 @@ import click
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.cli.profiles import open_store
 from segment_export.errors import DataError
+from segment_export.languages import N_, when
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -46,30 +47,32 @@ def _checked_rule(value: str | None) -> str | None:
     try:
         parse_rule(text)
     except DataError as exc:
-        raise click.BadParameter(exc.message, param_hint="'--rule'") from None
+        raise click.BadParameter(exc.message, param_hint="'--rule'") from None  # click's English
     return text
 
 
-def _show_senders(session: Session, segment: Segment, actor: User | None) -> int:
+def _show_senders(app: AppContext, session: Session, segment: Segment,
+                  actor: User | None) -> int:
     """Print the exports that send ``segment``; how many there are."""
     from segment_export.segments import dependent_exports
 
     senders = dependent_exports(session, segment=segment, actor=actor)
     if senders:
-        click.echo(f"Segment {segment.name!r} is sent by {len(senders)} export(s):")
+        click.echo(app.t(N_("Segment %(name)s is sent by %(count)s export(s):"),
+                         name=repr(segment.name), count=app.number(len(senders))))
     for sender in senders:
-        notes = ["mirror: removes contacts who leave" if sender.mode == "mirror"
-                 else "add/update"]
+        notes = [app.t(N_("mirror: removes contacts who leave") if sender.mode == "mirror"
+                       else N_("add/update"))]
         if not sender.enabled:
-            notes.append("disabled")
+            notes.append(app.t(N_("disabled")))
         if not sender.may_edit:
-            notes.append("you may not change it")
+            notes.append(app.t(N_("you may not change it")))
         click.echo(f"  - {sender.name} ({'; '.join(notes)})")
     return len(senders)
 
 
-def _when(moment: datetime | None) -> str:
-    return moment.isoformat(timespec="seconds") if moment else "never"
+def _when(app: AppContext, moment: datetime | None) -> str:
+    return when(moment, app.language) if moment else app.t(N_("never"))
 
 
 def _definition(segment: Segment) -> str:
@@ -105,8 +108,10 @@ def create_command(
             session, store, name=name, rule=rule, expression=expression,
             description=description, active=not inactive, actor=app.actor(session),
         )
-        size = "not refreshed (inactive)" if segment.size is None else f"{segment.size:,} members"
-        click.echo(f"Created segment {segment.name!r} ({segment.id}): {size}.")
+        size = (app.t(N_("not refreshed (inactive)")) if segment.size is None
+                else app.t(N_("%(count)s members"), count=app.number(segment.size)))
+        click.echo(app.t(N_("Created segment %(name)s (%(id)s): %(size)s."),
+                         name=repr(segment.name), id=segment.id, size=size))
 
 
 @segments_group.command("edit")
@@ -134,16 +139,18 @@ def edit_command(
     with open_store(app) as store, app.sessions() as session:
         actor = app.actor(session)
         found = get_segment(session, name_or_id=name)
-        senders = _show_senders(session, found, actor)
+        senders = _show_senders(app, session, found, actor)
         require_may_change(session, actor=actor, segment=found)
         if senders and not yes:
-            click.confirm("Change it, and so what these exports send?", abort=True)
+            click.confirm(app.t(N_("Change it, and so what these exports send?")), abort=True)
         segment = update_segment(
             session, store, name_or_id=found.id, name=new_name, rule=rule,
             expression=expression, description=description, active=active, actor=actor,
         )
-        size = "—" if segment.size is None else f"{segment.size:,} members"
-        click.echo(f"Updated segment {segment.name!r}: {size}.")
+        size = ("—" if segment.size is None
+                else app.t(N_("%(count)s members"), count=app.number(segment.size)))
+        click.echo(app.t(N_("Updated segment %(name)s: %(size)s."), name=repr(segment.name),
+                         size=size))
 
 
 @segments_group.command("list")
@@ -158,12 +165,16 @@ def list_command(app: AppContext) -> None:
     with app.sessions() as session:
         segments = list_segments(session)
     if not segments:
-        click.echo("No segments yet (segment-export segments create NAME --rule/--where).")
+        click.echo(app.t(N_("No segments yet (segment-export segments create NAME "
+                            "--rule/--where).")))
         return
-    table = Table("name", "active", "size", "refreshed", "definition")
+    t = app.t
+    table = Table(t(N_("name")), t(N_("active")), t(N_("size")), t(N_("refreshed")),
+                  t(N_("definition")))
     for seg in segments:
-        table.add_row(seg.name, "yes" if seg.active else "no",
-                      "—" if seg.size is None else f"{seg.size:,}", _when(seg.refreshed_at),
+        table.add_row(seg.name, t(N_("yes")) if seg.active else t(N_("no")),
+                      "—" if seg.size is None else app.number(seg.size),
+                      _when(app, seg.refreshed_at),
                       _definition(seg))
     Console().print(table)
 
@@ -184,18 +195,21 @@ def show_command(app: AppContext, name: str, history_limit: int) -> None:
         seg = get_segment(session, name_or_id=name)
         history = size_history(session, segment_id=seg.id, limit=history_limit)
         senders = dependent_exports(session, segment=seg, actor=app.actor(session))
-    click.echo(f"Segment {seg.name!r} ({seg.id})")
-    click.echo(f"  description: {seg.description or '—'}")
-    click.echo(f"  active:      {'yes' if seg.active else 'no'}")
-    kind = "rule" if seg.rule is not None else "where"
-    click.echo(f"  {kind + ':':<12} {_definition(seg)}")
-    click.echo(f"  size:        {'—' if seg.size is None else f'{seg.size:,}'}")
-    click.echo(f"  refreshed:   {_when(seg.refreshed_at)}")
-    click.echo(f"  exports:     {', '.join(s.name for s in senders) or '—'}")
+    t = app.t
+    click.echo(t(N_("Segment %(name)s (%(id)s)"), name=repr(seg.name), id=seg.id))
+    facts = [(t(N_("description")), seg.description or "—"),
+             (t(N_("active")), t(N_("yes")) if seg.active else t(N_("no"))),
+             (t(N_("rule")) if seg.rule is not None else t(N_("where")), _definition(seg)),
+             (t(N_("size")), "—" if seg.size is None else app.number(seg.size)),
+             (t(N_("refreshed")), _when(app, seg.refreshed_at)),
+             (t(N_("exports")), ", ".join(s.name for s in senders) or "—")]
+    width = max(len(label) for label, _ in facts) + 2
+    for label, value in facts:
+        click.echo(f"  {label + ':':<{width}}{value}")
     if history:
-        table = Table("refreshed at", "size", title="size history")
+        table = Table(t(N_("refreshed at")), t(N_("size")), title=t(N_("size history")))
         for point in history:
-            table.add_row(_when(point.refreshed_at), f"{point.size:,}")
+            table.add_row(_when(app, point.refreshed_at), app.number(point.size))
         Console().print(table)
 
 
@@ -210,12 +224,12 @@ def delete_command(app: AppContext, name: str, yes: bool) -> None:
     with open_store(app) as store, app.sessions() as session:
         actor = app.actor(session)
         seg = get_segment(session, name_or_id=name)
-        _show_senders(session, seg, actor)
+        _show_senders(app, session, seg, actor)
         require_may_change(session, actor=actor, segment=seg)
         if not yes:
-            click.confirm(f"Delete segment {seg.name!r}?", abort=True)
+            click.confirm(app.t(N_("Delete segment %(name)s?"), name=repr(seg.name)), abort=True)
         delete_segment(session, store, name_or_id=seg.id, actor=actor)
-    click.echo(f"Deleted segment {seg.name!r}.")
+    click.echo(app.t(N_("Deleted segment %(name)s."), name=repr(seg.name)))
 
 
 @segments_group.command("preview")
@@ -238,13 +252,14 @@ def preview_command(
     from segment_export.segments import preview_segment
 
     if name is None and rule is None and expression is None:
-        raise click.UsageError("Give a segment NAME, or --rule or --where.")
+        raise click.UsageError(app.t(N_("Give a segment NAME, or --rule or --where.")))
     with open_store(app) as store, app.sessions() as session:
         preview = preview_segment(
             session, store, name_or_id=name, rule=_checked_rule(rule), expression=expression,
             limit=limit, actor=app.actor(session),
         )
-    click.echo(f"{preview.count:,} matching profiles.  WHERE {preview.sql}")
+    click.echo(app.t(N_("%(count)s matching profiles."), count=app.number(preview.count))
+               + f"  WHERE {preview.sql}")
     if preview.rows:
         shown = _columns(preview.rows[0], columns)
         table = Table(*shown)
@@ -279,13 +294,15 @@ def refresh_command(app: AppContext) -> None:
     with open_store(app) as store, app.sessions() as session:
         results = refresh_segments(session, store)
     if not results:
-        click.echo("No active segments.")
+        click.echo(app.t(N_("No active segments.")))
         return
-    table = Table("segment", "size", "seconds", "problem")
+    t = app.t
+    table = Table(t(N_("segment")), t(N_("size")), t(N_("seconds")), t(N_("problem")))
     for result in results:
-        table.add_row(result.name, "—" if result.size is None else f"{result.size:,}",
-                      f"{result.seconds:.2f}", result.error or "")
+        table.add_row(result.name, "—" if result.size is None else app.number(result.size),
+                      app.number(round(result.seconds, 2)), t(result.error or ""))
     Console().print(table)
     failed = [r for r in results if not r.ok]
     if failed:
-        raise click.ClickException(f"{len(failed)} segment(s) could not be refreshed.")
+        raise click.ClickException(app.t(N_("Segments that could not be refreshed: "
+                                            "%(count)s."), count=app.number(len(failed))))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 
 import click
+from babel.dates import format_date
 from rich.console import Console
 from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
+from segment_export.languages import N_, when
 from segment_export.users import (
     Role,
     create_api_token,
@@ -23,6 +25,7 @@ from segment_export.users import (
     set_language,
     set_password,
 )
+from segment_export.web.render import ROLE_LABELS
 
 console = Console()
 
@@ -53,7 +56,8 @@ def set_language_(app: AppContext, username: str, language: str) -> None:
                             user=get_user(session, username=username),
                             language=None if language == "none" else language)
         session.commit()
-    click.echo(f"Language of {user.username!r}: {user.language or 'not chosen'}.")
+    click.echo(app.t(N_("Language of %(name)s: %(language)s."), name=repr(user.username),
+                     language=user.language or app.t(N_("not chosen"))))
 
 
 @users_group.command("create")
@@ -72,9 +76,11 @@ def create(app: AppContext, username: str, role: str, email: str | None,
         user = create_user(session, actor=app.actor(session), username=username,
                            role=Role(role), password=password, email=email)
         session.commit()
-    click.echo(f"Created {user.role} {user.username!r}.")
+    click.echo(app.t(N_("Created %(role)s %(name)s."), role=app.t(ROLE_LABELS.get(user.role,
+                                                                                   user.role)),
+                     name=repr(user.username)))
     if generated:
-        click.echo(f"Password (shown only now): {password}")
+        click.echo(app.t(N_("Password (shown only now): %(password)s"), password=password))
 
 
 @users_group.command("set-password")
@@ -90,10 +96,11 @@ def set_password_command(app: AppContext, username: str, password_stdin: bool) -
         revoked = set_password(session, actor=app.actor(session),
                                user=get_user(session, username=username), password=password)
         session.commit()
-    click.echo(f"New password set for {username!r}; {revoked.sessions} web session(s) ended, "
-               f"{revoked.tokens} API token(s) revoked.")
+    click.echo(app.t(N_("New password set for %(name)s; web sessions ended: %(sessions)s, API "
+                        "tokens revoked: %(tokens)s."), name=repr(username),
+                     sessions=app.number(revoked.sessions), tokens=app.number(revoked.tokens)))
     if generated:
-        click.echo(f"Password (shown only now): {password}")
+        click.echo(app.t(N_("Password (shown only now): %(password)s"), password=password))
 
 
 @users_group.command("list")
@@ -102,11 +109,14 @@ def list_(app: AppContext) -> None:
     """List users with their roles."""
     with app.sessions() as session:
         app.actor(session)
-        table = Table("user", "role", "status", "password", "created")
+        t = app.t
+        table = Table(t(N_("user")), t(N_("role")), t(N_("status")), t(N_("password")),
+                      t(N_("created")))
         for user in list_users(session):
-            table.add_row(user.username, user.role, "disabled" if user.disabled else "active",
-                          "set" if user.password_hash else "none",
-                          f"{user.created_at:%Y-%m-%d}")
+            table.add_row(user.username, user.role,
+                          t(N_("disabled")) if user.disabled else t(N_("active")),
+                          t(N_("set")) if user.password_hash else t(N_("none")),
+                          format_date(user.created_at.date(), "medium", locale=app.language))
     console.print(table)
 
 
@@ -118,15 +128,16 @@ def list_(app: AppContext) -> None:
 def set_email_command(app: AppContext, username: str, address: str | None, clear: bool) -> None:
     """Set where USERNAME's alert emails go (admins only; active admins receive alerts)."""
     if bool(address) == clear:
-        raise click.UsageError("Give an ADDRESS or --clear")
+        raise click.UsageError(app.t(N_("Give an ADDRESS or --clear")))
     from segment_export.users import set_email
 
     with app.sessions() as session:
         user = set_email(session, actor=app.actor(session), username=username,
                          email=None if clear else address)
         session.commit()
-    click.echo(f"{username!r} receives alert emails at {user.email}." if user.email
-               else f"{username!r} has no email address now.")
+    click.echo(app.t(N_("%(name)s receives alert emails at %(email)s."), name=repr(username),
+                     email=user.email) if user.email
+               else app.t(N_("%(name)s has no email address now."), name=repr(username)))
 
 
 @users_group.command("disable")
@@ -137,7 +148,7 @@ def disable(app: AppContext, username: str) -> None:
     with app.sessions() as session:
         disable_user(session, actor=app.actor(session), username=username)
         session.commit()
-    click.echo(f"Disabled {username!r}.")
+    click.echo(app.t(N_("Disabled %(name)s."), name=repr(username)))
 
 
 @users_group.group("token")
@@ -160,7 +171,8 @@ def token_create(app: AppContext, name: str, username: str | None) -> None:
         owner = get_user(session, username=username) if username else actor
         issued = create_api_token(session, actor=actor, user=owner, name=name)
         session.commit()
-    click.echo(f"Token {name!r} for {owner.username!r} (shown only now):", err=True)
+    click.echo(app.t(N_("Token %(name)s for %(user)s (shown only now):"), name=repr(name),
+                     user=repr(owner.username)), err=True)
     click.echo(issued.secret)
 
 
@@ -173,12 +185,15 @@ def token_list(app: AppContext, username: str | None) -> None:
         actor = app.actor(session)
         owner = get_user(session, username=username) if username else actor
         tokens = list_api_tokens(session, actor=actor, user=owner)
-        table = Table("id", "name", "starts with", "created", "last used", "revoked")
-        for t in tokens:
-            table.add_row(t.id, t.name, t.prefix + "…", f"{t.created_at:%Y-%m-%d %H:%M}",
-                          f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "-",
-                          f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "-")
-    console.print(table if tokens else f"No tokens for {owner.username!r}.")
+        t, lang = app.t, app.language
+        table = Table("id", t(N_("name")), t(N_("starts with")), t(N_("created")),
+                      t(N_("last used")), t(N_("revoked")))
+        for token in tokens:
+            table.add_row(token.id, token.name, token.prefix + "…", when(token.created_at, lang),
+                          when(token.last_used_at, lang) if token.last_used_at else "-",
+                          when(token.revoked_at, lang) if token.revoked_at else "-")
+    console.print(table if tokens else app.t(N_("No tokens for %(name)s."),
+                                             name=repr(owner.username)))
 
 
 @token_group.command("revoke")
@@ -190,4 +205,4 @@ def token_revoke(app: AppContext, token: str) -> None:
         found = get_api_token(session, id_or_prefix=token)
         revoke_api_token(session, actor=app.actor(session), token=found)
         session.commit()
-    click.echo(f"Revoked token {found.prefix}….")
+    click.echo(app.t(N_("Revoked token %(prefix)s…."), prefix=found.prefix))

@@ -8,6 +8,8 @@ import socket
 import click
 
 from segment_export.cli.context import AppContext, pass_app
+from segment_export.cli.runs import status_text
+from segment_export.languages import N_, shown, when
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.schedules import (
     get_refresh_schedule,
@@ -31,9 +33,10 @@ def worker_command(app: AppContext, threads: int | None) -> None:
         metrics.default().track_queue_depth(queue.huey.pending_count)
         metrics.default().track_runs(queue.runtime.engine)
         metrics.serve(app.settings.metrics_listen, token=app.settings.metrics_token)
-    where = (f"Redis queue {app.settings.queue_name!r}" if app.settings.redis_url
-             else "SQLite queue: this machine only")
-    click.echo(f"Worker {socket.gethostname()}:{os.getpid()} started ({where}).")
+    where = (app.t(N_("Redis queue %(name)s"), name=repr(app.settings.queue_name))
+             if app.settings.redis_url else app.t(N_("SQLite queue: this machine only")))
+    click.echo(app.t(N_("Worker %(worker)s started (%(where)s)."),
+                     worker=f"{socket.gethostname()}:{os.getpid()}", where=where))
     queue.consumer(workers=threads).run()
 
 
@@ -49,11 +52,14 @@ def refresh_command(app: AppContext, wait: bool) -> None:
     queue = TaskQueue(runtime)
     queued: list[str] = []
     system_refresh(runtime, enqueue=queued.append)
-    click.echo(f"Segments refreshed; {len(queued)} export run(s) started.")
+    click.echo(app.t(N_("Segments refreshed; export runs started: %(count)s."),
+                     count=app.number(len(queued))))
     for run_id in queued:
         if wait:
             run = run_to_completion(run_id, deps=runtime.deps())
-            click.echo(f"  run {run.id}: {run.status} - {run.message}")
+            click.echo(app.t(N_("  run %(run)s: %(status)s - %(message)s"), run=run.id,
+                             status=status_text(app, run.status),
+                             message=shown(run.message, run.message_text, app.language)))
         else:
             queue.enqueue_run(run_id)
 
@@ -70,9 +76,11 @@ def show(app: AppContext) -> None:
     with app.sessions() as session:
         schedule = get_refresh_schedule(session)
     if not schedule.cron:
-        click.echo("No system refresh schedule; segments refresh on demand (`refresh`).")
+        click.echo(app.t(N_("No system refresh schedule; segments refresh on demand "
+                            "(`refresh`).")))
     else:
-        click.echo(f"cron {schedule.cron} ({schedule.timezone}); next: {schedule.next_run_at}")
+        click.echo(app.t(N_("cron %(cron)s (%(zone)s); next: %(next)s"), cron=schedule.cron,
+                         zone=schedule.timezone, next=when(schedule.next_run_at, app.language)))
 
 
 @schedule_group.command("set")
@@ -83,9 +91,11 @@ def show(app: AppContext) -> None:
 def set_(app: AppContext, cron: str | None, timezone: str, clear: bool) -> None:
     """Set the refresh schedule, e.g. `schedule set '0 5 * * *' --timezone Europe/Berlin`."""
     if not clear and not cron:
-        raise click.UsageError("Give a cron expression or --clear")
+        raise click.UsageError(app.t(N_("Give a cron expression or --clear")))
     with app.sessions() as session:
         schedule = set_refresh_schedule(session, actor=app.actor(session),
                                         cron=None if clear else cron, timezone=timezone)
         session.commit()
-    click.echo(f"Next refresh: {schedule.next_run_at or 'none'}.")
+    click.echo(app.t(N_("Next refresh: %(moment)s."),
+                     moment=when(schedule.next_run_at, app.language)
+                     if schedule.next_run_at else app.t(N_("none"))))

@@ -275,6 +275,9 @@ class Run(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     stage_seconds: Mapped[dict[str, Any]] = mapped_column(default=dict)
     message: Mapped[str | None] = mapped_column(Text)
+    # The same message as catalogue msgids and values (languages.Text.as_json), so pages and
+    # the CLI can show it in the reader's language; ``message`` stays English for the API.
+    message_text: Mapped[dict[str, Any] | None]
     error_kind: Mapped[str | None] = mapped_column(String(60))
 
     __table_args__ = (

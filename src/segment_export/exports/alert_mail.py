@@ -12,8 +12,12 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Literal
 
+from babel.numbers import format_percent
+
+from segment_export import languages
 from segment_export.config import Settings
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_
 from segment_export.log import redact, register_secret
 
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
@@ -53,6 +57,7 @@ class RunAlert:
     # (reason code, rows) for the most frequent rejection reasons, most frequent first.
     top_reasons: list[tuple[str, int]] = field(default_factory=list)
     run_url: str | None = None
+    message_text: dict[str, object] | None = None  # the run's message as a languages.Text
 
 
 def _one_line(text: str, limit: int = 120) -> str:
@@ -62,54 +67,83 @@ def _one_line(text: str, limit: int = 120) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
-def subject(alert: RunAlert) -> str:
+def _share(value: float, pattern: str, language: str) -> str:
+    return format_percent(value, pattern, locale=language)
+
+
+def subject(alert: RunAlert, language: str = languages.DEFAULT) -> str:
+    def t(msgid: str, /, **values: object) -> str:
+        return languages.translations(language).gettext(msgid) % values
+
     name = _one_line(alert.export_name, 80)
     if alert.reason == "failed":
-        return f'[segment-export] Export "{name}" failed'
+        return t(N_('[segment-export] Export "%(name)s" failed'), name=name)
     share = alert.rejected / alert.in_scope if alert.in_scope else 0.0
-    return (f'[segment-export] Export "{name}": {alert.rejected:,} of {alert.in_scope:,} rows '
-            f"rejected ({share:.0%})")
+    return t(N_('[segment-export] Export "%(name)s": %(rejected)s of %(total)s rows rejected '
+                "(%(share)s)"), name=name, rejected=languages.number(alert.rejected, language),
+             total=languages.number(alert.in_scope, language),
+             share=_share(share, "#,##0%", language))
 
 
-def body(alert: RunAlert, descriptions: dict[str, str]) -> str:
-    """The plain-text body; ``descriptions`` explains each rejection reason code."""
+def body(alert: RunAlert, descriptions: dict[str, str],
+         language: str = languages.DEFAULT) -> str:
+    """The plain-text body in ``language``; ``descriptions`` explains each rejection reason
+    code (catalogue msgids). Codes (status, reason, count names) stay as they are: they are
+    what the API, the CLI and the webhook say."""
+    catalogue = languages.translations(language)
+
+    def t(msgid: str, /, **values: object) -> str:
+        return catalogue.gettext(msgid) % values
+
+    def n(value: object) -> str:
+        return languages.number(value, language)
+
     lines: list[str] = []
     if alert.reason == "failed":
-        lines += [f'The export "{alert.export_name}" failed for good: its automatic retries, '
-                  "if any, are used up. Batches confirmed before the failure stay delivered.",
+        said = languages.shown(alert.message, alert.message_text, language)
+        lines += [t(N_('The export "%(name)s" failed for good: its automatic retries, if any, '
+                       "are used up. Batches confirmed before the failure stay delivered."),
+                    name=alert.export_name),
                   "",
-                  f"Error: {redact(alert.message or '(no message)')}"]
+                  t(N_("Error: %(message)s"), message=redact(said or t(N_("(no message)"))))]
         if alert.error_kind:
-            lines.append(f"Error kind: {alert.error_kind}")
+            lines.append(t(N_("Error kind: %(kind)s"), kind=alert.error_kind))
     else:
         share = alert.rejected / alert.in_scope if alert.in_scope else 0.0
-        threshold = f"{alert.threshold:.0%}" if alert.threshold is not None else "?"
-        lines += [f'The export "{alert.export_name}" finished, but rejected {alert.rejected:,} '
-                  f"of {alert.in_scope:,} rows ({share:.1%}), over its alert threshold of "
-                  f"{threshold}.", ""]
+        threshold = (_share(alert.threshold, "#,##0%", language)
+                     if alert.threshold is not None else "?")
+        lines += [t(N_('The export "%(name)s" finished, but rejected %(rejected)s of %(total)s '
+                       "rows (%(share)s), over its alert threshold of %(threshold)s."),
+                    name=alert.export_name, rejected=n(alert.rejected), total=n(alert.in_scope),
+                    share=_share(share, "#,##0.0%", language), threshold=threshold), ""]
         if alert.top_reasons:
-            lines.append("Most frequent reasons:")
+            lines.append(t(N_("Most frequent reasons:")))
             for code, rows in alert.top_reasons:
                 text = descriptions.get(code)
-                lines.append(f"  {code}: {rows:,} row(s)" + (f" - {text}" if text else ""))
+                lines.append(t(N_("  %(code)s: %(rows)s row(s)"), code=code, rows=n(rows))
+                             + (f" - {catalogue.gettext(text)}" if text else ""))
         lines.append("")
-        lines.append("Rejected rows are sent again on the next run; the run's rejected-rows "
-                     "report gives the reason for each.")
-    lines += ["", f"Run: {alert.run_id}", f"Status: {alert.status}", f"Attempts: {alert.attempt}"]
+        lines.append(t(N_("Rejected rows are sent again on the next run; the run's "
+                          "rejected-rows report gives the reason for each.")))
+    lines += ["", t(N_("Run: %(run)s"), run=alert.run_id),
+              t(N_("Status: %(status)s"), status=alert.status),
+              t(N_("Attempts: %(count)s"), count=n(alert.attempt))]
     shown = {k: v for k, v in alert.counts.items() if isinstance(v, int | float)}
     if shown:
-        lines.append("Counts: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())))
+        lines.append(t(N_("Counts: %(counts)s"),
+                       counts=", ".join(f"{k}={v}" for k, v in sorted(shown.items()))))
     if alert.run_url:
-        lines += ["", f"Open the run: {alert.run_url}"]
-    lines += ["", "-- ", "segment-export. Admins change who receives these with "
-              "`segment-export alerts email`."]
+        lines += ["", t(N_("Open the run: %(url)s"), url=alert.run_url)]
+    lines += ["", "-- ", t(N_("segment-export. Admins change who receives these with "
+                              "`segment-export alerts email`."))]
     return "\n".join(lines) + "\n"
 
 
 def compose(alert: RunAlert, *, sender: str, recipients: list[str],
-            descriptions: dict[str, str]) -> EmailMessage:
+            descriptions: dict[str, str], language: str = languages.DEFAULT) -> EmailMessage:
+    """The alert email in ``language`` (Content-Language says which)."""
     message = EmailMessage()
-    message["Subject"] = subject(alert)
+    message["Subject"] = subject(alert, language)
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["Date"] = formatdate(localtime=False, usegmt=True)
@@ -117,7 +151,8 @@ def compose(alert: RunAlert, *, sender: str, recipients: list[str],
     # RFC 3834: machines should not answer it (no vacation replies back to the sender).
     message["Auto-Submitted"] = "auto-generated"
     message["X-Segment-Export-Run"] = alert.run_id
-    message.set_content(body(alert, descriptions))
+    message.set_content(body(alert, descriptions, language))
+    message["Content-Language"] = language  # after set_content, which drops Content-* headers
     return message
 
 

@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from segment_export import audit
+from segment_export import audit, languages
 from segment_export.db.models import AuditEvent, Export, RejectedRow, Run, SystemSetting, User
 from segment_export.errors import ConfigurationError, NotFoundError
 from segment_export.exports import alert_mail
@@ -125,6 +125,22 @@ def email_recipients(session: Session) -> list[str]:
     return sorted({*admin_addresses(session), *list_email_addresses(session)})
 
 
+def recipients_by_language(session: Session, recipients: list[str],
+                           default: str) -> dict[str, list[str]]:
+    """``recipients`` grouped by the language their email is written in: the language of the
+    (active) user with that address, else ``default``."""
+    chosen: dict[str, str] = {}
+    for email, language in session.execute(
+            select(User.email, User.language).where(User.email.is_not(None),
+                                                    User.disabled.is_(False))):
+        if language and email:
+            chosen.setdefault(email.strip().lower(), language)
+    groups: dict[str, list[str]] = {}
+    for address in recipients:
+        groups.setdefault(languages.choose(chosen.get(address), default), []).append(address)
+    return groups
+
+
 def email_enabled(settings: Settings) -> bool:
     return settings.smtp_host is not None
 
@@ -170,9 +186,11 @@ def alert_on_finish(deps: RunDependencies, run: Run) -> None:
         if not url and not email_enabled(deps.settings):
             return
         recipients = email_recipients(session) if email_enabled(deps.settings) else []
+        groups = recipients_by_language(session, recipients, deps.settings.alert_language)
         alert = RunAlert(
             reason=reason, run_id=run.id, export_name=export.name, status=run.status,
-            message=run.message, error_kind=run.error_kind, attempt=run.attempt,
+            message=run.message, message_text=run.message_text, error_kind=run.error_kind,
+            attempt=run.attempt,
             counts=dict(run.counts), rejected=rejected, in_scope=in_scope,
             threshold=export.rejected_alert_threshold,
             top_reasons=_top_reasons(session, run.id) if reason != "failed" else [],
@@ -186,14 +204,15 @@ def alert_on_finish(deps: RunDependencies, run: Run) -> None:
         except httpx.HTTPError as exc:
             log.warning("alert webhook %s failed: %s", url, exc)
     if recipients:
-        email_alert(deps, alert, recipients)
+        email_alert(deps, alert, groups)
     elif email_enabled(deps.settings):
         log.warning("run %s: no alert email sent, nobody receives them (no active admin has an "
                     "email address and none was added with `alerts email add`)", run.id)
 
 
-def email_alert(deps: RunDependencies, alert: RunAlert, recipients: list[str]) -> None:
-    """Send the alert email about a run once; wait for it at most SMTP_TIMEOUT seconds."""
+def email_alert(deps: RunDependencies, alert: RunAlert, groups: dict[str, list[str]]) -> None:
+    """Send the alert email about a run once, one message per language (``groups``: language
+    -> recipients); wait for it at most SMTP_TIMEOUT seconds."""
     with _sending_lock:
         if alert.run_id in _sending:
             return
@@ -202,7 +221,7 @@ def email_alert(deps: RunDependencies, alert: RunAlert, recipients: list[str]) -
                 log.info("run %s: the alert email went out already", alert.run_id)
                 return
         _sending.add(alert.run_id)
-    worker = threading.Thread(target=_deliver, args=(deps, alert, recipients),
+    worker = threading.Thread(target=_deliver, args=(deps, alert, groups),
                               name=f"alert-mail-{alert.run_id[:8]}", daemon=True)
     worker.start()
     worker.join(deps.settings.smtp_timeout)
@@ -211,14 +230,17 @@ def email_alert(deps: RunDependencies, alert: RunAlert, recipients: list[str]) -
                     "background", alert.run_id)
 
 
-def _deliver(deps: RunDependencies, alert: RunAlert, recipients: list[str]) -> None:
+def _deliver(deps: RunDependencies, alert: RunAlert, groups: dict[str, list[str]]) -> None:
     settings = deps.settings
+    recipients = [address for group in groups.values() for address in group]
     try:
         assert settings.smtp_from is not None
-        message = alert_mail.compose(alert, sender=settings.smtp_from, recipients=recipients,
-                                     descriptions=REASONS)
+        messages = [(alert_mail.compose(alert, sender=settings.smtp_from, recipients=group,
+                                        descriptions=REASONS, language=language), group)
+                    for language, group in sorted(groups.items())]
         try:
-            alert_mail.send(settings, message, recipients)
+            for message, group in messages:
+                alert_mail.send(settings, message, group)
         except Exception as exc:  # a broken mail server must never reach the run
             error = alert_mail.describe_failure(exc, settings)
             log.warning("run %s: the alert email to %d recipient(s) through %s failed: %s",

@@ -34,13 +34,14 @@ from segment_export.errors import (
     PermissionDeniedError,
     SegmentExportError,
 )
+from segment_export.languages import N_
 from segment_export.log import register_secret
 from segment_export.metrics import MeteredRateLimiter
 from segment_export.pacing import make_rate_limiter
 from segment_export.users import Role, require_role
 
 CONSENT_TEXT_VERSION = "2026-11-28"
-CONSENT_TEXT = (
+CONSENT_TEXT = N_(
     "I agree that enabling this connection lets data, including personal data, leave "
     "segment-export's compliance boundary and go to Constant Contact, and that my organisation "
     "is responsible for Constant Contact meeting its privacy and compliance obligations."

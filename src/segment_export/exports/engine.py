@@ -56,6 +56,7 @@ from segment_export.exports.suppression import (
     without_suppressed,
 )
 from segment_export.exports.validate import ValidatedMembers
+from segment_export.languages import N_, Text, error_text, joined, text
 from segment_export.log import run_context
 from segment_export.profiles import ProfileStore
 from segment_export.storage import (
@@ -199,7 +200,7 @@ def _execute(run_id: str, deps: RunDependencies) -> Run:
     if not claimed:
         return run
     if run.cancel_requested:
-        return _finish(deps, run_id, "cancelled", "Cancelled before it started.")
+        return _finish(deps, run_id, "cancelled", text(N_("Cancelled before it started.")))
     attempt = run.attempt
     with deps.sessions() as session:
         export = session.get(Export, run.export_id)
@@ -217,37 +218,40 @@ def _execute(run_id: str, deps: RunDependencies) -> Run:
             assert current is not None
             return current
     except RunInterrupted:
-        return _finish(deps, run_id, "queued", "Stopped by a shutdown after its last confirmed "
-                       "batch; it resumes when a worker runs again.", error_kind="interrupted")
+        return _finish(deps, run_id, "queued", text(N_(
+            "Stopped by a shutdown after its last confirmed batch; it resumes when a worker "
+            "runs again.")), error_kind="interrupted")
     except RunCancelled:
-        return _finish(deps, run_id, "cancelled", "Cancelled; confirmed batches stay delivered.")
+        return _finish(deps, run_id, "cancelled",
+                       text(N_("Cancelled; confirmed batches stay delivered.")))
     except QuotaExhaustedError as exc:
         resets = exc.resets_at.isoformat()
         log.warning("run %s paused: the daily quota is used up until %s", run_id, resets)
         return _finish(
             deps, run_id, PAUSED,
-            f"Paused: Constant Contact's daily request quota for this API key is used up. It "
-            f"resets at {resets}; then the run resumes by itself after its last confirmed batch "
-            "(a `serve` or `worker` process must be running), and nothing confirmed is sent again.",
+            text(N_("Paused: Constant Contact's daily request quota for this API key is used "
+                    "up. It resets at %(resets)s; then the run resumes by itself after its last "
+                    "confirmed batch (a `serve` or `worker` process must be running), and "
+                    "nothing confirmed is sent again."), resets=resets),
             error_kind="quota_exhausted", retry_at=resets)
     except ReauthorizationNeededError as exc:
-        return _finish(deps, run_id, "failed", str(exc), error_kind="reauthorization_needed")
+        return _finish(deps, run_id, "failed", error_text(exc),
+                       error_kind="reauthorization_needed")
     except RetriableError as exc:
         if attempt < MAX_ATTEMPTS:
             log.warning("run %s attempt %d failed, will retry: %s", run_id, attempt, exc)
-            return _finish(deps, run_id, "queued", f"Retrying after: {exc}",
-                           error_kind="retrying")
-        return _finish(deps, run_id, "failed",
-                       f"Failed after {attempt} attempts: {exc}", error_kind="retriable")
+            return _finish(deps, run_id, "queued", _retrying(exc), error_kind="retrying")
+        return _finish(deps, run_id, "failed", _gave_up(attempt, exc), error_kind="retriable")
     except SegmentExportError as exc:
-        return _finish(deps, run_id, "failed", str(exc), error_kind=type(exc).__name__)
+        return _finish(deps, run_id, "failed", error_text(exc), error_kind=type(exc).__name__)
     except Exception as exc:
         if is_storage_full(exc):
             return _out_of_space(deps, run_id, exc)
         if is_database_unreachable(exc):
             return _state_store_lost(deps, run_id, attempt, exc)
         log.exception("run %s crashed", run_id)
-        return _finish(deps, run_id, "failed", f"Internal error: {exc!r}", error_kind="internal")
+        return _finish(deps, run_id, "failed", text(N_("Internal error: %(error)s"),
+                                                     error=repr(exc)), error_kind="internal")
 
 
 def _out_of_space(deps: RunDependencies, run_id: str, exc: Exception) -> Run:
@@ -255,7 +259,7 @@ def _out_of_space(deps: RunDependencies, run_id: str, exc: Exception) -> Run:
     error = storage_full_error(exc, engine=deps.engine, data_dir=str(deps.settings.data_dir))
     log.error("run %s stopped: %s", run_id, error)
     try:
-        return _finish(deps, run_id, "failed", str(error), error_kind="storage_full")
+        return _finish(deps, run_id, "failed", error_text(error), error_kind="storage_full")
     except Exception as again:
         if not (is_storage_full(again) or is_database_unreachable(again)):
             raise
@@ -274,9 +278,8 @@ def _state_store_lost(deps: RunDependencies, run_id: str, attempt: int, exc: Exc
     while True:
         try:
             if attempt < MAX_ATTEMPTS:
-                return _finish(deps, run_id, "queued", f"Retrying after: {error}",
-                               error_kind="retrying")
-            return _finish(deps, run_id, "failed", f"Failed after {attempt} attempts: {error}",
+                return _finish(deps, run_id, "queued", _retrying(error), error_kind="retrying")
+            return _finish(deps, run_id, "failed", _gave_up(attempt, error),
                            error_kind="state_store_unavailable")
         except Exception as again:
             if not is_database_unreachable(again):
@@ -287,7 +290,19 @@ def _state_store_lost(deps: RunDependencies, run_id: str, attempt: int, exc: Exc
         pause = min(pause * 2, 5.0)
 
 
-def _finish(deps: RunDependencies, run_id: str, status: str, message: str, **extra: Any) -> Run:
+def _retrying(exc: BaseException) -> Text:
+    return text(N_("Retrying after: %(error)s"), error=error_text(exc))
+
+
+def _gave_up(attempt: int, exc: BaseException) -> Text:
+    return text(N_("Failed after %(attempts)s attempts: %(error)s"), attempts=attempt,
+                error=error_text(exc))
+
+
+def _finish(deps: RunDependencies, run_id: str, status: str, message: Text | str,
+            **extra: Any) -> Run:
+    if isinstance(message, str):  # plain English: shown as it is in every language
+        message = Text(((message, {}),))
     with deps.sessions.begin() as session:
         run = session.get(Run, run_id)
         assert run is not None
@@ -296,7 +311,7 @@ def _finish(deps: RunDependencies, run_id: str, status: str, message: str, **ext
                         run_id, status)
             return run
         run.status = status
-        run.message = message
+        run.message, run.message_text = str(message), message.as_json()
         run.error_kind = extra.pop("error_kind", None)
         if extra:
             run.counts = {**run.counts, **extra}
@@ -340,13 +355,15 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
     if size > limit:
         return _finish(
             deps, run.id, "skipped",
-            f"The segment(s) hold {size:,} contacts, over this export's limit of {limit:,}; "
-            "nothing was sent. Narrow the segment or raise the export's limit.",
+            text(N_("The segment(s) hold %(size)s contacts, over this export's limit of "
+                    "%(limit)s; nothing was sent. Narrow the segment or raise the export's "
+                    "limit."), size=size, limit=limit),
             in_segment=size,
         )
     if connection is None and not run.dry_run:
         return _finish(deps, run.id, "failed",
-                       "The export is detached from its connection; attach one and run again.",
+                       text(N_("The export is detached from its connection; attach one and "
+                               "run again.")),
                        error_kind="ConfigurationError")
     local = LocalCounts()
     counts: dict[str, Any] = {"segment_size": size}
@@ -436,10 +453,12 @@ def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts
         stored.counts = {**stored.counts, **counts}
         stored.stage_seconds = stages.seconds
     return _finish(deps, run.id, "succeeded",
-                   f"Dry run: would add {totals.new:,}, update {totals.changed:,}, "
-                   f"remove {would_remove:,}; {local.rejected_locally:,} rejected, "
-                   f"{local.no_consent:,} without consent, {held.suppressed:,} unsubscribed "
-                   "in Constant Contact. Nothing was sent.")
+                   text(N_("Dry run: would add %(add)s, update %(update)s, remove %(remove)s; "
+                           "%(rejected)s rejected, %(no_consent)s without consent, "
+                           "%(suppressed)s unsubscribed in Constant Contact. Nothing was sent."),
+                        add=totals.new, update=totals.changed, remove=would_remove,
+                        rejected=local.rejected_locally, no_consent=local.no_consent,
+                        suppressed=held.suppressed))
 
 
 def _send(deps: RunDependencies, client: ConstantContactClient, run: Run, export: Export,
@@ -632,13 +651,6 @@ def _emails_for(deps: RunDependencies, export: Export, run_id: str,
     return emails, ids
 
 
-def _sms_note(counts: dict[str, Any]) -> str:
-    if "sms_refused" not in counts:
-        return ""
-    return (f"; SMS: {counts.get('sms_only_sent', 0):,} SMS-only contacts sent of "
-            f"{counts.get('sms_only', 0):,}, {counts['sms_refused']:,} numbers refused")
-
-
 def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
                stages: _Stages) -> Run:
     with deps.sessions.begin() as session:
@@ -671,14 +683,25 @@ def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
                     + counts.get("sms_phone_dropped", 0))
     status = "succeeded_with_rejections" if rejected else "succeeded"
     removed = counts.get("removed", 0)
-    unnamed_note = (f" of which {unnamed:,} unnamed, their requests sent again next run"
-                    if unnamed else "")
-    message = (f"Sent {sent:,} contacts ({accepted:,} accepted, {refused:,} refused by Constant "
-               f"Contact{unnamed_note}, {unsubscribed:,} unsubscribed and not re-added); "
-               f"{counts['unchanged']:,} unchanged; {counts.get('rejected_locally', 0):,} "
-               f"rejected before sending; {counts.get('no_consent', 0):,} without consent"
-               + (f"; {counts['suppressed']:,} unsubscribed in Constant Contact and held back"
-                  if counts.get("suppressed") else "")
-               + (f"; {removed:,} removed from the list" if removed else "")
-               + _sms_note(counts) + ".")
-    return _finish(deps, run_id, status, message)
+    sent_part = text(
+        N_("Sent %(sent)s contacts (%(accepted)s accepted, %(refused)s refused by Constant "
+           "Contact of which %(unnamed)s unnamed, their requests sent again next run, "
+           "%(unsubscribed)s unsubscribed and not re-added)") if unnamed else
+        N_("Sent %(sent)s contacts (%(accepted)s accepted, %(refused)s refused by Constant "
+           "Contact, %(unsubscribed)s unsubscribed and not re-added)"),
+        sent=sent, accepted=accepted, refused=refused, unnamed=unnamed,
+        unsubscribed=unsubscribed)
+    parts = [sent_part, text(N_("%(count)s unchanged"), count=counts["unchanged"]),
+             text(N_("%(count)s rejected before sending"),
+                  count=counts.get("rejected_locally", 0)),
+             text(N_("%(count)s without consent"), count=counts.get("no_consent", 0))]
+    if counts.get("suppressed"):
+        parts.append(text(N_("%(count)s unsubscribed in Constant Contact and held back"),
+                          count=counts["suppressed"]))
+    if removed:
+        parts.append(text(N_("%(count)s removed from the list"), count=removed))
+    if "sms_refused" in counts:  # the export maps phone numbers
+        parts.append(text(N_("SMS: %(sent)s SMS-only contacts sent of %(of)s, %(refused)s "
+                             "numbers refused"), sent=counts.get("sms_only_sent", 0),
+                          of=counts.get("sms_only", 0), refused=counts["sms_refused"]))
+    return _finish(deps, run_id, status, joined(*parts))

@@ -24,7 +24,7 @@ from segment_export.exports.engine import (
     execute_run,
 )
 from segment_export.exports.service import permissions
-from segment_export.languages import N_
+from segment_export.languages import N_, Text, text
 
 # Spreadsheets run cells that start with these as formulas (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -111,13 +111,18 @@ def cancel_run(session: Session, *, actor: User, run: Run) -> Run:
     run.cancel_requested = True
     if run.status == "queued":
         run.status = "cancelled"
-        run.message = "Cancelled before it started."
+        _say(run, text(N_("Cancelled before it started.")))
     elif run.status == PAUSED:
         run.status = "cancelled"
-        run.message = "Cancelled while paused; confirmed batches stay delivered."
+        _say(run, text(N_("Cancelled while paused; confirmed batches stay delivered.")))
     audit.record(session, actor=actor, action="run.cancel_requested", target_type="run",
                  target_id=run.id)
     return run
+
+
+def _say(run: Run, message: Text) -> None:
+    """Set the run's message: English for the API, and as a Text for pages and the CLI."""
+    run.message, run.message_text = str(message), message.as_json()
 
 
 def retry_at(run: Run) -> datetime | None:
@@ -137,8 +142,8 @@ def requeue_paused_runs(session: Session, *, now: datetime) -> list[str]:
         if resets is not None and resets > now:
             continue
         run.status = "queued"
-        run.message = (f"Resuming after the daily quota reset ({resets.isoformat()})"
-                       if resets else "Resuming")
+        _say(run, text(N_("Resuming after the daily quota reset (%(resets)s)"),
+                       resets=resets.isoformat()) if resets else text(N_("Resuming")))
         audit.record(session, actor=None, action="run.resumed", target_type="run",
                      target_id=run.id, reason="quota_reset")
         resumed.append(run.id)

@@ -11,6 +11,7 @@ from sqlalchemy import CursorResult, select, update
 from segment_export import audit
 from segment_export.db.models import Run
 from segment_export.exports.engine import worker_alive
+from segment_export.languages import N_, text
 from segment_export.scheduling.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def requeue_orphans(runtime: Runtime, *, enqueue: Callable[[str], None]) -> list
     for run_id, worker_id, heartbeat in held:
         if worker_alive(worker_id, heartbeat, stale_after=stale_after):
             continue
+        said = text(N_("Its worker (%(worker)s) stopped; another worker resumes it after its "
+                       "last confirmed batch."), worker=str(worker_id))
         with runtime.sessions.begin() as session:
             result = session.execute(
                 update(Run)
@@ -46,9 +49,7 @@ def requeue_orphans(runtime: Runtime, *, enqueue: Callable[[str], None]) -> list
                        else Run.worker_id == worker_id,
                        Run.heartbeat_at.is_(None) if heartbeat is None
                        else Run.heartbeat_at == heartbeat)
-                .values(status="queued",
-                        message=f"Its worker ({worker_id}) stopped; another worker resumes it "
-                                "after its last confirmed batch.")
+                .values(status="queued", message=str(said), message_text=said.as_json())
             )
             if cast("CursorResult[Any]", result).rowcount != 1:
                 continue

@@ -54,6 +54,13 @@ def _number(context: Context, value: object) -> str:
 
 
 @pass_context
+def _run_message(context: Context, run: Any) -> str:
+    """A run's message in the page language (its stored Text, else its English text)."""
+    return languages.shown(run.message, run.message_text,
+                           context.get("lang", languages.DEFAULT))
+
+
+@pass_context
 def _decimal2(context: Context, value: float) -> str:
     return languages.number(round(value, 2), context.get("lang", languages.DEFAULT))
 
@@ -72,6 +79,11 @@ def translate(request: Request, message: str, /, **variables: Any) -> str:
     return text % variables if variables else text
 
 
+def number(value: object, request: Request) -> str:
+    """A count as the page language groups it (for notices built in Python)."""
+    return languages.number(value, language_of(request))
+
+
 def page_gettext(language: str) -> dict[str, Any]:
     """``gettext``/``ngettext``/``_`` for one page, as Jinja's "newstyle" gettext: the result is
     autoescaped and ``%(name)s`` placeholders are filled (and escaped) from keyword arguments.
@@ -79,15 +91,21 @@ def page_gettext(language: str) -> dict[str, Any]:
     Passed in each page's context rather than installed on the shared environment, so that two
     requests in different languages at once cannot see each other's catalogue."""
     catalogue = languages.translations(language)
+    known = languages.msgids(language)
 
     @pass_context
     def gettext(context: Context, message: str, **variables: Any) -> str:
         if not message:  # gettext("") is the catalogue's header
             return message
+        if message not in known:
+            # Not ours (an error's text, a name): shown as text, escaped like any value.
+            return message
         text: str = catalogue.gettext(message)
         if context.eval_ctx.autoescape:
             text = Markup(text)  # noqa: S704 - our own catalogue, as Jinja does; values escape
-        return text % variables
+        # Without values nothing is formatted: ``_(error.message)`` may hold a bare ``%``
+        # (a trans block without values writes ``%`` as ``%%``).
+        return text % variables if variables else text.replace("%%", "%")
 
     @pass_context
     def ngettext(context: Context, singular: str, plural: str, n: int,
@@ -114,10 +132,12 @@ def make_templates() -> Jinja2Templates:
     env.globals["version"] = __version__
     env.globals["CSRF_FIELD"] = CSRF_FIELD
     env.globals["LANGUAGES"] = LANGUAGES
+    env.globals["N_"] = N_  # marks a template's string for the catalogue; _() shows it
     env.globals["ROLE_LABELS"] = ROLE_LABELS
     env.globals["TRIGGER_LABELS"] = TRIGGER_LABELS
     env.globals["PERMISSION_LABELS"] = PERMISSION_LABELS
     env.filters["decimal2"] = _decimal2
+    env.filters["run_message"] = _run_message
     return templates
 
 

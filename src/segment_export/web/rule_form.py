@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from segment_export.errors import DataError
+from segment_export.languages import N_
 
 OPERATORS = {
-    "eq": "is", "ne": "is not", "lt": "is less than", "le": "is at most",
-    "gt": "is more than", "ge": "is at least", "between": "is between (low, high)",
-    "in": "is one of (comma-separated)", "contains": "contains", "starts_with": "starts with",
-    "is_empty": "is empty", "is_not_empty": "is not empty",
-    "within_last_days": "is within the last N days",
+    "eq": N_("is"), "ne": N_("is not"), "lt": N_("is less than"), "le": N_("is at most"),
+    "gt": N_("is more than"), "ge": N_("is at least"), "between": N_("is between (low, high)"),
+    "in": N_("is one of (comma-separated)"), "contains": N_("contains"),
+    "starts_with": N_("starts with"),
+    "is_empty": N_("is empty"), "is_not_empty": N_("is not empty"),
+    "within_last_days": N_("is within the last N days"),
 }
 NO_VALUE = frozenset({"is_empty", "is_not_empty"})
 LIST_OPS = frozenset({"between", "in"})

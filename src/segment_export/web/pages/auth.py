@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from typing import Annotated
 
@@ -23,10 +24,10 @@ from segment_export.api.deps import Db, OptionalCaller, Services, SignedIn
 from segment_export.api.throttle import (
     ThrottleUnavailableError,
     TooManyAttemptsError,
-    minutes,
 )
+from segment_export.languages import N_
 from segment_export.users import AuthenticationError, authenticate
-from segment_export.web.render import redirect, render, safe_next
+from segment_export.web.render import number, redirect, render, safe_next, translate
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger(__name__)
@@ -69,16 +70,20 @@ def login(request: Request, db: Db, services: Services,
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(login_csrf, expected):
         return _login_page(request, services, next_url=safe_next(next), status=403,
-                           error="The sign-in form expired; please try again.",
+                           error=N_("The sign-in form expired; please try again."),
                            username=username)
     client = client_of(request)
     try:
         attempt = services.sign_ins.attempt(username, client)
     except TooManyAttemptsError as exc:
         log.warning("sign-in throttled for user name %r from %s", username[:120], client)
+        wait = max(1, math.ceil((exc.retry_after or 1) / 60))  # whole minutes, rounded up
         response = _login_page(
             request, services, next_url=safe_next(next), status=429, username=username,
-            error=f"Too many failed sign-ins. Try again in {minutes(exc.retry_after or 1)}.")
+            error=translate(request, N_("Too many failed sign-ins. Try again in 1 minute.")
+                            if wait == 1 else
+                            N_("Too many failed sign-ins. Try again in %(count)s minutes."),
+                            count=number(wait, request)))
         response.headers["Retry-After"] = str(int(exc.retry_after or 1))
         return response
     except ThrottleUnavailableError as exc:
@@ -107,6 +112,6 @@ def logout(request: Request, db: Db, services: Services, _caller: SignedIn) -> R
     """End the session on the server and drop the cookie."""
     end_web_session(db, cookie=request.cookies.get(SESSION_COOKIE, ""))
     db.commit()
-    response = redirect("/login", notice="You are signed out.")
+    response = redirect("/login", notice=translate(request, N_("You are signed out.")))
     clear_session_cookie(response, request, services.settings)
     return response

@@ -14,7 +14,8 @@ from segment_export.db.models import User
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.exports import connections as service
 from segment_export.exports import suppression as suppressions
-from segment_export.web.render import redirect, render
+from segment_export.languages import N_
+from segment_export.web.render import number, redirect, render, translate
 
 router = APIRouter(prefix="/admin/connections", include_in_schema=False)
 
@@ -67,7 +68,9 @@ def callback(request: Request, db: Db, services: Services, admin: AdminUser) -> 
     conn = finish_callback(db, actor=admin, query=request.url.query, services=services)
     db.commit()
     return redirect(f"/admin/connections/{conn.id}?step=connected",
-                    notice=f"Connected to {conn.account_name or 'the Constant Contact account'}.")
+                    notice=translate(request, N_("Connected to %(account)s."),
+                                     account=conn.account_name or translate(
+                                         request, N_("the Constant Contact account"))))
 
 
 @router.get("/{connection_id}")
@@ -99,7 +102,8 @@ def save_connection(
                               shared_with_contributors=usable_by == "contributors",
                               sms_only_allowed=sms_only_allowed)
     db.commit()
-    return redirect("/admin/connections", notice=f"Saved the connection {conn.display_name!r}.")
+    return redirect("/admin/connections", notice=translate(
+        request, N_("Saved the connection '%(name)s'."), name=conn.display_name))
 
 
 @router.post("/{connection_id}/test")
@@ -121,7 +125,7 @@ def test_connection(request: Request, connection_id: ObjectId, db: Db, services:
 
 
 @router.post("/{connection_id}/sync-unsubscribes")
-def sync_unsubscribes(connection_id: ObjectId, db: Db, services: Services,
+def sync_unsubscribes(request: Request, connection_id: ObjectId, db: Db, services: Services,
                       admin: AdminUser) -> Response:
     """Read the account's unsubscribed contacts into the suppression set now."""
     conn = service.get_connection(db, name_or_id=connection_id)
@@ -130,8 +134,11 @@ def sync_unsubscribes(connection_id: ObjectId, db: Db, services: Services,
                                           engine=services.runtime.engine)
     db.commit()
     return redirect(f"/admin/connections/{conn.id}",
-                    notice=f"Read {result.read:,} unsubscribed contacts: {result.added:,} new; "
-                    f"{result.suppressed:,} suppressed.")
+                    notice=translate(request, N_("Read %(read)s unsubscribed contacts: %(added)s "
+                                                 "new; %(suppressed)s suppressed."),
+                                     read=number(result.read, request),
+                                     added=number(result.added, request),
+                                     suppressed=number(result.suppressed, request)))
 
 
 @router.post("/{connection_id}/authorize")
@@ -170,4 +177,5 @@ def remove(request: Request, connection_id: ObjectId, db: Db, services: Services
     service.remove_connection(db, actor=admin, connection=conn, settings=services.settings,
                               exports=exports)
     db.commit()
-    return redirect("/admin/connections", notice=f"Removed the connection {name!r}.")
+    return redirect("/admin/connections", notice=translate(
+        request, N_("Removed the connection '%(name)s'."), name=name))

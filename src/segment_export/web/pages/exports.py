@@ -22,10 +22,10 @@ from segment_export.exports.lists import account_lists
 from segment_export.exports.mapping import FIELDS
 from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import list_runs, request_run
-from segment_export.languages import N_
+from segment_export.languages import N_, short_when, translations
 from segment_export.segments.service import list_segments
 from segment_export.web.charts import Series, bar_chart
-from segment_export.web.render import redirect, render
+from segment_export.web.render import language_of, number, redirect, render, translate
 
 router = APIRouter(prefix="/data/exports", include_in_schema=False)
 ATTRIBUTE_FIELDS = [name for name in FIELDS if name != "email"]
@@ -182,16 +182,18 @@ def _rows(db: Session, user: User, exports: list[Export]) -> list[dict[str, Any]
     return rows
 
 
-def runs_chart(runs: list[Run], *, chart_id: str = "runs-chart") -> Any:
-    """Exported and rejected contacts of past runs, oldest first."""
+def runs_chart(runs: list[Run], *, language: str, chart_id: str = "runs-chart") -> Any:
+    """Exported and rejected contacts of past runs, oldest first (words in ``language``)."""
     done = [r for r in reversed(runs) if not r.dry_run and r.finished_at is not None]
     if not done:
         return None
+    t = translations(language).gettext
     return bar_chart(
-        chart_id=chart_id, title="Exported and rejected contacts per run",
-        labels=[f"{r.queued_at:%b %d %H:%M}" for r in done],
-        series=[Series("Exported", [int(r.counts.get("sent", 0)) for r in done], "series-a"),
-                Series("Rejected", [int(r.counts.get("rejected_locally", 0))
+        chart_id=chart_id, title=t(N_("Exported and rejected contacts per run")),
+        labels=[short_when(r.queued_at, language) for r in done],
+        series=[Series(t(N_("Exported")), [int(r.counts.get("sent", 0)) for r in done],
+                       "series-a"),
+                Series(t(N_("Rejected")), [int(r.counts.get("rejected_locally", 0))
                                     + int(r.counts.get("rejected_by_constant_contact", 0))
                                     for r in done], "series-b")])
 
@@ -224,8 +226,15 @@ def run_all_exports(request: Request, db: Db, services: Services,
                      enqueue=services.queue.enqueue_run)
     queued, skipped = len(result.queued), len(result.skipped)
     return redirect(f"/data/exports?run_all={result.audit_event_id}",
-                    notice=f"Run all: {queued} run{'' if queued == 1 else 's'} queued, "
-                    f"{skipped} export{'' if skipped == 1 else 's'} skipped.")
+                    notice=translate(request, N_("Run all: %(queued)s, %(skipped)s."),
+                                     queued=translate(request, N_("%(count)s run queued")
+                                                      if queued == 1 else
+                                                      N_("%(count)s runs queued"),
+                                                      count=number(queued, request)),
+                                     skipped=translate(request, N_("%(count)s export skipped")
+                                                       if skipped == 1 else
+                                                       N_("%(count)s exports skipped"),
+                                                       count=number(skipped, request))))
 
 
 @router.get("/new")
@@ -251,12 +260,16 @@ def create_export(request: Request, db: Db, services: Services, user: EditorUser
         return _form_page(request, db, services, user, form, status=422, error=exc)
     db.commit()
     return redirect(f"/data/exports/{export.id}",
-                    notice=f"Saved the export {export.name!r}. It runs {_when(export)}.")
+                    notice=translate(request, N_("Saved the export '%(name)s'. It runs %(when)s."),
+                                     name=export.name, when=_when(request, export)))
 
 
-def _when(export: Export) -> str:
-    return {"manual": "when you start it", "refresh": "with every system refresh",
-            "cron": f"on cron {export.cron} ({export.timezone})"}[export.schedule_kind]
+def _when(request: Request, export: Export) -> str:
+    if export.schedule_kind == "cron":
+        return translate(request, N_("on cron %(cron)s (%(zone)s)"), cron=export.cron,
+                         zone=export.timezone)
+    return translate(request, {"manual": N_("when you start it"),
+                               "refresh": N_("with every system refresh")}[export.schedule_kind])
 
 
 @router.get("/{export_id}")
@@ -267,7 +280,7 @@ def export_page(request: Request, export_id: ObjectId, db: Db, user: CurrentUser
     runs = list_runs(db, export=export, limit=30)
     return render(request, "exports/detail.html", export=export, connection=connection,
                   permissions=service.permissions(user, export, connection), runs=runs,
-                  chart=runs_chart(runs), schedules=SCHEDULES,
+                  chart=runs_chart(runs, language=language_of(request)), schedules=SCHEDULES,
                   segments=[s for s in list_segments(db) if s.id in export.segment_ids],
                   show_connection=connection is not None and can_use(user, connection))
 
@@ -296,7 +309,8 @@ def save_export(request: Request, export_id: ObjectId, db: Db, services: Service
         return _form_page(request, db, services, user, form, export=export, status=422,
                           error=exc)
     db.commit()
-    return redirect(f"/data/exports/{export.id}", notice=f"Saved the export {export.name!r}.")
+    return redirect(f"/data/exports/{export.id}", notice=translate(
+        request, N_("Saved the export '%(name)s'."), name=export.name))
 
 
 @router.post("/{export_id}/run")
@@ -309,7 +323,8 @@ def run_export(request: Request, export_id: ObjectId, db: Db, services: Services
     db.commit()
     services.queue.enqueue_run(run.id)
     return redirect(f"/runs/{run.id}",
-                    notice="Dry run started: nothing is sent." if dry_run else "Run started.")
+                    notice=translate(request, N_("Dry run started: nothing is sent.")
+                                     if dry_run else N_("Run started.")))
 
 
 @router.post("/{export_id}/duplicate")
@@ -322,7 +337,8 @@ def duplicate(request: Request, export_id: ObjectId, db: Db, user: EditorUser) -
     copy = service.duplicate_export(db, actor=user, export=export, name=name)
     db.commit()
     return redirect(f"/data/exports/{copy.id}/edit",
-                    notice=f"Created {copy.name!r}, disabled until you review and enable it.")
+                    notice=translate(request, N_("Created '%(name)s', disabled until you "
+                                                 "review and enable it."), name=copy.name))
 
 
 @router.get("/{export_id}/remove")
@@ -330,11 +346,11 @@ def confirm_remove(request: Request, export_id: ObjectId, db: Db, user: EditorUs
     """Ask before removing an export."""
     export = service.get_export(db, name_or_id=export_id)
     service.require_manage(db, user, export)
-    return render(request, "confirm.html", title="Remove export", subject=export.name,
-                  message="The export stops for good and what was stored for it (runs, "
-                  "reports, delivery state) is purged. The Constant Contact list itself is "
-                  "not touched.", action=f"/data/exports/{export.id}/remove",
-                  button="Remove export", back=f"/data/exports/{export.id}")
+    return render(request, "confirm.html", title=N_("Remove export"), subject=export.name,
+                  message=N_("The export stops for good and what was stored for it (runs, "
+                             "reports, delivery state) is purged. The Constant Contact list "
+                             "itself is not touched."), action=f"/data/exports/{export.id}/remove",
+                  button=N_("Remove export"), back=f"/data/exports/{export.id}")
 
 
 @router.post("/{export_id}/remove")
@@ -344,4 +360,5 @@ def remove(request: Request, export_id: ObjectId, db: Db, user: EditorUser) -> R
     name = export.name
     service.remove_export(db, actor=user, export=export)
     db.commit()
-    return redirect("/data/exports", notice=f"Removed the export {name!r}.")
+    return redirect("/data/exports", notice=translate(request, N_("Removed the export "
+                                                                  "'%(name)s'."), name=name))

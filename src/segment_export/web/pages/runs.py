@@ -15,8 +15,9 @@ from segment_export.exports.engine import TERMINAL
 from segment_export.exports.runs import COUNT_LABELS
 from segment_export.exports.service import permissions
 from segment_export.exports.validate import REASONS
+from segment_export.languages import N_
 from segment_export.web.pages.exports import runs_chart
-from segment_export.web.render import redirect, render
+from segment_export.web.render import language_of, redirect, render, translate
 
 router = APIRouter(prefix="/runs", include_in_schema=False)
 
@@ -33,7 +34,7 @@ def run_page(request: Request, run_id: ObjectId, db: Db, user: CurrentUser) -> R
                   count_labels=[(k, label) for k, label in COUNT_LABELS if k in run.counts],
                   reasons=REASONS, finished=run.status in TERMINAL,
                   can_run="run" in permissions(user, export, connection),
-                  chart=runs_chart(history))
+                  chart=runs_chart(history, language=language_of(request)))
 
 
 @router.post("/{run_id}/cancel")
@@ -41,8 +42,9 @@ def cancel(request: Request, run_id: ObjectId, db: Db, user: CurrentUser) -> Res
     """Stop the run at its next batch boundary."""
     run = service.cancel_run(db, actor=user, run=service.get_run(db, run_id=run_id))
     db.commit()
-    return redirect(f"/runs/{run.id}", notice="Cancellation requested: the run stops after "
-                    "its current batch; confirmed batches stay delivered.")
+    return redirect(f"/runs/{run.id}", notice=translate(
+        request, N_("Cancellation requested: the run stops after its current batch; confirmed "
+                    "batches stay delivered.")))
 
 
 @router.get("/{run_id}/rejected.csv")

@@ -13,10 +13,11 @@ from segment_export.api.deps import Db, EditorUser, Services
 from segment_export.api.types import ObjectId, plain
 from segment_export.db.models import Segment, User
 from segment_export.errors import ConfigurationError, DataError, SegmentExportError
+from segment_export.languages import N_, short_when
 from segment_export.segments import service
 from segment_export.segments.dependents import segment_permissions
 from segment_export.web.charts import line_chart
-from segment_export.web.render import redirect, render
+from segment_export.web.render import language_of, number, redirect, render, translate
 from segment_export.web.rule_form import OPERATORS, ConditionRow, rows_from_rule, rule_from_rows
 
 router = APIRouter(prefix="/data/segments", include_in_schema=False)
@@ -104,10 +105,12 @@ def _page(request: Request, services: Services, *, form: SegmentForm,
                   **preview)
 
 
-def _history_chart(db: Db, segment: Segment) -> Any:
+def _history_chart(request: Request, db: Db, segment: Segment) -> Any:
     points = service.size_history(db, segment_id=segment.id, limit=60)
-    return line_chart(chart_id="size-history", title=f"Size of {segment.name} over time",
-                      labels=[f"{p.refreshed_at:%b %d %H:%M}" for p in points],
+    return line_chart(chart_id="size-history",
+                      title=translate(request, N_("Size of %(name)s over time"),
+                                      name=segment.name),
+                      labels=[short_when(p.refreshed_at, language_of(request)) for p in points],
                       values=[p.size for p in points])
 
 
@@ -145,7 +148,9 @@ def create_segment(request: Request, db: Db, services: Services, user: EditorUse
         db.rollback()
         return _page(request, services, form=form, status=422, error=exc)
     return redirect(f"/data/segments/{segment.id}",
-                    notice=f"Saved the segment {segment.name!r} ({segment.size or 0:,} members).")
+                    notice=translate(request, N_("Saved the segment '%(name)s' (%(count)s "
+                                                 "members)."), name=segment.name,
+                                     count=number(segment.size or 0, request)))
 
 
 @router.post("/preview")
@@ -181,7 +186,7 @@ def segment(request: Request, segment_id: ObjectId, db: Db, services: Services,
     exports it feeds (a change would change what they send)."""
     found = service.get_segment(db, name_or_id=segment_id)
     return _page(request, services, form=SegmentForm.of(found), segment=found,
-                 history=_history_chart(db, found), senders=_senders(db, found, user))
+                 history=_history_chart(request, db, found), senders=_senders(db, found, user))
 
 
 @router.post("/{segment_id}")
@@ -198,8 +203,10 @@ def save_segment(request: Request, segment_id: ObjectId, db: Db, services: Servi
     except (ConfigurationError, DataError) as exc:
         db.rollback()
         return _page(request, services, form=form, segment=found, status=422, error=exc,
-                     history=_history_chart(db, found), senders=_senders(db, found, user))
-    return redirect(f"/data/segments/{updated.id}", notice=f"Saved the segment {updated.name!r}.")
+                     history=_history_chart(request, db, found),
+                     senders=_senders(db, found, user))
+    return redirect(f"/data/segments/{updated.id}", notice=translate(
+        request, N_("Saved the segment '%(name)s'."), name=updated.name))
 
 
 @router.get("/{segment_id}/delete")
@@ -217,4 +224,5 @@ def delete(request: Request, segment_id: ObjectId, db: Db, services: Services,
     """Delete a segment (refused while an export sends it)."""
     found = service.get_segment(db, name_or_id=segment_id)
     service.delete_segment(db, services.runtime.store, name_or_id=found.id, actor=user)
-    return redirect("/data/segments", notice=f"Deleted the segment {found.name!r}.")
+    return redirect("/data/segments", notice=translate(
+        request, N_("Deleted the segment '%(name)s'."), name=found.name))

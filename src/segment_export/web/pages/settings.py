@@ -10,13 +10,14 @@ from starlette.responses import Response
 from segment_export import audit
 from segment_export.api.deps import AdminUser, CurrentUser, Db, Services
 from segment_export.errors import ConfigurationError, DataError
+from segment_export.languages import N_, when
 from segment_export.scheduling.schedules import (
     get_refresh_schedule,
     set_refresh_schedule,
     system_refresh,
 )
 from segment_export.users import Role
-from segment_export.web.render import redirect, render
+from segment_export.web.render import language_of, number, redirect, render, translate
 
 router = APIRouter(prefix="/settings", include_in_schema=False)
 
@@ -50,8 +51,10 @@ def save_schedule(request: Request, db: Db, admin: AdminUser,
                                                                "timezone": timezone})
     db.commit()
     return redirect("/settings/schedule",
-                    notice=f"Next refresh: {result.next_run_at:%Y-%m-%d %H:%M} UTC."
-                    if result.next_run_at else "The refresh schedule is cleared.")
+                    notice=translate(request, N_("Next refresh: %(moment)s."),
+                                     moment=when(result.next_run_at, language_of(request)))
+                    if result.next_run_at else translate(request,
+                                                         N_("The refresh schedule is cleared.")))
 
 
 @router.post("/schedule/refresh")
@@ -59,7 +62,9 @@ def refresh_now(request: Request, services: Services, _admin: AdminUser) -> Resp
     """Refresh every segment now and queue the exports scheduled with the refresh."""
     run_ids = system_refresh(services.runtime, enqueue=services.queue.enqueue_run)
     return redirect("/settings/schedule",
-                    notice=f"Segments refreshed; {len(run_ids)} export run(s) started.")
+                    notice=translate(request, N_("Segments refreshed; export runs started: "
+                                                 "%(count)s."),
+                                     count=number(len(run_ids), request)))
 
 
 @router.get("/audit")

@@ -74,7 +74,7 @@
         });
         if (mine === sequence) { target.innerHTML = await response.text(); }
       } catch (error) {
-        if (mine === sequence) { target.textContent = "The preview could not be loaded."; }
+        if (mine === sequence) { target.textContent = target.dataset.textFailed || "The preview could not be loaded."; }
       } finally {
         target.removeAttribute("aria-busy");
       }
