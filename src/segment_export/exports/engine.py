@@ -555,20 +555,26 @@ def _recount_ended_run(deps: RunDependencies, run_id: str) -> None:
     with deps.sessions.begin() as session:
         ended = session.get(Run, run_id)
         assert ended is not None
-        batches = session.scalars(select(RunBatch).where(
-            RunBatch.run_id == run_id, RunBatch.kind == "import",
-            RunBatch.state == "confirmed")).all()
-        ended.counts = {
-            **ended.counts,
-            "sent": sum(b.contacts for b in batches),
-            "accepted": sum(int(b.counts.get("accepted", 0)) for b in batches),
-            "rejected_by_constant_contact": sum(int(b.counts.get("rejected", 0))
-                                                for b in batches),
-            "unsubscribed_not_added": sum(int(b.counts.get("unsubscribed_not_added", 0))
-                                          for b in batches),
-            "activities": [b.activity_id for b in batches],
-            "requests": len(batches),
-        }
+        delivered = _delivered_counts(session, run_id)
+        ended.counts = {**ended.counts, **{key: delivered[key] for key in (
+            "sent", "accepted", "rejected_by_constant_contact", "unsubscribed_not_added",
+            "activities", "requests")}}
+
+
+def _delivered_counts(session: Session, run_id: str) -> dict[str, Any]:
+    """What the run's confirmed imports delivered, by Constant Contact's counts."""
+    batches = session.scalars(select(RunBatch).where(
+        RunBatch.run_id == run_id, RunBatch.kind == "import",
+        RunBatch.state == "confirmed")).all()
+
+    def total(key: str) -> int:
+        return sum(int(b.counts.get(key, 0)) for b in batches)
+
+    return {"sent": sum(b.contacts for b in batches), "accepted": total("accepted"),
+            "rejected_by_constant_contact": total("rejected"),
+            "unsubscribed_not_added": total("unsubscribed_not_added"),
+            "rejected_unnamed": total("rejected_unnamed"), "sms_only": total("sms_only"),
+            "activities": [b.activity_id for b in batches], "requests": len(batches)}
 
 
 def _runs_with_left_overs(deps: RunDependencies, run: Run, export: Export) -> list[str]:
@@ -656,25 +662,21 @@ def _complete(deps: RunDependencies, run_id: str, counts: dict[str, Any],
     with deps.sessions.begin() as session:
         run = session.get(Run, run_id)
         assert run is not None
-        batches = session.scalars(select(RunBatch).where(
-            RunBatch.run_id == run_id, RunBatch.kind == "import",
-            RunBatch.state == "confirmed")).all()
-        sent = sum(b.contacts for b in batches)
-        accepted = sum(int(b.counts.get("accepted", 0)) for b in batches)
-        refused = sum(int(b.counts.get("rejected", 0)) for b in batches)
-        unsubscribed = sum(int(b.counts.get("unsubscribed_not_added", 0)) for b in batches)
-        unnamed = sum(int(b.counts.get("rejected_unnamed", 0)) for b in batches)
+        delivered = _delivered_counts(session, run_id)
+        sent, accepted = delivered["sent"], delivered["accepted"]
+        refused = delivered["rejected_by_constant_contact"]
+        unsubscribed = delivered["unsubscribed_not_added"]
+        unnamed = delivered["rejected_unnamed"]
         if unnamed:
             counts["refused_unnamed"] = unnamed
         if "sms_refused" in counts:  # the export maps phone numbers
-            counts["sms_only_sent"] = sum(int(b.counts.get("sms_only", 0)) for b in batches)
+            counts["sms_only_sent"] = delivered["sms_only"]
         counts.update(
             sent=sent, accepted=accepted, rejected_by_constant_contact=refused,
             unsubscribed_not_added=unsubscribed,
             # Suppressed members are valid but neither sent nor unchanged.
             unchanged=counts.get("valid", 0) - sent - counts.get("suppressed", 0),
-            activities=[b.activity_id for b in batches],
-            requests=len(batches),
+            activities=delivered["activities"], requests=delivered["requests"],
         )
         run.counts = {**run.counts, **counts}
         run.stage_seconds = stages.seconds
