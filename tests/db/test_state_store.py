@@ -31,6 +31,20 @@ def _at_0004(model: type[Connection] | type[Export]) -> Any:
                                         for c in model.__table__.columns if c.name not in later))
 
 
+def _old_connection_and_export(session: Session) -> None:
+    """``conn-1`` and its export ``export-1`` with the columns of revisions before 0009."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    session.execute(insert(_at_0004(Connection)).values(
+        id="conn-1", display_name="Old", shared_with_contributors=False,
+        status="connected", client_id="client-id-123", api_key_hash="k" * 64,
+        token_version=0, created_at=start, updated_at=start))
+    session.execute(insert(_at_0004(Export)).values(
+        id="export-1", name="old", connection_id="conn-1", list_id="0" * 36,
+        mapping={"email": "email"}, segment_ids=["s1"], mode="add_update",
+        schedule_kind="manual", timezone="UTC", enabled=True,
+        created_at=start, updated_at=start))
+
+
 def _connection(**extra: object) -> Connection:
     return Connection(
         display_name="Newsletter (prod)",
@@ -221,18 +235,9 @@ def test_upgrade_leaves_the_old_left_overs_of_ended_runs_unsettled(engine: Engin
     from segment_export.db.engine import alembic_config
 
     command.downgrade(alembic_config(engine), "0007")
-    start = datetime(2026, 11, 1, tzinfo=UTC)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
-        session.execute(insert(_at_0004(Connection)).values(
-            id="conn-1", display_name="Old", shared_with_contributors=False,
-            status="connected", client_id="client-id-123", api_key_hash="k" * 64,
-            token_version=0, created_at=start, updated_at=start))
-        session.execute(insert(_at_0004(Export)).values(
-            id="export-1", name="old", connection_id="conn-1", list_id="0" * 36,
-            mapping={"email": "email"}, segment_ids=["s1"], mode="add_update",
-            schedule_kind="manual", timezone="UTC", enabled=True,
-            created_at=start, updated_at=start))
+        _old_connection_and_export(session)
         session.add_all([Run(id="run-failed", export_id="export-1", status="failed"),
                          Run(id="run-running", export_id="export-1", status="running")])
         session.flush()
@@ -260,18 +265,9 @@ def test_sms_migration_round_trips(engine: Engine) -> None:
     command.downgrade(alembic_config(engine), "0008")
     assert "sms_only_allowed" not in {c["name"] for c in inspect(engine).get_columns(
         "connections")}
-    start = datetime(2026, 11, 1, tzinfo=UTC)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
-        session.execute(insert(_at_0004(Connection)).values(
-            id="conn-1", display_name="Old", shared_with_contributors=False,
-            status="connected", client_id="client-id-123", api_key_hash="k" * 64,
-            token_version=0, created_at=start, updated_at=start))
-        session.execute(insert(_at_0004(Export)).values(
-            id="export-1", name="old", connection_id="conn-1", list_id="0" * 36,
-            mapping={"email": "email"}, segment_ids=["s1"], mode="add_update",
-            schedule_kind="manual", timezone="UTC", enabled=True,
-            created_at=start, updated_at=start))
+        _old_connection_and_export(session)
     upgrade_database(engine)
     with sessions() as session:
         connection = session.get(Connection, "conn-1")
