@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pytest
 from sqlalchemy import select, update
 
+from segment_export.constant_contact import Activity, ImportBatch
 from segment_export.db.models import Run, RunBatch
 from segment_export.exports.bodies import BodyCutter
 from segment_export.exports.connections import client_for
-from segment_export.exports.delivery import load_members
+from segment_export.exports.delivery import BatchMembers, load_members
 from segment_export.exports.diff import fingerprints
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.segments.refresh import refresh_segments
@@ -22,12 +25,9 @@ def _people(ids: range, *, country: str = "DE") -> list[dict[str, object]]:
              "last_name": "Doe", "country": country} for i in ids]
 
 
-def test_a_left_over_batch_keeps_the_email_of_a_contact_who_left_since(world: World) -> None:
-    world.load_profiles(_people(range(1, 6)))
-    export = world.export("left-over", [world.segment("de", "country = 'DE'")], mode="mirror")
-    with world.sessions.begin() as session:
-        run = request_run(session, actor=world.admin, export=export)
-    # What the crashed attempt had sent: all five, as one import, confirmed by nobody.
+def _import_persons_1_to_5(world: World) -> tuple[np.ndarray[Any, Any], ImportBatch,
+                                                  BatchMembers, Activity]:
+    """Persons 1-5 sent to the list as one import, as a run's batch would send them."""
     contacts = pa.table({"customer_id": [str(i) for i in range(1, 6)],
                          "email": [f"person{i}@example.com" for i in range(1, 6)],
                          "first_name": [f"P{i}" for i in range(1, 6)],
@@ -37,6 +37,16 @@ def test_a_left_over_batch_keeps_the_email_of_a_contact_who_left_since(world: Wo
     ((batch, members),) = [*cutter.add(contacts, keys, hashes), *cutter.finish()]
     with client_for(world.connection, settings=world.settings, engine=world.engine) as client:
         activity = client.import_contacts(batch.body)
+    return keys, batch, members, activity
+
+
+def test_a_left_over_batch_keeps_the_email_of_a_contact_who_left_since(world: World) -> None:
+    world.load_profiles(_people(range(1, 6)))
+    export = world.export("left-over", [world.segment("de", "country = 'DE'")], mode="mirror")
+    with world.sessions.begin() as session:
+        run = request_run(session, actor=world.admin, export=export)
+    # What the crashed attempt had sent: all five, as one import, confirmed by nobody.
+    keys, batch, members, activity = _import_persons_1_to_5(world)
     with world.sessions.begin() as session:
         session.add(RunBatch(run_id=run.id, seq=0, kind="import", state="sent",
                              activity_id=activity.activity_id, contacts=5, nbytes=batch.nbytes,
@@ -71,15 +81,7 @@ def _failed_run_with_a_batch(world: World, export_id: str, *, activity_known: bo
         export = session.get(Export, export_id)
         assert export is not None
         run = request_run(session, actor=world.admin, export=export)
-    contacts = pa.table({"customer_id": [str(i) for i in range(1, 6)],
-                         "email": [f"person{i}@example.com" for i in range(1, 6)],
-                         "first_name": [f"P{i}" for i in range(1, 6)],
-                         "last_name": ["Doe"] * 5})
-    keys, hashes = fingerprints(contacts)
-    cutter = BodyCutter(list_ids=[world.list_id])
-    ((batch, members),) = [*cutter.add(contacts, keys, hashes), *cutter.finish()]
-    with client_for(world.connection, settings=world.settings, engine=world.engine) as client:
-        activity = client.import_contacts(batch.body)
+    _, batch, members, activity = _import_persons_1_to_5(world)
     with world.sessions.begin() as session:
         session.add(RunBatch(run_id=run.id, seq=0, kind="import",
                              state="sent" if activity_known else "pending",
