@@ -466,6 +466,23 @@ def baseline(table: pa.Table, emulator: str, token: str, list_id: str, *,
             "bytes_sent": sent, "largest_request": largest, "removed": removed}
 
 
+
+def seed_emulator(emulator_url: str, *, lists: list[str]) -> tuple[Any, Any]:
+    """The started emulator's control once it answers, seeded with the bench's app, an
+    account and ``lists``; returns the control and the seed result (list ids by name)."""
+    from segment_export.emulator.client import EmulatorControl
+
+    control = EmulatorControl(emulator_url)
+    for _ in range(100):
+        if control.health():
+            break
+        time.sleep(0.1)
+    seeded = control.seed(apps=[{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                                 "redirect_uris": [REDIRECT]}],
+                          account={"organization_name": "Bench"}, lists=lists)
+    return control, seeded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -506,16 +523,7 @@ def main() -> None:
           f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; emulator pid {emulator.pid} at "
           f"{emulator_url} with 4 requests/s, 40,000 contacts and 4 MB per import")
     try:
-        from segment_export.emulator.client import EmulatorControl
-
-        control = EmulatorControl(emulator_url)
-        for _ in range(100):
-            if control.health():
-                break
-            time.sleep(0.1)
-        seeded = control.seed(apps=[{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                                     "redirect_uris": [REDIRECT]}],
-                              account={"organization_name": "Bench"}, lists=["bench", "baseline"])
+        control, seeded = seed_emulator(emulator_url, lists=["bench", "baseline"])
         list_id = seeded.lists["bench"]
 
         t = time.perf_counter()

@@ -268,17 +268,8 @@ def main() -> None:
           f"Python {platform.python_version()}), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; "
           f"{root} ({free / 1e9:.0f} GB free)", flush=True)
     try:
-        from segment_export.emulator.client import EmulatorControl
-
-        control = EmulatorControl(emulator_url)
-        for _ in range(100):
-            if control.health():
-                break
-            time.sleep(0.1)
-        seeded = control.seed(
-            apps=[{"client_id": export_1m.CLIENT_ID, "client_secret": export_1m.CLIENT_SECRET,
-                   "redirect_uris": [export_1m.REDIRECT]}],
-            account={"organization_name": "Bench"}, lists=["small store", "big store"])
+        control, seeded = export_1m.seed_emulator(emulator_url,
+                                                  lists=["small store", "big store"])
         started = time.perf_counter()
         parts = [generate_profiles(rows=args.members, seed=args.seed + k)
                  for k in range(args.rows // args.members)]
