@@ -30,6 +30,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from segment_export.errors import DataError
+from segment_export.languages import N_
 from segment_export.segments import unsubscribed
 from segment_export.segments.rules import (
     MAX_DAYS,
@@ -291,7 +292,8 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise DataError(f"Unknown time zone {name!r}", field="timezone") from exc
+        raise DataError(N_("Unknown time zone %(zone)s"), values={"zone": repr(name)},
+                        field="timezone") from exc
 
 
 def _date(day: date) -> exp.Expr:
