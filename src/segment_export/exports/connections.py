@@ -286,8 +286,9 @@ def remove_connection(
     missing = [e.name for e in dependents if e.id not in exports]
     if missing:
         raise ConfigurationError(
-            "Say for every export that uses this connection whether to remove or detach it: "
-            + ", ".join(missing),
+            N_("Say for every export that uses this connection whether to remove or detach "
+               "it: %(exports)s"),
+            values={"exports": ", ".join(missing)},
             exports=missing,
         )
     for export in dependents:
