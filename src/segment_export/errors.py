@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -13,11 +14,24 @@ class SegmentExportError(Exception):
 
     ``hint`` tells a person what to do; ``context`` keeps the facts (ids, rows, fields) for logs
     and problem bodies.
+
+    A message that carries values is a catalogue msgid with ``%(name)s`` placeholders and its
+    ``values``: ``DataError(N_("No segment named %(name)s"), values={"name": repr(name)})``.
+    ``message`` (and ``str()``) is then the English text with the values filled in, exactly as
+    an f-string would have written it; ``msgid`` and ``values`` let ``error_text`` show it in
+    the reader's language. ``values`` is not context: problem bodies do not see it.
     """
 
     hint: str = ""
+    msgid: str = ""
+    values: Mapping[str, Any] | None = None
 
-    def __init__(self, message: str, *, hint: str | None = None, **context: Any) -> None:
+    def __init__(self, message: str, *, hint: str | None = None,
+                 values: Mapping[str, Any] | None = None, **context: Any) -> None:
+        if values is not None:
+            self.msgid = message
+            self.values = dict(values)
+            message = message % self.values
         super().__init__(message)
         self.message = message
         if hint is not None:

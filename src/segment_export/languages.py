@@ -178,7 +178,13 @@ def error_text(exc: BaseException) -> Text:
     if not isinstance(message, str):
         return Text(((str(exc), {}),))
     hint = getattr(exc, "hint", "") or ""
-    said = Text(((message, {}),))
+    msgid, values = getattr(exc, "msgid", ""), getattr(exc, "values", None)
+    if isinstance(msgid, str) and msgid and isinstance(values, Mapping):
+        # Values as the English text wrote them (no locale grouping: ids and row numbers).
+        said = Text(((msgid, {name: value if isinstance(value, Text) else str(value)
+                              for name, value in values.items()}),))
+    else:
+        said = Text(((message, {}),))
     if not hint:
         return said
     return text(N_("%(message)s (%(hint)s)"), message=said,

@@ -63,11 +63,13 @@ class WrongPasswordError(DataError):
 def require_role(user: User, *roles: Role) -> None:
     """Raise PermissionDeniedError unless ``user`` is active and holds one of ``roles``."""
     if user.disabled:
-        raise PermissionDeniedError(f"User {user.username!r} is disabled")
+        raise PermissionDeniedError(N_("User %(name)s is disabled"),
+                                    values={"name": repr(user.username)})
     if user.role not in {r.value for r in roles}:
         allowed = " or ".join(r.value for r in roles)
         raise PermissionDeniedError(
-            f"This needs the {allowed} role; {user.username!r} is a {user.role}",
+            N_("This needs the %(allowed)s role; %(name)s is a %(role)s"),
+            values={"allowed": allowed, "name": repr(user.username), "role": user.role},
             username=user.username,
         )
 
@@ -75,7 +77,8 @@ def require_role(user: User, *roles: Role) -> None:
 def get_user(session: Session, *, username: str) -> User:
     user = session.scalars(select(User).where(User.username == username)).one_or_none()
     if user is None:
-        raise NotFoundError(f"No user named {username!r}", username=username)
+        raise NotFoundError(N_("No user named %(name)s"), values={"name": repr(username)},
+                            username=username)
     return user
 
 
@@ -89,7 +92,8 @@ def ensure_admin(session: Session, *, username: str = "admin") -> User:
     if existing is not None:
         return existing
     if session.scalar(select(func.count()).select_from(User).where(User.username == username)):
-        raise ConfigurationError(f"User {username!r} exists but is not an active admin")
+        raise ConfigurationError(N_("User %(name)s exists but is not an active admin"),
+                                 values={"name": repr(username)})
     admin = User(username=username, role=Role.ADMIN)
     session.add(admin)
     session.flush()
@@ -109,10 +113,12 @@ def generate_password() -> str:
 def hash_password(password: str) -> str:
     """The argon2id hash stored for ``password``, after checking its length."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise DataError(f"A password needs at least {MIN_PASSWORD_LENGTH} characters",
+        raise DataError(N_("A password needs at least %(least)s characters"),
+                        values={"least": MIN_PASSWORD_LENGTH},
                         field="password")
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise DataError(f"A password has at most {MAX_PASSWORD_LENGTH} characters",
+        raise DataError(N_("A password has at most %(most)s characters"),
+                        values={"most": MAX_PASSWORD_LENGTH},
                         field="password")
     return _hasher.hash(password)
 
@@ -152,7 +158,8 @@ def set_language(session: Session, *, actor: User, user: User, language: str | N
         require_role(actor, Role.ADMIN)
     code = (language or "").strip() or None
     if code is not None and code not in LANGUAGES:
-        raise DataError(f"language: {code!r} is not one of {', '.join(LANGUAGES)}")
+        raise DataError(N_("language: %(code)s is not one of %(choices)s"),
+                        values={"code": repr(code), "choices": ", ".join(LANGUAGES)})
     user.language = code
     audit.record(session, actor=actor, action="user.language_set", target_type="user",
                  target_id=user.id, username=user.username, language=code)
@@ -233,7 +240,8 @@ def create_user(
     if not username or len(username) > 120 or any(c.isspace() for c in username):
         raise DataError("A user name is 1-120 characters without spaces", field="username")
     if session.scalar(select(func.count()).select_from(User).where(User.username == username)):
-        raise ConfigurationError(f"A user named {username!r} already exists", username=username)
+        raise ConfigurationError(N_("A user named %(name)s already exists"),
+                                 values={"name": repr(username)}, username=username)
     user = User(username=username, role=Role(role).value, email=email or None,
                 password_hash=hash_password(password) if password is not None else None)
     session.add(user)
@@ -295,7 +303,8 @@ def _may_manage_tokens(actor: User, owner: User) -> None:
     if actor.id != owner.id:
         require_role(actor, Role.ADMIN)
     elif actor.disabled:
-        raise PermissionDeniedError(f"User {actor.username!r} is disabled")
+        raise PermissionDeniedError(N_("User %(name)s is disabled"),
+                                    values={"name": repr(actor.username)})
 
 
 def create_api_token(session: Session, *, actor: User, user: User, name: str) -> IssuedToken:
@@ -329,7 +338,8 @@ def get_api_token(session: Session, *, id_or_prefix: str) -> ApiToken:
         matches = session.scalars(select(ApiToken).where(ApiToken.prefix == id_or_prefix)).all()
         token = matches[0] if len(matches) == 1 else None
     if token is None:
-        raise NotFoundError(f"No API token {id_or_prefix!r}", token=id_or_prefix)
+        raise NotFoundError(N_("No API token %(token)s"), values={"token": repr(id_or_prefix)},
+                            token=id_or_prefix)
     return token
 
 

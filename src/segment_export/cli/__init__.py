@@ -90,7 +90,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except SegmentExportError as exc:
         t = _current.t if _current is not None else _english
-        click.secho(t(N_("Error: %(message)s"), message=t(exc.message)), fg="red", err=True)
+        # A message with values is translated with them; a fixed one when it is a msgid.
+        said = t(exc.msgid, **exc.values) if exc.msgid and exc.values is not None \
+            else t(exc.message)
+        click.secho(t(N_("Error: %(message)s"), message=said), fg="red", err=True)
         if exc.hint:
             click.echo(f"  {t(exc.hint)}", err=True)
         sys.exit(1)

@@ -34,7 +34,8 @@ def _rule_text(value: str | None) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read the rule file {path}: {exc}", field="rule") from exc
+        raise DataError(N_("Cannot read the rule file %(file)s: %(error)s"),
+                        values={"file": str(path), "error": str(exc)}, field="rule") from exc
 
 
 def _checked_rule(value: str | None) -> str | None:
@@ -273,7 +274,8 @@ def _columns(row: dict[str, Any], wanted: str | None) -> list[str]:
         names = [c.strip() for c in wanted.split(",") if c.strip()]
         unknown = [c for c in names if c not in row]
         if unknown:
-            raise DataError(f"Unknown column(s): {', '.join(unknown)}", field="columns")
+            raise DataError(N_("Unknown column(s): %(columns)s"),
+                            values={"columns": ", ".join(unknown)}, field="columns")
         return names
     return list(row)[:6]
 

@@ -24,6 +24,7 @@ from segment_export.exports.connections import client_for, require_usable
 from segment_export.exports.custom_fields import check_mapping, mapped_names, read_account_fields
 from segment_export.exports.lists import resolve_list
 from segment_export.exports.phones import DEFAULT_PHONE_REGION
+from segment_export.languages import N_
 
 
 class ExportCreate(BaseModel):
@@ -69,7 +70,8 @@ def _connection(session: Session, actor: User, connection_id: str) -> Connection
         raise ConfigurationError("Choose a connection", field="connection_id")
     connection = session.get(Connection, connection_id)
     if connection is None:
-        raise NotFoundError(f"No connection {connection_id!r}", field="connection_id")
+        raise NotFoundError(N_("No connection %(id)s"), values={"id": repr(connection_id)},
+                            field="connection_id")
     # Nothing is asked of Constant Contact on behalf of someone who may not use the connection.
     require_usable(actor, connection)
     return connection

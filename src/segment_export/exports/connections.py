@@ -73,7 +73,8 @@ def get_connection(session: Session, *, name_or_id: str) -> Connection:
         )
     ).one_or_none()
     if conn is None:
-        raise NotFoundError(f"No connection named {name_or_id!r}", connection=name_or_id)
+        raise NotFoundError(N_("No connection named %(name)s"), values={"name": repr(name_or_id)},
+                            connection=name_or_id)
     return conn
 
 
@@ -114,7 +115,8 @@ def create_connection(
         raise ConfigurationError("A connection needs the application's client id",
                                  field="client_id")
     if session.scalar(select(Connection.id).where(Connection.display_name == display_name)):
-        raise ConfigurationError(f"A connection named {display_name!r} already exists",
+        raise ConfigurationError(N_("A connection named %(name)s already exists"),
+                                 values={"name": repr(display_name)},
                                  field="display_name")
     register_secret(client_secret)
     conn = Connection(
@@ -284,8 +286,9 @@ def remove_connection(
     missing = [e.name for e in dependents if e.id not in exports]
     if missing:
         raise ConfigurationError(
-            "Say for every export that uses this connection whether to remove or detach it: "
-            + ", ".join(missing),
+            N_("Say for every export that uses this connection whether to remove or detach "
+               "it: %(exports)s"),
+            values={"exports": ", ".join(missing)},
             exports=missing,
         )
     for export in dependents:
@@ -319,7 +322,8 @@ def require_usable(actor: User, connection: Connection | None) -> Connection:
     if not can_use(actor, connection):
         # Not by name: someone who may not use a connection learns nothing about it, not even
         # the name behind an id (contributors see the names of shared connections only).
-        raise PermissionDeniedError(f"{actor.username!r} may not use this connection",
+        raise PermissionDeniedError(N_("%(user)s may not use this connection"),
+                                    values={"user": repr(actor.username)},
                                     hint="Ask an administrator to share it with contributors.")
     return connection
 

@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 from segment_export.constant_contact import ConstantContactClient, CustomField
 from segment_export.errors import ConfigurationError
 from segment_export.exports.mapping import CUSTOM_FIELD_PREFIX
+from segment_export.languages import N_
 
 REASON: Final = "invalid_custom_field"
 TYPES: Final = ("string", "text_area", "number", "currency", "boolean", "date", "datetime",
@@ -120,9 +121,11 @@ def check_mapping(mapping: Mapping[str, str], fields: Mapping[str, AccountField]
     if not missing:
         return
     names = ", ".join(f"cf:{n}" for n in missing)
-    verb = "does" if len(missing) == 1 else "do"
     raise ConfigurationError(
-        f"Custom field {names} {verb} not exist in the Constant Contact account {account}",
+        N_("Custom field %(names)s does not exist in the Constant Contact account %(account)s")
+        if len(missing) == 1 else
+        N_("Custom field %(names)s do not exist in the Constant Contact account %(account)s"),
+        values={"names": names, "account": account},
         hint="Constant Contact would silently ignore it. Create it in Constant Contact "
         "(Contacts > Custom fields), or map one of: " + _choices_hint(fields),
         field=f"cf:{missing[0]}")
@@ -140,8 +143,9 @@ def fields_for_run(client: ConstantContactClient, mapping: Mapping[str, str], *,
     if missing:
         names = ", ".join(f"cf:{n}" for n in missing)
         raise ConfigurationError(
-            f"The export maps {names}, which no longer exists in the Constant Contact account "
-            f"{account}; nothing was sent",
+            N_("The export maps %(names)s, which no longer exists in the Constant Contact "
+               "account %(account)s; nothing was sent"),
+            values={"names": names, "account": account},
             hint="Edit the export's mapping, or create the field again in Constant Contact, "
             "then run again. Available: " + _choices_hint(fields),
             field=f"cf:{missing[0]}")

@@ -10,6 +10,7 @@ from segment_export.db.models import Connection
 from segment_export.errors import ConfigurationError, NotFoundError
 from segment_export.exports.connections import client_for
 from segment_export.exports.service import UUID_PATTERN
+from segment_export.languages import N_
 
 
 def account_lists(connection: Connection, *, settings: Settings,
@@ -36,14 +37,16 @@ def resolve_list(
         if list_id is not None:
             if not UUID_PATTERN.match(list_id):
                 raise ConfigurationError(
-                    f"The list id {list_id!r} is not a Constant Contact list id (a UUID; it is "
-                    "in the list's URL in Constant Contact)", field="list_id")
+                    N_("The list id %(id)s is not a Constant Contact list id (a UUID; it is "
+                       "in the list's URL in Constant Contact)"),
+                    values={"id": repr(list_id)}, field="list_id")
             try:
                 return client.get_contact_list(list_id)
             except NotFoundError as exc:
                 raise ConfigurationError(
-                    f"The list {list_id} does not exist in the account "
-                    f"{connection.account_name or connection.display_name!r}",
+                    N_("The list %(id)s does not exist in the account %(account)s"),
+                    values={"id": list_id,
+                            "account": repr(connection.account_name or connection.display_name)},
                     hint="Pick a list from the account, or create one by name.",
                     field="list_id") from exc
         assert create_name is not None

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +59,15 @@ def field_spec(name: str) -> FieldSpec:
         custom = name[len(CUSTOM_FIELD_PREFIX) :]
         if not _CUSTOM_NAME.match(custom):
             raise ConfigurationError(
-                f"Custom field {name!r}: the name after 'cf:' must be 1-50 letters, digits or "
-                "underscores (Constant Contact's field name, not its label)",
+                N_("Custom field %(name)s: the name after 'cf:' must be 1-50 letters, digits "
+                   "or underscores (Constant Contact's field name, not its label)"),
+                values={"name": repr(name)},
                 field=name,
             )
         return FieldSpec(name, CUSTOM_FIELD_MAX_LENGTH)
     raise ConfigurationError(
-        f"Constant Contact does not accept a field named {name!r}",
+        N_("Constant Contact does not accept a field named %(name)s"),
+        values={"name": repr(name)},
         hint="Map to one of: " + ", ".join(sorted(FIELDS)) + ", or cf:<custom field name>.",
         field=name,
     )
@@ -88,8 +91,9 @@ def validate_mapping(
     customs = [name for name in clean if name.startswith(CUSTOM_FIELD_PREFIX)]
     if len(customs) > MAX_CUSTOM_FIELDS:
         raise ConfigurationError(
-            f"{len(customs)} custom fields mapped; Constant Contact takes at most "
-            f"{MAX_CUSTOM_FIELDS} per contact",
+            N_("%(count)s custom fields mapped; Constant Contact takes at most "
+               "%(most)s per contact"),
+            values={"count": len(customs), "most": MAX_CUSTOM_FIELDS},
             field="mapping",
         )
     if clean.get("sms_consent") and not clean.get("sms_number"):
@@ -110,10 +114,13 @@ def validate_mapping(
     for name, column in clean.items():
         field_spec(name)
         if not column:
-            raise ConfigurationError(f"Field {name!r} is mapped to an empty column", field=name)
+            raise ConfigurationError(N_("Field %(name)s is mapped to an empty column"),
+                                     values={"name": repr(name)}, field=name)
         if profile_columns is not None and column not in profile_columns:
             raise ConfigurationError(
-                f"Field {name!r} is mapped to column {column!r}, which the profiles do not have",
+                N_("Field %(name)s is mapped to column %(column)s, which the profiles do not "
+                   "have"),
+                values={"name": repr(name), "column": repr(column)},
                 hint="Columns: " + ", ".join(sorted(profile_columns)),
                 field=name,
             )

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_
 
 # Constant Contact's SMS takes US numbers only (FACTS.md §4.1: "International phone numbers are
 # currently not supported"), written as their 10 digits.
@@ -24,7 +25,8 @@ def check_region(region: str) -> str:
     clean = (region or "").strip().upper()
     if clean not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigurationError(
-            f"{region!r} is not a region phone numbers can be read in",
+            N_("%(region)s is not a region phone numbers can be read in"),
+            values={"region": repr(region)},
             hint="Use a two-letter ISO 3166 country code, e.g. US, CA or GB.",
             field="phone_region")
     return clean

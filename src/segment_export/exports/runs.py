@@ -57,15 +57,18 @@ def request_run(
     if actor is not None:
         connection = session.get(Connection, export.connection_id) if export.connection_id else None
         if "run" not in permissions(actor, export, connection):
-            raise PermissionDeniedError(f"{actor.username!r} may not run {export.name!r}")
+            raise PermissionDeniedError(N_("%(user)s may not run %(export)s"), values={
+                "user": repr(actor.username), "export": repr(export.name)})
     if not export.enabled and trigger != "manual":
-        raise ConfigurationError(f"The export {export.name!r} is disabled")
+        raise ConfigurationError(N_("The export %(export)s is disabled"),
+                                 values={"export": repr(export.name)})
     active = session.scalars(select(Run).where(
         Run.export_id == export.id, Run.status.in_(ACTIVE),
         Run.dry_run.is_(False))).first()
     if active is not None and not dry_run:
         raise ConfigurationError(
-            f"The export {export.name!r} already has a run {active.status} ({active.id})",
+            N_("The export %(export)s already has a run %(status)s (%(run)s)"),
+            values={"export": repr(export.name), "status": active.status, "run": active.id},
             run_id=active.id)
     run = Run(export_id=export.id, dry_run=dry_run, full_resync=full_resync, trigger=trigger,
               requested_by_id=actor.id if actor else None)
@@ -78,7 +81,8 @@ def request_run(
         # Another request queued a run between the check above and this insert (the unique
         # index uq_runs_one_active_per_export decided).
         raise ConfigurationError(
-            f"The export {export.name!r} already has an active run") from exc
+            N_("The export %(export)s already has an active run"),
+            values={"export": repr(export.name)}) from exc
     audit.record(session, actor=actor, action="run.dry_run" if dry_run else "run.requested",
                  target_type="export", target_id=export.id, run_id=run.id,
                  full_resync=full_resync, trigger=trigger)
@@ -105,9 +109,11 @@ def cancel_run(session: Session, *, actor: User, run: Run) -> Run:
     assert export is not None
     connection = session.get(Connection, export.connection_id) if export.connection_id else None
     if "run" not in permissions(actor, export, connection):
-        raise PermissionDeniedError(f"{actor.username!r} may not cancel runs of {export.name!r}")
+        raise PermissionDeniedError(N_("%(user)s may not cancel runs of %(export)s"), values={
+            "user": repr(actor.username), "export": repr(export.name)})
     if run.status in TERMINAL:
-        raise ConfigurationError(f"The run already ended ({run.status})")
+        raise ConfigurationError(N_("The run already ended (%(status)s)"),
+                                 values={"status": run.status})
     run.cancel_requested = True
     if run.status == "queued":
         run.status = "cancelled"
@@ -156,7 +162,7 @@ def get_run(session: Session, *, run_id: str) -> Run:
         matches = session.scalars(select(Run).where(Run.id.startswith(run_id))).all()
         if len(matches) == 1:
             return matches[0]
-        raise NotFoundError(f"No run {run_id!r}", run_id=run_id)
+        raise NotFoundError(N_("No run %(run)s"), values={"run": repr(run_id)}, run_id=run_id)
     return run
 
 

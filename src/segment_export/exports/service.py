@@ -21,6 +21,7 @@ from segment_export.exports.connections import can_use, require_usable
 from segment_export.exports.delivery import forget_export_state
 from segment_export.exports.mapping import validate_mapping
 from segment_export.exports.phones import DEFAULT_PHONE_REGION, check_region
+from segment_export.languages import N_
 from segment_export.users import Role
 
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
@@ -65,7 +66,8 @@ def require_manage(session: Session, user: User, export: Export) -> None:
     connection = session.get(Connection, export.connection_id) if export.connection_id else None
     if "edit" not in permissions(user, export, connection):
         raise PermissionDeniedError(
-            f"{user.username!r} may not change the export {export.name!r}",
+            N_("%(user)s may not change the export %(export)s"),
+            values={"user": repr(user.username), "export": repr(export.name)},
             hint="Contributors manage exports whose connection an admin shared with them.",
         )
 
@@ -85,39 +87,47 @@ def check_spec(session: Session, actor: User, spec: ExportSpec,
         raise ConfigurationError("An export needs a name", field="name")
     connection = session.get(Connection, spec.connection_id)
     if connection is None:
-        raise NotFoundError(f"No connection {spec.connection_id!r}", field="connection")
+        raise NotFoundError(N_("No connection %(id)s"), values={"id": repr(spec.connection_id)},
+                            field="connection")
     require_usable(actor, connection)
     if not list_pending and not UUID_PATTERN.match(spec.list_id):
         raise ConfigurationError(
-            f"The list id {spec.list_id!r} is not a Constant Contact list id (a UUID like "
-            "1b2e3c4d-0000-1111-2222-333344445555; it is in the list's URL)",
+            N_("The list id %(id)s is not a Constant Contact list id (a UUID like "
+               "1b2e3c4d-0000-1111-2222-333344445555; it is in the list's URL)"),
+            values={"id": repr(spec.list_id)},
             field="list_id",
         )
     if not spec.segment_ids:
         raise ConfigurationError("Choose at least one segment", field="segment_ids")
     for segment_id in spec.segment_ids:
         if session.get(Segment, segment_id) is None:
-            raise NotFoundError(f"No segment {segment_id!r}", field="segment_ids")
+            raise NotFoundError(N_("No segment %(id)s"), values={"id": repr(segment_id)},
+                                field="segment_ids")
     mapping = validate_mapping(spec.mapping, profile_columns=profile_columns)
     if spec.consent_field and profile_columns is not None and (
         spec.consent_field not in profile_columns
     ):
         raise ConfigurationError(
-            f"The consent field {spec.consent_field!r} is not a profile column",
+            N_("The consent field %(field)s is not a profile column"),
+            values={"field": repr(spec.consent_field)},
             field="consent_field")
     if spec.mode not in ("add_update", "mirror"):
-        raise ConfigurationError(f"Unknown mode {spec.mode!r}: add_update or mirror",
+        raise ConfigurationError(N_("Unknown mode %(mode)s: add_update or mirror"),
+                                 values={"mode": repr(spec.mode)},
                                  field="mode")
     if spec.schedule_kind not in ("manual", "refresh", "cron"):
         raise ConfigurationError(
-            f"Unknown schedule {spec.schedule_kind!r}: manual, refresh or cron", field="schedule")
+            N_("Unknown schedule %(kind)s: manual, refresh or cron"),
+            values={"kind": repr(spec.schedule_kind)}, field="schedule")
     try:
         ZoneInfo(spec.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigurationError(f"Unknown time zone {spec.timezone!r}",
+        raise ConfigurationError(N_("Unknown time zone %(zone)s"),
+                                 values={"zone": repr(spec.timezone)},
                                  field="timezone") from exc
     if spec.schedule_kind == "cron" and not (spec.cron and croniter.is_valid(spec.cron)):
-        raise ConfigurationError(f"Not a valid cron expression: {spec.cron!r}", field="cron")
+        raise ConfigurationError(N_("Not a valid cron expression: %(cron)s"),
+                                 values={"cron": repr(spec.cron)}, field="cron")
     if spec.max_contacts is not None and spec.max_contacts <= 0:
         raise ConfigurationError("The contact limit must be positive", field="max_contacts")
     check_region(spec.phone_region)
@@ -130,7 +140,8 @@ def check_name_free(session: Session, name: str, export: Export | None) -> None:
     if export is not None:
         query = query.where(Export.id != export.id)
     if session.scalar(query):
-        raise ConfigurationError(f"An export named {name!r} already exists", field="name")
+        raise ConfigurationError(N_("An export named %(name)s already exists"),
+                                 values={"name": repr(name)}, field="name")
 
 
 def _apply(export: Export, spec: ExportSpec, mapping: dict[str, str]) -> None:
@@ -236,7 +247,8 @@ def get_export(session: Session, *, name_or_id: str) -> Export:
         select(Export).where(or_(Export.id == name_or_id, Export.name == name_or_id))
     ).one_or_none()
     if export is None:
-        raise NotFoundError(f"No export named {name_or_id!r}", export=name_or_id)
+        raise NotFoundError(N_("No export named %(name)s"), values={"name": repr(name_or_id)},
+                            export=name_or_id)
     return export
 
 

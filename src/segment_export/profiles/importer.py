@@ -11,6 +11,7 @@ import duckdb
 import numpy as np
 
 from segment_export.errors import DataError
+from segment_export.languages import N_
 
 FileFormat = Literal["csv", "parquet", "jsonl"]
 FORMATS: tuple[str, ...] = get_args(FileFormat)
@@ -41,7 +42,8 @@ def detect_format(path: Path, format: str | None = None) -> FileFormat:
         fmt = {"json": "jsonl", "ndjson": "jsonl", "pq": "parquet", "tsv": "csv"}.get(fmt, fmt)
         if fmt not in FORMATS:
             raise DataError(
-                f"Unknown profile file format {format!r}; use one of {', '.join(FORMATS)}",
+                N_("Unknown profile file format %(format)s; use one of %(choices)s"),
+                values={"format": repr(format), "choices": ", ".join(FORMATS)},
                 field="format",
             )
         return fmt  # type: ignore[return-value]
@@ -51,8 +53,9 @@ def detect_format(path: Path, format: str | None = None) -> FileFormat:
     if suffixes and suffixes[-1] in _EXTENSIONS:
         return _EXTENSIONS[suffixes[-1]]
     raise DataError(
-        f"Cannot tell the format of {path.name} from its extension; "
-        f"name it .csv, .parquet or .jsonl, or pass --format {'|'.join(FORMATS)}",
+        N_("Cannot tell the format of %(file)s from its extension; "
+           "name it .csv, .parquet or .jsonl, or pass --format %(choices)s"),
+        values={"file": path.name, "choices": "|".join(FORMATS)},
         path=str(path),
     )
 
@@ -64,27 +67,32 @@ def check_file(path: Path, fmt: FileFormat) -> None:
     :func:`locate_invalid_utf8` when DuckDB reports it.
     """
     if not path.exists():
-        raise DataError(f"The profile file {path} does not exist", path=str(path))
+        raise DataError(N_("The profile file %(file)s does not exist"), values={"file": str(path)},
+                        path=str(path))
     if not path.is_file():
-        raise DataError(f"{path} is not a file", path=str(path))
+        raise DataError(N_("%(file)s is not a file"), values={"file": str(path)}, path=str(path))
     if path.stat().st_size == 0:
-        raise DataError(f"{path.name} is empty (0 bytes)", path=str(path))
+        raise DataError(N_("%(file)s is empty (0 bytes)"), values={"file": path.name},
+                        path=str(path))
     with path.open("rb") as handle:
         head = handle.read(_HEAD_BYTES)
     if fmt == "parquet":
         if not head.startswith(b"PAR1"):
             raise DataError(
-                f"{path.name} is not a Parquet file (it does not start with the PAR1 marker)",
+                N_("%(file)s is not a Parquet file (it does not start with the PAR1 marker)"),
+                values={"file": path.name},
                 path=str(path),
             )
         return
     if any(path.name.lower().endswith(ext) for ext in _COMPRESSED):
         return  # DuckDB decompresses; the checks below would read compressed bytes
     if not head.strip():
-        raise DataError(f"{path.name} holds only blank space, no header or rows", path=str(path))
+        raise DataError(N_("%(file)s holds only blank space, no header or rows"),
+                        values={"file": path.name}, path=str(path))
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or _looks_utf16(head):
         raise DataError(
-            f"{path.name} is UTF-16 encoded; save it as UTF-8 (e.g. Excel: 'CSV UTF-8')",
+            N_("%(file)s is UTF-16 encoded; save it as UTF-8 (e.g. Excel: 'CSV UTF-8')"),
+            values={"file": path.name},
             path=str(path),
         )
     nul = head.find(b"\x00")
@@ -267,7 +275,8 @@ def translate_error(exc: duckdb.Error, path: Path, fmt: FileFormat) -> DataError
             line=int(match.group(2)),
         )
     if "too small to be a Parquet file" in text or "No magic bytes" in text:
-        return DataError(f"{name} is not a valid Parquet file", path=str(path))
+        return DataError(N_("%(file)s is not a valid Parquet file"), values={"file": name},
+                         path=str(path))
     first = _snippet(text.split("\n", 1)[0])
     return DataError(f"{where}: cannot be read as {fmt.upper()}: {first}", path=str(path))
 

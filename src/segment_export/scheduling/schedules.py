@@ -20,6 +20,7 @@ from segment_export.errors import ConfigurationError, SegmentExportError
 from segment_export.exports.engine import worker_alive
 from segment_export.exports.runs import request_run, requeue_paused_runs
 from segment_export.exports.service import next_cron_time
+from segment_export.languages import N_
 from segment_export.scheduling.runtime import Runtime
 from segment_export.segments.refresh import refresh_segments
 
@@ -46,7 +47,8 @@ def set_refresh_schedule(session: Session, *, actor: User | None, cron: str | No
                          timezone: str = "UTC") -> RefreshSchedule:
     """Set (or with ``cron=None`` clear) the system refresh schedule."""
     if cron is not None and not croniter.is_valid(cron):
-        raise ConfigurationError(f"Not a valid cron expression: {cron!r}", field="cron")
+        raise ConfigurationError(N_("Not a valid cron expression: %(cron)s"),
+                                 values={"cron": repr(cron)}, field="cron")
     ZoneInfo(timezone)
     next_at = next_cron_time(cron, timezone, utcnow()) if cron else None
     setting = session.get(SystemSetting, REFRESH_SETTING) or SystemSetting(key=REFRESH_SETTING,

@@ -30,6 +30,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from segment_export.errors import DataError
+from segment_export.languages import N_
 from segment_export.segments import unsubscribed
 from segment_export.segments.rules import (
     MAX_DAYS,
@@ -174,18 +175,21 @@ def _compile_condition(cond: Condition, context: _Context) -> exp.Expr:
         return _paren(empty) if op == "is_empty" else _paren(exp.not_(_paren(empty)))
     if ctype not in COMPARABLE:
         raise DataError(
-            f"Field {name!r} holds {ctype} values, which a rule can only test with is_empty "
-            "or is_not_empty",
+            N_("Field %(name)s holds %(type)s values, which a rule can only test with "
+               "is_empty or is_not_empty"),
+            values={"name": repr(name), "type": ctype},
             field=name,
         )
     if op == "within_last_days":
         return _within_last_days(cond, name, ctype, context)
     if op in ("contains", "starts_with"):
         if ctype != TEXT:
-            raise DataError(f"{op} needs a text field, but {name!r} is {ctype}", field=name)
+            raise DataError(N_("%(op)s needs a text field, but %(name)s is %(type)s"),
+                            values={"op": op, "name": repr(name), "type": ctype}, field=name)
         needle = _literal(cond.value, name, ctype, cond, context)
         if cond.value == "":
-            raise DataError(f"{op} on {name!r} needs some text to look for", field=name)
+            raise DataError(N_("%(op)s on %(name)s needs some text to look for"),
+                            values={"op": op, "name": repr(name)}, field=name)
         lowered = exp.Lower(this=col)
         if op == "contains":
             return exp.GT(
@@ -194,14 +198,17 @@ def _compile_condition(cond: Condition, context: _Context) -> exp.Expr:
             )
         return exp.StartsWith(this=lowered, expression=exp.Lower(this=needle))
     if ctype == "BOOLEAN" and op not in ("eq", "ne"):
-        raise DataError(f"{name!r} is true/false; use eq or ne, not {op}", field=name)
+        raise DataError(N_("%(name)s is true/false; use eq or ne, not %(op)s"),
+                        values={"name": repr(name), "op": op}, field=name)
     if op == "between":
         low, high = cond.value
         lo = _literal(low, name, ctype, cond, context)
         hi = _literal(high, name, ctype, cond, context)
         if _comparable_key(low, ctype) > _comparable_key(high, ctype):
             raise DataError(
-                f"between on {name!r}: the low bound {low!r} is above the high bound {high!r}",
+                N_("between on %(name)s: the low bound %(low)s is above the high bound "
+                   "%(high)s"),
+                values={"name": repr(name), "low": repr(low), "high": repr(high)},
                 field=name,
             )
         return exp.Between(this=col, low=lo, high=hi)
@@ -238,10 +245,12 @@ def _literal(
         return exp.Literal.string(value)
     if ctype in NUMBERS:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise DataError(f"Field {name!r} is a number; {shown} is not", field=name)
+            raise DataError(N_("Field %(name)s is a number; %(value)s is not"),
+                            values={"name": repr(name), "value": shown}, field=name)
         if isinstance(value, str):
             if not _NUMBER.fullmatch(value.strip()):
-                raise DataError(f"Field {name!r} is a number; {shown} is not", field=name)
+                raise DataError(N_("Field %(name)s is a number; %(value)s is not"),
+                                values={"name": repr(name), "value": shown}, field=name)
             value = value.strip()
             _check_number_text(value, name)
         return exp.Literal.number(value)
@@ -249,7 +258,8 @@ def _literal(
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             value = value.strip().lower() == "true"
         if not isinstance(value, bool):
-            raise DataError(f"Field {name!r} is true/false; {shown} is not", field=name)
+            raise DataError(N_("Field %(name)s is true/false; %(value)s is not"),
+                            values={"name": repr(name), "value": shown}, field=name)
         return exp.true() if value else exp.false()
     if not isinstance(value, str):
         raise DataError(
@@ -291,7 +301,8 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise DataError(f"Unknown time zone {name!r}", field="timezone") from exc
+        raise DataError(N_("Unknown time zone %(zone)s"), values={"zone": repr(name)},
+                        field="timezone") from exc
 
 
 def _date(day: date) -> exp.Expr:
@@ -314,7 +325,8 @@ def _moment(moment: datetime, ctype: str, zone: zoneinfo.ZoneInfo) -> exp.Expr:
 def _within_last_days(cond: Condition, name: str, ctype: str, context: _Context) -> exp.Expr:
     if ctype not in TEMPORAL:
         raise DataError(
-            f"within_last_days needs a date or timestamp field, but {name!r} is {ctype}",
+            N_("within_last_days needs a date or timestamp field, but %(name)s is %(type)s"),
+            values={"name": repr(name), "type": ctype},
             field=name,
         )
     days = cond.value
@@ -352,7 +364,8 @@ def compile_expression(text: str, *, schema: Mapping[str, str]) -> exp.Expr:
     if not text or not text.strip():
         raise DataError("The expression is empty", field="expression")
     if len(text) > MAX_EXPRESSION_CHARS:
-        raise DataError(f"The expression is longer than {MAX_EXPRESSION_CHARS} characters",
+        raise DataError(N_("The expression is longer than %(most)s characters"),
+                        values={"most": MAX_EXPRESSION_CHARS},
                         field="expression")
     if not schema:
         raise DataError("No profiles have been imported, so no column can be checked",
@@ -360,7 +373,8 @@ def compile_expression(text: str, *, schema: Mapping[str, str]) -> exp.Expr:
     try:
         statements = [s for s in sqlglot.parse(text, read=EXPRESSION_DIALECT) if s is not None]
     except (ParseError, TokenError) as exc:
-        raise DataError(f"The expression is not valid SQL: {_first_line(exc)}",
+        raise DataError(N_("The expression is not valid SQL: %(error)s"),
+                        values={"error": _first_line(exc)},
                         field="expression") from exc
     if len(statements) != 1:
         raise DataError("The expression must be a single condition (no ';')", field="expression")
@@ -390,7 +404,8 @@ def _check_node(node: exp.Expr, schema: Mapping[str, str]) -> None:
             kind = f"function {node.sql_name()}()"
         else:
             kind = type(node).__name__
-        raise DataError(f"{kind} is not allowed in a segment expression", field="expression")
+        raise DataError(N_("%(kind)s is not allowed in a segment expression"),
+                        values={"kind": kind}, field="expression")
     if isinstance(node, exp.Column):
         if node.table or node.args.get("db") or node.args.get("catalog"):
             raise DataError(
@@ -405,9 +420,11 @@ def _check_node(node: exp.Expr, schema: Mapping[str, str]) -> None:
     elif isinstance(node, exp.Var):
         parent = node.parent
         if not isinstance(parent, exp.Interval) or node.name.upper() not in _INTERVAL_UNITS:
-            raise DataError(f"{node.name!r} is not allowed here", field="expression")
+            raise DataError(N_("%(name)s is not allowed here"), values={"name": repr(node.name)},
+                            field="expression")
     elif isinstance(node, exp.DataType) and node.this not in _CAST_TYPES:
-        raise DataError(f"CAST to {node.sql()} is not allowed", field="expression")
+        raise DataError(N_("CAST to %(type)s is not allowed"), values={"type": node.sql()},
+                        field="expression")
 
 
 def _requote(node: exp.Expr, schema: Mapping[str, str]) -> exp.Expr:

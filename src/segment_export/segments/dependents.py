@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from segment_export.db.models import Connection, Export, Segment, User
 from segment_export.errors import PermissionDeniedError
 from segment_export.exports.service import permissions
+from segment_export.languages import N_
 from segment_export.users import Role, require_role
 
 SEGMENT_PERMISSIONS = ("view", "edit", "delete")
@@ -77,8 +78,9 @@ def require_may_change(session: Session, *, actor: User, segment: Segment) -> No
     if locked:
         names = ", ".join(repr(d.name) for d in locked)
         raise PermissionDeniedError(
-            f"{actor.username!r} may not change the segment {segment.name!r}: it feeds "
-            f"export(s) {names}, which you may not change",
+            N_("%(user)s may not change the segment %(name)s: it feeds export(s) %(exports)s, "
+               "which you may not change"),
+            values={"user": repr(actor.username), "name": repr(segment.name), "exports": names},
             hint="A segment that feeds an export is changed by someone who may change that "
                  "export (an admin, or a contributor the export's connection is shared with). "
                  "Ask an administrator, or create a segment of your own with the same rule.",

@@ -14,6 +14,7 @@ from sqlglot import exp
 
 from segment_export.db.models import Segment, SegmentSize
 from segment_export.errors import ConfigurationError, DataError
+from segment_export.languages import N_
 from segment_export.profiles.store import ProfileStore
 from segment_export.segments import unsubscribed
 from segment_export.segments.compiler import compile_segment
@@ -46,7 +47,8 @@ def segment_condition(
         return compile_segment(schema=schema, rule=segment.rule, now=now)
     if segment.expression is not None:
         return compile_segment(schema=schema, expression=segment.expression, now=now)
-    raise DataError(f"Segment {segment.name!r} has neither a rule nor an expression",
+    raise DataError(N_("Segment %(name)s has neither a rule nor an expression"),
+                    values={"name": repr(segment.name)},
                     field="rule")
 
 

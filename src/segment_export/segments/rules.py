@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from segment_export.errors import DataError
+from segment_export.languages import N_
 
 Op = Literal[
     "eq", "ne", "lt", "le", "gt", "ge", "between", "in", "contains", "starts_with",
@@ -204,17 +205,21 @@ def parse_rule(data: Rule | Mapping[str, Any] | str) -> Rule:
         try:
             data = json.loads(data)
         except json.JSONDecodeError as exc:
-            raise DataError(f"The rule is not valid JSON: {exc}", field="rule") from exc
+            raise DataError(N_("The rule is not valid JSON: %(error)s"), values={"error": str(exc)},
+                        field="rule") from exc
     if not isinstance(data, Mapping):
         raise DataError("The rule must be a JSON object (a group or a condition)", field="rule")
     if _depth(data) > MAX_DEPTH + 1:  # groups plus the innermost condition
-        raise DataError(f"The rule nests deeper than {MAX_DEPTH} groups", field="rule")
+        raise DataError(N_("The rule nests deeper than %(most)s groups"),
+                        values={"most": MAX_DEPTH}, field="rule")
     try:
         rule = Rule(root=_node(data))
     except ValidationError as exc:
-        raise DataError(f"Invalid rule: {_describe(exc)}", field="rule") from exc
+        raise DataError(N_("Invalid rule: %(detail)s"), values={"detail": _describe(exc)},
+                        field="rule") from exc
     if len(rule.conditions()) > MAX_CONDITIONS:
-        raise DataError(f"The rule has more than {MAX_CONDITIONS} conditions", field="rule")
+        raise DataError(N_("The rule has more than %(most)s conditions"),
+                        values={"most": MAX_CONDITIONS}, field="rule")
     return rule
 
 

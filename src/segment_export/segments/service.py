@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from segment_export import audit
 from segment_export.db.models import Segment, SegmentSize, User, new_id
 from segment_export.errors import ConfigurationError, DataError, NotFoundError
+from segment_export.languages import N_
 from segment_export.profiles.store import ProfileStore
 from segment_export.segments import unsubscribed
 from segment_export.segments.compiler import compile_segment, to_sql
@@ -47,7 +48,8 @@ def _clean_name(name: str) -> str:
     if not cleaned:
         raise DataError("A segment needs a name", field="name")
     if len(cleaned) > MAX_NAME:
-        raise DataError(f"A segment name has at most {MAX_NAME} characters", field="name")
+        raise DataError(N_("A segment name has at most %(most)s characters"),
+                        values={"most": MAX_NAME}, field="name")
     if any(unicodedata.category(c).startswith("C") for c in cleaned):
         raise DataError("A segment name cannot hold control characters", field="name")
     return cleaned
@@ -85,7 +87,8 @@ def _name_taken(session: Session, name: str, *, other_than: str | None = None) -
     query = select(Segment.id).where(Segment.name == name)
     found = session.scalar(query)
     if found is not None and found != other_than:
-        raise DataError(f"A segment named {name!r} already exists", field="name")
+        raise DataError(N_("A segment named %(name)s already exists"),
+                        values={"name": repr(name)}, field="name")
 
 
 def _commit(session: Session, name: str) -> None:
@@ -93,7 +96,8 @@ def _commit(session: Session, name: str) -> None:
         session.commit()
     except IntegrityError as exc:
         session.rollback()
-        raise DataError(f"A segment named {name!r} already exists", field="name") from exc
+        raise DataError(N_("A segment named %(name)s already exists"),
+                        values={"name": repr(name)}, field="name") from exc
 
 
 def create_segment(
@@ -201,7 +205,8 @@ def delete_segment(
     users = [d.name for d in dependent_exports(session, segment=segment)]
     if users:
         raise ConfigurationError(
-            f"Segment {segment.name!r} is used by export(s) {', '.join(map(repr, users))}",
+            N_("Segment %(name)s is used by export(s) %(exports)s"),
+            values={"name": repr(segment.name), "exports": ", ".join(map(repr, users))},
             hint="Remove the segment from those exports first.",
             exports=users,
         )
@@ -226,7 +231,8 @@ def get_segment(session: Session, *, name_or_id: str) -> Segment:
     if segment is None:
         segment = session.scalar(select(Segment).where(Segment.name == name_or_id.strip()))
     if segment is None:
-        raise NotFoundError(f"No segment named {name_or_id!r}", segment=name_or_id)
+        raise NotFoundError(N_("No segment named %(name)s"), values={"name": repr(name_or_id)},
+                            segment=name_or_id)
     return segment
 
 

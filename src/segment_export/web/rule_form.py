@@ -38,14 +38,16 @@ def _scalar(text: str, column_type: str, field: str) -> Any:
         if column_type == "DOUBLE":
             return float(text)
     except ValueError:
-        raise DataError(f"{field!r} holds numbers; {text!r} is not one", field=field) from None
+        raise DataError(N_("%(field)s holds numbers; %(text)s is not one"),
+                        values={"field": repr(field), "text": repr(text)}, field=field) from None
     if column_type == "BOOLEAN":
         lowered = text.lower()
         if lowered in {"true", "yes", "1"}:
             return True
         if lowered in {"false", "no", "0"}:
             return False
-        raise DataError(f"{field!r} is true or false; {text!r} is neither", field=field)
+        raise DataError(N_("%(field)s is true or false; %(text)s is neither"),
+                        values={"field": repr(field), "text": repr(text)}, field=field)
     return text
 
 
@@ -57,9 +59,11 @@ def rule_from_rows(match: str, rows: Sequence[ConditionRow],
         if not row.field.strip():
             continue
         if row.field not in schema:
-            raise DataError(f"There is no profile field {row.field!r}", field="rule")
+            raise DataError(N_("There is no profile field %(field)s"),
+                            values={"field": repr(row.field)}, field="rule")
         if row.op not in OPERATORS:
-            raise DataError(f"Unknown comparison {row.op!r}", field="rule")
+            raise DataError(N_("Unknown comparison %(op)s"), values={"op": repr(row.op)},
+                            field="rule")
         column_type = schema[row.field]
         condition: dict[str, Any] = {"field": row.field, "op": row.op}
         if row.op in LIST_OPS:

@@ -76,7 +76,8 @@ class ExportForm:
         for name, column in self.attributes:
             if name.strip() or column.strip():
                 if name.strip() in mapping:
-                    raise ConfigurationError(f"The field {name!r} is mapped twice", field=name)
+                    raise ConfigurationError(N_("The field %(name)s is mapped twice"),
+                                             values={"name": repr(name)}, field=name)
                 mapping[name.strip()] = column.strip()
         return mapping
 

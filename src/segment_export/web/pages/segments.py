@@ -45,7 +45,8 @@ class SegmentForm:
             try:
                 return json.loads(self.rule_json or "null"), None
             except json.JSONDecodeError as exc:
-                raise DataError(f"The rule is not valid JSON: {exc}", field="rule") from exc
+                raise DataError(N_("The rule is not valid JSON: %(error)s"),
+                                values={"error": str(exc)}, field="rule") from exc
         return rule_from_rows(self.match, self.rows, schema), None
 
     @classmethod

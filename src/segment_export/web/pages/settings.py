@@ -40,8 +40,8 @@ def save_schedule(request: Request, db: Db, admin: AdminUser,
         try:
             ZoneInfo(timezone or "UTC")
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ConfigurationError(f"Unknown time zone {timezone!r}", field="timezone") \
-                from exc
+            raise ConfigurationError(N_("Unknown time zone %(zone)s"),
+                                     values={"zone": repr(timezone)}, field="timezone") from exc
         result = set_refresh_schedule(db, actor=admin, cron=cron.strip() or None,
                                       timezone=timezone or "UTC")
     except (ConfigurationError, DataError) as exc:

@@ -139,7 +139,7 @@ def revoke(request: Request, token_id: ObjectId, db: Db, user: CurrentUser) -> R
     """Revoke one of your API tokens."""
     token = get_api_token(db, id_or_prefix=token_id)
     if token.user_id != user.id:
-        raise NotFoundError(f"No API token {token_id!r}")
+        raise NotFoundError(N_("No API token %(token)s"), values={"token": repr(token_id)})
     revoke_api_token(db, actor=user, token=token)
     db.commit()
     return redirect("/account", notice=f"Revoked the token {token.prefix}….")
