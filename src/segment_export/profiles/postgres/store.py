@@ -364,17 +364,24 @@ class PostgresProfileStore:
         if self._members_exist(conn):
             return
         members = self._ident(conn, MEMBERS)
-        try:
-            with conn.transaction():
-                conn.execute(sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (segment_id text NOT NULL, "
-                    "customer_id text NOT NULL)").format(members))
-                # The members of one segment are read and replaced together.
-                conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (segment_id, "
-                                     "customer_id)").format(
-                    sql.Identifier(f"{MEMBERS}_segment"), members))
-        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
-            pass  # another process created it at the same moment
+        with conn.transaction():
+            self._lock_creation(conn, MEMBERS)
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (segment_id text NOT NULL, "
+                "customer_id text NOT NULL)").format(members))
+            # The members of one segment are read and replaced together.
+            conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (segment_id, "
+                                 "customer_id)").format(
+                sql.Identifier(f"{MEMBERS}_segment"), members))
+
+    def _lock_creation(self, conn: psycopg.Connection[Any], table: str) -> None:
+        """Serialise the creation of one of the store's tables until the transaction ends.
+
+        ``CREATE TABLE IF NOT EXISTS`` is not safe against itself: two sessions creating the
+        same table at once can both pass the check, and the second fails on the catalogue
+        (``type ... already exists``). Under this lock the second waits, then finds it."""
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                     [f"create:{self._schema_name(conn)}.{table}"])
 
     def store_membership(self, segment_id: str, condition: exp.Expr) -> int:
         """Replace the segment's members with the matching customer ids, in one transaction."""
@@ -407,6 +414,7 @@ class PostgresProfileStore:
         with self._connection() as conn:
             target = self._ident(conn, SUPPRESSIONS)
             with conn.transaction():
+                self._lock_creation(conn, SUPPRESSIONS)
                 conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (connection_id text NOT "
                                      "NULL, email_hash text NOT NULL)").format(target))
                 # Serialises two publishers: the second waits, then replaces in full.
