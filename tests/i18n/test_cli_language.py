@@ -8,19 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from cryptography.fernet import Fernet
 
 from segment_export.cli import cli
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SEGMENT_EXPORT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("SEGMENT_EXPORT_SECRET_KEY", Fernet.generate_key().decode())
-    monkeypatch.setenv("COLUMNS", "200")
-    for name in ("SEGMENT_EXPORT_LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
 
 
 def _ok(*args: str) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from cryptography.fernet import Fernet
 
 from segment_export.cli import cli, main
 from segment_export.errors import DataError, NotFoundError
@@ -35,16 +34,6 @@ def test_the_english_text_is_what_the_f_string_wrote_and_malay_keeps_the_values(
     # An error without values is exactly as before.
     plain = DataError("Not a msgid: 100%")
     assert (plain.msgid, plain.values, plain.message) == ("", None, "Not a msgid: 100%")
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("SEGMENT_EXPORT_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("SEGMENT_EXPORT_SECRET_KEY", Fernet.generate_key().decode())
-    monkeypatch.setenv("COLUMNS", "200")
-    for name in ("SEGMENT_EXPORT_LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
-        monkeypatch.delenv(name, raising=False)
-    return tmp_path
 
 
 def _refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
