@@ -70,3 +70,13 @@ def browser(site: Site) -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+def set_language(site: Site, username: str, language: str | None) -> None:
+    """Set a user's interface language (None: not chosen) straight in the state store."""
+    from sqlalchemy import update
+
+    from segment_export.db.models import User
+
+    with site.world.runtime.sessions.begin() as db:
+        db.execute(update(User).where(User.username == username).values(language=language))

@@ -8,23 +8,16 @@ import re
 from typing import Any
 
 import pytest
-from sqlalchemy import update
 
-from segment_export.db.models import User
 from segment_export.demo import connect_sandbox
 from segment_export.exports.service import ExportSpec, create_export
 from segment_export.segments.service import create_segment
 from tests.api.harness import PASSWORDS
-from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, Site
+from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, Site, set_language
 
 pytestmark = pytest.mark.browser
 MALAY_DATE = re.compile(r"\b\d{1,2} (Jan|Feb|Mac|Apr|Mei|Jun|Jul|Ogo|Sep|Okt|Nov|Dis) \d{4} "
                         r"\d\d:\d\d UTC")
-
-
-def _set_language(site: Site, username: str, language: str | None) -> None:
-    with site.world.runtime.sessions.begin() as db:
-        db.execute(update(User).where(User.username == username).values(language=language))
 
 
 def test_malay_pages_then_english_after_the_setting_changes(browser: Any, site: Site) -> None:
@@ -43,7 +36,7 @@ def test_malay_pages_then_english_after_the_setting_changes(browser: Any, site: 
         create_export(db, actor=db.merge(world.users["contributor"]), spec=ExportSpec(
             name="Surat berita DE", connection_id=connection.id, list_id=site.list_id,
             list_name="Newsletter", mapping={"email": "email"}, segment_ids=[segment]))
-    _set_language(site, "contributor", "ms")
+    set_language(site, "contributor", "ms")
     context = browser.new_context(base_url=world.url, locale="ms-MY",
                                   viewport={"width": 1360, "height": 900})
     context.set_default_timeout(15_000)
@@ -88,4 +81,4 @@ def test_malay_pages_then_english_after_the_setting_changes(browser: Any, site: 
             re.compile(r"[A-Z][a-z]{2} \d{1,2}, \d{4} \d\d:\d\d UTC"))
     finally:
         context.close()
-        _set_language(site, "contributor", None)  # the site is shared with other tests
+        set_language(site, "contributor", None)  # the site is shared with other tests

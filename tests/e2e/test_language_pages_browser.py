@@ -15,14 +15,12 @@ from typing import Any
 
 import pytest
 from babel.messages.pofile import read_po
-from sqlalchemy import update
 
-from segment_export.db.models import User
 from segment_export.demo import connect_sandbox
 from segment_export.exports.service import ExportSpec, create_export
 from segment_export.segments.service import create_segment
 from tests.api.harness import PASSWORDS
-from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, Site
+from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, Site, set_language
 
 pytestmark = pytest.mark.browser
 LOCALE = Path(__file__).resolve().parents[2] / "src" / "segment_export" / "locale"
@@ -74,11 +72,6 @@ def _english_left_over() -> tuple[set[str], list[str]]:
     return whole, fragments
 
 
-def _set_language(site: Site, username: str, language: str | None) -> None:
-    with site.world.runtime.sessions.begin() as db:
-        db.execute(update(User).where(User.username == username).values(language=language))
-
-
 def test_no_english_is_left_on_the_malay_pages(browser: Any, site: Site) -> None:
     from playwright.sync_api import expect
 
@@ -99,7 +92,7 @@ def test_no_english_is_left_on_the_malay_pages(browser: Any, site: Site) -> None
     whole, fragments = _english_left_over()
     assert len(whole) > 300  # the oracle really holds the catalogue
     assert fragments
-    _set_language(site, "admin", "ms")
+    set_language(site, "admin", "ms")
     context = browser.new_context(base_url=world.url, locale="ms-MY",
                                   viewport={"width": 1360, "height": 900})
     context.set_default_timeout(15_000)
@@ -166,5 +159,5 @@ def test_no_english_is_left_on_the_malay_pages(browser: Any, site: Site) -> None
         page.screenshot(path=str(Path(__file__).with_name("screenshots") / "malay-schedule.png"))
     finally:
         context.close()
-        _set_language(site, "admin", None)
+        set_language(site, "admin", None)
     assert problems == {}
