@@ -72,7 +72,7 @@ def child(phase: str) -> None:
         sys.meta_path.insert(0, _WithoutPandas())
     from segment_export.config import load_settings
     from segment_export.db import make_engine, make_session_factory
-    from segment_export.exports.engine import RunDependencies
+    from segment_export.exports.dependencies import RunDependencies
     from segment_export.exports.runs import request_run, run_to_completion
     from segment_export.exports.service import get_export
     from segment_export.profiles import DuckDBProfileStore

@@ -19,7 +19,7 @@ from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.emulator.client import EmulatorControl
 from segment_export.errors import DataError
 from segment_export.exports import connections
-from segment_export.exports.engine import RunDependencies
+from segment_export.exports.dependencies import RunDependencies
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.exports.service import ExportSpec, create_export
 from segment_export.languages import N_, Text, text

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from segment_export import audit
+from segment_export.addresses import check_address
 from segment_export.db.models import ApiToken, User, WebSession
 from segment_export.db.types import utcnow
 from segment_export.errors import (
@@ -273,8 +274,6 @@ def disable_user(session: Session, *, actor: User, username: str) -> User:
 
 def set_email(session: Session, *, actor: User, username: str, email: str | None) -> User:
     """Set (or with None clear) where a user's alert emails go (admins only; docs/alerts.md)."""
-    from segment_export.exports.alert_mail import check_address
-
     require_role(actor, Role.ADMIN)
     user = get_user(session, username=username)
     user.email = check_address(email) if email else None

@@ -15,9 +15,9 @@ import httpx
 from cryptography.fernet import Fernet
 from sqlalchemy import Engine
 
-from segment_export.api import create_app
 from segment_export.api.auth import SESSION_COOKIE, start_web_session
 from segment_export.api.server import AppServer
+from segment_export.app import create_app
 from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, upgrade_database
 from segment_export.db.models import Connection, Export, Run, Segment, User

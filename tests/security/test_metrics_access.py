@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from segment_export import metrics
-from segment_export.api.app import create_app
+from segment_export.app import create_app
 from segment_export.config import Settings, load_settings
 
 TOKEN = "metrics-token-0123456789abcdef"

@@ -1,5 +1,1 @@
-"""The REST API (FastAPI) and the app factory that serves it together with the web UI."""
-
-from segment_export.api.app import create_app
-
-__all__ = ["create_app"]
+"""The REST API (FastAPI routers under /api); ``segment_export.app`` serves it with the web UI."""

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from segment_export import access
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.cli.runs import exit_for, print_report, status_text
 from segment_export.db.models import Connection, Export, Run
@@ -161,7 +162,7 @@ def list_(app: AppContext) -> None:
                           f"{status_text(app, last[0].status)} "
                           f"{when(last[0].queued_at, app.language)}" if last else "-",
                           ", ".join(t(PERMISSION_LABELS.get(p, p))
-                                    for p in service.permissions(actor, e, conn)))
+                                    for p in access.permissions(actor, e, conn)))
     console.print(table if exports else app.t(N_("No exports yet: `segment-export exports "
                                                  "create`.")))
 

@@ -20,8 +20,8 @@ from segment_export.cli.context import AppContext, pass_app
 def serve_command(app: AppContext, host: str, port: int, workers: int | None,
                   with_worker: bool) -> None:
     """Start the web app and the worker together (Ctrl-C stops both)."""
-    from segment_export.api import create_app
     from segment_export.api.server import serve
+    from segment_export.app import create_app
     from segment_export.log import register_secret
     from segment_export.net import bind, is_loopback
     from segment_export.users import first_start

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import SECRET_KEY_FILE, Settings
+from segment_export.db.keyring import KeyFileSecretBox
 from segment_export.db.types import SecretBox, attach_secret_box
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -41,8 +42,6 @@ def make_engine(settings: Settings, *, url: str | None = None) -> Engine:
     keys = settings.encryption_keys  # also creates the key file on first use
     if settings.secret_key is None:
         # The key file can change under a running process (`secrets rotate`): follow it.
-        from segment_export.ops.keyring import KeyFileSecretBox
-
         attach_secret_box(engine.dialect, KeyFileSecretBox(settings.data_dir / SECRET_KEY_FILE))
     else:
         attach_secret_box(engine.dialect, SecretBox(keys))

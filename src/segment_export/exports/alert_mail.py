@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import re
 import smtplib
 import ssl
 import unicodedata
@@ -21,22 +20,7 @@ from segment_export.languages import N_
 from segment_export.log import redact, register_secret
 
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
-# Deliberately plain: an ASCII local part and a dotted domain, nothing a header could be bent
-# with (no quotes, spaces, commas, angle brackets or line breaks).
-_ADDRESS = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
-ADDRESS_MAX_LENGTH = 254
 Reason = Literal["failed", "rejections_over_threshold"]
-
-
-def check_address(address: str) -> str:
-    """``address`` trimmed and lower-cased, or ConfigurationError when it is not a plain address."""
-    value = address.strip().lower()
-    if len(value) > ADDRESS_MAX_LENGTH or not _ADDRESS.fullmatch(value):
-        raise ConfigurationError(f"Not an email address: {address!r}", field="email")
-    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from segment_export import audit, languages
+from segment_export.addresses import check_address
 from segment_export.db.models import AuditEvent, Export, RejectedRow, Run, SystemSetting, User
 from segment_export.errors import ConfigurationError, NotFoundError
 from segment_export.exports import alert_mail
@@ -22,7 +23,7 @@ from segment_export.users import Role, require_role
 
 if TYPE_CHECKING:
     from segment_export.config import Settings
-    from segment_export.exports.engine import RunDependencies
+    from segment_export.exports.dependencies import RunDependencies
 
 log = logging.getLogger(__name__)
 ALERT_SETTING = "alerts"
@@ -82,7 +83,7 @@ def list_email_addresses(session: Session) -> list[str]:
 def add_email_address(session: Session, *, actor: User, address: str) -> str:
     """Send alert emails to ``address`` too (admins only); returns it as stored."""
     require_role(actor, Role.ADMIN)
-    value = alert_mail.check_address(address)
+    value = check_address(address)
     config = _config(session)
     current = list_email_addresses(session)
     if value in current:
@@ -113,7 +114,7 @@ def admin_addresses(session: Session) -> list[str]:
     for user in session.scalars(select(User).where(
             User.role == Role.ADMIN.value, User.disabled.is_(False), User.email.is_not(None))):
         try:
-            found.append(alert_mail.check_address(user.email or ""))
+            found.append(check_address(user.email or ""))
         except ConfigurationError:
             log.warning("admin %r has a malformed email address; no alert email for them",
                         user.username)
@@ -296,7 +297,7 @@ def send_test_email(session: Session, *, actor: User, settings: Settings,
     if not email_enabled(settings) or settings.smtp_from is None:
         raise ConfigurationError("Email alerts are not set up: set SEGMENT_EXPORT_SMTP_HOST and "
                                  "SEGMENT_EXPORT_SMTP_FROM", field="smtp_host")
-    recipients = [alert_mail.check_address(a) for a in to] if to else email_recipients(session)
+    recipients = [check_address(a) for a in to] if to else email_recipients(session)
     if not recipients:
         raise ConfigurationError("Nobody receives alert emails: give an admin an email address "
                                  "or add one with `alerts email add`", field="email")

@@ -16,11 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from segment_export.access import require_manage, require_usable
 from segment_export.config import Settings
 from segment_export.db.models import Connection, Export, User
 from segment_export.errors import ConfigurationError, NotFoundError
 from segment_export.exports import service
-from segment_export.exports.connections import client_for, require_usable
+from segment_export.exports.connections import client_for
 from segment_export.exports.custom_fields import check_mapping, mapped_names, read_account_fields
 from segment_export.exports.lists import resolve_list
 from segment_export.exports.phones import DEFAULT_PHONE_REGION
@@ -94,7 +95,7 @@ def save_export(
     checks the custom fields anyway when it starts.
     """
     if export is not None:
-        service.require_manage(session, actor, export)
+        require_manage(session, actor, export)
     connection = _connection(session, actor, data.connection_id)
     same_account = export is not None and export.connection_id == connection.id
     list_id = (data.list_id or "").strip() or None

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
 from segment_export import audit, metrics
+from segment_export.access import can_use
 from segment_export.config import Settings
 from segment_export.constant_contact import (
     ConstantContactClient,
@@ -31,7 +32,6 @@ from segment_export.db.types import utcnow
 from segment_export.errors import (
     ConfigurationError,
     NotFoundError,
-    PermissionDeniedError,
     SegmentExportError,
 )
 from segment_export.languages import N_
@@ -55,15 +55,6 @@ SCOPES = ("account_read", "contact_data", "offline_access")
 def api_key_hash(client_id: str) -> str:
     """Rate limits count per API key; this names the key in shared state without revealing it."""
     return hashlib.sha256(client_id.encode()).hexdigest()
-
-
-def can_use(user: User, connection: Connection) -> bool:
-    """Admins use every connection; contributors those shared with them; viewers none."""
-    if user.disabled:
-        return False
-    if user.role == Role.ADMIN:
-        return True
-    return user.role == Role.CONTRIBUTOR and connection.shared_with_contributors
 
 
 def get_connection(session: Session, *, name_or_id: str) -> Connection:
@@ -313,19 +304,6 @@ def remove_connection(
     audit.record(session, actor=actor, action="connection.removed", target_type="connection",
                  target_id=connection.id, display_name=connection.display_name)
     session.delete(connection)
-
-
-def require_usable(actor: User, connection: Connection | None) -> Connection:
-    if connection is None:
-        raise ConfigurationError(
-            "This export is detached from its connection; attach it to a connection first")
-    if not can_use(actor, connection):
-        # Not by name: someone who may not use a connection learns nothing about it, not even
-        # the name behind an id (contributors see the names of shared connections only).
-        raise PermissionDeniedError(N_("%(user)s may not use this connection"),
-                                    values={"user": repr(actor.username)},
-                                    hint="Ask an administrator to share it with contributors.")
-    return connection
 
 
 @contextmanager

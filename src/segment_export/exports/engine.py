@@ -6,7 +6,6 @@ resumes after its last confirmed batch and sends nothing twice that Constant Con
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import socket
@@ -16,14 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-import httpx
 import numpy as np
-from sqlalchemy import CursorResult, Engine, delete, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy.orm import Session
 
 from segment_export import audit, metrics
-from segment_export.config import Settings
-from segment_export.constant_contact import ConstantContactClient, RequestHook
+from segment_export.constant_contact import ConstantContactClient
 from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch
 from segment_export.db.types import utcnow
 from segment_export.errors import (
@@ -38,6 +35,12 @@ from segment_export.exports.bodies import BodyCutter, SplitByConsent, prepare_ba
 from segment_export.exports.connections import client_for
 from segment_export.exports.custom_fields import AccountField, fields_for_run, mapped_names
 from segment_export.exports.delivery import BatchMembers, compact_members, record_uncertain
+from segment_export.exports.dependencies import (
+    RunCancelled,
+    RunDependencies,
+    RunInterrupted,
+    RunLost,
+)
 from segment_export.exports.diff import (
     Delivered,
     DiffTotals,
@@ -58,7 +61,6 @@ from segment_export.exports.suppression import (
 from segment_export.exports.validate import ValidatedMembers
 from segment_export.languages import N_, Text, error_text, joined, text
 from segment_export.log import run_context
-from segment_export.profiles import ProfileStore
 from segment_export.storage import (
     is_database_unreachable,
     is_storage_full,
@@ -67,7 +69,6 @@ from segment_export.storage import (
 )
 
 log = logging.getLogger(__name__)
-_worker_numbers = itertools.count(1)
 
 TERMINAL = frozenset({"succeeded", "succeeded_with_rejections", "failed", "cancelled", "skipped"})
 # Waiting for Constant Contact's daily quota to reset (counts["retry_at"]); the scheduler's tick
@@ -81,39 +82,6 @@ MAX_ATTEMPTS = 3
 STATE_STORE_WAIT_SECONDS = 120.0
 # The one rejection reason a run records from Constant Contact's verdicts, not from validation.
 REFUSED_BY_CONSTANT_CONTACT = "rejected_by_constant_contact"
-
-
-class RunCancelled(SegmentExportError):
-    """Someone asked the run to stop."""
-
-
-class RunInterrupted(RunCancelled):
-    """The process is stopping: the run settles what is in flight and goes back to the queue."""
-
-
-class RunLost(SegmentExportError):
-    """Another worker took the run over (this one looked dead): stop without writing."""
-
-
-@dataclass(slots=True)
-class RunDependencies:
-    """What a run needs from outside; tests and the benchmark pass their own."""
-
-    settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
-    store: ProfileStore
-    transport: httpx.BaseTransport | None = None
-    on_request: RequestHook | None = None
-    poll_interval: float = 1.0
-    # Extra ConstantContactClient arguments (tests shorten the backoff with these).
-    client_options: dict[str, Any] = field(default_factory=dict)
-    progress: Callable[[Run], None] | None = None
-    # True once the process is shutting down (SIGTERM): runs stop at their next batch boundary.
-    stopping: Callable[[], bool] | None = None
-    # host:pid:n: a process can tell a dead holder on its own host (see worker_alive).
-    worker_id: str = field(default_factory=lambda: (
-        f"{socket.gethostname()}:{os.getpid()}:{next(_worker_numbers)}"))
 
 
 @dataclass(slots=True)

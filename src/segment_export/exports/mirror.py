@@ -32,12 +32,13 @@ from segment_export.exports.delivery import (
     record_removal_unsettled,
     record_removed,
 )
+from segment_export.exports.dependencies import RunCancelled
 from segment_export.exports.diff import Delivered, fingerprints, leavers, sorted_member
 from segment_export.exports.phones import SMS_KEY_PREFIX, SMS_REGION, parse_phones
 from segment_export.exports.sending import look_up_activities
 
 if TYPE_CHECKING:
-    from segment_export.exports.engine import RunDependencies
+    from segment_export.exports.dependencies import RunDependencies
 
 log = logging.getLogger(__name__)
 # Up to this many leavers are looked up one email at a time; beyond it one contact export of
@@ -267,8 +268,6 @@ def _send_removals(deps: RunDependencies, client: ConstantContactClient, *, run_
                    check_cancel: Callable[[], None]) -> list[str]:
     """Send the removals, up to 500 contacts each, several in flight, and settle each; the
     emails of those whose activity did not complete."""
-    from segment_export.exports.engine import RunCancelled  # engine imports this module
-
     window = _RemovalWindow(deps, client, run_id=run_id, export_id=export.id)
     try:
         for start in range(0, len(pairs), MAX_CONTACT_IDS):

@@ -14,16 +14,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from segment_export import audit
+from segment_export.access import permissions
 from segment_export.db.models import Connection, Export, RejectedRow, Run, User
 from segment_export.errors import ConfigurationError, NotFoundError, PermissionDeniedError
+from segment_export.exports.dependencies import RunDependencies
 from segment_export.exports.engine import (
     ACTIVE,
     PAUSED,
     TERMINAL,
-    RunDependencies,
     execute_run,
 )
-from segment_export.exports.service import permissions
 from segment_export.languages import N_, Text, text
 
 # Spreadsheets run cells that start with these as formulas (CSV injection).

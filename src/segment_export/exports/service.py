@@ -15,14 +15,13 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from segment_export import audit
+from segment_export.access import require_manage, require_usable
 from segment_export.db.models import Connection, Export, Run, Segment, User
-from segment_export.errors import ConfigurationError, NotFoundError, PermissionDeniedError
-from segment_export.exports.connections import can_use, require_usable
+from segment_export.errors import ConfigurationError, NotFoundError
 from segment_export.exports.delivery import forget_export_state
 from segment_export.exports.mapping import validate_mapping
 from segment_export.exports.phones import DEFAULT_PHONE_REGION, check_region
 from segment_export.languages import N_
-from segment_export.users import Role
 
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 Mode = Literal["add_update", "mirror"]
@@ -49,27 +48,6 @@ class ExportSpec:
     rejected_alert_threshold: float | None = None
     # Where a phone number without its country code is (docs/sms.md); used with sms_number.
     phone_region: str = DEFAULT_PHONE_REGION
-
-
-def permissions(user: User, export: Export, connection: Connection | None) -> list[str]:
-    """What ``user`` may do with ``export`` (the *Your permissions* column)."""
-    if user.disabled:
-        return []
-    if user.role == Role.VIEWER or (connection is None and user.role != Role.ADMIN):
-        return ["view"]
-    if user.role == Role.ADMIN or (connection is not None and can_use(user, connection)):
-        return ["view", "edit", "run", "remove"]
-    return ["view"]
-
-
-def require_manage(session: Session, user: User, export: Export) -> None:
-    connection = session.get(Connection, export.connection_id) if export.connection_id else None
-    if "edit" not in permissions(user, export, connection):
-        raise PermissionDeniedError(
-            N_("%(user)s may not change the export %(export)s"),
-            values={"user": repr(user.username), "export": repr(export.name)},
-            hint="Contributors manage exports whose connection an admin shared with them.",
-        )
 
 
 def next_cron_time(cron: str, timezone: str, after: datetime) -> datetime:

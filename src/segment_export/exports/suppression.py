@@ -188,14 +188,6 @@ def load_suppressed(engine: Engine, *, connection_id: str | None) -> pa.Array:
     return pa.array(hashes, pa.string())
 
 
-def suppressed_hashes(engine: Engine) -> pa.Table:
-    """Every connection's suppressed hashes (connection_id, email_hash), for the profile store."""
-    with engine.connect() as conn:
-        rows = conn.execute(select(Suppression.connection_id, Suppression.email_hash)).all()
-    return pa.table({"connection_id": pa.array([r[0] for r in rows], pa.string()),
-                     "email_hash": pa.array([r[1] for r in rows], pa.string())})
-
-
 @dataclass(slots=True)
 class SuppressedTally:
     """How many members the filter held back, summed over the chunks."""

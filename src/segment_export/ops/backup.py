@@ -388,7 +388,7 @@ def _restore_keys(settings: Settings, manifest: dict[str, Any], saved_file: Path
     current = key_source(settings)
     if not manifest["key"]["included"]:
         return current.keys
-    from segment_export.ops.keyring import read_key_file
+    from segment_export.db.keyring import read_key_file
 
     if saved_file is None:
         raise BackupRefused("is missing from the backup", member=KEYS, reason="missing")

@@ -14,10 +14,10 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine
 
 from segment_export.config import SECRET_KEY_FILE, Settings
+from segment_export.db.keyring import read_key_file
 from segment_export.db.models import Base
 from segment_export.db.types import EncryptedString
 from segment_export.errors import ConfigurationError
-from segment_export.ops.keyring import read_key_file
 
 log = logging.getLogger(__name__)
 

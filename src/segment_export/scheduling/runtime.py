@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import Settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
-from segment_export.exports.engine import RunDependencies
+from segment_export.exports.dependencies import RunDependencies
 from segment_export.profiles import ProfileStore
 from segment_export.profiles.engines import open_profile_store
 

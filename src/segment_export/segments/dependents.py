@@ -3,7 +3,7 @@
 A segment's definition decides what every export that sends it delivers (and, in mirror mode,
 which contacts it removes). So changing or deleting a segment is changing those exports: a
 user may do it only if they may edit every one of them. Admins may edit every export;
-contributors those on connections shared with them (``exports.service.permissions``).
+contributors those on connections shared with them (``access.permissions``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from segment_export.access import permissions
 from segment_export.db.models import Connection, Export, Segment, User
 from segment_export.errors import PermissionDeniedError
-from segment_export.exports.service import permissions
 from segment_export.languages import N_
 from segment_export.users import Role, require_role
 

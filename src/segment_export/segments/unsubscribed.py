@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Engine
+import pyarrow as pa
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from sqlglot import exp
 
+from segment_export.db.models import Suppression
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.profiles.store import ProfileStore
 from segment_export.segments.rules import Condition, parse_rule
@@ -63,13 +65,19 @@ def uses_field(rules: Iterable[Any]) -> bool:
     return False
 
 
+def suppressed_hashes(engine: Engine) -> pa.Table:
+    """Every connection's suppressed hashes (connection_id, email_hash), for the profile store."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Suppression.connection_id, Suppression.email_hash)).all()
+    return pa.table({"connection_id": pa.array([r[0] for r in rows], pa.string()),
+                     "email_hash": pa.array([r[1] for r in rows], pa.string())})
+
+
 def publish(store: ProfileStore, engine: Engine) -> int:
     """Copy every connection's suppression set into the profile store; returns its size.
 
     A store that cannot hold it (Spark, for now) raises ConfigurationError saying so.
     """
-    from segment_export.exports.suppression import suppressed_hashes
-
     table = suppressed_hashes(engine)
     store.replace_suppressions(table)
     return int(table.num_rows)

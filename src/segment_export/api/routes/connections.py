@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, Field, SecretStr
 
+from segment_export import access
 from segment_export.api.deps import AdminUser, CurrentUser, Db, Services
 from segment_export.api.errors import PROBLEM_RESPONSES
 from segment_export.api.oauth import API_CALLBACK_PATH, finish_callback
@@ -216,7 +217,7 @@ def lists(connection_id: ObjectId, db: Db, services: Services,
           user: CurrentUser) -> list[ContactListPublic]:
     """The Constant Contact lists of the connection's account (for the list picker)."""
     require_role(user, Role.ADMIN, Role.CONTRIBUTOR)
-    conn = service.require_usable(user, service.get_connection(db, name_or_id=connection_id))
+    conn = access.require_usable(user, service.get_connection(db, name_or_id=connection_id))
     return [ContactListPublic(list_id=c.list_id, name=c.name,
                               membership_count=c.membership_count)
             for c in account_lists(conn, settings=services.settings,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy.orm import Session
 
+from segment_export import access
 from segment_export.api.deps import CurrentUser, Db, EditorUser, Services
 from segment_export.api.errors import PROBLEM_RESPONSES
 from segment_export.api.routes.runs import RunPublic, run_public
@@ -146,7 +147,7 @@ def export_public(db: Session, export: Export, user: User) -> ExportPublic:
         rejected_alert_threshold=export.rejected_alert_threshold,
         next_run_at=export.next_run_at, created_at=export.created_at,
         updated_at=export.updated_at,
-        permissions=service.permissions(user, export, connection),
+        permissions=access.permissions(user, export, connection),
         last_run=run_public(db, last[0], export) if last else None)
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from segment_export import access
 from segment_export.api.deps import CurrentUser, Db, EditorUser, Services
 from segment_export.api.state import AppServices
 from segment_export.api.types import ObjectId
@@ -17,7 +18,7 @@ from segment_export.db.models import AuditEvent, Connection, Export, Run, User
 from segment_export.errors import ConfigurationError, DataError, NotFoundError, SegmentExportError
 from segment_export.exports import configuration, service
 from segment_export.exports.configuration import ExportCreate, ExportUpdate
-from segment_export.exports.connections import can_use, usable_connections
+from segment_export.exports.connections import usable_connections
 from segment_export.exports.lists import account_lists
 from segment_export.exports.mapping import FIELDS
 from segment_export.exports.run_all import SKIP_LABELS, run_all
@@ -179,7 +180,7 @@ def _rows(db: Session, user: User, exports: list[Export]) -> list[dict[str, Any]
         last = list_runs(db, export=export, limit=1)
         rows.append({"export": export, "connection": connection,
                      "last": last[0] if last else None,
-                     "permissions": service.permissions(user, export, connection)})
+                     "permissions": access.permissions(user, export, connection)})
     return rows
 
 
@@ -280,10 +281,10 @@ def export_page(request: Request, export_id: ObjectId, db: Db, user: CurrentUser
     connection = db.get(Connection, export.connection_id) if export.connection_id else None
     runs = list_runs(db, export=export, limit=30)
     return render(request, "exports/detail.html", export=export, connection=connection,
-                  permissions=service.permissions(user, export, connection), runs=runs,
+                  permissions=access.permissions(user, export, connection), runs=runs,
                   chart=runs_chart(runs, language=language_of(request)), schedules=SCHEDULES,
                   segments=[s for s in list_segments(db) if s.id in export.segment_ids],
-                  show_connection=connection is not None and can_use(user, connection))
+                  show_connection=connection is not None and access.can_use(user, connection))
 
 
 @router.get("/{export_id}/edit")
@@ -291,7 +292,7 @@ def edit_export(request: Request, export_id: ObjectId, db: Db, services: Service
                 user: EditorUser) -> Response:
     """The destination form, filled in."""
     export = service.get_export(db, name_or_id=export_id)
-    service.require_manage(db, user, export)
+    access.require_manage(db, user, export)
     return _form_page(request, db, services, user, ExportForm.of(export), export=export)
 
 
@@ -300,7 +301,7 @@ def save_export(request: Request, export_id: ObjectId, db: Db, services: Service
                 user: EditorUser, form: ExportFormData) -> Response:
     """Save changes to an export."""
     export = service.get_export(db, name_or_id=export_id)
-    service.require_manage(db, user, export)
+    access.require_manage(db, user, export)
     try:
         _save(db, services, user, form, export)
     except (ConfigurationError, DataError) as exc:
@@ -346,7 +347,7 @@ def duplicate(request: Request, export_id: ObjectId, db: Db, user: EditorUser) -
 def confirm_remove(request: Request, export_id: ObjectId, db: Db, user: EditorUser) -> Response:
     """Ask before removing an export."""
     export = service.get_export(db, name_or_id=export_id)
-    service.require_manage(db, user, export)
+    access.require_manage(db, user, export)
     return render(request, "confirm.html", title=N_("Remove export"), subject=export.name,
                   message=N_("The export stops for good and what was stored for it (runs, "
                              "reports, delivery state) is purged. The Constant Contact list "

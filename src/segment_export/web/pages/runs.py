@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.responses import Response
 
+from segment_export.access import permissions
 from segment_export.api.deps import CurrentUser, Db, Services
 from segment_export.api.routes.runs import rejected_chunks, run_report
 from segment_export.api.types import ObjectId
@@ -13,7 +14,6 @@ from segment_export.db.models import Connection, Export
 from segment_export.exports import runs as service
 from segment_export.exports.engine import TERMINAL
 from segment_export.exports.runs import COUNT_LABELS
-from segment_export.exports.service import permissions
 from segment_export.exports.validate import REASONS
 from segment_export.languages import N_
 from segment_export.web.pages.exports import runs_chart

@@ -1,5 +1,5 @@
-"""The application factory: REST API under /api, the web UI beside it, and optionally the
-in-process worker."""
+"""The application factory, on top of both front ends: the REST API under /api, the web UI
+beside it, and optionally the in-process worker."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from segment_export import __version__, metrics
+from segment_export import __version__, metrics, web
 from segment_export.api.errors import Problem, install_error_handlers
 from segment_export.api.routes import (
     audit,
@@ -124,8 +124,6 @@ def create_app(
     ``start_worker`` runs the queue's consumer in this process while the app is up (``serve``);
     otherwise runs wait for a separate ``segment-export worker``.
     """
-    from segment_export import web
-
     runtime = runtime or Runtime(settings)
     queue = queue or TaskQueue(runtime)
     services = AppServices(settings=settings, runtime=runtime, queue=queue,
