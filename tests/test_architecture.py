@@ -22,4 +22,4 @@ def test_the_import_contracts_are_kept() -> None:
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
     kept = done.stdout.count(" KEPT")
-    assert kept >= 2, done.stdout
+    assert kept >= 4, done.stdout  # the client, the emulator, the layers, no cycles
