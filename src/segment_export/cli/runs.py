@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
-from segment_export.db.models import Export, Run, RunBatch
+from segment_export.db.models import Export, Run
 from segment_export.exports import runs as service
 from segment_export.exports.engine import PAUSED
 from segment_export.exports.runs import COUNT_LABELS
@@ -32,8 +32,7 @@ def print_report(app: AppContext, run_id: str) -> None:
     with app.sessions() as session:
         run = service.get_run(session, run_id=run_id)
         export = session.get(Export, run.export_id)
-        batches = session.query(RunBatch).filter(RunBatch.run_id == run.id).order_by(
-            RunBatch.kind, RunBatch.seq).all()
+        batches = service.run_details(session, run).batches
     t, number = app.t, app.number
     colour = {"succeeded": "green", "succeeded_with_rejections": "yellow",
               "skipped": "yellow", "paused": "yellow"}.get(run.status, "red")

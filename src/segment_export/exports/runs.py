@@ -7,15 +7,16 @@ import io
 import time
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from segment_export import audit
 from segment_export.access import permissions
-from segment_export.db.models import Connection, Export, RejectedRow, Run, User
+from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch, User
 from segment_export.errors import ConfigurationError, NotFoundError, PermissionDeniedError
 from segment_export.exports.dependencies import RunDependencies
 from segment_export.exports.engine import (
@@ -171,6 +172,29 @@ def list_runs(session: Session, *, export: Export | None = None, limit: int = 50
     if export is not None:
         stmt = stmt.where(Run.export_id == export.id)
     return list(session.scalars(stmt))
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetails:
+    """What a run's report shows beyond the run itself: its Constant Contact activities, and
+    its rejected rows counted by reason with the first few of them."""
+
+    batches: list[RunBatch]
+    rejected_by_reason: dict[str, int]
+    rejected_sample: list[RejectedRow]
+
+
+def run_details(session: Session, run: Run, *, sample: int = 0) -> RunDetails:
+    """The report's activities (imports first, in the order sent) and rejections; ``sample``:
+    how many rejected rows to include."""
+    batches = session.scalars(select(RunBatch).where(RunBatch.run_id == run.id)
+                              .order_by(RunBatch.kind, RunBatch.seq)).all()
+    reasons = session.execute(select(RejectedRow.reason, func.count()).where(
+        RejectedRow.run_id == run.id).group_by(RejectedRow.reason)).all()
+    rows = session.scalars(select(RejectedRow).where(RejectedRow.run_id == run.id)
+                           .order_by(RejectedRow.id).limit(sample)).all() if sample else []
+    return RunDetails(list(batches), {str(reason): int(count) for reason, count in reasons},
+                      list(rows))
 
 
 def _ignored_before_a_formula(char: str) -> bool:

@@ -9,13 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.api.deps import CurrentUser, Db, Services
 from segment_export.api.errors import PROBLEM_RESPONSES
 from segment_export.api.types import ObjectId, Word
-from segment_export.db.models import Export, RejectedRow, Run, RunBatch, User
+from segment_export.db.models import Export, Run, User
 from segment_export.exports import runs as service
 from segment_export.exports.engine import TERMINAL
 from segment_export.exports.service import get_export
@@ -107,20 +106,16 @@ def run_public(db: Session, run: Run, export: Export | None = None) -> RunPublic
 
 def run_report(db: Session, run: Run) -> RunReport:
     """Everything the run page shows: counts, activities and the rejected rows by reason."""
-    batches = db.scalars(select(RunBatch).where(RunBatch.run_id == run.id)
-                         .order_by(RunBatch.kind, RunBatch.seq)).all()
-    reasons = db.execute(select(RejectedRow.reason, func.count()).where(
-        RejectedRow.run_id == run.id).group_by(RejectedRow.reason)).all()
-    sample = db.scalars(select(RejectedRow).where(RejectedRow.run_id == run.id)
-                        .order_by(RejectedRow.id).limit(REJECTED_SAMPLE)).all()
+    details = service.run_details(db, run, sample=REJECTED_SAMPLE)
     return RunReport(
         run=run_public(db, run),
         activities=[Activity(seq=b.seq, kind=b.kind, activity_id=b.activity_id, state=b.state,
                              contacts=b.contacts, counts=dict(b.counts), errors=list(b.errors),
-                             confirmed_at=b.confirmed_at) for b in batches],
-        rejected_by_reason={str(reason): int(count) for reason, count in reasons},
+                             confirmed_at=b.confirmed_at) for b in details.batches],
+        rejected_by_reason=details.rejected_by_reason,
         rejected_sample=[RejectedRowPublic(customer_id=r.customer_id, email=r.email,
-                                           reason=r.reason, detail=r.detail) for r in sample])
+                                           reason=r.reason, detail=r.detail)
+                         for r in details.rejected_sample])
 
 
 @router.get("")
@@ -157,10 +152,14 @@ def report(run_id: ObjectId, db: Db, _user: CurrentUser) -> RunReport:
 def rejected_csv(run_id: ObjectId, db: Db, services: Services,
                  _user: CurrentUser) -> StreamingResponse:
     """Every rejected row with its reason, as CSV that is safe to open in a spreadsheet."""
-    found = service.get_run(db, run_id=run_id)
+    return rejected_csv_download(services.runtime.sessions, service.get_run(db, run_id=run_id))
+
+
+def rejected_csv_download(sessions: sessionmaker[Session], run: Run) -> StreamingResponse:
+    """A run's rejected rows as a CSV download (the API's and the run page's link)."""
     return StreamingResponse(
-        rejected_chunks(services.runtime.sessions, found.id), media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="rejected-{found.id}.csv"'})
+        rejected_chunks(sessions, run.id), media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="rejected-{run.id}.csv"'})
 
 
 def rejected_chunks(sessions: sessionmaker[Session], run_id: str) -> Iterator[str]:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from segment_export.access import permissions
 from segment_export.api.deps import CurrentUser, Db, Services
-from segment_export.api.routes.runs import rejected_chunks, run_report
+from segment_export.api.routes.runs import rejected_csv_download, run_report
 from segment_export.api.types import ObjectId
 from segment_export.db.models import Connection, Export
 from segment_export.exports import runs as service
@@ -51,7 +51,4 @@ def cancel(request: Request, run_id: ObjectId, db: Db, user: CurrentUser) -> Res
 def rejected_csv(run_id: ObjectId, db: Db, services: Services,
                  _user: CurrentUser) -> StreamingResponse:
     """Download every rejected row with its reason (formula-safe CSV)."""
-    run = service.get_run(db, run_id=run_id)
-    return StreamingResponse(
-        rejected_chunks(services.runtime.sessions, run.id), media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="rejected-{run.id}.csv"'})
+    return rejected_csv_download(services.runtime.sessions, service.get_run(db, run_id=run_id))
