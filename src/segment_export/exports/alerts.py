@@ -201,7 +201,8 @@ def alert_on_finish(deps: RunDependencies, run: Run) -> None:
         payload = {"event": f"run.{reason}", "run_id": run.id, "export": export.name,
                    "status": run.status, "message": run.message, "counts": run.counts}
         try:
-            httpx.post(url, json=payload, timeout=10).raise_for_status()
+            with httpx.Client(transport=deps.webhook_transport, timeout=10) as client:
+                client.post(url, json=payload).raise_for_status()
         except httpx.HTTPError as exc:
             log.warning("alert webhook %s failed: %s", url, exc)
     if recipients:

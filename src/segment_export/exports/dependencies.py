@@ -46,6 +46,8 @@ class RunDependencies:
     store: ProfileStore
     transport: httpx.BaseTransport | None = None
     on_request: RequestHook | None = None
+    # How alert webhooks are posted (None: over the network, as httpx does by default).
+    webhook_transport: httpx.BaseTransport | None = None
     poll_interval: float = 1.0
     # Extra ConstantContactClient arguments (tests shorten the backoff with these).
     client_options: dict[str, Any] = field(default_factory=dict)
