@@ -638,7 +638,7 @@ def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
     with DuckDBProfileStore(settings.profiles_path) as store:
         store.import_table(table, id_column="customer_id")
         print(f"imported into DuckDB in {time.perf_counter() - t:.1f} s")
-        with sessions() as session:
+        with sessions.begin() as session:
             segment = create_segment(session, store, name="nearly everyone", rule={
                 "all": [{"field": "lifetime_value", "op": "ge", "value": 0}]})
             print(f"segment {segment.name!r}: {segment.size:,} members")

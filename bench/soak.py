@@ -294,7 +294,7 @@ def deployment(options: Options, profiles: Profiles, workdir: Path) -> Iterator[
             store.import_table(profiles.table(), id_column="customer_id")
             segment_ids = {}
             for segment in SEGMENTS:
-                with sessions() as session:
+                with sessions.begin() as session:
                     segment_ids[segment.name] = create_segment(
                         session, store, name=segment.name, expression=segment.expression).id
             exports = {}

@@ -171,7 +171,7 @@ def _connect(env: dict[str, str], list_id: str, control: Any) -> None:
     engine = make_engine(settings)
     upgrade_database(engine)
     sessions = make_session_factory(engine)
-    with DuckDBProfileStore(settings.profiles_path) as store, sessions() as session:
+    with DuckDBProfileStore(settings.profiles_path) as store, sessions.begin() as session:
         segment = create_segment(session, store, name="part 0", active=False,
                                  rule={"field": PART, "op": "eq", "value": 0})
         segment_id = segment.id

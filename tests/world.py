@@ -51,7 +51,7 @@ class World:
         self.store.import_table(pa.Table.from_pylist(rows), id_column="customer_id")
 
     def segment(self, name: str, expression: str) -> str:
-        with self.sessions() as session:
+        with self.sessions.begin() as session:
             return create_segment(session, self.store, name=name, expression=expression).id
 
     def export(self, name: str, segment_ids: list[str], **spec: Any) -> Export:

@@ -145,7 +145,7 @@ def run_demo(
                 consent_field = None
             with sessions.begin() as session:
                 admin = ensure_admin(session)
-            with sessions() as session:
+            with sessions.begin() as session:
                 segment = create_segment(session, store, name="Demo customers",
                                          rule=segment_rule)
                 say(text(N_("Segment %(name)s: %(count)s members."), name=repr(segment.name),

@@ -168,7 +168,7 @@ class AppWorld:
                 redirect_uri=self.url + "/admin/connections/callback")
 
     def segment(self, expression: str = "country = 'DE'") -> Segment:
-        with self.runtime.sessions() as db:
+        with self.runtime.sessions.begin() as db:
             return create_segment(db, self.runtime.store, name=f"Seg {secrets.token_hex(4)}",
                                   expression=expression)
 

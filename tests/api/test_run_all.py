@@ -42,7 +42,7 @@ class Site:
                                               id_column="customer_id")
 
     def segment(self, name: str, expression: str) -> str:
-        with self.world.runtime.sessions() as db:
+        with self.world.runtime.sessions.begin() as db:
             return create_segment(db, self.world.runtime.store, name=name,
                                   expression=expression).id
 

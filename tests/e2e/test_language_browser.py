@@ -29,7 +29,7 @@ def test_malay_pages_then_english_after_the_setting_changes(browser: Any, site: 
         control=site.emulator.control, actor=world.users["admin"], display_name="Kedai Roti",
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
         redirect_uri=world.url + "/admin/connections/callback", shared_with_contributors=True)
-    with world.runtime.sessions() as db:
+    with world.runtime.sessions.begin() as db:
         segment = create_segment(db, world.runtime.store, name="Jerman",
                                  expression="country = 'DE'").id
     with world.runtime.sessions.begin() as db:

@@ -81,7 +81,7 @@ def test_no_english_is_left_on_the_malay_pages(browser: Any, site: Site) -> None
         control=site.emulator.control, actor=world.users["admin"], display_name="Kedai Kek",
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
         redirect_uri=world.url + "/admin/connections/callback", shared_with_contributors=True)
-    with world.runtime.sessions() as db:
+    with world.runtime.sessions.begin() as db:
         segment = create_segment(db, world.runtime.store, name="Pelanggan Jerman",
                                  expression="country = 'DE'").id
     with world.runtime.sessions.begin() as db:

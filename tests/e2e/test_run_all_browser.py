@@ -27,7 +27,7 @@ def test_run_all_shows_what_it_queued_and_skipped(browser: Any, site: Site) -> N
         control=site.emulator.control, actor=admin, display_name="Browser Bakery",
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
         redirect_uri=world.url + "/admin/connections/callback", shared_with_contributors=True)
-    with world.runtime.sessions() as db:
+    with world.runtime.sessions.begin() as db:
         segment = create_segment(db, world.runtime.store, name="Austria",
                                  expression="country = 'AT'").id
     for name, enabled in (("AT newsletter", True), ("AT archive", False)):

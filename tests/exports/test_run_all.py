@@ -66,7 +66,7 @@ def test_queues_what_may_run_and_says_why_the_rest_is_skipped(any_world: World) 
     de = world.segment("Germany", "country = 'DE'")
     fr = world.segment("France", "country = 'FR'")
     only_skipped = world.segment("Austria", "country = 'AT'")
-    with world.sessions() as db:
+    with world.sessions.begin() as db:
         frozen = create_segment(db, world.store, name="Frozen", expression="country = 'DE'",
                                 active=False).id
     ready = world.export("a ready", [de])

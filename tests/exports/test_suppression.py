@@ -214,7 +214,7 @@ def _rule_members(world: World, store: object, value: bool) -> set[str]:
 
     rule = {"all": [{"field": "country", "op": "eq", "value": "DE"},
                     {"field": "unsubscribed_in_constant_contact", "op": "eq", "value": value}]}
-    with world.sessions() as session:
+    with world.sessions.begin() as session:
         segment = create_segment(session, store, name=f"unsub {value}", rule=rule)  # type: ignore[arg-type]
         preview = preview_segment(session, store, name_or_id=segment.id, limit=100)  # type: ignore[arg-type]
         assert segment.size == preview.count

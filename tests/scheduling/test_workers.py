@@ -121,7 +121,7 @@ def _prepare_exports(cluster: Cluster) -> list[Export]:
     cluster.store.import_table(pa.Table.from_pylist(rows), id_column="customer_id")
     exports = []
     for g in range(EXPORTS):
-        with cluster.sessions() as session:
+        with cluster.sessions.begin() as session:
             segment_id = create_segment(session, cluster.store, name=f"group {g}",
                                         expression=f"grp = {g}").id
         with cluster.sessions.begin() as session:

@@ -161,6 +161,25 @@ def test_delete_drops_membership_and_history(session: Session, loaded: DuckDBPro
         get_segment(session, name_or_id="gone")
 
 
+def test_the_caller_owns_the_unit_of_work(sessions: sessionmaker[Session],
+                                         loaded: DuckDBProfileStore) -> None:
+    """The services write but do not commit: what a caller rolls back was never saved, and
+    what it commits is seen by everyone else."""
+    with sessions() as session:
+        create_segment(session, loaded, name="abandoned", rule=GERMANS, now=NOW)
+        session.rollback()
+    with sessions.begin() as session:
+        kept = create_segment(session, loaded, name="kept", rule=GERMANS, now=NOW)
+    with sessions() as other:
+        assert [s.name for s in list_segments(other)] == ["kept"]
+        assert size_history(other, segment_id=kept.id)[0].size == kept.size
+    with sessions() as session:
+        delete_segment(session, loaded, name_or_id="kept")
+        session.rollback()
+    with sessions() as other:
+        assert get_segment(other, name_or_id="kept").id == kept.id
+
+
 def test_delete_refused_while_an_export_uses_it(
     session: Session, loaded: DuckDBProfileStore
 ) -> None:

@@ -259,7 +259,7 @@ def test_users_and_tokens_pages(web_site: WebSite) -> None:
 
 def test_names_are_escaped(web_site: WebSite) -> None:
     world = web_site.world
-    with world.runtime.sessions() as db:
+    with world.runtime.sessions.begin() as db:
         from segment_export.segments.service import create_segment
 
         create_segment(db, world.runtime.store, name="<script>alert(1)</script>",

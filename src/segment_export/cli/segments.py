@@ -109,6 +109,7 @@ def create_command(
             session, store, name=name, rule=rule, expression=expression,
             description=description, active=not inactive, actor=app.actor(session),
         )
+        session.commit()
         size = (app.t(N_("not refreshed (inactive)")) if segment.size is None
                 else app.t(N_("%(count)s members"), count=app.number(segment.size)))
         click.echo(app.t(N_("Created segment %(name)s (%(id)s): %(size)s."),
@@ -148,6 +149,7 @@ def edit_command(
             session, store, name_or_id=found.id, name=new_name, rule=rule,
             expression=expression, description=description, active=active, actor=actor,
         )
+        session.commit()
         size = ("—" if segment.size is None
                 else app.t(N_("%(count)s members"), count=app.number(segment.size)))
         click.echo(app.t(N_("Updated segment %(name)s: %(size)s."), name=repr(segment.name),
@@ -230,6 +232,7 @@ def delete_command(app: AppContext, name: str, yes: bool) -> None:
         if not yes:
             click.confirm(app.t(N_("Delete segment %(name)s?"), name=repr(seg.name)), abort=True)
         delete_segment(session, store, name_or_id=seg.id, actor=actor)
+        session.commit()
     click.echo(app.t(N_("Deleted segment %(name)s."), name=repr(seg.name)))
 
 

@@ -116,9 +116,10 @@ def _refresh_and_queue(session: Session, *, actor: User, store: ProfileStore,
             raise ConfigurationError(
                 "No profiles have been imported yet, so no segment can be refreshed",
                 hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.")
-        for segment in segments:  # each commits its membership, size and history point
+        for segment in segments:
             result.refreshed.append(
                 refresh_segment(session, store, segment=segment, now=now, schema=schema))
+            session.commit()  # its membership is in the store already: keep its size with it
     failed = {r.segment_id: r for r in result.refreshed if not r.ok}
 
     for export in candidates:

@@ -83,7 +83,7 @@ def refresh_segment(
     segment.size = size
     segment.refreshed_at = now
     session.add(SegmentSize(segment_id=segment.id, refreshed_at=now, size=size))
-    session.commit()
+    session.flush()
     seconds = time.perf_counter() - started
     log.info("Segment %r refreshed: %d members in %.3f s", segment.name, size, seconds)
     return RefreshResult(segment.id, segment.name, size, now, seconds)
@@ -111,8 +111,11 @@ def refresh_segments(
         # Every other segment still refreshes; those testing the field report the error.
         log.warning("suppression set not copied to the profile store: %s", exc.message)
         published = False
-    return [
-        refresh_segment(session, store, segment=segment, now=now, schema=schema,
-                        suppressions_published=published)
-        for segment in segments
-    ]
+    results = []
+    for segment in segments:
+        results.append(refresh_segment(session, store, segment=segment, now=now, schema=schema,
+                                       suppressions_published=published))
+        # Each segment's refresh is kept on its own: the memberships are already in the
+        # profile store, and a later segment's failure must not undo an earlier one's size.
+        session.commit()
+    return results

@@ -1,4 +1,7 @@
-"""Segment services: create, edit, list, show, delete and preview, over the state store."""
+"""Segment services: create, edit, list, show, delete and preview, over the state store.
+
+The caller owns the unit of work: these flush, and the API route, the page or the command
+commits (or, on an error, rolls back)."""
 
 from __future__ import annotations
 
@@ -91,9 +94,11 @@ def _name_taken(session: Session, name: str, *, other_than: str | None = None) -
                         values={"name": repr(name)}, field="name")
 
 
-def _commit(session: Session, name: str) -> None:
+def _flush(session: Session, name: str) -> None:
+    """Write the change so far (the caller commits); a name taken meanwhile is the same error
+    as one taken before (and leaves the caller's unit of work rolled back)."""
     try:
-        session.commit()
+        session.flush()
     except IntegrityError as exc:
         session.rollback()
         raise DataError(N_("A segment named %(name)s already exists"),
@@ -133,7 +138,7 @@ def create_segment(
     session.add(segment)
     audit.record(session, actor=actor, action="segment.create", target_type="segment",
                  target_id=segment.id, name=name, active=active)
-    _commit(session, name)
+    _flush(session, name)
     if active:
         refresh_segment(session, store, segment=segment, now=now)
     return segment
@@ -184,7 +189,7 @@ def update_segment(
                                                "expression": expression,
                                                "description": description,
                                                "active": active}.items() if v is not None))
-    _commit(session, segment.name)
+    _flush(session, segment.name)
     if changed and segment.active:
         refresh_segment(session, store, segment=segment, now=now)
     return segment
@@ -214,7 +219,7 @@ def delete_segment(
     audit.record(session, actor=actor, action="segment.delete", target_type="segment",
                  target_id=segment.id, name=segment.name)
     session.delete(segment)
-    session.commit()
+    session.flush()
 
 
 def list_segments(session: Session, *, active: bool | None = None) -> list[Segment]:

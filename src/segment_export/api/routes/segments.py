@@ -144,9 +144,11 @@ def segments(db: Db, user: EditorUser) -> list[SegmentPublic]:
 def add_segment(body: SegmentCreate, db: Db, services: Services,
                 user: EditorUser) -> SegmentPublic:
     """Create a segment from a rule or an expression; an active one is evaluated at once."""
-    return _one(db, service.create_segment(
+    created = service.create_segment(
         db, services.runtime.store, name=body.name, rule=body.rule, expression=body.expression,
-        description=body.description, active=body.active, actor=user), user)
+        description=body.description, active=body.active, actor=user)
+    db.commit()
+    return _one(db, created, user)
 
 
 @router.post("/segments/preview")
@@ -169,16 +171,19 @@ def segment(segment_id: ObjectId, db: Db, user: EditorUser) -> SegmentPublic:
 def edit_segment(segment_id: ObjectId, body: SegmentUpdate, db: Db, services: Services,
                  user: EditorUser) -> SegmentPublic:
     """Change a segment (needs the right to edit every export that sends it)."""
-    return _one(db, service.update_segment(
+    updated = service.update_segment(
         db, services.runtime.store, name_or_id=segment_id, name=body.name, rule=body.rule,
         expression=body.expression, description=body.description, active=body.active,
-        actor=user), user)
+        actor=user)
+    db.commit()
+    return _one(db, updated, user)
 
 
 @router.delete("/segments/{segment_id}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_segment(segment_id: ObjectId, db: Db, services: Services, user: EditorUser) -> None:
     """Delete a segment (refused while an export sends it, 403 for those who may not edit one)."""
     service.delete_segment(db, services.runtime.store, name_or_id=segment_id, actor=user)
+    db.commit()
 
 
 @router.get("/segments/{segment_id}/history")

@@ -145,6 +145,7 @@ def create_segment(request: Request, db: Db, services: Services, user: EditorUse
         segment = service.create_segment(db, store, name=form.name, rule=rule,
                                          expression=expression, description=form.description,
                                          active=form.active, actor=user)
+        db.commit()
     except (ConfigurationError, DataError) as exc:
         db.rollback()
         return _page(request, services, form=form, status=422, error=exc)
@@ -201,6 +202,7 @@ def save_segment(request: Request, segment_id: ObjectId, db: Db, services: Servi
         updated = service.update_segment(
             db, store, name_or_id=found.id, name=form.name, rule=rule, expression=expression,
             description=form.description, active=form.active, actor=user)
+        db.commit()
     except (ConfigurationError, DataError) as exc:
         db.rollback()
         return _page(request, services, form=form, segment=found, status=422, error=exc,
@@ -225,5 +227,6 @@ def delete(request: Request, segment_id: ObjectId, db: Db, services: Services,
     """Delete a segment (refused while an export sends it)."""
     found = service.get_segment(db, name_or_id=segment_id)
     service.delete_segment(db, services.runtime.store, name_or_id=found.id, actor=user)
+    db.commit()
     return redirect("/data/segments", notice=translate(
         request, N_("Deleted the segment '%(name)s'."), name=found.name))
