@@ -72,9 +72,9 @@ def child(phase: str) -> None:
         sys.meta_path.insert(0, _WithoutPandas())
     from segment_export.config import load_settings
     from segment_export.db import make_engine, make_session_factory
+    from segment_export.definitions.exports import get_export
     from segment_export.exports.dependencies import RunDependencies
     from segment_export.exports.runs import request_run, run_to_completion
-    from segment_export.exports.service import get_export
     from segment_export.profiles import DuckDBProfileStore
     from segment_export.users import ensure_admin
 
@@ -624,8 +624,8 @@ def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
     os.environ.update({k: v for k, v in env.items() if k.startswith("SEGMENT_EXPORT_")})
     from segment_export.config import load_settings
     from segment_export.db import make_engine, make_session_factory, upgrade_database
+    from segment_export.definitions.exports import ExportSpec, create_export
     from segment_export.demo import connect_sandbox
-    from segment_export.exports.service import ExportSpec, create_export
     from segment_export.profiles import DuckDBProfileStore
     from segment_export.segments.service import create_segment
     from segment_export.users import ensure_admin

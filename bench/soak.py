@@ -51,11 +51,11 @@ from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from segment_export.db.models import Export, Run
 from segment_export.db.types import utcnow
+from segment_export.definitions import connections
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
-from segment_export.exports import connections
 from segment_export.exports.engine import ACTIVE, TERMINAL
 from segment_export.exports.runs import request_run
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.log import RedactingFilter
 from segment_export.profiles.engines import open_profile_store
 from segment_export.scheduling.queue import TaskQueue

@@ -161,8 +161,8 @@ def _connect(env: dict[str, str], list_id: str, control: Any) -> None:
     os.environ.update({k: v for k, v in env.items() if k.startswith("SEGMENT_EXPORT_")})
     from segment_export.config import load_settings
     from segment_export.db import make_engine, make_session_factory, upgrade_database
+    from segment_export.definitions.exports import ExportSpec, create_export
     from segment_export.demo import connect_sandbox
-    from segment_export.exports.service import ExportSpec, create_export
     from segment_export.profiles import DuckDBProfileStore
     from segment_export.segments.service import create_segment
     from segment_export.users import ensure_admin

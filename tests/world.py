@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import Settings
 from segment_export.db.models import Connection, Export, User
+from segment_export.definitions import connections
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.emulator.client import EmulatorControl
-from segment_export.exports import connections
 from segment_export.exports.dependencies import RunDependencies
 from segment_export.exports.runs import request_run, run_to_completion
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.profiles import DuckDBProfileStore
 from segment_export.segments.service import create_segment
 from segment_export.users import ensure_admin

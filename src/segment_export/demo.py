@@ -15,13 +15,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from segment_export.config import Settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from segment_export.db.models import Connection, Run, User
+from segment_export.definitions import connections
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.emulator.client import EmulatorControl
 from segment_export.errors import DataError
-from segment_export.exports import connections
 from segment_export.exports.dependencies import RunDependencies
 from segment_export.exports.runs import request_run, run_to_completion
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.languages import N_, Text, text
 from segment_export.profiles import DuckDBProfileStore, generate_profiles
 from segment_export.segments.service import create_segment

@@ -21,8 +21,8 @@ from segment_export.app import create_app
 from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, upgrade_database
 from segment_export.db.models import Connection, Export, Run, Segment, User
-from segment_export.exports.connections import create_connection
-from segment_export.exports.service import ExportSpec, create_export
+from segment_export.definitions.connections import create_connection
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.profiles import DuckDBProfileStore, generate_profiles
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime

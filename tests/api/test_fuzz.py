@@ -48,9 +48,9 @@ from sqlalchemy import select
 from segment_export.db import make_engine, upgrade_database
 from segment_export.db.models import ApiToken, Connection, RejectedRow, Run, RunBatch, User
 from segment_export.db.types import utcnow
+from segment_export.definitions.connections import start_authorization
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.emulator import EmulatorConfig, EmulatorServer
-from segment_export.exports.connections import start_authorization
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.users import Role, create_api_token, create_user
 from tests.api.harness import PASSWORDS, AppWorld, app_world, make_settings
 from tests.api.test_permissions import EXPECTATIONS

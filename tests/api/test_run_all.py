@@ -17,11 +17,11 @@ import pyarrow as pa
 import pytest
 
 from segment_export.db.models import Connection, Export, Run
+from segment_export.definitions import connections
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
 from segment_export.emulator import EmulatorConfig, EmulatorServer
-from segment_export.exports import connections
 from segment_export.exports.engine import TERMINAL
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.segments.service import create_segment
 from tests.api.harness import AppWorld, app_world, make_settings
 from tests.services import REDIS_URL, port_open, require

@@ -154,7 +154,7 @@ def test_reference_flow(browser: Any, site: Site) -> None:
     expect(viewer.get_by_role("heading", name="Forbidden")).to_be_visible()
     _shot(viewer, "14-viewer-forbidden")
     with site.world.runtime.sessions() as db:
-        from segment_export.exports.service import get_export
+        from segment_export.definitions.exports import get_export
 
         export_id = get_export(db, name_or_id="DE newsletter").id
     forced = viewer.request.post(f"/data/exports/{export_id}/run",

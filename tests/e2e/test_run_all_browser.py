@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.segments.service import create_segment
 from tests.api.harness import PASSWORDS
 from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, Site

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from segment_export.db.models import Connection, Export, Run
-from segment_export.exports import connections
+from segment_export.definitions import connections
 from segment_export.exports.delivery import load_members
 from segment_export.exports.dependencies import RunDependencies
 from segment_export.exports.runs import request_run, run_to_completion

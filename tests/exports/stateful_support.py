@@ -37,8 +37,8 @@ from typing import Any, Literal
 
 from segment_export.constant_contact.tokens import CONNECTED
 from segment_export.db.models import Connection, Export, Run
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.exports.runs import request_run, run_to_completion
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.profiles import DuckDBProfileStore
 from segment_export.segments.refresh import refresh_segments
 from tests.exports.faults_support import Zygote, cli_env, deps, reauthorize

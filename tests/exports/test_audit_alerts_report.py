@@ -13,10 +13,10 @@ from sqlalchemy import select
 from segment_export.access import permissions
 from segment_export.audit import list_events
 from segment_export.db.models import AuditEvent, SystemSetting
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.errors import ConfigurationError, PermissionDeniedError
 from segment_export.exports.alerts import set_webhook
 from segment_export.exports.runs import rejected_rows_csv, request_run
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.users import Role, create_user
 from tests.world import World
 

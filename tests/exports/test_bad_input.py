@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from segment_export.definitions.exports import ExportSpec, create_export
+from segment_export.definitions.lists import resolve_list
+from segment_export.definitions.mapping import validate_mapping
 from segment_export.errors import ConfigurationError
-from segment_export.exports.lists import resolve_list
-from segment_export.exports.mapping import validate_mapping
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.profiles import generate_profiles
 from tests.world import World
 

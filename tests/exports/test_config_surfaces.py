@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from segment_export.cli import cli
+from segment_export.definitions import connections
 from segment_export.demo import connect_sandbox
 from segment_export.emulator import EmulatorConfig, EmulatorServer
-from segment_export.exports import connections
 from tests.api.harness import AppWorld, app_world, make_settings
 
 CLIENT_ID = "surfaces-client"

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from segment_export.db.models import RejectedRow
-from segment_export.exports.custom_fields import AccountField, cast_values
+from segment_export.definitions.custom_fields import AccountField, cast_values
 from tests.emulator.helpers import api_client, tokens
 from tests.world import World
 

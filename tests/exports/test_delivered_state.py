@@ -10,12 +10,12 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.db.models import Export, ExportMember, ExportMemberBlock, Run, RunBatch
+from segment_export.definitions.exports import forget_export_state
 from segment_export.exports.delivery import (
     BatchMembers,
     Verdict,
     compact_members,
     delivered_emails,
-    forget_export_state,
     forget_members,
     load_members,
     record_delivered,

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from segment_export.cli import cli
 from segment_export.config import Settings, load_settings
 from segment_export.db.models import AuditEvent, Connection, Run, User
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.errors import ConfigurationError, PermissionDeniedError
 from segment_export.exports.alerts import (
     EMAIL_FAILED,
@@ -39,7 +40,6 @@ from segment_export.exports.alerts import (
     set_webhook,
 )
 from segment_export.exports.runs import run_to_completion
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.users import Role, create_user, disable_user
 from tests.ops.helpers import cli_env
 from tests.services import require

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from segment_export.db.models import Run, RunBatch
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.exports.delivery import BatchMembers
 from segment_export.exports.runs import request_run
-from segment_export.exports.service import ExportSpec, create_export
 from tests.exports.faults_support import (
     Zygote,
     assert_accounted,

@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import select, update
 
 from segment_export.db.models import Export, ExportMemberBlock, RejectedRow, Run, RunBatch
+from segment_export.definitions.connections import client_for
+from segment_export.definitions.exports import spec_of, update_export
 from segment_export.exports import sending
 from segment_export.exports.bodies import BodyCutter
-from segment_export.exports.connections import client_for
 from segment_export.exports.delivery import RemovalMembers
 from segment_export.exports.diff import fingerprints
 from segment_export.exports.runs import cancel_run, request_run, run_to_completion
-from segment_export.exports.service import spec_of, update_export
 from segment_export.segments.refresh import refresh_segments
 from tests.exports.test_resume_left_over import _failed_run_with_a_batch, _people
 from tests.world import World

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, delete, insert, select
 from segment_export.config import Settings
 from segment_export.constant_contact.retry import DEFAULT_MAX_ATTEMPTS
 from segment_export.db.models import Export, ExportMemberBlock, Run, RunBatch
-from segment_export.exports.connections import client_for
+from segment_export.definitions.connections import client_for
 from segment_export.exports.delivery import RemovalMembers, load_members
 from segment_export.exports.engine import execute_run
 from segment_export.exports.runs import request_run, run_to_completion

@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 
 from segment_export.constant_contact import Activity, ImportBatch
 from segment_export.db.models import Run, RunBatch
+from segment_export.definitions.connections import client_for
 from segment_export.exports.bodies import BodyCutter
-from segment_export.exports.connections import client_for
 from segment_export.exports.delivery import BatchMembers, load_members
 from segment_export.exports.diff import fingerprints
 from segment_export.exports.runs import request_run, run_to_completion

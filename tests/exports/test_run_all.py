@@ -13,8 +13,8 @@ from sqlalchemy import Engine, event, func, select
 
 from segment_export.config import Settings
 from segment_export.db.models import AuditEvent, Connection, Export, Run, SegmentSize, User
+from segment_export.definitions.connections import create_connection
 from segment_export.errors import PermissionDeniedError
-from segment_export.exports.connections import create_connection
 from segment_export.exports.run_all import RunAllResult, run_all
 from segment_export.exports.runs import request_run
 from segment_export.segments.service import create_segment

@@ -121,9 +121,9 @@ def test_no_consent_is_never_sent(world: World) -> None:
 def test_custom_fields_must_exist_and_are_delivered(world: World) -> None:
     import pytest
 
+    from segment_export.definitions.connections import client_for
+    from segment_export.definitions.custom_fields import check_mapping, read_account_fields
     from segment_export.errors import ConfigurationError
-    from segment_export.exports.connections import client_for
-    from segment_export.exports.custom_fields import check_mapping, read_account_fields
 
     world.control.seed(custom_fields=["tier"])
     with client_for(world.connection, settings=world.settings, engine=world.engine) as client:

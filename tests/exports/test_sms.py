@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from segment_export.config import Settings
 from segment_export.db.models import Connection, RejectedRow
-from segment_export.exports.connections import update_connection
+from segment_export.definitions.connections import update_connection
 from segment_export.exports.validate import SmsRules, validate_members
 from segment_export.segments.refresh import refresh_segments
 from tests.world import World, open_world

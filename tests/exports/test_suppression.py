@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select
 
 from segment_export.config import Settings
 from segment_export.db.models import Suppression, SuppressionSync
-from segment_export.exports.connections import client_for
+from segment_export.definitions.connections import client_for
 from segment_export.exports.suppression import (
     email_hash,
     is_suppressed,

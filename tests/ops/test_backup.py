@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 from segment_export.config import Settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from segment_export.db.models import Base, Connection, User
+from segment_export.definitions.connections import check_connection
 from segment_export.errors import ConfigurationError, DataError
-from segment_export.exports.connections import check_connection
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.ops.archive import MANIFEST, SIGNATURE, sign
 from segment_export.ops.backup import create_backup, read_manifest, restore_backup

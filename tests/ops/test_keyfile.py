@@ -20,7 +20,7 @@ from segment_export.db import make_engine, make_session_factory
 from segment_export.db.keyring import KeyFileSecretBox, read_key_file
 from segment_export.db.models import AuditEvent, Connection, User
 from segment_export.db.types import attach_secret_box
-from segment_export.exports.connections import check_connection
+from segment_export.definitions.connections import check_connection
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.ops.keys import encrypted_tables, fingerprint, undecryptable
 from tests.ops.helpers import cli_env, expected, imports, prepare

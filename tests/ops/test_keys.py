@@ -10,8 +10,8 @@ from sqlalchemy import select, update
 from segment_export.config import Settings
 from segment_export.db import make_engine, make_session_factory
 from segment_export.db.models import Connection, User
+from segment_export.definitions.connections import check_connection
 from segment_export.errors import ConfigurationError
-from segment_export.exports.connections import check_connection
 from segment_export.ops.keys import encrypted_tables, fingerprint, reencrypt, rotate_keys
 from tests.ops.helpers import prepare
 from tests.world import World

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from segment_export.db.models import Export, Run
+from segment_export.definitions.exports import next_cron_time
 from segment_export.errors import ConfigurationError
 from segment_export.exports.runs import get_run, request_run
-from segment_export.exports.service import next_cron_time
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
 from segment_export.scheduling.schedules import get_refresh_schedule, set_refresh_schedule, tick

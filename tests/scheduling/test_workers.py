@@ -29,12 +29,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from segment_export.db.models import AuditEvent, Connection, Export, Run, RunBatch, User
+from segment_export.definitions import connections
+from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
-from segment_export.exports import connections
 from segment_export.exports.engine import TERMINAL, execute_run
 from segment_export.exports.heartbeat import Heartbeat
 from segment_export.exports.runs import request_run
-from segment_export.exports.service import ExportSpec, create_export
 from segment_export.profiles import ProfileStore
 from segment_export.profiles.engines import open_profile_store
 from segment_export.scheduling.queue import TaskQueue, one_at_a_time

@@ -38,8 +38,8 @@ def _export_on(shared: bool, segment_name: str) -> str:
     """An export of the segment on a new connection (shared with contributors or not)."""
     from segment_export.config import load_settings
     from segment_export.db import make_engine, make_session_factory
-    from segment_export.exports.connections import create_connection
-    from segment_export.exports.service import ExportSpec, create_export
+    from segment_export.definitions.connections import create_connection
+    from segment_export.definitions.exports import ExportSpec, create_export
     from segment_export.segments import get_segment
     from segment_export.users import ensure_admin
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from segment_export.api.state import AppServices
 from segment_export.constant_contact import AuthorizationDeniedError
 from segment_export.db.models import Connection, User
-from segment_export.exports.connections import DEFAULT_REDIRECT_URI, complete_authorization
+from segment_export.definitions.connections import DEFAULT_REDIRECT_URI, complete_authorization
 
 API_CALLBACK_PATH = "/api/connections/oauth/callback"
 WEB_CALLBACK_PATH = "/admin/connections/callback"

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
-from segment_export.exports import connections as service
+from segment_export.definitions import connections as service
+from segment_export.definitions.exports import list_exports
 from segment_export.exports import suppression as suppressions
-from segment_export.exports.service import list_exports
 from segment_export.languages import N_, when
 
 console = Console()

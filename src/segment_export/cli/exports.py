@@ -14,10 +14,10 @@ from segment_export import access
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.cli.runs import exit_for, print_report, status_text
 from segment_export.db.models import Connection, Export, Run
+from segment_export.definitions import exports as service
+from segment_export.definitions.configuration import ExportCreate, ExportUpdate, save_export
+from segment_export.definitions.connections import get_connection
 from segment_export.errors import ConfigurationError
-from segment_export.exports import service
-from segment_export.exports.configuration import ExportCreate, ExportUpdate, save_export
-from segment_export.exports.connections import get_connection
 from segment_export.exports.engine import PAUSED
 from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import request_run, run_to_completion

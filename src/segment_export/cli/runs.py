@@ -11,10 +11,10 @@ from rich.table import Table
 
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.db.models import Export, Run
+from segment_export.definitions.exports import get_export
 from segment_export.exports import runs as service
 from segment_export.exports.engine import PAUSED
 from segment_export.exports.runs import COUNT_LABELS
-from segment_export.exports.service import get_export
 from segment_export.languages import N_, shown, when
 from segment_export.web.render import STATUS_LABELS
 

@@ -25,10 +25,10 @@ from segment_export.constant_contact import (
     ImportBatch,
 )
 from segment_export.constant_contact.batching import HARD_MAX_BYTES, MAX_LIST_IDS
+from segment_export.definitions.phones import SMS_KEY_PREFIX
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.exports.delivery import BatchMembers
 from segment_export.exports.diff import Delivered, DiffTotals, select_changes
-from segment_export.exports.phones import SMS_KEY_PREFIX
 from segment_export.exports.validate import ValidatedMembers
 
 T = TypeVar("T")

@@ -11,12 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.orm import Session
 
 from segment_export.constant_contact import Activity
 from segment_export.db.models import ExportMember, ExportMemberBlock, RejectedRow, Run, RunBatch
 from segment_export.db.types import utcnow
-from segment_export.exports.phones import SMS_KEY_PREFIX
+from segment_export.definitions.phones import SMS_KEY_PREFIX
 
 _ROW_ERROR = re.compile(r"^Row (\d+)(?: \((.*?)\))?: (.*)$")
 # Past this many blocks an export's state is folded into one at the start of its next run.
@@ -303,19 +302,6 @@ def _remember_uncertain(conn: Connection, *, export_id: str, run_id: str,
             keys=_pack_ints(keys),
             hashes=_pack_ints(np.full(len(keys), UNCERTAIN_HASH, dtype=np.int64)),
             emails=_pack_strings(emails)))
-
-
-def forget_export_state(session: Session, *, export_id: str) -> None:
-    """Forget everything the export delivered (its list changed, or it is being removed).
-
-    Batches its runs left unconfirmed are marked ``unknown`` too: they went to the old list,
-    and a later run that settled them would make their contacts delivered (or, a removal's,
-    the export's to remove) on the new one."""
-    session.execute(delete(ExportMember).where(ExportMember.export_id == export_id))
-    session.execute(delete(ExportMemberBlock).where(ExportMemberBlock.export_id == export_id))
-    session.execute(update(RunBatch).where(
-        RunBatch.run_id.in_(select(Run.id).where(Run.export_id == export_id)),
-        RunBatch.state.in_(("sent", "pending"))).values(state="unknown"))
 
 
 @dataclass(slots=True)

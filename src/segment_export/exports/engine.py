@@ -23,6 +23,8 @@ from segment_export import audit, metrics
 from segment_export.constant_contact import ConstantContactClient
 from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch
 from segment_export.db.types import utcnow
+from segment_export.definitions.connections import client_for
+from segment_export.definitions.custom_fields import AccountField, fields_for_run, mapped_names
 from segment_export.errors import (
     NotFoundError,
     QuotaExhaustedError,
@@ -32,8 +34,6 @@ from segment_export.errors import (
 )
 from segment_export.exports.ahead import Ahead
 from segment_export.exports.bodies import BodyCutter, SplitByConsent, prepare_batches
-from segment_export.exports.connections import client_for
-from segment_export.exports.custom_fields import AccountField, fields_for_run, mapped_names
 from segment_export.exports.delivery import BatchMembers, compact_members, record_uncertain
 from segment_export.exports.dependencies import (
     RunCancelled,

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from segment_export.db.models import Export, RejectedRow
 from segment_export.db.types import utcnow
-from segment_export.exports.custom_fields import AccountField
+from segment_export.definitions.custom_fields import AccountField
 from segment_export.exports.validate import (
     EMAIL_MAX_LENGTH,
     EMAIL_PATTERN,

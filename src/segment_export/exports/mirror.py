@@ -23,6 +23,7 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from segment_export.constant_contact import MAX_CONTACT_IDS, Activity, ConstantContactClient
 from segment_export.db.models import Export, Run, RunBatch
+from segment_export.definitions.phones import SMS_KEY_PREFIX, SMS_REGION, parse_phones
 from segment_export.errors import NotFoundError, RetriableError
 from segment_export.exports.delivery import (
     RemovalMembers,
@@ -34,7 +35,6 @@ from segment_export.exports.delivery import (
 )
 from segment_export.exports.dependencies import RunCancelled
 from segment_export.exports.diff import Delivered, fingerprints, leavers, sorted_member
-from segment_export.exports.phones import SMS_KEY_PREFIX, SMS_REGION, parse_phones
 from segment_export.exports.sending import look_up_activities
 
 if TYPE_CHECKING:

@@ -14,10 +14,10 @@ from sqlalchemy.orm import Session
 from segment_export import audit
 from segment_export.access import permissions
 from segment_export.db.models import Connection, Export, Run, Segment, User
+from segment_export.definitions.exports import list_exports
 from segment_export.errors import ConfigurationError, PermissionDeniedError
 from segment_export.exports.engine import ACTIVE
 from segment_export.exports.runs import request_run
-from segment_export.exports.service import list_exports
 from segment_export.languages import N_
 from segment_export.profiles.store import ProfileStore
 from segment_export.segments.refresh import RefreshResult, refresh_segment

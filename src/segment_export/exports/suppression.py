@@ -248,7 +248,7 @@ def sync_connection(session: Session, *, actor: User | None, connection: Connect
     """Read a connection's unsubscribes now (admins; ``actor`` None = the scheduler)."""
     if actor is not None:
         require_role(actor, Role.ADMIN)
-    from segment_export.exports.connections import client_for
+    from segment_export.definitions.connections import client_for
 
     with client_for(connection, settings=settings, engine=engine, transport=transport) as client:
         result = sync_unsubscribes(engine, client, connection_id=connection.id, full=full)

@@ -11,9 +11,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from segment_export.exports.custom_fields import AccountField, cast_custom_fields
-from segment_export.exports.mapping import field_spec
-from segment_export.exports.phones import DEFAULT_PHONE_REGION, SMS_KEY_PREFIX, parse_phones
+from segment_export.definitions.custom_fields import AccountField, cast_custom_fields
+from segment_export.definitions.mapping import field_spec
+from segment_export.definitions.phones import DEFAULT_PHONE_REGION, SMS_KEY_PREFIX, parse_phones
 from segment_export.languages import N_
 
 # A conservative ASCII dot-atom (RFC 5321), applied to the trimmed, lower-cased address.

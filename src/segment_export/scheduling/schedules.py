@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from segment_export import audit
 from segment_export.db.models import Export, Run, SystemSetting, User
 from segment_export.db.types import utcnow
+from segment_export.definitions.exports import next_cron_time
 from segment_export.errors import ConfigurationError, SegmentExportError
 from segment_export.exports.engine import worker_alive
 from segment_export.exports.runs import request_run, requeue_paused_runs
-from segment_export.exports.service import next_cron_time
 from segment_export.languages import N_
 from segment_export.scheduling.runtime import Runtime
 from segment_export.segments.refresh import refresh_segments

@@ -14,9 +14,9 @@ from segment_export.api.errors import PROBLEM_RESPONSES
 from segment_export.api.oauth import API_CALLBACK_PATH, finish_callback
 from segment_export.api.types import Name, ObjectId, Word
 from segment_export.db.models import Connection, User
-from segment_export.exports import connections as service
+from segment_export.definitions import connections as service
+from segment_export.definitions.lists import account_lists
 from segment_export.exports import suppression as suppressions
-from segment_export.exports.lists import account_lists
 from segment_export.users import Role, require_role
 
 router = APIRouter(prefix="/api/connections", tags=["connections"], responses=PROBLEM_RESPONSES)

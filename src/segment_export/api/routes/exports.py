@@ -15,9 +15,9 @@ from segment_export.api.errors import PROBLEM_RESPONSES
 from segment_export.api.routes.runs import RunPublic, run_public
 from segment_export.api.types import BIGINT_MAX, Cron, Name, ObjectId, TimeZone, Word
 from segment_export.db.models import Connection, Export, Segment, User
-from segment_export.exports import service
-from segment_export.exports.configuration import ExportCreate, ExportUpdate, save_export
-from segment_export.exports.mapping import FIELDS
+from segment_export.definitions import exports as service
+from segment_export.definitions.configuration import ExportCreate, ExportUpdate, save_export
+from segment_export.definitions.mapping import FIELDS
 from segment_export.exports.run_all import SkipReason, run_all
 from segment_export.exports.runs import list_runs, request_run
 

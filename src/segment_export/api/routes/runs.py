@@ -15,9 +15,9 @@ from segment_export.api.deps import CurrentUser, Db, Services
 from segment_export.api.errors import PROBLEM_RESPONSES
 from segment_export.api.types import ObjectId, Word
 from segment_export.db.models import Export, Run, User
+from segment_export.definitions.exports import get_export
 from segment_export.exports import runs as service
 from segment_export.exports.engine import TERMINAL
-from segment_export.exports.service import get_export
 
 router = APIRouter(prefix="/api/runs", tags=["runs"], responses=PROBLEM_RESPONSES)
 REJECTED_SAMPLE = 100

@@ -11,8 +11,8 @@ from segment_export.api.deps import AdminUser, Db, Services
 from segment_export.api.oauth import WEB_CALLBACK_PATH, finish_callback
 from segment_export.api.types import ObjectId
 from segment_export.db.models import User
+from segment_export.definitions import connections as service
 from segment_export.errors import ConfigurationError, DataError
-from segment_export.exports import connections as service
 from segment_export.exports import suppression as suppressions
 from segment_export.languages import N_
 from segment_export.web.render import number, redirect, render, translate

@@ -15,12 +15,13 @@ from segment_export.api.state import AppServices
 from segment_export.api.types import ObjectId
 from segment_export.constant_contact import ContactList
 from segment_export.db.models import AuditEvent, Connection, Export, Run, User
+from segment_export.definitions import configuration
+from segment_export.definitions import exports as service
+from segment_export.definitions.configuration import ExportCreate, ExportUpdate
+from segment_export.definitions.connections import usable_connections
+from segment_export.definitions.lists import account_lists
+from segment_export.definitions.mapping import FIELDS
 from segment_export.errors import ConfigurationError, DataError, NotFoundError, SegmentExportError
-from segment_export.exports import configuration, service
-from segment_export.exports.configuration import ExportCreate, ExportUpdate
-from segment_export.exports.connections import usable_connections
-from segment_export.exports.lists import account_lists
-from segment_export.exports.mapping import FIELDS
 from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import list_runs, request_run
 from segment_export.languages import N_, short_when, translations

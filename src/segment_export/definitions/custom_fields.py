@@ -43,8 +43,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segment_export.constant_contact import ConstantContactClient, CustomField
+from segment_export.definitions.mapping import CUSTOM_FIELD_PREFIX
 from segment_export.errors import ConfigurationError
-from segment_export.exports.mapping import CUSTOM_FIELD_PREFIX
 from segment_export.languages import N_
 
 REASON: Final = "invalid_custom_field"

@@ -270,7 +270,7 @@ def remove_connection(
     ``exports`` must name every dependent export (by id) with "remove" or "detach", so nothing
     is dropped by surprise.
     """
-    from segment_export.exports.service import remove_export
+    from segment_export.definitions.exports import remove_export
 
     require_role(actor, Role.ADMIN)
     dependents = dependent_exports(session, connection=connection)

@@ -7,9 +7,9 @@ from sqlalchemy import Engine
 from segment_export.config import Settings
 from segment_export.constant_contact import ContactList
 from segment_export.db.models import Connection
+from segment_export.definitions.connections import client_for
+from segment_export.definitions.exports import UUID_PATTERN
 from segment_export.errors import ConfigurationError, NotFoundError
-from segment_export.exports.connections import client_for
-from segment_export.exports.service import UUID_PATTERN
 from segment_export.languages import N_
 
 

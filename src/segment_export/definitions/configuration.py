@@ -19,12 +19,16 @@ from sqlalchemy.orm import Session
 from segment_export.access import require_manage, require_usable
 from segment_export.config import Settings
 from segment_export.db.models import Connection, Export, User
+from segment_export.definitions import exports as service
+from segment_export.definitions.connections import client_for
+from segment_export.definitions.custom_fields import (
+    check_mapping,
+    mapped_names,
+    read_account_fields,
+)
+from segment_export.definitions.lists import resolve_list
+from segment_export.definitions.phones import DEFAULT_PHONE_REGION
 from segment_export.errors import ConfigurationError, NotFoundError
-from segment_export.exports import service
-from segment_export.exports.connections import client_for
-from segment_export.exports.custom_fields import check_mapping, mapped_names, read_account_fields
-from segment_export.exports.lists import resolve_list
-from segment_export.exports.phones import DEFAULT_PHONE_REGION
 from segment_export.languages import N_
 
 

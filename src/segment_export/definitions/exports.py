@@ -11,16 +11,24 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from sqlalchemy import or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from segment_export import audit
 from segment_export.access import require_manage, require_usable
-from segment_export.db.models import Connection, Export, Run, Segment, User
+from segment_export.db.models import (
+    Connection,
+    Export,
+    ExportMember,
+    ExportMemberBlock,
+    Run,
+    RunBatch,
+    Segment,
+    User,
+)
+from segment_export.definitions.mapping import validate_mapping
+from segment_export.definitions.phones import DEFAULT_PHONE_REGION, check_region
 from segment_export.errors import ConfigurationError, NotFoundError
-from segment_export.exports.delivery import forget_export_state
-from segment_export.exports.mapping import validate_mapping
-from segment_export.exports.phones import DEFAULT_PHONE_REGION, check_region
 from segment_export.languages import N_
 
 UUID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
@@ -156,7 +164,7 @@ def create_export(
     """Save an export (it does not run until scheduled or started).
 
     Checks only what needs no call to Constant Contact; the API, the web app and the CLI save
-    through :func:`segment_export.exports.configuration.save_export`, which also checks the
+    through :func:`segment_export.definitions.configuration.save_export`, which also checks the
     list and the custom fields in the account.
     """
     mapping = check_spec(session, actor, spec, profile_columns)
@@ -232,3 +240,16 @@ def get_export(session: Session, *, name_or_id: str) -> Export:
 
 def list_exports(session: Session) -> list[Export]:
     return list(session.scalars(select(Export).order_by(Export.name)))
+
+
+def forget_export_state(session: Session, *, export_id: str) -> None:
+    """Forget everything the export delivered (its list changed, or it is being removed).
+
+    Batches its runs left unconfirmed are marked ``unknown`` too: they went to the old list,
+    and a later run that settled them would make their contacts delivered (or, a removal's,
+    the export's to remove) on the new one."""
+    session.execute(delete(ExportMember).where(ExportMember.export_id == export_id))
+    session.execute(delete(ExportMemberBlock).where(ExportMemberBlock.export_id == export_id))
+    session.execute(update(RunBatch).where(
+        RunBatch.run_id.in_(select(Run.id).where(Run.export_id == export_id)),
+        RunBatch.state.in_(("sent", "pending"))).values(state="unknown"))
