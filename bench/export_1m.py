@@ -627,7 +627,7 @@ def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
     from segment_export.definitions.exports import ExportSpec, create_export
     from segment_export.demo import connect_sandbox
     from segment_export.profiles import DuckDBProfileStore
-    from segment_export.segments.service import create_segment
+    from segment_export.segments.service import SegmentSpec, create_segment
     from segment_export.users import ensure_admin
 
     settings = load_settings()
@@ -639,8 +639,8 @@ def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
         store.import_table(table, id_column="customer_id")
         print(f"imported into DuckDB in {time.perf_counter() - t:.1f} s")
         with sessions.begin() as session:
-            segment = create_segment(session, store, name="nearly everyone", rule={
-                "all": [{"field": "lifetime_value", "op": "ge", "value": 0}]})
+            segment = create_segment(session, store, spec=SegmentSpec(name="nearly everyone", rule={
+                "all": [{"field": "lifetime_value", "op": "ge", "value": 0}]}))
             print(f"segment {segment.name!r}: {segment.size:,} members")
     with sessions.begin() as session:
         admin = ensure_admin(session)

@@ -17,7 +17,7 @@ from segment_export.config import load_settings
 from segment_export.db import make_engine, upgrade_database
 from segment_export.db.models import Segment
 from segment_export.profiles import DuckDBProfileStore, generate_profiles, write_profiles
-from segment_export.segments import create_segment, refresh_segments
+from segment_export.segments import SegmentSpec, create_segment, refresh_segments
 
 SEGMENTS = {
     "germany": {"field": "country", "op": "eq", "value": "DE"},
@@ -66,8 +66,14 @@ def main(rows: int = 1_000_000) -> None:
             now = datetime(2025, 6, 1, 12, tzinfo=UTC)
             with Session(engine) as session:
                 for name, rule in SEGMENTS.items():
-                    create_segment(session, store, name=name, rule=rule, active=False)
-                create_segment(session, store, name="asia", expression=EXPRESSION, active=False)
+                    create_segment(
+                        session, store, spec=SegmentSpec(name=name, rule=rule, active=False)
+                    )
+                create_segment(
+                    session,
+                    store,
+                    spec=SegmentSpec(name="asia", expression=EXPRESSION, active=False),
+                )
                 # Created inactive so that the timed refresh below does all the work.
                 for segment in session.scalars(select(Segment)):
                     segment.active = True

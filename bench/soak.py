@@ -61,7 +61,7 @@ from segment_export.profiles.engines import open_profile_store
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
 from segment_export.segments.refresh import refresh_segments
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from segment_export.users import ensure_admin
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -296,7 +296,10 @@ def deployment(options: Options, profiles: Profiles, workdir: Path) -> Iterator[
             for segment in SEGMENTS:
                 with sessions.begin() as session:
                     segment_ids[segment.name] = create_segment(
-                        session, store, name=segment.name, expression=segment.expression).id
+                        session,
+                        store,
+                        spec=SegmentSpec(name=segment.name, expression=segment.expression),
+                    ).id
             exports = {}
             for name, mode, segments in EXPORTS:
                 with sessions.begin() as session:

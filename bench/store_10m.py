@@ -164,7 +164,7 @@ def _connect(env: dict[str, str], list_id: str, control: Any) -> None:
     from segment_export.definitions.exports import ExportSpec, create_export
     from segment_export.demo import connect_sandbox
     from segment_export.profiles import DuckDBProfileStore
-    from segment_export.segments.service import create_segment
+    from segment_export.segments.service import SegmentSpec, create_segment
     from segment_export.users import ensure_admin
 
     settings = load_settings()
@@ -172,8 +172,13 @@ def _connect(env: dict[str, str], list_id: str, control: Any) -> None:
     upgrade_database(engine)
     sessions = make_session_factory(engine)
     with DuckDBProfileStore(settings.profiles_path) as store, sessions.begin() as session:
-        segment = create_segment(session, store, name="part 0", active=False,
-                                 rule={"field": PART, "op": "eq", "value": 0})
+        segment = create_segment(
+            session,
+            store,
+            spec=SegmentSpec(
+                name="part 0", active=False, rule={"field": PART, "op": "eq", "value": 0}
+            ),
+        )
         segment_id = segment.id
     with sessions.begin() as session:
         admin = ensure_admin(session)

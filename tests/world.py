@@ -22,7 +22,7 @@ from segment_export.emulator.client import EmulatorControl
 from segment_export.exports.dependencies import RunDependencies
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.profiles import DuckDBProfileStore
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from segment_export.users import ensure_admin
 
 CLIENT_ID = "sandbox-client-id"
@@ -52,7 +52,9 @@ class World:
 
     def segment(self, name: str, expression: str) -> str:
         with self.sessions.begin() as session:
-            return create_segment(session, self.store, name=name, expression=expression).id
+            return create_segment(
+                session, self.store, spec=SegmentSpec(name=name, expression=expression)
+            ).id
 
     def export(self, name: str, segment_ids: list[str], **spec: Any) -> Export:
         mapping = spec.pop("mapping", {"email": "email", "first_name": "first_name",

@@ -24,7 +24,7 @@ from segment_export.exports.dependencies import RunDependencies
 from segment_export.exports.runs import request_run, run_to_completion
 from segment_export.languages import N_, Text, text
 from segment_export.profiles import DuckDBProfileStore, generate_profiles
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from segment_export.users import ensure_admin
 
 DEMO_CLIENT_ID = "demo-sandbox-client"
@@ -57,10 +57,10 @@ def connect_sandbox(
     """Create a connection and authorize it through the emulator's consent page, as an admin
     clicking *Allow* would (sandbox mode: the demo, the benchmark and the tests)."""
     with sessions.begin() as session:
-        conn = connections.create_connection(
-            session, actor=actor, display_name=display_name, client_id=client_id,
-            client_secret=client_secret, consent=True, redirect_uri=redirect_uri,
-            shared_with_contributors=shared_with_contributors)
+        conn = connections.create_connection(session, actor=actor, spec=connections.ConnectionSpec(
+            display_name=display_name, client_id=client_id, client_secret=client_secret,
+            consent=True, redirect_uri=redirect_uri,
+            shared_with_contributors=shared_with_contributors))
         authorize_url = connections.start_authorization(session, actor=actor, connection=conn,
                                                         settings=settings)
     callback = control.approve_url(authorize_url)
@@ -146,8 +146,9 @@ def run_demo(
             with sessions.begin() as session:
                 admin = ensure_admin(session)
             with sessions.begin() as session:
-                segment = create_segment(session, store, name="Demo customers",
-                                         rule=segment_rule)
+                segment = create_segment(
+                    session, store, spec=SegmentSpec(name="Demo customers", rule=segment_rule)
+                )
                 say(text(N_("Segment %(name)s: %(count)s members."), name=repr(segment.name),
                          count=segment.size))
             conn = connect_sandbox(sessions, engine=engine, settings=local, control=control,

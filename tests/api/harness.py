@@ -21,12 +21,12 @@ from segment_export.app import create_app
 from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, upgrade_database
 from segment_export.db.models import Connection, Export, Run, Segment, User
-from segment_export.definitions.connections import create_connection
+from segment_export.definitions.connections import ConnectionSpec, create_connection
 from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.profiles import DuckDBProfileStore, generate_profiles
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from segment_export.users import Role, create_api_token, create_user, hash_password
 
 ROLES = ("viewer", "contributor", "admin")
@@ -160,17 +160,19 @@ class AppWorld:
     def connection(self, *, shared: bool = True) -> Connection:
         """A saved (not yet authorized) connection."""
         with self.runtime.sessions.begin() as db:
-            return create_connection(
-                db, actor=db.merge(self.users["admin"]),
+            return create_connection(db, actor=db.merge(self.users["admin"]), spec=ConnectionSpec(
                 display_name=f"Conn {secrets.token_hex(4)}", client_id="client-" +
                 secrets.token_hex(4), client_secret="secret-" + secrets.token_hex(8),
                 consent=True, shared_with_contributors=shared,
-                redirect_uri=self.url + "/admin/connections/callback")
+                redirect_uri=self.url + "/admin/connections/callback"))
 
     def segment(self, expression: str = "country = 'DE'") -> Segment:
         with self.runtime.sessions.begin() as db:
-            return create_segment(db, self.runtime.store, name=f"Seg {secrets.token_hex(4)}",
-                                  expression=expression)
+            return create_segment(
+                db,
+                self.runtime.store,
+                spec=SegmentSpec(name=f"Seg {secrets.token_hex(4)}", expression=expression),
+            )
 
     def export(self, *, connection: Connection | None = None,
                segment: Segment | None = None) -> Export:

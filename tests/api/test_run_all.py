@@ -22,7 +22,7 @@ from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.exports.engine import TERMINAL
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from tests.api.harness import AppWorld, app_world, make_settings
 from tests.services import REDIS_URL, port_open, require
 
@@ -43,8 +43,9 @@ class Site:
 
     def segment(self, name: str, expression: str) -> str:
         with self.world.runtime.sessions.begin() as db:
-            return create_segment(db, self.world.runtime.store, name=name,
-                                  expression=expression).id
+            return create_segment(
+                db, self.world.runtime.store, spec=SegmentSpec(name=name, expression=expression)
+            ).id
 
     def export(self, name: str, segment: str, list_name: str, **spec: Any) -> Export:
         with self.world.runtime.sessions.begin() as db:

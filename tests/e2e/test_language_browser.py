@@ -11,7 +11,7 @@ import pytest
 
 from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from tests.api.harness import PASSWORDS
 from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, Site, set_language
 
@@ -30,8 +30,9 @@ def test_malay_pages_then_english_after_the_setting_changes(browser: Any, site: 
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
         redirect_uri=world.url + "/admin/connections/callback", shared_with_contributors=True)
     with world.runtime.sessions.begin() as db:
-        segment = create_segment(db, world.runtime.store, name="Jerman",
-                                 expression="country = 'DE'").id
+        segment = create_segment(
+            db, world.runtime.store, spec=SegmentSpec(name="Jerman", expression="country = 'DE'")
+        ).id
     with world.runtime.sessions.begin() as db:
         create_export(db, actor=db.merge(world.users["contributor"]), spec=ExportSpec(
             name="Surat berita DE", connection_id=connection.id, list_id=site.list_id,

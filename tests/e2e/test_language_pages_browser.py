@@ -18,7 +18,7 @@ from babel.messages.pofile import read_po
 
 from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from tests.api.harness import PASSWORDS
 from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, Site, set_language
 
@@ -82,8 +82,11 @@ def test_no_english_is_left_on_the_malay_pages(browser: Any, site: Site) -> None
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
         redirect_uri=world.url + "/admin/connections/callback", shared_with_contributors=True)
     with world.runtime.sessions.begin() as db:
-        segment = create_segment(db, world.runtime.store, name="Pelanggan Jerman",
-                                 expression="country = 'DE'").id
+        segment = create_segment(
+            db,
+            world.runtime.store,
+            spec=SegmentSpec(name="Pelanggan Jerman", expression="country = 'DE'"),
+        ).id
     with world.runtime.sessions.begin() as db:
         export = create_export(db, actor=db.merge(world.users["admin"]), spec=ExportSpec(
             name="Berita Jerman", connection_id=connection.id, list_id=site.list_id,

@@ -10,7 +10,7 @@ import pytest
 
 from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from tests.api.harness import PASSWORDS
 from tests.e2e.conftest import CLIENT_ID, CLIENT_SECRET, Site
 
@@ -28,8 +28,9 @@ def test_run_all_shows_what_it_queued_and_skipped(browser: Any, site: Site) -> N
         client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
         redirect_uri=world.url + "/admin/connections/callback", shared_with_contributors=True)
     with world.runtime.sessions.begin() as db:
-        segment = create_segment(db, world.runtime.store, name="Austria",
-                                 expression="country = 'AT'").id
+        segment = create_segment(
+            db, world.runtime.store, spec=SegmentSpec(name="Austria", expression="country = 'AT'")
+        ).id
     for name, enabled in (("AT newsletter", True), ("AT archive", False)):
         with world.runtime.sessions.begin() as db:
             create_export(db, actor=db.merge(admin), spec=ExportSpec(

@@ -13,11 +13,11 @@ from sqlalchemy import Engine, event, func, select
 
 from segment_export.config import Settings
 from segment_export.db.models import AuditEvent, Connection, Export, Run, SegmentSize, User
-from segment_export.definitions.connections import create_connection
+from segment_export.definitions.connections import ConnectionSpec, create_connection
 from segment_export.errors import PermissionDeniedError
 from segment_export.exports.run_all import RunAllResult, run_all
 from segment_export.exports.runs import request_run
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from segment_export.users import Role, create_user
 from tests.world import World, open_world
 
@@ -37,9 +37,9 @@ def _people(*countries: str) -> list[dict[str, Any]]:
 def _connection(world: World, name: str, *, status: str, shared: bool = True) -> Connection:
     """A connection in ``status`` without a trip through OAuth (nothing here reaches it)."""
     with world.sessions.begin() as db:
-        conn = create_connection(db, actor=db.merge(world.admin), display_name=name,
-                                 client_id=f"client-{name}", client_secret="s" * 20,
-                                 consent=True, shared_with_contributors=shared)
+        conn = create_connection(db, actor=db.merge(world.admin), spec=ConnectionSpec(
+            display_name=name, client_id=f"client-{name}", client_secret="s" * 20,
+            consent=True, shared_with_contributors=shared))
         conn.status = status
         return conn
 
@@ -67,8 +67,11 @@ def test_queues_what_may_run_and_says_why_the_rest_is_skipped(any_world: World) 
     fr = world.segment("France", "country = 'FR'")
     only_skipped = world.segment("Austria", "country = 'AT'")
     with world.sessions.begin() as db:
-        frozen = create_segment(db, world.store, name="Frozen", expression="country = 'DE'",
-                                active=False).id
+        frozen = create_segment(
+            db,
+            world.store,
+            spec=SegmentSpec(name="Frozen", expression="country = 'DE'", active=False),
+        ).id
     ready = world.export("a ready", [de])
     both = world.export("b both", [de, fr, frozen])
     world.export("c disabled", [only_skipped], enabled=False)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from segment_export.config import Settings
 from segment_export.db.models import Connection, RejectedRow
-from segment_export.definitions.connections import update_connection
+from segment_export.definitions.connections import ConnectionChanges, update_connection
 from segment_export.exports.validate import SmsRules, validate_members
 from segment_export.segments.refresh import refresh_segments
 from tests.world import World, open_world
@@ -67,7 +67,7 @@ def _set_sms_only(world: World, allowed: bool) -> None:
         connection = session.get(Connection, world.connection.id)
         assert connection is not None
         update_connection(session, actor=world.admin, connection=connection,
-                          sms_only_allowed=allowed)
+                          changes=ConnectionChanges(sms_only_allowed=allowed))
 
 
 def _reasons(world: World, run_id: str) -> dict[str, str]:

@@ -210,12 +210,12 @@ def _unsubscribe_and_sync(world: World, emails: list[str]) -> None:
 
 
 def _rule_members(world: World, store: object, value: bool) -> set[str]:
-    from segment_export.segments.service import create_segment, preview_segment
+    from segment_export.segments.service import SegmentSpec, create_segment, preview_segment
 
     rule = {"all": [{"field": "country", "op": "eq", "value": "DE"},
                     {"field": "unsubscribed_in_constant_contact", "op": "eq", "value": value}]}
     with world.sessions.begin() as session:
-        segment = create_segment(session, store, name=f"unsub {value}", rule=rule)  # type: ignore[arg-type]
+        segment = create_segment(session, store, spec=SegmentSpec(name=f"unsub {value}", rule=rule))  # type: ignore[arg-type]
         preview = preview_segment(session, store, name_or_id=segment.id, limit=100)  # type: ignore[arg-type]
         assert segment.size == preview.count
     return {str(r["email"]).strip().lower() for r in preview.rows}

@@ -40,7 +40,7 @@ from segment_export.profiles.engines import open_profile_store
 from segment_export.scheduling.queue import TaskQueue, one_at_a_time
 from segment_export.scheduling.runtime import Runtime
 from segment_export.scheduling.watchdog import requeue_orphans
-from segment_export.segments.service import create_segment
+from segment_export.segments.service import SegmentSpec, create_segment
 from segment_export.users import ensure_admin
 from tests.services import REDIS_URL, port_open, postgres_schema_url, require
 from tests.world import World
@@ -122,8 +122,9 @@ def _prepare_exports(cluster: Cluster) -> list[Export]:
     exports = []
     for g in range(EXPORTS):
         with cluster.sessions.begin() as session:
-            segment_id = create_segment(session, cluster.store, name=f"group {g}",
-                                        expression=f"grp = {g}").id
+            segment_id = create_segment(
+                session, cluster.store, spec=SegmentSpec(name=f"group {g}", expression=f"grp = {g}")
+            ).id
         with cluster.sessions.begin() as session:
             exports.append(create_export(session, actor=cluster.admin, spec=ExportSpec(
                 name=f"group {g}", connection_id=cluster.connection.id,

@@ -38,7 +38,7 @@ def _export_on(shared: bool, segment_name: str) -> str:
     """An export of the segment on a new connection (shared with contributors or not)."""
     from segment_export.config import load_settings
     from segment_export.db import make_engine, make_session_factory
-    from segment_export.definitions.connections import create_connection
+    from segment_export.definitions.connections import ConnectionSpec, create_connection
     from segment_export.definitions.exports import ExportSpec, create_export
     from segment_export.segments import get_segment
     from segment_export.users import ensure_admin
@@ -47,10 +47,10 @@ def _export_on(shared: bool, segment_name: str) -> str:
     try:
         with make_session_factory(engine).begin() as db:
             admin = ensure_admin(db)
-            connection = create_connection(
-                db, actor=admin, display_name=f"Conn {segment_name} {shared}",
-                client_id="cid", client_secret="secret-0123456789", consent=True,
-                shared_with_contributors=shared)
+            connection = create_connection(db, actor=admin, spec=ConnectionSpec(
+                display_name=f"Conn {segment_name} {shared}", client_id="cid",
+                client_secret="secret-0123456789", consent=True,
+                shared_with_contributors=shared))
             segment = get_segment(db, name_or_id=segment_name)
             export = create_export(db, actor=admin, spec=ExportSpec(
                 name=f"Newsletter {segment_name}", connection_id=connection.id,

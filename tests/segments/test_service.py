@@ -13,6 +13,8 @@ from segment_export.db.models import Export, Segment
 from segment_export.errors import ConfigurationError, DataError, NotFoundError
 from segment_export.profiles import DuckDBProfileStore, generate_profiles
 from segment_export.segments import (
+    SegmentChanges,
+    SegmentSpec,
     compile_segment,
     create_segment,
     delete_segment,
@@ -43,8 +45,12 @@ def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
 def test_create_evaluates_at_once_and_previews(
     session: Session, loaded: DuckDBProfileStore
 ) -> None:
-    segment = create_segment(session, loaded, name="  Germans ", rule=GERMANS,
-                             description="DE only", now=NOW)
+    segment = create_segment(
+        session,
+        loaded,
+        spec=SegmentSpec(name="  Germans ", rule=GERMANS, description="DE only"),
+        now=NOW,
+    )
     assert segment.name == "Germans"
     assert segment.rule == GERMANS
     assert segment.expression is None
@@ -61,8 +67,12 @@ def test_create_evaluates_at_once_and_previews(
 def test_expression_segments_and_unsaved_preview(
     session: Session, loaded: DuckDBProfileStore
 ) -> None:
-    segment = create_segment(session, loaded, name="big spenders",
-                             expression="  lifetime_value > 1000  ", now=NOW)
+    segment = create_segment(
+        session,
+        loaded,
+        spec=SegmentSpec(name="big spenders", expression="  lifetime_value > 1000  "),
+        now=NOW,
+    )
     assert segment.expression == "lifetime_value > 1000"
     live = preview_segment(session, loaded, expression="lifetime_value > 1000", limit=0)
     assert live.count == segment.size
@@ -70,42 +80,57 @@ def test_expression_segments_and_unsaved_preview(
 
 
 def test_inactive_segment_is_not_evaluated(session: Session, loaded: DuckDBProfileStore) -> None:
-    segment = create_segment(session, loaded, name="later", rule=GERMANS, active=False)
+    segment = create_segment(
+        session, loaded, spec=SegmentSpec(name="later", rule=GERMANS, active=False)
+    )
     assert segment.size is None
     assert segment.refreshed_at is None
     assert refresh_segments(session, loaded, now=NOW) == []
-    update_segment(session, loaded, name_or_id="later", active=True, now=NOW)
+    update_segment(
+        session, loaded, changes=SegmentChanges(active=True), name_or_id="later", now=NOW
+    )
     assert get_segment(session, name_or_id=segment.id).size is not None
 
 
 def test_names_are_unique_and_checked(session: Session, loaded: DuckDBProfileStore) -> None:
-    create_segment(session, loaded, name="a", rule=GERMANS)
+    create_segment(session, loaded, spec=SegmentSpec(name="a", rule=GERMANS))
     with pytest.raises(DataError, match="already exists"):
-        create_segment(session, loaded, name="a", expression="country = 'FR'")
-    create_segment(session, loaded, name="b", rule=GERMANS)
+        create_segment(session, loaded, spec=SegmentSpec(name="a", expression="country = 'FR'"))
+    create_segment(session, loaded, spec=SegmentSpec(name="b", rule=GERMANS))
     with pytest.raises(DataError, match="already exists"):
-        update_segment(session, loaded, name_or_id="b", name="a")
+        update_segment(session, loaded, changes=SegmentChanges(name="a"), name_or_id="b")
     for bad in ("", "   ", "x" * 201, "tab\there"):
         with pytest.raises(DataError, match="name"):
-            create_segment(session, loaded, name=bad, rule=GERMANS)
+            create_segment(session, loaded, spec=SegmentSpec(name=bad, rule=GERMANS))
 
 
 def test_definition_errors(session: Session, loaded: DuckDBProfileStore) -> None:
     with pytest.raises(DataError, match="exactly one"):
-        create_segment(session, loaded, name="x")
+        create_segment(session, loaded, spec=SegmentSpec(name="x"))
     with pytest.raises(DataError, match="Unknown field 'nope'"):
-        create_segment(session, loaded, name="x", rule={"field": "nope", "op": "eq", "value": 1})
+        create_segment(
+            session,
+            loaded,
+            spec=SegmentSpec(name="x", rule={"field": "nope", "op": "eq", "value": 1}),
+        )
     with pytest.raises(DataError, match="cannot be evaluated"):
-        create_segment(session, loaded, name="x", expression="lifetime_value > 'lots'")
+        create_segment(
+            session, loaded, spec=SegmentSpec(name="x", expression="lifetime_value > 'lots'")
+        )
     with pytest.raises(DataError, match=r"cannot be evaluated.*[Oo]verflow"):
-        create_segment(session, loaded, name="x",
-                       expression="lifetime_value::BIGINT * 9223372036854775807 > 1")
+        create_segment(
+            session,
+            loaded,
+            spec=SegmentSpec(
+                name="x", expression="lifetime_value::BIGINT * 9223372036854775807 > 1"
+            ),
+        )
     assert list_segments(session) == []
 
 
 def test_no_profiles_yet(session: Session, store: DuckDBProfileStore) -> None:
     with pytest.raises(ConfigurationError, match="No profiles"):
-        create_segment(session, store, name="x", rule=GERMANS)
+        create_segment(session, store, spec=SegmentSpec(name="x", rule=GERMANS))
     with pytest.raises(ConfigurationError, match="No profiles"):
         refresh_segments(session, store)
 
@@ -113,27 +138,38 @@ def test_no_profiles_yet(session: Session, store: DuckDBProfileStore) -> None:
 def test_edit_replaces_the_definition_and_recomputes(
     session: Session, loaded: DuckDBProfileStore
 ) -> None:
-    segment = create_segment(session, loaded, name="s", rule=GERMANS, now=NOW)
+    segment = create_segment(session, loaded, spec=SegmentSpec(name="s", rule=GERMANS), now=NOW)
     later = NOW + timedelta(hours=1)
-    updated = update_segment(session, loaded, name_or_id="s", expression="country = 'FR'",
-                             description="French", now=later)
+    updated = update_segment(
+        session,
+        loaded,
+        changes=SegmentChanges(expression="country = 'FR'", description="French"),
+        name_or_id="s",
+        now=later,
+    )
     assert updated.rule is None
     assert updated.expression == "country = 'FR'"
     assert updated.refreshed_at == later
     assert updated.size == loaded.membership_size([segment.id])
     assert [p.size for p in size_history(session, segment_id=segment.id)][-1] == updated.size
-    update_segment(session, loaded, name_or_id="s", description="")
+    update_segment(session, loaded, changes=SegmentChanges(description=""), name_or_id="s")
     assert get_segment(session, name_or_id="s").description is None
     with pytest.raises(DataError, match="not both"):
-        update_segment(session, loaded, name_or_id="s", rule=GERMANS, expression="1=1")
+        update_segment(
+            session, loaded, changes=SegmentChanges(rule=GERMANS, expression="1=1"), name_or_id="s"
+        )
 
 
 def test_refresh_records_history_and_survives_a_broken_segment(
     session: Session, loaded: DuckDBProfileStore
 ) -> None:
-    ok = create_segment(session, loaded, name="ok", rule=GERMANS, now=NOW)
-    broken = create_segment(session, loaded, name="broken",
-                            rule={"field": "company", "op": "is_not_empty"}, now=NOW)
+    ok = create_segment(session, loaded, spec=SegmentSpec(name="ok", rule=GERMANS), now=NOW)
+    broken = create_segment(
+        session,
+        loaded,
+        spec=SegmentSpec(name="broken", rule={"field": "company", "op": "is_not_empty"}),
+        now=NOW,
+    )
     # A re-import without the `company` column breaks one segment, not the refresh.
     table = generate_profiles(rows=3_000, seed=6, as_of=date(2025, 6, 1)).drop_columns(["company"])
     loaded.import_table(table)
@@ -153,7 +189,7 @@ def test_refresh_records_history_and_survives_a_broken_segment(
 
 
 def test_delete_drops_membership_and_history(session: Session, loaded: DuckDBProfileStore) -> None:
-    segment = create_segment(session, loaded, name="gone", rule=GERMANS, now=NOW)
+    segment = create_segment(session, loaded, spec=SegmentSpec(name="gone", rule=GERMANS), now=NOW)
     delete_segment(session, loaded, name_or_id="gone")
     assert loaded.membership_size([segment.id]) == 0
     assert size_history(session, segment_id=segment.id) == []
@@ -166,10 +202,10 @@ def test_the_caller_owns_the_unit_of_work(sessions: sessionmaker[Session],
     """The services write but do not commit: what a caller rolls back was never saved, and
     what it commits is seen by everyone else."""
     with sessions() as session:
-        create_segment(session, loaded, name="abandoned", rule=GERMANS, now=NOW)
+        create_segment(session, loaded, spec=SegmentSpec(name="abandoned", rule=GERMANS), now=NOW)
         session.rollback()
     with sessions.begin() as session:
-        kept = create_segment(session, loaded, name="kept", rule=GERMANS, now=NOW)
+        kept = create_segment(session, loaded, spec=SegmentSpec(name="kept", rule=GERMANS), now=NOW)
     with sessions() as other:
         assert [s.name for s in list_segments(other)] == ["kept"]
         assert size_history(other, segment_id=kept.id)[0].size == kept.size
@@ -183,7 +219,7 @@ def test_the_caller_owns_the_unit_of_work(sessions: sessionmaker[Session],
 def test_delete_refused_while_an_export_uses_it(
     session: Session, loaded: DuckDBProfileStore
 ) -> None:
-    segment = create_segment(session, loaded, name="used", rule=GERMANS)
+    segment = create_segment(session, loaded, spec=SegmentSpec(name="used", rule=GERMANS))
     session.add(Export(name="newsletter", list_id="x", mapping={}, segment_ids=[segment.id]))
     session.commit()
     with pytest.raises(ConfigurationError, match="newsletter"):
@@ -192,7 +228,7 @@ def test_delete_refused_while_an_export_uses_it(
 
 
 def test_lookup_by_id_and_name(session: Session, loaded: DuckDBProfileStore) -> None:
-    segment = create_segment(session, loaded, name="Ünïcode 名前", rule=GERMANS)
+    segment = create_segment(session, loaded, spec=SegmentSpec(name="Ünïcode 名前", rule=GERMANS))
     assert get_segment(session, name_or_id=segment.id).id == segment.id
     assert get_segment(session, name_or_id="Ünïcode 名前").id == segment.id
     assert [s.name for s in list_segments(session, active=True)] == ["Ünïcode 名前"]
@@ -207,8 +243,10 @@ def test_read_members_union_is_distinct_ordered_and_streamed(
         "email": [f"p{i}@example.com" for i in range(1, 1001)],
         "n": [i % 3 for i in range(1, 1001)],
     }))
-    a = create_segment(session, store, name="a", expression="n = 0 OR customer_id <= 10")
-    b = create_segment(session, store, name="b", expression="n = 1")
+    a = create_segment(
+        session, store, spec=SegmentSpec(name="a", expression="n = 0 OR customer_id <= 10")
+    )
+    b = create_segment(session, store, spec=SegmentSpec(name="b", expression="n = 1"))
     expected = sorted({i for i in range(1, 1001) if i % 3 == 0 or i <= 10} |
                       {i for i in range(1, 1001) if i % 3 == 1})
     assert store.membership_size([a.id, b.id]) == len(expected)
@@ -229,8 +267,8 @@ def test_read_members_union_is_distinct_ordered_and_streamed(
 def test_changes_are_audited(session: Session, loaded: DuckDBProfileStore) -> None:
     from segment_export.audit import list_events
 
-    segment = create_segment(session, loaded, name="audited", rule=GERMANS)
-    update_segment(session, loaded, name_or_id="audited", description="x")
+    segment = create_segment(session, loaded, spec=SegmentSpec(name="audited", rule=GERMANS))
+    update_segment(session, loaded, changes=SegmentChanges(description="x"), name_or_id="audited")
     delete_segment(session, loaded, name_or_id="audited")
     events = list_events(session, target_id=segment.id)
     assert [e.action for e in events] == ["segment.delete", "segment.update", "segment.create"]

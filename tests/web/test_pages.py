@@ -260,10 +260,13 @@ def test_users_and_tokens_pages(web_site: WebSite) -> None:
 def test_names_are_escaped(web_site: WebSite) -> None:
     world = web_site.world
     with world.runtime.sessions.begin() as db:
-        from segment_export.segments.service import create_segment
+        from segment_export.segments.service import SegmentSpec, create_segment
 
-        create_segment(db, world.runtime.store, name="<script>alert(1)</script>",
-                       expression="country = 'DE'")
+        create_segment(
+            db,
+            world.runtime.store,
+            spec=SegmentSpec(name="<script>alert(1)</script>", expression="country = 'DE'"),
+        )
     page = world.browser("contributor").get("/data/segments")
     assert "<script>alert(1)</script>" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text

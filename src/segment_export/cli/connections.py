@@ -48,10 +48,10 @@ def add(app: AppContext, display_name: str, client_id: str, client_secret: str, 
         i_agree = click.confirm(app.t(N_("Do you agree?")), default=False)
     with app.sessions() as session:
         actor = app.actor(session)
-        conn = service.create_connection(
-            session, actor=actor, display_name=display_name, client_id=client_id,
+        conn = service.create_connection(session, actor=actor, spec=service.ConnectionSpec(
+            display_name=display_name, client_id=client_id,
             client_secret=client_secret or None, consent=i_agree,
-            shared_with_contributors=share, redirect_uri=redirect_uri)
+            shared_with_contributors=share, redirect_uri=redirect_uri))
         session.commit()
         click.echo(app.t(N_("Saved connection %(name)s (%(id)s)."),
                          name=repr(conn.display_name), id=conn.id))
@@ -172,7 +172,8 @@ def set_(app: AppContext, name: str, sms_only: bool | None, share: bool | None) 
         conn = service.update_connection(
             session, actor=app.actor(session),
             connection=service.get_connection(session, name_or_id=name),
-            shared_with_contributors=share, sms_only_allowed=sms_only)
+            changes=service.ConnectionChanges(shared_with_contributors=share,
+                                              sms_only_allowed=sms_only))
         session.commit()
         click.echo(f"{conn.display_name}: SMS-only contacts "
                    f"{'allowed' if conn.sms_only_allowed else 'not allowed'}; usable by "

@@ -101,13 +101,21 @@ def create_command(
     description: str | None, inactive: bool,
 ) -> None:
     """Create segment NAME from --rule or --where, and evaluate it at once."""
-    from segment_export.segments import create_segment
+    from segment_export.segments import SegmentSpec, create_segment
 
     rule = _checked_rule(rule)
     with open_store(app) as store, app.sessions() as session:
         segment = create_segment(
-            session, store, name=name, rule=rule, expression=expression,
-            description=description, active=not inactive, actor=app.actor(session),
+            session,
+            store,
+            spec=SegmentSpec(
+                name=name,
+                rule=rule,
+                expression=expression,
+                description=description,
+                active=not inactive,
+            ),
+            actor=app.actor(session),
         )
         session.commit()
         size = (app.t(N_("not refreshed (inactive)")) if segment.size is None
@@ -135,7 +143,12 @@ def edit_command(
     The exports that send it are listed first (a change changes what they send); changing it
     needs the right to change every one of them.
     """
-    from segment_export.segments import get_segment, require_may_change, update_segment
+    from segment_export.segments import (
+        SegmentChanges,
+        get_segment,
+        require_may_change,
+        update_segment,
+    )
 
     rule = _checked_rule(rule)
     with open_store(app) as store, app.sessions() as session:
@@ -146,8 +159,17 @@ def edit_command(
         if senders and not yes:
             click.confirm(app.t(N_("Change it, and so what these exports send?")), abort=True)
         segment = update_segment(
-            session, store, name_or_id=found.id, name=new_name, rule=rule,
-            expression=expression, description=description, active=active, actor=actor,
+            session,
+            store,
+            changes=SegmentChanges(
+                name=new_name,
+                rule=rule,
+                expression=expression,
+                description=description,
+                active=active,
+            ),
+            name_or_id=found.id,
+            actor=actor,
         )
         session.commit()
         size = ("—" if segment.size is None

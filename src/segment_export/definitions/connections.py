@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
@@ -80,23 +81,46 @@ def usable_connections(session: Session, *, actor: User) -> list[Connection]:
     return [c for c in session.scalars(select(Connection)) if can_use(actor, c)]
 
 
-def create_connection(
-    session: Session,
-    *,
-    actor: User,
-    display_name: str,
-    client_id: str,
-    client_secret: str | None,
-    consent: bool,
-    shared_with_contributors: bool = False,
-    redirect_uri: str = DEFAULT_REDIRECT_URI,
-) -> Connection:
+class ConnectionSpec(BaseModel):
+    """A new connection as an admin describes it (API, page and CLI alike); checked by
+    ``create_connection``, which names the field of a refused value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    display_name: str
+    client_id: str
+    client_secret: str | None = None
+    consent: bool = False
+    shared_with_contributors: bool = False
+    redirect_uri: str = DEFAULT_REDIRECT_URI
+
+
+class ConnectionChanges(BaseModel):
+    """What an edit of a connection changes; None leaves a setting as it is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    display_name: str | None = None
+    shared_with_contributors: bool | None = None
+    sms_only_allowed: bool | None = None
+
+
+def _name_free(session: Session, display_name: str) -> None:
+    if session.scalar(select(Connection.id).where(Connection.display_name == display_name)):
+        raise ConfigurationError(N_("A connection named %(name)s already exists"),
+                                 values={"name": repr(display_name)},
+                                 field="display_name")
+
+
+def create_connection(session: Session, *, actor: User, spec: ConnectionSpec) -> Connection:
     """Save a connection (not yet authorized). The data-privacy consent is required."""
     require_role(actor, Role.ADMIN)
-    display_name = display_name.strip()
+    client_id, client_secret = spec.client_id, spec.client_secret
+    shared_with_contributors = spec.shared_with_contributors
+    display_name = spec.display_name.strip()
     if not display_name:
         raise ConfigurationError("A connection needs a display name", field="display_name")
-    if not consent:
+    if not spec.consent:
         raise ConfigurationError(
             "The data privacy and compliance agreement must be accepted to create a connection",
             hint=CONSENT_TEXT,
@@ -105,17 +129,14 @@ def create_connection(
     if not client_id.strip():
         raise ConfigurationError("A connection needs the application's client id",
                                  field="client_id")
-    if session.scalar(select(Connection.id).where(Connection.display_name == display_name)):
-        raise ConfigurationError(N_("A connection named %(name)s already exists"),
-                                 values={"name": repr(display_name)},
-                                 field="display_name")
+    _name_free(session, display_name)
     register_secret(client_secret)
     conn = Connection(
         display_name=display_name,
         shared_with_contributors=shared_with_contributors,
         client_id=client_id.strip(),
         client_secret=client_secret,
-        redirect_uri=redirect_uri,
+        redirect_uri=spec.redirect_uri,
         api_key_hash=api_key_hash(client_id.strip()),
         consent_text_version=CONSENT_TEXT_VERSION,
         consent_by_id=actor.id,
@@ -131,30 +152,29 @@ def create_connection(
     return conn
 
 
-def update_connection(
-    session: Session,
-    *,
-    actor: User,
-    connection: Connection,
-    display_name: str | None = None,
-    shared_with_contributors: bool | None = None,
-    sms_only_allowed: bool | None = None,
-) -> Connection:
+def update_connection(session: Session, *, actor: User, connection: Connection,
+                      changes: ConnectionChanges) -> Connection:
     """Rename a connection, change who may use it, or say whether its account takes SMS-only
     contacts (admins; docs/sms.md)."""
     require_role(actor, Role.ADMIN)
-    changes: dict[str, object] = {}
+    display_name = changes.display_name
+    shared_with_contributors = changes.shared_with_contributors
+    sms_only_allowed = changes.sms_only_allowed
+    changed: dict[str, object] = {}
+    if display_name is not None and not display_name.strip():
+        raise ConfigurationError("A connection needs a display name", field="display_name")
     if display_name is not None and display_name.strip() != connection.display_name:
+        _name_free(session, display_name.strip())
         connection.display_name = display_name.strip()
-        changes["display_name"] = connection.display_name
+        changed["display_name"] = connection.display_name
     if shared_with_contributors is not None:
         connection.shared_with_contributors = shared_with_contributors
-        changes["shared_with_contributors"] = shared_with_contributors
+        changed["shared_with_contributors"] = shared_with_contributors
     if sms_only_allowed is not None:
         connection.sms_only_allowed = sms_only_allowed
-        changes["sms_only_allowed"] = sms_only_allowed
+        changed["sms_only_allowed"] = sms_only_allowed
     audit.record(session, actor=actor, action="connection.updated", target_type="connection",
-                 target_id=connection.id, **changes)
+                 target_id=connection.id, **changed)
     return connection
 
 

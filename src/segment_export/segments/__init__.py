@@ -16,6 +16,8 @@ from segment_export.segments.rules import AllGroup, AnyGroup, Condition, Rule, p
 from segment_export.segments.service import (
     DependentExport,
     Preview,
+    SegmentChanges,
+    SegmentSpec,
     create_segment,
     delete_segment,
     dependent_exports,
@@ -35,6 +37,8 @@ __all__ = [
     "Preview",
     "RefreshResult",
     "Rule",
+    "SegmentChanges",
+    "SegmentSpec",
     "compile_expression",
     "compile_rule",
     "compile_segment",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, SkipValidation
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -105,18 +106,35 @@ def _flush(session: Session, name: str) -> None:
                         values={"name": repr(name)}, field="name") from exc
 
 
-def create_segment(
-    session: Session,
-    store: ProfileStore,
-    *,
-    name: str,
-    rule: RuleInput | None = None,
-    expression: str | None = None,
-    description: str | None = None,
-    active: bool = True,
-    now: datetime | None = None,
-    actor: User | None = None,
-) -> Segment:
+class SegmentSpec(BaseModel):
+    """A new segment as a person defines it (API, page and CLI alike): a rule or an
+    expression, checked by ``create_segment`` against the profiles."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    # Parsed by the service, so that a bad rule is the same DataError on every surface.
+    rule: SkipValidation[RuleInput | None] = None
+    expression: str | None = None
+    description: str | None = None
+    active: bool = True
+
+
+class SegmentChanges(BaseModel):
+    """What an edit of a segment changes; None leaves a setting as it is (``description=""``
+    clears the description)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str | None = None
+    rule: SkipValidation[RuleInput | None] = None
+    expression: str | None = None
+    description: str | None = None
+    active: bool | None = None
+
+
+def create_segment(session: Session, store: ProfileStore, *, spec: SegmentSpec,
+                   now: datetime | None = None, actor: User | None = None) -> Segment:
     """Create a segment from a rule or an expression, checked against the profiles.
 
     An active segment is evaluated at once, so an export never reads a segment that has no
@@ -124,9 +142,10 @@ def create_segment(
     """
     if actor is not None:
         require_role(actor, Role.ADMIN, Role.CONTRIBUTOR)
-    name = _clean_name(name)
+    name, description, active = _clean_name(spec.name), spec.description, spec.active
     _name_taken(session, name)
-    stored_rule, stored_expression = _definition(session, store, rule=rule, expression=expression)
+    stored_rule, stored_expression = _definition(session, store, rule=spec.rule,
+                                                 expression=spec.expression)
     segment = Segment(
         id=new_id(),
         name=name,
@@ -144,22 +163,12 @@ def create_segment(
     return segment
 
 
-def update_segment(
-    session: Session,
-    store: ProfileStore,
-    *,
-    name_or_id: str,
-    name: str | None = None,
-    rule: RuleInput | None = None,
-    expression: str | None = None,
-    description: str | None = None,
-    active: bool | None = None,
-    now: datetime | None = None,
-    actor: User | None = None,
-) -> Segment:
+def update_segment(session: Session, store: ProfileStore, *, name_or_id: str,
+                   changes: SegmentChanges, now: datetime | None = None,
+                   actor: User | None = None) -> Segment:
     """Change a segment; a new rule or expression replaces the old one (either form).
 
-    ``description=""`` clears the description. When the definition changes, or the segment
+    When the definition changes, or the segment
     is switched on, its membership is recomputed at once so exports never send an outdated
     definition. Any change of a segment that feeds exports needs the right to change every
     one of them (``actor`` None: the system itself).
@@ -167,6 +176,8 @@ def update_segment(
     segment = get_segment(session, name_or_id=name_or_id)
     if actor is not None:
         require_may_change(session, actor=actor, segment=segment)
+    name, rule, expression = changes.name, changes.rule, changes.expression
+    description, active = changes.description, changes.active
     if rule is not None and expression is not None:
         raise DataError("Give either a rule or an expression, not both", field="rule")
     if name is not None:

@@ -126,11 +126,11 @@ def connections(db: Db, admin: AdminUser) -> list[ConnectionPublic]:
 def add_connection(body: ConnectionCreate, request: Request, db: Db, services: Services,
                    admin: AdminUser) -> ConnectionPublic:
     """Save a connection (the privacy consent is required); authorize it next."""
-    conn = service.create_connection(
-        db, actor=admin, display_name=body.display_name, client_id=body.client_id,
+    conn = service.create_connection(db, actor=admin, spec=service.ConnectionSpec(
+        display_name=body.display_name, client_id=body.client_id,
         client_secret=body.client_secret.get_secret_value() if body.client_secret else None,
         consent=body.consent, shared_with_contributors=body.shared_with_contributors,
-        redirect_uri=body.redirect_uri or services.public_base(request) + API_CALLBACK_PATH)
+        redirect_uri=body.redirect_uri or services.public_base(request) + API_CALLBACK_PATH))
     db.commit()
     return connection_public(db, conn)
 
@@ -164,8 +164,9 @@ def edit_connection(connection_id: ObjectId, body: ConnectionUpdate, db: Db,
     """Rename a connection, change who may use it or whether it sends SMS-only contacts."""
     conn = service.update_connection(
         db, actor=admin, connection=service.get_connection(db, name_or_id=connection_id),
-        display_name=body.display_name, shared_with_contributors=body.shared_with_contributors,
-        sms_only_allowed=body.sms_only_allowed)
+        changes=service.ConnectionChanges(
+            display_name=body.display_name, shared_with_contributors=body.shared_with_contributors,
+            sms_only_allowed=body.sms_only_allowed))
     db.commit()
     return connection_public(db, conn)
 

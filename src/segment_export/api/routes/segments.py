@@ -145,8 +145,17 @@ def add_segment(body: SegmentCreate, db: Db, services: Services,
                 user: EditorUser) -> SegmentPublic:
     """Create a segment from a rule or an expression; an active one is evaluated at once."""
     created = service.create_segment(
-        db, services.runtime.store, name=body.name, rule=body.rule, expression=body.expression,
-        description=body.description, active=body.active, actor=user)
+        db,
+        services.runtime.store,
+        spec=service.SegmentSpec(
+            name=body.name,
+            rule=body.rule,
+            expression=body.expression,
+            description=body.description,
+            active=body.active,
+        ),
+        actor=user,
+    )
     db.commit()
     return _one(db, created, user)
 
@@ -172,9 +181,18 @@ def edit_segment(segment_id: ObjectId, body: SegmentUpdate, db: Db, services: Se
                  user: EditorUser) -> SegmentPublic:
     """Change a segment (needs the right to edit every export that sends it)."""
     updated = service.update_segment(
-        db, services.runtime.store, name_or_id=segment_id, name=body.name, rule=body.rule,
-        expression=body.expression, description=body.description, active=body.active,
-        actor=user)
+        db,
+        services.runtime.store,
+        changes=service.SegmentChanges(
+            name=body.name,
+            rule=body.rule,
+            expression=body.expression,
+            description=body.description,
+            active=body.active,
+        ),
+        name_or_id=segment_id,
+        actor=user,
+    )
     db.commit()
     return _one(db, updated, user)
 

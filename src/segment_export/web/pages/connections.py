@@ -45,11 +45,11 @@ def create_connection(
 ) -> Response:
     """Save the connection and go to Constant Contact's consent page (Connect)."""
     try:
-        conn = service.create_connection(
-            db, actor=admin, display_name=display_name, client_id=client_id,
+        conn = service.create_connection(db, actor=admin, spec=service.ConnectionSpec(
+            display_name=display_name, client_id=client_id,
             client_secret=client_secret or None, consent=consent,
             shared_with_contributors=usable_by == "contributors",
-            redirect_uri=services.public_base(request) + WEB_CALLBACK_PATH)
+            redirect_uri=services.public_base(request) + WEB_CALLBACK_PATH))
         url = service.start_authorization(db, actor=admin, connection=conn,
                                           settings=services.settings)
     except (ConfigurationError, DataError) as exc:
@@ -96,11 +96,9 @@ def save_connection(
 ) -> Response:
     """Save the name and who may use the connection (the wizard's last step, or an edit)."""
     conn = service.get_connection(db, name_or_id=connection_id)
-    if not display_name.strip():
-        raise ConfigurationError("A connection needs a display name", field="display_name")
-    service.update_connection(db, actor=admin, connection=conn, display_name=display_name,
-                              shared_with_contributors=usable_by == "contributors",
-                              sms_only_allowed=sms_only_allowed)
+    service.update_connection(db, actor=admin, connection=conn, changes=service.ConnectionChanges(
+        display_name=display_name, shared_with_contributors=usable_by == "contributors",
+        sms_only_allowed=sms_only_allowed))
     db.commit()
     return redirect("/admin/connections", notice=translate(
         request, N_("Saved the connection '%(name)s'."), name=conn.display_name))

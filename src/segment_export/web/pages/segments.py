@@ -142,9 +142,18 @@ def create_segment(request: Request, db: Db, services: Services, user: EditorUse
     store = services.runtime.store
     try:
         rule, expression = form.definition(store.schema())
-        segment = service.create_segment(db, store, name=form.name, rule=rule,
-                                         expression=expression, description=form.description,
-                                         active=form.active, actor=user)
+        segment = service.create_segment(
+            db,
+            store,
+            spec=service.SegmentSpec(
+                name=form.name,
+                rule=rule,
+                expression=expression,
+                description=form.description,
+                active=form.active,
+            ),
+            actor=user,
+        )
         db.commit()
     except (ConfigurationError, DataError) as exc:
         db.rollback()
@@ -200,8 +209,18 @@ def save_segment(request: Request, segment_id: ObjectId, db: Db, services: Servi
     try:
         rule, expression = form.definition(store.schema())
         updated = service.update_segment(
-            db, store, name_or_id=found.id, name=form.name, rule=rule, expression=expression,
-            description=form.description, active=form.active, actor=user)
+            db,
+            store,
+            changes=service.SegmentChanges(
+                name=form.name,
+                rule=rule,
+                expression=expression,
+                description=form.description,
+                active=form.active,
+            ),
+            name_or_id=found.id,
+            actor=user,
+        )
         db.commit()
     except (ConfigurationError, DataError) as exc:
         db.rollback()
