@@ -11,6 +11,7 @@ from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -230,14 +231,24 @@ def first_start(session: Session, *, password: str | None) -> tuple[User, str | 
 # -- users -----------------------------------------------------------------------------------
 
 
-def create_user(
-    session: Session, *, actor: User | None, username: str, role: Role,
-    password: str | None = None, email: str | None = None,
-) -> User:
+class UserSpec(BaseModel):
+    """A new user as an admin describes them (API, page and CLI alike); checked by
+    ``create_user``, which names the field of a refused value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: str
+    role: Role
+    password: str | None = None  # None: they cannot sign in until one is set
+    email: str | None = None
+
+
+def create_user(session: Session, *, actor: User | None, spec: UserSpec) -> User:
     """Add a user (admins only, except the very first one)."""
     if actor is not None:
         require_role(actor, Role.ADMIN)
-    username = username.strip()
+    role, password, email = spec.role, spec.password, spec.email
+    username = spec.username.strip()
     if not username or len(username) > 120 or any(c.isspace() for c in username):
         raise DataError("A user name is 1-120 characters without spaces", field="username")
     if session.scalar(select(func.count()).select_from(User).where(User.username == username)):

@@ -27,7 +27,7 @@ from segment_export.profiles import DuckDBProfileStore, generate_profiles
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
 from segment_export.segments.service import SegmentSpec, create_segment
-from segment_export.users import Role, create_api_token, create_user, hash_password
+from segment_export.users import Role, UserSpec, create_api_token, create_user, hash_password
 
 ROLES = ("viewer", "contributor", "admin")
 PASSWORDS = {"admin": "admin-password-0001", "contributor": "contributor-password-2",
@@ -149,7 +149,9 @@ class AppWorld:
 
     def user(self, role: Role = Role.VIEWER) -> User:
         with self.runtime.sessions.begin() as db:
-            return create_user(db, actor=None, username=f"u-{secrets.token_hex(4)}", role=role)
+            return create_user(
+                db, spec=UserSpec(username=f"u-{secrets.token_hex(4)}", role=role), actor=None
+            )
 
     def token_of(self, role: str) -> str:
         """The id of a new API token of ``role``'s user."""
@@ -215,7 +217,7 @@ def app_world(config: Settings, *, engine: Engine | None = None, profiles: int =
     world = AppWorld(config, runtime, AppServer(app))
     with runtime.sessions.begin() as db:
         for role in ROLES:
-            user = create_user(db, actor=None, username=role, role=Role(role))
+            user = create_user(db, spec=UserSpec(username=role, role=Role(role)), actor=None)
             user.password_hash = password_hash(role)
             world.users[role] = user
             world.tokens[role] = create_api_token(db, actor=user, user=user,

@@ -17,6 +17,7 @@ from segment_export.errors import DataError, PermissionDeniedError
 from segment_export.users import (
     AuthenticationError,
     Role,
+    UserSpec,
     authenticate,
     create_api_token,
     create_user,
@@ -41,7 +42,9 @@ def test_passwords_are_argon2_and_checked(site: AppWorld) -> None:
         with pytest.raises(AuthenticationError, match="Wrong user name or password"):
             authenticate(db, username="nobody", password=PASSWORDS["admin"])
         with pytest.raises(DataError, match="at least 10"):
-            create_user(db, actor=admin, username="short", role=Role.VIEWER, password="short")
+            create_user(
+                db, spec=UserSpec(username="short", role=Role.VIEWER, password="short"), actor=admin
+            )
 
 
 def test_first_start_gives_the_admin_a_password_once(sessions: sessionmaker[Session]) -> None:

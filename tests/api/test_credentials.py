@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from segment_export.api.throttle import PER_ACCOUNT
 from segment_export.db.models import ApiToken, AuditEvent, User
-from segment_export.users import Role, create_api_token, create_user, hash_password
+from segment_export.users import Role, UserSpec, create_api_token, create_user, hash_password
 from tests.api.harness import PASSWORDS, AppWorld, WebClient
 
 SIGNED_IN_ROLES = ("viewer", "contributor", "admin")
@@ -25,7 +25,9 @@ def _person(world: AppWorld, role: str) -> tuple[str, str, str]:
     token)."""
     password = f"pw-{uuid.uuid4().hex}"
     with world.runtime.sessions.begin() as db:
-        user = create_user(db, actor=None, username=f"u-{uuid.uuid4().hex[:8]}", role=Role(role))
+        user = create_user(
+            db, spec=UserSpec(username=f"u-{uuid.uuid4().hex[:8]}", role=Role(role)), actor=None
+        )
         user.password_hash = hash_password(password)
         token = create_api_token(db, actor=user, user=user, name="script").secret
         return user.username, password, token

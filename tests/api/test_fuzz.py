@@ -51,7 +51,7 @@ from segment_export.db.types import utcnow
 from segment_export.definitions.connections import start_authorization
 from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.emulator import EmulatorConfig, EmulatorServer
-from segment_export.users import Role, create_api_token, create_user
+from segment_export.users import Role, UserSpec, create_api_token, create_user
 from tests.api.harness import PASSWORDS, AppWorld, app_world, make_settings
 from tests.api.test_permissions import EXPECTATIONS
 from tests.api.test_permissions import ROLES as MATRIX_ROLES
@@ -198,8 +198,13 @@ def seed(site: FuzzSite, tag: str) -> Planted:
             runs[which] = [done, queued]
         # A user for the user routes to aim at (never one of the callers), and a spare API
         # token of every role for the revoking route (never the callers' own).
-        target = create_user(db, actor=admin, username=f"fz-user-{tag}", role=Role.VIEWER,
-                             password=PASSWORDS["viewer"] + tag)
+        target = create_user(
+            db,
+            spec=UserSpec(
+                username=f"fz-user-{tag}", role=Role.VIEWER, password=PASSWORDS["viewer"] + tag
+            ),
+            actor=admin,
+        )
         spares = {role: create_api_token(db, actor=db.merge(world.users[role]),
                                          user=db.merge(world.users[role]), name=f"spare {tag}")
                   for role in ROLES}

@@ -17,7 +17,7 @@ from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.errors import ConfigurationError, PermissionDeniedError
 from segment_export.exports.alerts import set_webhook
 from segment_export.exports.runs import rejected_rows_csv, request_run
-from segment_export.users import Role, create_user
+from segment_export.users import Role, UserSpec, create_user
 from tests.world import World
 
 
@@ -85,7 +85,9 @@ def test_rejection_threshold_alert(world: World, webhook: tuple[str, list[dict[s
 
 def test_webhook_setting_is_admin_only_and_checked(world: World) -> None:
     with world.sessions.begin() as session:
-        viewer = create_user(session, actor=world.admin, username="val", role=Role.VIEWER)
+        viewer = create_user(
+            session, spec=UserSpec(username="val", role=Role.VIEWER), actor=world.admin
+        )
     with world.sessions() as session, pytest.raises(PermissionDeniedError):
         set_webhook(session, actor=viewer, url="https://hooks.example.com/x")
     with world.sessions() as session, pytest.raises(ConfigurationError, match="http"):
@@ -97,9 +99,12 @@ def test_roles_decide_who_manages_exports(world: World) -> None:
                           "last_name": "B", "country": "DE"}])
     export = world.export("roles", [world.segment("all", "country = 'DE'")])
     with world.sessions.begin() as session:
-        contributor = create_user(session, actor=world.admin, username="cory",
-                                  role=Role.CONTRIBUTOR)
-        viewer = create_user(session, actor=world.admin, username="vic", role=Role.VIEWER)
+        contributor = create_user(
+            session, spec=UserSpec(username="cory", role=Role.CONTRIBUTOR), actor=world.admin
+        )
+        viewer = create_user(
+            session, spec=UserSpec(username="vic", role=Role.VIEWER), actor=world.admin
+        )
     connection = world.connection
     assert permissions(contributor, export, connection) == ["view", "edit", "run", "remove"]
     assert permissions(viewer, export, connection) == ["view"]

@@ -40,7 +40,7 @@ from segment_export.exports.alerts import (
     set_webhook,
 )
 from segment_export.exports.runs import run_to_completion
-from segment_export.users import Role, create_user, disable_user
+from segment_export.users import Role, UserSpec, create_user, disable_user
 from tests.ops.helpers import cli_env
 from tests.services import require
 from tests.world import CLIENT_SECRET, World
@@ -236,11 +236,17 @@ def test_a_permanent_failure_emails_the_admins_and_chosen_addresses_over_starttl
     _give_email(world, "Admin@Example.com")
     with world.sessions.begin() as session:
         add_email_address(session, actor=world.admin, address="oncall@example.org")
-        create_user(session, actor=world.admin, username="gone", role=Role.ADMIN,
-                    email="gone@example.com")
+        create_user(
+            session,
+            spec=UserSpec(username="gone", role=Role.ADMIN, email="gone@example.com"),
+            actor=world.admin,
+        )
         disable_user(session, actor=world.admin, username="gone")
-        create_user(session, actor=world.admin, username="cory", role=Role.CONTRIBUTOR,
-                    email="cory@example.com")
+        create_user(
+            session,
+            spec=UserSpec(username="cory", role=Role.CONTRIBUTOR, email="cory@example.com"),
+            actor=world.admin,
+        )
     export = _failing_export(world)
 
     run = world.run(export)
@@ -521,7 +527,9 @@ def test_recipients_are_chosen_by_admins_validated_and_audited(
     assert {e.actor_name for e in added} == {"admin"}
 
     with world.sessions.begin() as session:
-        viewer = create_user(session, actor=world.admin, username="val", role=Role.VIEWER)
+        viewer = create_user(
+            session, spec=UserSpec(username="val", role=Role.VIEWER), actor=world.admin
+        )
     with world.sessions() as session, pytest.raises(PermissionDeniedError):
         add_email_address(session, actor=viewer, address="val@example.com")
 
@@ -582,8 +590,11 @@ def test_each_recipient_reads_the_alert_in_their_language(world: World,
         assert admin is not None
         admin.language = "ms"
         add_email_address(session, actor=world.admin, address="oncall@example.org")
-        create_user(session, actor=world.admin, username="bea", role=Role.ADMIN,
-                    email="bea@example.com")
+        create_user(
+            session,
+            spec=UserSpec(username="bea", role=Role.ADMIN, email="bea@example.com"),
+            actor=world.admin,
+        )
     export = _failing_export(world, name="Surat berita mingguan")
 
     run = world.run(export)

@@ -18,7 +18,7 @@ from segment_export.errors import PermissionDeniedError
 from segment_export.exports.run_all import RunAllResult, run_all
 from segment_export.exports.runs import request_run
 from segment_export.segments.service import SegmentSpec, create_segment
-from segment_export.users import Role, create_user
+from segment_export.users import Role, UserSpec, create_user
 from tests.world import World, open_world
 
 
@@ -46,7 +46,7 @@ def _connection(world: World, name: str, *, status: str, shared: bool = True) ->
 
 def _user(world: World, role: Role) -> User:
     with world.sessions.begin() as db:
-        return create_user(db, actor=None, username=f"{role.value}-1", role=role)
+        return create_user(db, spec=UserSpec(username=f"{role.value}-1", role=role), actor=None)
 
 
 def _sizes(world: World, segment_id: str) -> int:

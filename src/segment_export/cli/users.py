@@ -13,6 +13,7 @@ from segment_export.cli.context import AppContext, pass_app
 from segment_export.languages import N_, when
 from segment_export.users import (
     Role,
+    UserSpec,
     create_api_token,
     create_user,
     disable_user,
@@ -73,8 +74,11 @@ def create(app: AppContext, username: str, role: str, email: str | None,
     """Add a user (admins only) who signs in to the web app with a password."""
     password, generated = _read_password(password_stdin)
     with app.sessions() as session:
-        user = create_user(session, actor=app.actor(session), username=username,
-                           role=Role(role), password=password, email=email)
+        user = create_user(
+            session,
+            spec=UserSpec(username=username, role=Role(role), password=password, email=email),
+            actor=app.actor(session),
+        )
         session.commit()
     click.echo(app.t(N_("Created %(role)s %(name)s."), role=app.t(ROLE_LABELS.get(user.role,
                                                                                    user.role)),

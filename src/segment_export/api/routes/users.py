@@ -18,6 +18,7 @@ from segment_export.users import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
     Role,
+    UserSpec,
     create_api_token,
     create_user,
     disable_user,
@@ -93,8 +94,16 @@ def users(db: Db, _admin: AdminUser) -> list[UserPublic]:
 @router.post("/users", status_code=status.HTTP_201_CREATED)
 def add_user(body: UserCreate, db: Db, admin: AdminUser) -> UserPublic:
     """Add a user with a role and a password (admins only)."""
-    user = create_user(db, actor=admin, username=body.username, role=body.role,
-                       password=body.password.get_secret_value(), email=body.email)
+    user = create_user(
+        db,
+        spec=UserSpec(
+            username=body.username,
+            role=body.role,
+            password=body.password.get_secret_value(),
+            email=body.email,
+        ),
+        actor=admin,
+    )
     db.commit()
     return _public(user)
 

@@ -17,6 +17,7 @@ from segment_export.languages import LANGUAGES, N_
 from segment_export.users import (
     IssuedToken,
     Role,
+    UserSpec,
     create_api_token,
     create_user,
     disable_user,
@@ -49,12 +50,21 @@ def add_user(request: Request, db: Db, admin: AdminUser,
     """Add a user; without a password one is generated and shown once."""
     chosen = password or generate_password()
     try:
-        user = create_user(db, actor=admin, username=username, role=role, password=chosen)
+        user = create_user(
+            db, spec=UserSpec(username=username, role=role, password=chosen), actor=admin
+        )
     except (ConfigurationError, DataError) as exc:
         db.rollback()
-        return render(request, "users/list.html", status=422, users=list_users(db),
-                      roles=list(Role), created=None, error=exc,
-                      form={"username": username, "role": role.value})
+        return render(
+            request,
+            "users/list.html",
+            status=422,
+            users=list_users(db),
+            roles=list(Role),
+            created=None,
+            error=exc,
+            form={"username": username, "role": role.value},
+        )
     db.commit()
     return render(request, "users/list.html", users=list_users(db), roles=list(Role),
                   created={"username": user.username,
