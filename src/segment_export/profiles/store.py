@@ -794,7 +794,7 @@ class DuckDBProfileStore:
         """
         if batch_size < 1:
             raise DataError("batch_size must be at least 1", field="batch_size")
-        with self._lease(_LEAN_QUERY_MB) as (cur, lease):
+        with self._lease(None) as (cur, lease):
             id_name = self._require(cur)
             available = self._table_columns(cur, PROFILES)
             unknown = [c for c in columns if c not in available]
@@ -824,6 +824,8 @@ class DuckDBProfileStore:
                 .order_by(key.copy())
                 .sql(dialect=self.dialect)
             )
+            with self._lock:
+                self._settings.need(cur, lease, _LEAN_QUERY_MB)
             cur.execute("BEGIN TRANSACTION")
             reader: pa.RecordBatchReader | None = None
             try:
