@@ -24,7 +24,7 @@ def profiles() -> pa.Table:
     ids = list(range(1, ROWS + 1))
     # Every 50th address is shared with the next profile, in another case and with blanks.
     emails = [f"p{i - 1 if i % 50 == 1 and i > 1 else i}@example.com" for i in ids]
-    emails = [f"  {e.upper()} " if i % 50 == 1 and i > 1 else e for i, e in zip(ids, emails)]
+    emails = [f"  {e.upper()} " if i % 50 == 1 and i > 1 else e for i, e in zip(ids, emails, strict=True)]
     return pa.table({"customer_id": pa.array(ids, pa.int64()), "email": emails,
                      "first_name": [f"F{i}" for i in ids]})
 
@@ -104,11 +104,9 @@ def test_reads_too_big_for_the_lean_limit_run_with_the_store_settings(
     # A lean limit nothing fits in: every read still gives the same answer.
     monkeypatch.setattr(store_module, "_LEAN_QUERY_MB", 1)
     store.close()
-    with pytest.raises(duckdb.OutOfMemoryException):
-        with store._cursor(1) as cur:
-            cur.execute(
-                "SELECT email, count(*) FROM profiles GROUP BY email HAVING count(*) > 1"
-            ).fetchall()
+    with pytest.raises(duckdb.OutOfMemoryException), store._cursor(1) as cur:
+        cur.execute("SELECT email, count(*) FROM profiles GROUP BY email HAVING count(*) > 1"
+                    ).fetchall()
     assert _duplicates(store).sort_by("email").equals(expected)
     assert store.membership_size(["all"]) == ROWS
     again = pa.Table.from_batches(list(store.read_members(["all"], ["email", "first_name"])))
