@@ -24,7 +24,8 @@ def profiles() -> pa.Table:
     ids = list(range(1, ROWS + 1))
     # Every 50th address is shared with the next profile, in another case and with blanks.
     emails = [f"p{i - 1 if i % 50 == 1 and i > 1 else i}@example.com" for i in ids]
-    emails = [f"  {e.upper()} " if i % 50 == 1 and i > 1 else e for i, e in zip(ids, emails, strict=True)]
+    emails = [f"  {e.upper()} " if i % 50 == 1 and i > 1 else e
+              for i, e in zip(ids, emails, strict=True)]
     return pa.table({"customer_id": pa.array(ids, pa.int64()), "email": emails,
                      "first_name": [f"F{i}" for i in ids]})
 
