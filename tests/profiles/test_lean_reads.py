@@ -112,3 +112,17 @@ def test_reads_too_big_for_the_lean_limit_run_with_the_store_settings(
     assert store.membership_size(["all"]) == ROWS
     again = pa.Table.from_batches(list(store.read_members(["all"], ["email", "first_name"])))
     assert again.equals(members)
+
+
+def test_a_wide_read_gets_a_higher_window_limit(tmp_path: Path) -> None:
+    columns = {f"c{k}": [f"value {k} of {i}" for i in range(2000)] for k in range(20)}
+    table = pa.table({"customer_id": pa.array(range(2000), pa.int64()), **columns})
+    with DuckDBProfileStore(tmp_path / "wide.duckdb") as store:
+        store.import_table(table)
+        store.store_membership("all", exp.true())
+        reader = store.read_members(["all"], list(columns), batch_size=500)
+        next(reader)
+        assert _settings(store) == ("91.5 MiB", 1)  # 21 columns: 3 x 32 MB
+        rest = pa.Table.from_batches(list(reader))
+        assert rest.num_rows == 1500
+        assert rest.column("c19")[-1].as_py() == "value 19 of 1999"

@@ -39,8 +39,8 @@ _MEMORY_LIMIT_MB = 128
 # The export's reads run in less, on one thread, when nothing else uses the store (see
 # _Settings): the duplicate-email query peaks 60-70 MB lower and fits in 64 MB on one thread
 # (two threads each build a share of its hash tables and need more); the windows of
-# read_members need little, and a low limit keeps DuckDB from caching the table blocks they
-# read (up to the whole limit in a large store).
+# read_members need little (_LEAN_WINDOW_MB for each 8 columns), and a low limit keeps
+# DuckDB from caching the table blocks they read (up to the whole limit in a large store).
 _LEAN_QUERY_MB = 64
 _LEAN_WINDOW_MB = 32
 
@@ -842,8 +842,12 @@ class DuckDBProfileStore:
                                   params=list(segment_ids)).to_arrow_table().column(0)
                 # The windows need little; a low limit also keeps DuckDB from caching every
                 # table block they read (in a 10 M store, 100 MB of them at the 128 MB limit).
+                # What a window needs grows with its columns (all 15 of the generated
+                # profiles: more than 16 MB, less than 32), and a window that ran out of
+                # memory would end the read's transaction: 32 MB for each 8 columns.
+                window_mb = min(_MEMORY_LIMIT_MB, _LEAN_WINDOW_MB * -(-len(wanted) // 8))
                 with self._lock:
-                    self._settings.need(cur, lease, _LEAN_WINDOW_MB)
+                    self._settings.need(cur, lease, window_mb)
                 for start in range(0, len(ids), window_rows):
                     window = ids.slice(start, window_rows)
                     cur.register(view, pa.table({"id": window}))
