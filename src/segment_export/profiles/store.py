@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -22,6 +22,7 @@ from segment_export.profiles import importer
 from segment_export.storage import is_storage_full, storage_full_error
 
 ImportMode = Literal["replace", "upsert"]
+_T = TypeVar("_T")
 
 PROFILES = "profiles"
 MEMBERS = "segment_members"
@@ -33,6 +34,15 @@ _ROW = "__segment_export_row"  # file order of a staged row; named so no real co
 # Members read_members fetches with one query: a few times this many rows' columns are what the
 # read holds in DuckDB (about 10 MB at 100,000).
 _WINDOW_ROWS = 100_000
+# DuckDB's memory limit (MB) for everything but the export's reads: imports, refreshes, rules.
+_MEMORY_LIMIT_MB = 128
+# The export's reads run in less, on one thread, when nothing else uses the store (see
+# _Settings): the duplicate-email query peaks 60-70 MB lower and fits in 64 MB on one thread
+# (two threads each build a share of its hash tables and need more); the windows of
+# read_members need little (_LEAN_WINDOW_MB for each 8 columns), and a low limit keeps
+# DuckDB from caching the table blocks they read (up to the whole limit in a large store).
+_LEAN_QUERY_MB = 64
+_LEAN_WINDOW_MB = 32
 
 
 @dataclass(frozen=True)
@@ -182,6 +192,7 @@ class DuckDBProfileStore:
         # Membership writes one at a time: two refreshes of a segment deleting its rows at
         # once conflict in DuckDB ("Conflict on tuple deletion"), and one fails.
         self._membership_writes = threading.Lock()
+        self._settings = _Settings()
 
     def __enter__(self) -> DuckDBProfileStore:
         return self
@@ -209,12 +220,13 @@ class DuckDBProfileStore:
         conn.execute("SET GLOBAL TimeZone = 'UTC'")
         # DuckDB keeps what a query used in its buffer pool (80 % of RAM by default); an export
         # shares the machine, so the store stays small and spills to disk beyond this.
-        conn.execute("SET memory_limit = '128MB'")
+        conn.execute(f"SET memory_limit = '{_MEMORY_LIMIT_MB}MB'")
         # DuckDB's allocator keeps what a finished query freed until later allocations purge
         # it; a background thread hands it back within about a second, so the memory of the
         # export's first queries is not still held while it sends (about -10 MB of peak RSS
         # at a million members).
         conn.execute("SET allocator_background_threads = true")
+        self._settings.reset(conn)
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {META} (key VARCHAR PRIMARY KEY, value VARCHAR)"
         )
@@ -225,15 +237,29 @@ class DuckDBProfileStore:
         return conn
 
     @contextmanager
-    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _cursor(self, lean_mb: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor of the store's connection. ``lean_mb``: this is one of the export's reads,
+        which may run on one thread within that many MB (see :class:`_Settings`)."""
+        with self._lease(lean_mb) as (cur, _lease):
+            yield cur
+
+    @contextmanager
+    def _lease(
+        self, lean_mb: int | None
+    ) -> Iterator[tuple[duckdb.DuckDBPyConnection, _Lease]]:
         with self._lock:
             if self._root is None:
                 self._root = self._open()
             cur = self._root.cursor()
+            lease = self._settings.acquire(cur, lean_mb)
         try:
-            yield cur
+            yield cur, lease
         finally:
-            cur.close()
+            try:
+                with self._lock:
+                    self._settings.release(cur if self._root is not None else None, lease)
+            finally:
+                cur.close()
 
     def close(self) -> None:
         """Close the database file; the store reopens it on the next call."""
@@ -668,12 +694,25 @@ class DuckDBProfileStore:
         """Distinct current profiles in the union of the segments' memberships."""
         if not segment_ids:
             return 0
-        with self._cursor() as cur:
+
+        def count(cur: duckdb.DuckDBPyConnection) -> int:
             id_name = self._require(cur)
             id_type = self._table_columns(cur, PROFILES)[id_name]
             query = self._members_query(id_name, id_type, segment_ids,
                                         [exp.Count(this=exp.Star())])
             return _scalar(cur.execute(query.sql(dialect=self.dialect), list(segment_ids)))
+
+        return self._lean_query(_LEAN_QUERY_MB, count)
+
+    def _lean_query(self, lean_mb: int, run: Callable[[duckdb.DuckDBPyConnection], _T]) -> _T:
+        """``run`` on a lean cursor (one of the export's reads, see :class:`_Settings`); again
+        with the store's settings if it does not fit (a larger segment than the limit is for)."""
+        try:
+            with self._cursor(lean_mb) as cur:
+                return run(cur)
+        except duckdb.OutOfMemoryException:
+            with self._cursor() as cur:
+                return run(cur)
 
     def duplicate_emails(
         self, segment_ids: Sequence[str], *, email_column: str, consent_column: str | None,
@@ -688,7 +727,8 @@ class DuckDBProfileStore:
         empty = pa.table({"email": pa.array([], pa.string()), "sort_id_max": pa.array([])})
         if not segment_ids:
             return empty
-        with self._cursor() as cur:
+
+        def duplicates(cur: duckdb.DuckDBPyConnection) -> pa.Table:
             id_name = self._require(cur)
             types = self._table_columns(cur, PROFILES)
             for column in (email_column, consent_column):
@@ -736,6 +776,8 @@ class DuckDBProfileStore:
                                       params=list(segment_ids)).to_arrow_table()
             return table
 
+        return self._lean_query(_LEAN_QUERY_MB, duplicates)
+
     def read_members(
         self, segment_ids: Sequence[str], columns: Sequence[str], *, batch_size: int = 100_000
     ) -> Iterator[pa.RecordBatch]:
@@ -752,7 +794,7 @@ class DuckDBProfileStore:
         """
         if batch_size < 1:
             raise DataError("batch_size must be at least 1", field="batch_size")
-        with self._cursor() as cur:
+        with self._lease(None) as (cur, lease):
             id_name = self._require(cur)
             available = self._table_columns(cur, PROFILES)
             unknown = [c for c in columns if c not in available]
@@ -782,11 +824,30 @@ class DuckDBProfileStore:
                 .order_by(key.copy())
                 .sql(dialect=self.dialect)
             )
+            with self._lock:
+                self._settings.need(cur, lease, _LEAN_QUERY_MB)
             cur.execute("BEGIN TRANSACTION")
             reader: pa.RecordBatchReader | None = None
             try:
-                ids = cur.sql(ids_query.sql(dialect=self.dialect),
-                              params=list(segment_ids)).to_arrow_table().column(0)
+                try:
+                    ids = cur.sql(ids_query.sql(dialect=self.dialect),
+                                  params=list(segment_ids)).to_arrow_table().column(0)
+                except duckdb.OutOfMemoryException:
+                    # Too many members for the lean limit: again with the store's settings.
+                    cur.execute("ROLLBACK")
+                    with self._lock:
+                        self._settings.need(cur, lease, None)
+                    cur.execute("BEGIN TRANSACTION")
+                    ids = cur.sql(ids_query.sql(dialect=self.dialect),
+                                  params=list(segment_ids)).to_arrow_table().column(0)
+                # The windows need little; a low limit also keeps DuckDB from caching every
+                # table block they read (in a 10 M store, 100 MB of them at the 128 MB limit).
+                # What a window needs grows with its columns (all 15 of the generated
+                # profiles: more than 16 MB, less than 32), and a window that ran out of
+                # memory would end the read's transaction: 32 MB for each 8 columns.
+                window_mb = min(_MEMORY_LIMIT_MB, _LEAN_WINDOW_MB * -(-len(wanted) // 8))
+                with self._lock:
+                    self._settings.need(cur, lease, window_mb)
                 for start in range(0, len(ids), window_rows):
                     window = ids.slice(start, window_rows)
                     cur.register(view, pa.table({"id": window}))
@@ -804,6 +865,96 @@ class DuckDBProfileStore:
                     cur.unregister(view)
                 except duckdb.ConnectionException:
                     pass  # the store was closed before the read ended: nothing left to end
+
+
+@dataclass(eq=False)
+class _Lease:
+    """One cursor's claim on the connection's settings: the memory limit (MB) its queries
+    may need, and whether they may run on one thread."""
+
+    generation: int
+    limit_mb: int
+    lean: bool
+
+
+class _Settings:
+    """DuckDB's thread count and memory limit, which are the database's (global), not a
+    cursor's: set so that every cursor in use gets what its queries need.
+
+    Each cursor registers what it needs: other work the store's ``_MEMORY_LIMIT_MB`` and the
+    default threads; one of the export's reads (``lean_mb``) that many MB on one thread. The
+    database runs at the largest limit any cursor in use needs, on one thread only when every
+    cursor in use is lean. A lean read that starts while other work runs counts as that work
+    until it says otherwise (:meth:`need`, between its queries), so a query never sees the
+    limit lowered or the threads changed under it towards less than it started with; a limit
+    DuckDB refuses to lower (memory still pinned) stays where it is. Idle, nothing changes.
+    Every call is made under the store's lock.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.default_threads = 1
+        self.limit_mb = _MEMORY_LIMIT_MB
+        self.threads = 1
+        self._leases: list[_Lease] = []
+
+    def reset(self, conn: duckdb.DuckDBPyConnection) -> None:
+        """A new connection, with the store's settings; leases of the old one are void."""
+        self.generation += 1
+        self._leases = []
+        self.limit_mb = _MEMORY_LIMIT_MB
+        row = conn.execute("SELECT current_setting('threads')").fetchall()
+        self.default_threads = self.threads = max(1, int(row[0][0]))
+
+    def acquire(self, cur: duckdb.DuckDBPyConnection, lean_mb: int | None) -> _Lease:
+        lease = _Lease(self.generation, _MEMORY_LIMIT_MB, lean=False)
+        self._leases.append(lease)
+        self.need(cur, lease, lean_mb)
+        return lease
+
+    def need(self, cur: duckdb.DuckDBPyConnection, lease: _Lease, lean_mb: int | None) -> None:
+        """What ``lease``'s next queries need (None: the store's settings); call it only
+        between the lease's queries."""
+        if lease.generation != self.generation:
+            return
+        others = [x for x in self._leases if x is not lease]
+        if lean_mb is None:
+            lease.limit_mb, lease.lean = _MEMORY_LIMIT_MB, False
+        elif any(not x.lean for x in others):
+            # Other work is running with the store's settings: run as it does.
+            lease.limit_mb, lease.lean = max(lean_mb, self.limit_mb), False
+        else:
+            lease.limit_mb, lease.lean = lean_mb, True
+        self._apply(cur)
+
+    def release(self, cur: duckdb.DuckDBPyConnection | None, lease: _Lease) -> None:
+        if lease.generation != self.generation or lease not in self._leases:
+            return
+        self._leases.remove(lease)
+        if cur is not None and self._leases:
+            self._apply(cur)
+
+    def _apply(self, cur: duckdb.DuckDBPyConnection) -> None:
+        limit = max(x.limit_mb for x in self._leases)
+        threads = 1 if all(x.lean for x in self._leases) else self.default_threads
+        # A higher limit before more threads, fewer threads before a lower limit: a running
+        # query never has less memory than its threads started with.
+        if limit > self.limit_mb:
+            self._set(cur, "memory_limit", f"'{limit}MB'")
+        if threads != self.threads:
+            self._set(cur, "threads", str(threads))
+        if limit < self.limit_mb:
+            self._set(cur, "memory_limit", f"'{limit}MB'")
+
+    def _set(self, cur: duckdb.DuckDBPyConnection, name: str, value: str) -> None:
+        try:
+            cur.execute(f"SET GLOBAL {name} = {value}")
+        except duckdb.Error:
+            return  # e.g. a lower limit while pinned memory exceeds it: keep the current one
+        if name == "threads":
+            self.threads = int(value)
+        else:
+            self.limit_mb = int(value.strip("'MB"))
 
 
 def _scalar(result: Any) -> int:
