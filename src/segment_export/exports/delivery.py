@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from segment_export.constant_contact import Activity
 from segment_export.db.models import ExportMember, ExportMemberBlock, RejectedRow, Run, RunBatch
 from segment_export.db.types import utcnow
+from segment_export.exports.contact_ids import forget_all_contact_ids
 from segment_export.exports.phones import SMS_KEY_PREFIX
 
 _ROW_ERROR = re.compile(r"^Row (\d+)(?: \((.*?)\))?: (.*)$")
@@ -313,6 +314,7 @@ def forget_export_state(session: Session, *, export_id: str) -> None:
     the export's to remove) on the new one."""
     session.execute(delete(ExportMember).where(ExportMember.export_id == export_id))
     session.execute(delete(ExportMemberBlock).where(ExportMemberBlock.export_id == export_id))
+    forget_all_contact_ids(session, export_id=export_id)
     session.execute(update(RunBatch).where(
         RunBatch.run_id.in_(select(Run.id).where(Run.export_id == export_id)),
         RunBatch.state.in_(("sent", "pending"))).values(state="unknown"))

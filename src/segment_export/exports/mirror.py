@@ -24,6 +24,11 @@ from sqlalchemy import Engine, func, insert, select, update
 from segment_export.constant_contact import MAX_CONTACT_IDS, Activity, ConstantContactClient
 from segment_export.db.models import Export, Run, RunBatch
 from segment_export.errors import NotFoundError, RetriableError
+from segment_export.exports.contact_ids import (
+    forget_contact_ids,
+    known_contact_ids,
+    learn_contact_ids,
+)
 from segment_export.exports.delivery import (
     RemovalMembers,
     delivered_emails,
@@ -55,10 +60,21 @@ def normalise_emails(values: Iterable[str | None]) -> list[str]:
     return [str(v) for v in pc.utf8_lower(pc.utf8_trim_whitespace(array)).to_pylist()]
 
 
+def _needs_export(emails: dict[str, int]) -> bool:
+    """Whether looking these leavers up takes the list's contact export (else one by one)."""
+    return len(emails) > LOOKUP_ONE_BY_ONE or any(e.startswith(SMS_KEY_PREFIX) for e in emails)
+
+
 def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, int], *,
-                 poll_interval: float) -> tuple[dict[str, str], set[str]]:
+                 poll_interval: float,
+                 learn: Callable[[np.ndarray[Any, Any], pa.Array], None] | None = None,
+                 ) -> tuple[dict[str, str], set[str]]:
     """email -> contact id for the leavers that are on the list now, and the leavers' emails
     that more than one contact on the list answers to.
+
+    When the list's contact export is downloaded, ``learn`` is given every row's email key
+    (of its normalised address, or ``sms:<E.164>`` for an SMS-only contact) and contact id,
+    so the ids of the export's other members are kept for later runs.
 
     A contact counts only if its own address, normalised, is the leaver's email: a lookup is
     never trusted to have filtered (an empty ``email`` filter is no filter: it pages through
@@ -77,7 +93,7 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
                 found.setdefault(address, set()).add(contact_id)
 
     # An SMS-only contact cannot be looked up by email: the list's export finds it by number.
-    if len(wanted) <= LOOKUP_ONE_BY_ONE and not sms_wanted:
+    if not _needs_export(emails):
         for email in wanted:
             match([(c.contact_id, c.email)
                    for c in client.find_contacts(email=email, lists=[list_id], limit=50)])
@@ -98,6 +114,10 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
         hit = pc.is_in(normalised, value_set=pa.array(sorted(wanted), pa.string()))
         match(list(zip(pc.fill_null(ids_column.filter(hit), "").to_pylist(),
                        addresses.filter(hit).to_pylist(), strict=True)))
+        if learn is not None:
+            has_address = pc.not_equal(normalised, "")
+            keys, _ = fingerprints(pa.table({"email": normalised.filter(has_address)}))
+            learn(keys, ids_column.filter(has_address))
         if sms_wanted:
             # Only a contact that is still SMS-only is the one this export made: one that has
             # an email since is someone's email contact, never removed as an SMS-only leaver.
@@ -108,6 +128,12 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
                 key = f"{SMS_KEY_PREFIX}{e164}"
                 if e164 and contact_id and key in sms_wanted:
                     found.setdefault(key, set()).add(contact_id)
+            if learn is not None:
+                sms_keys = pc.binary_join_element_wise(SMS_KEY_PREFIX, numbers.e164, "")
+                parsed = pc.is_valid(sms_keys)
+                if pc.any(parsed).as_py():
+                    keys, _ = fingerprints(pa.table({"email": sms_keys.filter(parsed)}))
+                    learn(keys, ids_column.filter(bare).filter(parsed))
     ids = {email: next(iter(c)) for email, c in found.items() if len(c) == 1}
     ambiguous = {email for email, c in found.items() if len(c) > 1}
     if ambiguous:
@@ -180,12 +206,26 @@ def settle_left_over_removals(deps: RunDependencies, client: ConstantContactClie
             record_removal_unsettled(deps.engine, export_id=export_id, run_id=run_id,
                                      batch_id=batch.id, members=members, state="unknown")
             continue
-        if done.state == "completed":
+        if done.state == "completed" and not removal_short(done, len(members)):
             record_removed(deps.engine, export_id=export_id, batch_id=batch.id, members=members)
         else:
+            if done.state == "completed":  # an id it named was not found: trust none
+                with deps.sessions() as session:
+                    export = session.get(Export, export_id)
+                    list_id = export.list_id if export is not None else ""
+                forget_contact_ids(deps.engine, export_id=export_id, list_id=list_id,
+                                   keys=members.keys)
             record_removal_unsettled(deps.engine, export_id=export_id, run_id=run_id,
                                      batch_id=batch.id, members=members, state="failed",
                                      errors=done.activity_errors)
+
+
+def removal_short(done: Activity, sent: int) -> bool:
+    """Whether a completed removal says it did not do every contact it named: fewer counted
+    done than sent, or errors (the emulator names each id it did not find; what Constant
+    Contact says is UNVERIFIED, and a removal without counts is taken at its word)."""
+    completed = done.status.items_completed_count
+    return bool(done.activity_errors) or (completed is not None and completed < sent)
 
 
 def _raising(check_cancel: Callable[[], None]) -> Callable[[], bool]:
@@ -215,17 +255,40 @@ def remove_leavers(
     emails = _not_members(deps, export.id,
                           delivered_emails(deps.engine, export.id, gone) if gone.size else {},
                           current_keys)
+    def learn(keys: np.ndarray[Any, Any], ids: pa.Array) -> None:
+        # Only the export's own members: the list's other contacts are not its to remove.
+        mine = sorted_member(keys, delivered.keys)
+        learnt = learn_contact_ids(deps.engine, export_id=export.id, list_id=export.list_id,
+                                   keys=keys[mine], ids=ids.filter(pa.array(mine)))
+        log.info("mirror: kept the contact ids of %d members from the list's export", learnt)
+
     for _ in range(REMOVAL_ROUNDS):
         if not emails:
             break
-        ids, ambiguous = _contact_ids(client, export.list_id, emails,
-                                      poll_interval=deps.poll_interval)
-        # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no call.
-        record_off_list(deps.engine, export_id=export.id, run_id=run_id,
-                        keys=[key for email, key in emails.items()
-                              if email not in ids and email not in ambiguous])
+        # Leavers whose contact id a past export showed are removed by it, without looking
+        # them up; the others are looked up on the list (and, if the list's export is needed
+        # for them anyway, so are all: what the list shows now wins over what was kept).
+        known = known_contact_ids(deps.engine, export_id=export.id, list_id=export.list_id,
+                                  keys=np.fromiter(emails.values(), np.int64, len(emails)))
+        unknown = {email: key for email, key in emails.items() if key not in known}
+        looked_up = (emails if _needs_export(unknown) else unknown) if unknown else {}
+        kept = {email: known[key] for email, key in emails.items()
+                if key in known and email not in looked_up}
+        ids: dict[str, str] = {}
+        if looked_up:
+            ids, ambiguous = _contact_ids(client, export.list_id, looked_up,
+                                          poll_interval=deps.poll_interval, learn=learn)
+            # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no
+            # call.
+            record_off_list(deps.engine, export_id=export.id, run_id=run_id,
+                            keys=[key for email, key in looked_up.items()
+                                  if email not in ids and email not in ambiguous])
+        if kept:
+            log.info("mirror: %d leavers removed by the contact ids kept for them, %d looked "
+                     "up on the list", len(kept), len(looked_up))
         failed = _send_removals(deps, client, run_id=run_id, export=export,
-                                pairs=[(emails[e], e, cid) for e, cid in ids.items()],
+                                pairs=[(emails[e], e, cid) for e, cid in
+                                       [*ids.items(), *kept.items()]],
                                 check_cancel=check_cancel)
         # A failed removal may have taken some off: next round looks its contacts up again.
         emails = {email: emails[email] for email in failed}
@@ -269,7 +332,8 @@ def _send_removals(deps: RunDependencies, client: ConstantContactClient, *, run_
     emails of those whose activity did not complete."""
     from segment_export.exports.engine import RunCancelled  # engine imports this module
 
-    window = _RemovalWindow(deps, client, run_id=run_id, export_id=export.id)
+    window = _RemovalWindow(deps, client, run_id=run_id, export_id=export.id,
+                            list_id=export.list_id)
     try:
         for start in range(0, len(pairs), MAX_CONTACT_IDS):
             check_cancel()
@@ -309,9 +373,9 @@ class _RemovalWindow:
     """The removals of one round sent but not yet settled."""
 
     def __init__(self, deps: RunDependencies, client: ConstantContactClient, *, run_id: str,
-                 export_id: str) -> None:
+                 export_id: str, list_id: str) -> None:
         self.deps, self.client = deps, client
-        self.run_id, self.export_id = run_id, export_id
+        self.run_id, self.export_id, self.list_id = run_id, export_id, list_id
         self.size = 1
         self.in_flight: dict[str, tuple[int, RemovalMembers]] = {}
         self.failed: list[str] = []
@@ -342,12 +406,22 @@ class _RemovalWindow:
     def _settle_one(self, activity_id: str, done: Activity) -> None:
         batch_id, members = self.in_flight.pop(activity_id)
         engine = self.deps.engine
-        if done.state == "completed":
+        if done.state == "completed" and not removal_short(done, len(members)):
             record_removed(engine, export_id=self.export_id, batch_id=batch_id,
                            members=members)
             return
-        log.warning("mirror: removal activity %s ended %s; its contacts still on the list "
-                    "are removed again", activity_id, done.state)
+        if done.state == "completed":
+            # An id Constant Contact did not find (a kept id gone stale): none of this
+            # removal's ids is trusted again, and its leavers are looked up on the list.
+            log.warning("mirror: removal activity %s completed %s of its %d contacts (%s); "
+                        "its contacts are looked up on the list again", activity_id,
+                        done.status.items_completed_count, len(members),
+                        "; ".join(done.activity_errors[:3]) or "no message")
+            forget_contact_ids(engine, export_id=self.export_id, list_id=self.list_id,
+                               keys=members.keys)
+        else:
+            log.warning("mirror: removal activity %s ended %s; its contacts still on the list "
+                        "are removed again", activity_id, done.state)
         record_removal_unsettled(engine, export_id=self.export_id, run_id=self.run_id,
                                  batch_id=batch_id, members=members, state="failed",
                                  errors=done.activity_errors)
