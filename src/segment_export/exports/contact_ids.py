@@ -78,8 +78,17 @@ def learn_contact_ids(engine: Engine, *, export_id: str, list_id: str,
     A key given twice (two contacts on the list answer to one member's address) is not kept,
     and any id it had before is forgotten.
     """
-    keys = np.asarray(keys, np.int64)
     valid, raw = uuid_bytes(ids)
+    return learn_contact_id_bytes(engine, export_id=export_id, list_id=list_id, keys=keys,
+                                  valid=valid, raw=raw)
+
+
+def learn_contact_id_bytes(engine: Engine, *, export_id: str, list_id: str,
+                           keys: np.ndarray[Any, Any], valid: np.ndarray[Any, Any],
+                           raw: np.ndarray[Any, Any]) -> int:
+    """:func:`learn_contact_ids` with the ids as :func:`uuid_bytes` gave them."""
+    keys = np.asarray(keys, np.int64)
+    raw = raw.copy()
     order = np.argsort(keys, kind="stable")
     ordered = keys[order]
     twice = np.zeros(keys.size, bool)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +28,8 @@ from segment_export.errors import NotFoundError, RetriableError
 from segment_export.exports.contact_ids import (
     forget_contact_ids,
     known_contact_ids,
-    learn_contact_ids,
+    learn_contact_id_bytes,
+    uuid_bytes,
 )
 from segment_export.exports.delivery import (
     RemovalMembers,
@@ -103,37 +105,13 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
         done = client.wait_for_activity(activity.activity_id, poll_interval=poll_interval)
         if done.state != "completed" or done.links.results is None:
             raise RetriableError(f"Contact export {activity.activity_id} ended {done.state}")
-        table = _read_export(client.download_contact_export_csv(done.links.results.href),
-                             sms=bool(sms_wanted))
-        ids_column = table.column("contact_id")
-        addresses = table.column("email_address" if "email_address" in table.column_names
-                                 else "email")
-        # Vectorised: normalise every address, keep the rows whose address is a leaver's;
-        # only those become Python objects.
-        normalised = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(addresses, "")))
-        hit = pc.is_in(normalised, value_set=pa.array(sorted(wanted), pa.string()))
-        match(list(zip(pc.fill_null(ids_column.filter(hit), "").to_pylist(),
-                       addresses.filter(hit).to_pylist(), strict=True)))
-        if learn is not None:
-            has_address = pc.not_equal(normalised, "")
-            keys, _ = fingerprints(pa.table({"email": normalised.filter(has_address)}))
-            learn(keys, ids_column.filter(has_address))
-        if sms_wanted:
-            # Only a contact that is still SMS-only is the one this export made: one that has
-            # an email since is someone's email contact, never removed as an SMS-only leaver.
-            bare = pc.and_(pc.equal(normalised, ""), pc.is_valid(table.column("sms_number")))
-            numbers = parse_phones(table.column("sms_number").filter(bare), region=SMS_REGION)
-            for contact_id, e164 in zip(ids_column.filter(bare).to_pylist(),
-                                        numbers.e164.to_pylist(), strict=True):
-                key = f"{SMS_KEY_PREFIX}{e164}"
-                if e164 and contact_id and key in sms_wanted:
-                    found.setdefault(key, set()).add(contact_id)
-            if learn is not None:
-                sms_keys = pc.binary_join_element_wise(SMS_KEY_PREFIX, numbers.e164, "")
-                parsed = pc.is_valid(sms_keys)
-                if pc.any(parsed).as_py():
-                    keys, _ = fingerprints(pa.table({"email": sms_keys.filter(parsed)}))
-                    learn(keys, ids_column.filter(bare).filter(parsed))
+        wanted_set = pa.array(sorted(wanted), pa.string())
+        data = client.download_contact_export_csv(done.links.results.href)
+        # Parsed a block at a time: only the bytes and one block's columns are held at once,
+        # never the whole list as a table.
+        with duckdb.connect() as con:
+            for table in _read_export(data, sms=bool(sms_wanted)):
+                _match_block(table, wanted_set, sms_wanted, match, found, learn, con)
     ids = {email: next(iter(c)) for email, c in found.items() if len(c) == 1}
     ambiguous = {email for email, c in found.items() if len(c) > 1}
     if ambiguous:
@@ -142,21 +120,64 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
     return ids, ambiguous
 
 
-def _read_export(data: bytes, *, sms: bool = False) -> pa.Table:
-    """A contact export's CSV as a table of strings (contact_id and the email column, and with
-    ``sms`` the ``sms_number`` column)."""
+def _match_block(table: pa.Table | pa.RecordBatch, wanted: pa.Array, sms_wanted: set[str],
+                 match: Callable[[list[tuple[str, str | None]]], None],
+                 found: dict[str, set[str]],
+                 learn: Callable[[np.ndarray[Any, Any], pa.Array], None] | None,
+                 con: duckdb.DuckDBPyConnection) -> None:
+    """Match one block of the list's export against the leavers (and learn its ids)."""
+    ids_column = table.column("contact_id")
+    addresses = table.column("email_address" if "email_address" in table.column_names
+                             else "email")
+    # Vectorised: normalise every address, keep the rows whose address is a leaver's; only
+    # those become Python objects.
+    normalised = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(addresses, "")))
+    hit = pc.is_in(normalised, value_set=wanted)
+    match(list(zip(pc.fill_null(ids_column.filter(hit), "").to_pylist(),
+                   addresses.filter(hit).to_pylist(), strict=True)))
+    if learn is not None:
+        has_address = pc.not_equal(normalised, "")
+        keys, _ = fingerprints(pa.table({"email": normalised.filter(has_address)}), con=con)
+        learn(keys, ids_column.filter(has_address))
+    if not sms_wanted:
+        return
+    # Only a contact that is still SMS-only is the one this export made: one that has an
+    # email since is someone's email contact, never removed as an SMS-only leaver.
+    bare = pc.and_(pc.equal(normalised, ""), pc.is_valid(table.column("sms_number")))
+    numbers = parse_phones(table.column("sms_number").filter(bare), region=SMS_REGION)
+    for contact_id, e164 in zip(ids_column.filter(bare).to_pylist(),
+                                numbers.e164.to_pylist(), strict=True):
+        key = f"{SMS_KEY_PREFIX}{e164}"
+        if e164 and contact_id and key in sms_wanted:
+            found.setdefault(key, set()).add(contact_id)
+    if learn is not None:
+        sms_keys = pc.binary_join_element_wise(SMS_KEY_PREFIX, numbers.e164, "")
+        parsed = pc.is_valid(sms_keys)
+        if pc.any(parsed).as_py():
+            keys, _ = fingerprints(pa.table({"email": sms_keys.filter(parsed)}), con=con)
+            learn(keys, ids_column.filter(bare).filter(parsed))
+
+
+# The list's export is parsed in blocks of about this many bytes (~60,000 rows of ids and
+# emails).
+_EXPORT_BLOCK_BYTES = 4 << 20
+
+
+def _read_export(data: bytes, *, sms: bool = False) -> Iterator[pa.RecordBatch]:
+    """A contact export's CSV, a block at a time, as strings (contact_id and the email column,
+    and with ``sms`` the ``sms_number`` column)."""
     extra = ["sms_number"] if sms else []
     if not data.strip():
-        return pa.table({name: pa.array([], pa.string())
-                         for name in ("contact_id", "email_address", *extra)})
+        return
     names = [n.strip('"') for n in data[:data.find(b"\n")].decode().strip().split(",")]
     email = "email_address" if "email_address" in names else "email"
     if sms and "sms_number" not in names:
         raise RetriableError("The list's contact export has no sms_number column; SMS-only "
                              "leavers cannot be found")
     wanted = ["contact_id", email, *extra]
-    return pacsv.read_csv(
-        pa.py_buffer(data),
+    yield from pacsv.open_csv(
+        pa.BufferReader(pa.py_buffer(data)),
+        read_options=pacsv.ReadOptions(block_size=_EXPORT_BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string()),
@@ -255,12 +276,13 @@ def remove_leavers(
     emails = _not_members(deps, export.id,
                           delivered_emails(deps.engine, export.id, gone) if gone.size else {},
                           current_keys)
+    seen: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+
     def learn(keys: np.ndarray[Any, Any], ids: pa.Array) -> None:
         # Only the export's own members: the list's other contacts are not its to remove.
+        # (Kept as 16 bytes an id, block by block: never the whole list's ids as text.)
         mine = sorted_member(keys, delivered.keys)
-        learnt = learn_contact_ids(deps.engine, export_id=export.id, list_id=export.list_id,
-                                   keys=keys[mine], ids=ids.filter(pa.array(mine)))
-        log.info("mirror: kept the contact ids of %d members from the list's export", learnt)
+        seen.append((keys[mine], *uuid_bytes(ids.filter(pa.array(mine)))))
 
     for _ in range(REMOVAL_ROUNDS):
         if not emails:
@@ -278,6 +300,15 @@ def remove_leavers(
         if looked_up:
             ids, ambiguous = _contact_ids(client, export.list_id, looked_up,
                                           poll_interval=deps.poll_interval, learn=learn)
+            if seen:
+                learnt = learn_contact_id_bytes(
+                    deps.engine, export_id=export.id, list_id=export.list_id,
+                    keys=np.concatenate([k for k, _, _ in seen]),
+                    valid=np.concatenate([v for _, v, _ in seen]),
+                    raw=np.concatenate([r for _, _, r in seen]))
+                seen.clear()
+                log.info("mirror: kept the contact ids of %d members from the list's export",
+                         learnt)
             # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no
             # call.
             record_off_list(deps.engine, export_id=export.id, run_id=run_id,
