@@ -74,9 +74,11 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
     """email -> contact id for the leavers that are on the list now, and the leavers' emails
     that more than one contact on the list answers to.
 
-    When the list's contact export is downloaded, ``learn`` is given every row's email key
-    (of its normalised address, or ``sms:<E.164>`` for an SMS-only contact) and contact id,
-    so the ids of the export's other members are kept for later runs.
+    When the list's contact export is downloaded, ``learn`` is given the email key (of the
+    normalised address) and contact id of every row with an address, so the ids of the
+    export's other members are kept for later runs. SMS-only contacts' ids are not: such a
+    contact may have been given an email since (an import of an email member with that
+    number merges into it), and removing it by a kept id would take that member off.
 
     A contact counts only if its own address, normalised, is the leaver's email: a lookup is
     never trusted to have filtered (an empty ``email`` filter is no filter: it pages through
@@ -150,12 +152,6 @@ def _match_block(table: pa.Table | pa.RecordBatch, wanted: pa.Array, sms_wanted:
         key = f"{SMS_KEY_PREFIX}{e164}"
         if e164 and contact_id and key in sms_wanted:
             found.setdefault(key, set()).add(contact_id)
-    if learn is not None:
-        sms_keys = pc.binary_join_element_wise(SMS_KEY_PREFIX, numbers.e164, "")
-        parsed = pc.is_valid(sms_keys)
-        if pc.any(parsed).as_py():
-            keys, _ = fingerprints(pa.table({"email": sms_keys.filter(parsed)}), con=con)
-            learn(keys, ids_column.filter(bare).filter(parsed))
 
 
 # The list's export is parsed in blocks of about this many bytes (~60,000 rows of ids and
@@ -291,7 +287,9 @@ def remove_leavers(
         # them up; the others are looked up on the list (and, if the list's export is needed
         # for them anyway, so are all: what the list shows now wins over what was kept).
         known = known_contact_ids(deps.engine, export_id=export.id, list_id=export.list_id,
-                                  keys=np.fromiter(emails.values(), np.int64, len(emails)))
+                                  keys=np.fromiter((k for e, k in emails.items()
+                                                    if not e.startswith(SMS_KEY_PREFIX)),
+                                                   np.int64))
         unknown = {email: key for email, key in emails.items() if key not in known}
         looked_up = (emails if _needs_export(unknown) else unknown) if unknown else {}
         kept = {email: known[key] for email, key in emails.items()
