@@ -117,7 +117,7 @@ def child(phase: str) -> None:
     with sessions.begin() as session:
         admin = ensure_admin(session)
         export = get_export(session, name_or_id="bench")
-        if phase == "mirror":
+        if phase in ("mirror", "mirror-again"):
             export.mode = "mirror"
         run = request_run(session, actor=admin, export=export)
     profile_dir = os.environ.get("BENCH_PROFILE")
@@ -592,6 +592,22 @@ def main() -> None:
                          ("mirror within 1.5x its floor", mirror_ratio <= 1.5),
                          ("mirror: peak RSS under 300 MB", mirror["peak_rss_mb"] < 300),
                          ("mirror: every contact accounted for", accounted)]
+
+            # A second mirror run, another 1 % leaving: the steady state, where the leavers'
+            # contact ids were kept by the first (its export of the list) and none is needed.
+            left = _leave_one_percent(workdir, env, residue=51)
+            again = _run_child("mirror-again", env)
+            removal_calls = math.ceil(again["counts"].get("removed", 0) / 500)
+            again_ratio = _print_phase(again, _needed_imports(
+                again["counts"]["sent"], _payload_bytes(again)) + removal_calls + 1)
+            accounted = _check_accounted(control, list_id, env, again)
+            print(f"   profiles that left the segment: {left:,}")
+            verdicts += [("mirror again: removed exactly the leavers",
+                          again["counts"].get("removed", 0) + again["counts"].get(
+                              "already_off_list", 0) == again["counts"].get("left_segment", -1)),
+                         ("mirror again within 1.5x its floor", again_ratio <= 1.5),
+                         ("mirror again: peak RSS under 300 MB", again["peak_rss_mb"] < 300),
+                         ("mirror again: every contact accounted for", accounted)]
         print()
         for name, ok in verdicts:
             print(f"target {'met   ' if ok else 'MISSED'}: {name}")
@@ -671,7 +687,7 @@ def _change_one_percent(workdir: Path, env: dict[str, str],
     return len(range(0, n, every)), changed
 
 
-def _leave_one_percent(workdir: Path, env: dict[str, str]) -> int:
+def _leave_one_percent(workdir: Path, env: dict[str, str], residue: int = 50) -> int:
     from segment_export.config import load_settings
     from segment_export.db import make_engine, make_session_factory
     from segment_export.profiles import DuckDBProfileStore
@@ -684,7 +700,8 @@ def _leave_one_percent(workdir: Path, env: dict[str, str]) -> int:
         store.close()  # let a plain connection change the profiles, then reopen for refresh
         con = duckdb.connect(str(settings.profiles_path))
         before = con.execute("select count(*) from profiles where lifetime_value >= 0").fetchone()
-        con.execute("update profiles set lifetime_value = -1 where customer_id % 100 = 50")
+        con.execute("update profiles set lifetime_value = -1 where customer_id % 100 = ?",
+                    [residue])
         con.close()
         engine = make_engine(settings)
         with make_session_factory(engine)() as session:

@@ -246,6 +246,28 @@ class ExportMemberBlock(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ExportContactIds(Base):
+    """Constant Contact contact ids the export learnt for its members, one packed row per time
+    it learnt some (see exports/contact_ids.py): a mirror run looks its leavers' ids up here
+    instead of downloading the list. Rows of one export overlay oldest first, per email key.
+    """
+
+    __tablename__ = "export_contact_ids"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    export_id: Mapped[str] = mapped_column(
+        ForeignKey("exports.id", ondelete="CASCADE"), index=True
+    )
+    # The list the ids were seen on: ids learnt on another list are never used.
+    list_id: Mapped[str] = mapped_column(String(36))
+    members: Mapped[int] = mapped_column(Integer)
+    # Little-endian int64 email keys, and per key the contact id's 16 UUID bytes (all zero:
+    # the key's id is forgotten).
+    keys: Mapped[bytes] = mapped_column(LargeBinary)
+    contact_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 ONE_ACTIVE_RUN = "status IN ('queued', 'running', 'paused') AND NOT dry_run"
 UNSETTLED_BATCH = "state IN ('sent', 'pending')"
 

@@ -19,6 +19,7 @@ from segment_export.access import require_manage, require_usable
 from segment_export.db.models import (
     Connection,
     Export,
+    ExportContactIds,
     ExportMember,
     ExportMemberBlock,
     Run,
@@ -250,6 +251,8 @@ def forget_export_state(session: Session, *, export_id: str) -> None:
     the export's to remove) on the new one."""
     session.execute(delete(ExportMember).where(ExportMember.export_id == export_id))
     session.execute(delete(ExportMemberBlock).where(ExportMemberBlock.export_id == export_id))
+    # The contact ids mirror runs learnt are of the old list's contacts.
+    session.execute(delete(ExportContactIds).where(ExportContactIds.export_id == export_id))
     session.execute(update(RunBatch).where(
         RunBatch.run_id.in_(select(Run.id).where(Run.export_id == export_id)),
         RunBatch.state.in_(("sent", "pending"))).values(state="unknown"))

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,6 +26,12 @@ from segment_export.constant_contact import MAX_CONTACT_IDS, Activity, ConstantC
 from segment_export.db.models import Export, Run, RunBatch
 from segment_export.definitions.phones import SMS_KEY_PREFIX, SMS_REGION, parse_phones
 from segment_export.errors import NotFoundError, RetriableError
+from segment_export.exports.contact_ids import (
+    forget_contact_ids,
+    known_contact_ids,
+    learn_contact_id_bytes,
+    uuid_bytes,
+)
 from segment_export.exports.delivery import (
     RemovalMembers,
     delivered_emails,
@@ -56,10 +63,23 @@ def normalise_emails(values: Iterable[str | None]) -> list[str]:
     return [str(v) for v in pc.utf8_lower(pc.utf8_trim_whitespace(array)).to_pylist()]
 
 
+def _needs_export(emails: dict[str, int]) -> bool:
+    """Whether looking these leavers up takes the list's contact export (else one by one)."""
+    return len(emails) > LOOKUP_ONE_BY_ONE or any(e.startswith(SMS_KEY_PREFIX) for e in emails)
+
+
 def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, int], *,
-                 poll_interval: float) -> tuple[dict[str, str], set[str]]:
+                 poll_interval: float,
+                 learn: Callable[[np.ndarray[Any, Any], pa.Array], None] | None = None,
+                 ) -> tuple[dict[str, str], set[str]]:
     """email -> contact id for the leavers that are on the list now, and the leavers' emails
     that more than one contact on the list answers to.
+
+    When the list's contact export is downloaded, ``learn`` is given the email key (of the
+    normalised address) and contact id of every row with an address, so the ids of the
+    export's other members are kept for later runs. SMS-only contacts' ids are not: such a
+    contact may have been given an email since (an import of an email member with that
+    number merges into it), and removing it by a kept id would take that member off.
 
     A contact counts only if its own address, normalised, is the leaver's email: a lookup is
     never trusted to have filtered (an empty ``email`` filter is no filter: it pages through
@@ -78,7 +98,7 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
                 found.setdefault(address, set()).add(contact_id)
 
     # An SMS-only contact cannot be looked up by email: the list's export finds it by number.
-    if len(wanted) <= LOOKUP_ONE_BY_ONE and not sms_wanted:
+    if not _needs_export(emails):
         for email in wanted:
             match([(c.contact_id, c.email)
                    for c in client.find_contacts(email=email, lists=[list_id], limit=50)])
@@ -88,27 +108,13 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
         done = client.wait_for_activity(activity.activity_id, poll_interval=poll_interval)
         if done.state != "completed" or done.links.results is None:
             raise RetriableError(f"Contact export {activity.activity_id} ended {done.state}")
-        table = _read_export(client.download_contact_export_csv(done.links.results.href),
-                             sms=bool(sms_wanted))
-        ids_column = table.column("contact_id")
-        addresses = table.column("email_address" if "email_address" in table.column_names
-                                 else "email")
-        # Vectorised: normalise every address, keep the rows whose address is a leaver's;
-        # only those become Python objects.
-        normalised = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(addresses, "")))
-        hit = pc.is_in(normalised, value_set=pa.array(sorted(wanted), pa.string()))
-        match(list(zip(pc.fill_null(ids_column.filter(hit), "").to_pylist(),
-                       addresses.filter(hit).to_pylist(), strict=True)))
-        if sms_wanted:
-            # Only a contact that is still SMS-only is the one this export made: one that has
-            # an email since is someone's email contact, never removed as an SMS-only leaver.
-            bare = pc.and_(pc.equal(normalised, ""), pc.is_valid(table.column("sms_number")))
-            numbers = parse_phones(table.column("sms_number").filter(bare), region=SMS_REGION)
-            for contact_id, e164 in zip(ids_column.filter(bare).to_pylist(),
-                                        numbers.e164.to_pylist(), strict=True):
-                key = f"{SMS_KEY_PREFIX}{e164}"
-                if e164 and contact_id and key in sms_wanted:
-                    found.setdefault(key, set()).add(contact_id)
+        wanted_set = pa.array(sorted(wanted), pa.string())
+        data = client.download_contact_export_csv(done.links.results.href)
+        # Parsed a block at a time: only the bytes and one block's columns are held at once,
+        # never the whole list as a table.
+        with duckdb.connect() as con:
+            for table in _read_export(data, sms=bool(sms_wanted)):
+                _match_block(table, wanted_set, sms_wanted, match, found, learn, con)
     ids = {email: next(iter(c)) for email, c in found.items() if len(c) == 1}
     ambiguous = {email for email, c in found.items() if len(c) > 1}
     if ambiguous:
@@ -117,21 +123,58 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
     return ids, ambiguous
 
 
-def _read_export(data: bytes, *, sms: bool = False) -> pa.Table:
-    """A contact export's CSV as a table of strings (contact_id and the email column, and with
-    ``sms`` the ``sms_number`` column)."""
+def _match_block(table: pa.Table | pa.RecordBatch, wanted: pa.Array, sms_wanted: set[str],
+                 match: Callable[[list[tuple[str, str | None]]], None],
+                 found: dict[str, set[str]],
+                 learn: Callable[[np.ndarray[Any, Any], pa.Array], None] | None,
+                 con: duckdb.DuckDBPyConnection) -> None:
+    """Match one block of the list's export against the leavers (and learn its ids)."""
+    ids_column = table.column("contact_id")
+    addresses = table.column("email_address" if "email_address" in table.column_names
+                             else "email")
+    # Vectorised: normalise every address, keep the rows whose address is a leaver's; only
+    # those become Python objects.
+    normalised = pc.utf8_lower(pc.utf8_trim_whitespace(pc.fill_null(addresses, "")))
+    hit = pc.is_in(normalised, value_set=wanted)
+    match(list(zip(pc.fill_null(ids_column.filter(hit), "").to_pylist(),
+                   addresses.filter(hit).to_pylist(), strict=True)))
+    if learn is not None:
+        has_address = pc.not_equal(normalised, "")
+        keys, _ = fingerprints(pa.table({"email": normalised.filter(has_address)}), con=con)
+        learn(keys, ids_column.filter(has_address))
+    if not sms_wanted:
+        return
+    # Only a contact that is still SMS-only is the one this export made: one that has an
+    # email since is someone's email contact, never removed as an SMS-only leaver.
+    bare = pc.and_(pc.equal(normalised, ""), pc.is_valid(table.column("sms_number")))
+    numbers = parse_phones(table.column("sms_number").filter(bare), region=SMS_REGION)
+    for contact_id, e164 in zip(ids_column.filter(bare).to_pylist(),
+                                numbers.e164.to_pylist(), strict=True):
+        key = f"{SMS_KEY_PREFIX}{e164}"
+        if e164 and contact_id and key in sms_wanted:
+            found.setdefault(key, set()).add(contact_id)
+
+
+# The list's export is parsed in blocks of about this many bytes (~60,000 rows of ids and
+# emails).
+_EXPORT_BLOCK_BYTES = 4 << 20
+
+
+def _read_export(data: bytes, *, sms: bool = False) -> Iterator[pa.RecordBatch]:
+    """A contact export's CSV, a block at a time, as strings (contact_id and the email column,
+    and with ``sms`` the ``sms_number`` column)."""
     extra = ["sms_number"] if sms else []
     if not data.strip():
-        return pa.table({name: pa.array([], pa.string())
-                         for name in ("contact_id", "email_address", *extra)})
+        return
     names = [n.strip('"') for n in data[:data.find(b"\n")].decode().strip().split(",")]
     email = "email_address" if "email_address" in names else "email"
     if sms and "sms_number" not in names:
         raise RetriableError("The list's contact export has no sms_number column; SMS-only "
                              "leavers cannot be found")
     wanted = ["contact_id", email, *extra]
-    return pacsv.read_csv(
-        pa.py_buffer(data),
+    yield from pacsv.open_csv(
+        pa.BufferReader(pa.py_buffer(data)),
+        read_options=pacsv.ReadOptions(block_size=_EXPORT_BLOCK_BYTES),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string()),
@@ -181,12 +224,26 @@ def settle_left_over_removals(deps: RunDependencies, client: ConstantContactClie
             record_removal_unsettled(deps.engine, export_id=export_id, run_id=run_id,
                                      batch_id=batch.id, members=members, state="unknown")
             continue
-        if done.state == "completed":
+        if done.state == "completed" and not removal_short(done, len(members)):
             record_removed(deps.engine, export_id=export_id, batch_id=batch.id, members=members)
         else:
+            if done.state == "completed":  # an id it named was not found: trust none
+                with deps.sessions() as session:
+                    export = session.get(Export, export_id)
+                    list_id = export.list_id if export is not None else ""
+                forget_contact_ids(deps.engine, export_id=export_id, list_id=list_id,
+                                   keys=members.keys)
             record_removal_unsettled(deps.engine, export_id=export_id, run_id=run_id,
                                      batch_id=batch.id, members=members, state="failed",
                                      errors=done.activity_errors)
+
+
+def removal_short(done: Activity, sent: int) -> bool:
+    """Whether a completed removal says it did not do every contact it named: fewer counted
+    done than sent, or errors (the emulator names each id it did not find; what Constant
+    Contact says is UNVERIFIED, and a removal without counts is taken at its word)."""
+    completed = done.status.items_completed_count
+    return bool(done.activity_errors) or (completed is not None and completed < sent)
 
 
 def _raising(check_cancel: Callable[[], None]) -> Callable[[], bool]:
@@ -216,17 +273,52 @@ def remove_leavers(
     emails = _not_members(deps, export.id,
                           delivered_emails(deps.engine, export.id, gone) if gone.size else {},
                           current_keys)
+    seen: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+
+    def learn(keys: np.ndarray[Any, Any], ids: pa.Array) -> None:
+        # Only the export's own members: the list's other contacts are not its to remove.
+        # (Kept as 16 bytes an id, block by block: never the whole list's ids as text.)
+        mine = sorted_member(keys, delivered.keys)
+        seen.append((keys[mine], *uuid_bytes(ids.filter(pa.array(mine)))))
+
     for _ in range(REMOVAL_ROUNDS):
         if not emails:
             break
-        ids, ambiguous = _contact_ids(client, export.list_id, emails,
-                                      poll_interval=deps.poll_interval)
-        # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no call.
-        record_off_list(deps.engine, export_id=export.id, run_id=run_id,
-                        keys=[key for email, key in emails.items()
-                              if email not in ids and email not in ambiguous])
+        # Leavers whose contact id a past export showed are removed by it, without looking
+        # them up; the others are looked up on the list (and, if the list's export is needed
+        # for them anyway, so are all: what the list shows now wins over what was kept).
+        known = known_contact_ids(deps.engine, export_id=export.id, list_id=export.list_id,
+                                  keys=np.fromiter((k for e, k in emails.items()
+                                                    if not e.startswith(SMS_KEY_PREFIX)),
+                                                   np.int64))
+        unknown = {email: key for email, key in emails.items() if key not in known}
+        looked_up = (emails if _needs_export(unknown) else unknown) if unknown else {}
+        kept = {email: known[key] for email, key in emails.items()
+                if key in known and email not in looked_up}
+        ids: dict[str, str] = {}
+        if looked_up:
+            ids, ambiguous = _contact_ids(client, export.list_id, looked_up,
+                                          poll_interval=deps.poll_interval, learn=learn)
+            if seen:
+                learnt = learn_contact_id_bytes(
+                    deps.engine, export_id=export.id, list_id=export.list_id,
+                    keys=np.concatenate([k for k, _, _ in seen]),
+                    valid=np.concatenate([v for _, v, _ in seen]),
+                    raw=np.concatenate([r for _, _, r in seen]))
+                seen.clear()
+                log.info("mirror: kept the contact ids of %d members from the list's export",
+                         learnt)
+            # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no
+            # call.
+            record_off_list(deps.engine, export_id=export.id, run_id=run_id,
+                            keys=[key for email, key in looked_up.items()
+                                  if email not in ids and email not in ambiguous])
+        if kept:
+            log.info("mirror: %d leavers removed by the contact ids kept for them, %d looked "
+                     "up on the list", len(kept), len(looked_up))
         failed = _send_removals(deps, client, run_id=run_id, export=export,
-                                pairs=[(emails[e], e, cid) for e, cid in ids.items()],
+                                pairs=[(emails[e], e, cid) for e, cid in
+                                       [*ids.items(), *kept.items()]],
                                 check_cancel=check_cancel)
         # A failed removal may have taken some off: next round looks its contacts up again.
         emails = {email: emails[email] for email in failed}
@@ -268,7 +360,8 @@ def _send_removals(deps: RunDependencies, client: ConstantContactClient, *, run_
                    check_cancel: Callable[[], None]) -> list[str]:
     """Send the removals, up to 500 contacts each, several in flight, and settle each; the
     emails of those whose activity did not complete."""
-    window = _RemovalWindow(deps, client, run_id=run_id, export_id=export.id)
+    window = _RemovalWindow(deps, client, run_id=run_id, export_id=export.id,
+                            list_id=export.list_id)
     try:
         for start in range(0, len(pairs), MAX_CONTACT_IDS):
             check_cancel()
@@ -308,9 +401,9 @@ class _RemovalWindow:
     """The removals of one round sent but not yet settled."""
 
     def __init__(self, deps: RunDependencies, client: ConstantContactClient, *, run_id: str,
-                 export_id: str) -> None:
+                 export_id: str, list_id: str) -> None:
         self.deps, self.client = deps, client
-        self.run_id, self.export_id = run_id, export_id
+        self.run_id, self.export_id, self.list_id = run_id, export_id, list_id
         self.size = 1
         self.in_flight: dict[str, tuple[int, RemovalMembers]] = {}
         self.failed: list[str] = []
@@ -341,12 +434,22 @@ class _RemovalWindow:
     def _settle_one(self, activity_id: str, done: Activity) -> None:
         batch_id, members = self.in_flight.pop(activity_id)
         engine = self.deps.engine
-        if done.state == "completed":
+        if done.state == "completed" and not removal_short(done, len(members)):
             record_removed(engine, export_id=self.export_id, batch_id=batch_id,
                            members=members)
             return
-        log.warning("mirror: removal activity %s ended %s; its contacts still on the list "
-                    "are removed again", activity_id, done.state)
+        if done.state == "completed":
+            # An id Constant Contact did not find (a kept id gone stale): none of this
+            # removal's ids is trusted again, and its leavers are looked up on the list.
+            log.warning("mirror: removal activity %s completed %s of its %d contacts (%s); "
+                        "its contacts are looked up on the list again", activity_id,
+                        done.status.items_completed_count, len(members),
+                        "; ".join(done.activity_errors[:3]) or "no message")
+            forget_contact_ids(engine, export_id=self.export_id, list_id=self.list_id,
+                               keys=members.keys)
+        else:
+            log.warning("mirror: removal activity %s ended %s; its contacts still on the list "
+                        "are removed again", activity_id, done.state)
         record_removal_unsettled(engine, export_id=self.export_id, run_id=self.run_id,
                                  batch_id=batch_id, members=members, state="failed",
                                  errors=done.activity_errors)
