@@ -204,6 +204,13 @@ def shown(message: str | None, stored: Mapping[str, Any] | None, language: str) 
     return translations(language).gettext(message) if language != DEFAULT else message
 
 
+def filled(values: Mapping[str, Any], language: str) -> dict[str, Any]:
+    """An error's ``values`` for ``msgid % values`` in ``language``: a value that is a Text
+    (a nested message) in that language, the others as the English text wrote them."""
+    return {name: value.in_language(language) if isinstance(value, Text) else value
+            for name, value in values.items()}
+
+
 def _shown(value: Any, language: str) -> Any:
     if isinstance(value, Text):
         return value.in_language(language)

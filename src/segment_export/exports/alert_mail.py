@@ -35,7 +35,8 @@ def check_address(address: str) -> str:
     """``address`` trimmed and lower-cased, or ConfigurationError when it is not a plain address."""
     value = address.strip().lower()
     if len(value) > ADDRESS_MAX_LENGTH or not _ADDRESS.fullmatch(value):
-        raise ConfigurationError(f"Not an email address: {address!r}", field="email")
+        raise ConfigurationError(N_("Not an email address: %(address)s"),
+                                 values={"address": repr(address)}, field="email")
     return value
 
 
@@ -163,7 +164,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigurationError(
-            f"SEGMENT_EXPORT_SMTP_CA_FILE {cafile} cannot be read as PEM certificates: {exc}",
+            N_("SEGMENT_EXPORT_SMTP_CA_FILE %(cafile)s cannot be read as PEM certificates: "
+               "%(error)s"),
+            values={"cafile": cafile, "error": exc},
             field="smtp_ca_file") from exc
 
 
@@ -174,8 +177,8 @@ def send(settings: Settings, message: EmailMessage, recipients: list[str]) -> No
     nothing goes in clear text) and the certificate and host name are always verified.
     """
     if settings.smtp_host is None or settings.smtp_from is None:
-        raise ConfigurationError("Email alerts are not set up (SEGMENT_EXPORT_SMTP_HOST, "
-                                 "SEGMENT_EXPORT_SMTP_FROM)", field="smtp_host")
+        raise ConfigurationError(N_("Email alerts are not set up (SEGMENT_EXPORT_SMTP_HOST, "
+                                    "SEGMENT_EXPORT_SMTP_FROM)"), field="smtp_host")
     host = settings.smtp_host
     mode = settings.smtp_security
     port = settings.smtp_port or DEFAULT_PORTS[mode]

@@ -104,15 +104,15 @@ def create_connection(
     require_role(actor, Role.ADMIN)
     display_name = display_name.strip()
     if not display_name:
-        raise ConfigurationError("A connection needs a display name", field="display_name")
+        raise ConfigurationError(N_("A connection needs a display name"), field="display_name")
     if not consent:
         raise ConfigurationError(
-            "The data privacy and compliance agreement must be accepted to create a connection",
+            N_("The data privacy and compliance agreement must be accepted to create a connection"),
             hint=CONSENT_TEXT,
             field="consent",
         )
     if not client_id.strip():
-        raise ConfigurationError("A connection needs the application's client id",
+        raise ConfigurationError(N_("A connection needs the application's client id"),
                                  field="client_id")
     if session.scalar(select(Connection.id).where(Connection.display_name == display_name)):
         raise ConfigurationError(N_("A connection named %(name)s already exists"),
@@ -318,7 +318,7 @@ def remove_connection(
 def require_usable(actor: User, connection: Connection | None) -> Connection:
     if connection is None:
         raise ConfigurationError(
-            "This export is detached from its connection; attach it to a connection first")
+            N_("This export is detached from its connection; attach it to a connection first"))
     if not can_use(actor, connection):
         # Not by name: someone who may not use a connection learns nothing about it, not even
         # the name behind an id (contributors see the names of shared connections only).

@@ -158,7 +158,8 @@ def _claim(deps: RunDependencies, run_id: str) -> tuple[Run, bool]:
     with deps.sessions.begin() as session:
         run = session.get(Run, run_id)
         if run is None:
-            raise NotFoundError(f"No run {run_id}", run_id=run_id)
+            raise NotFoundError(N_("No run %(run_id)s"),
+                                values={"run_id": run_id}, run_id=run_id)
         if run.status in TERMINAL:
             return run, False
         if run.status == "running" and run.worker_id != deps.worker_id and worker_alive(
@@ -336,15 +337,16 @@ def _check_cancel(deps: RunDependencies, run_id: str, counts: dict[str, Any]) ->
         run = session.get(Run, run_id)
         assert run is not None
         if run.worker_id != deps.worker_id or run.status != "running":
-            raise RunLost(f"worker {run.worker_id} holds the run now ({run.status})")
+            raise RunLost(N_("worker %(worker_id)s holds the run now (%(status)s)"),
+                          values={"worker_id": run.worker_id, "status": run.status})
         run.heartbeat_at = utcnow()
         run.counts = {**run.counts, **counts}
         cancel = run.cancel_requested
     _notify(deps, run)
     if cancel:
-        raise RunCancelled("cancel requested")
+        raise RunCancelled(N_("cancel requested"))
     if deps.stopping is not None and deps.stopping():
-        raise RunInterrupted("the process is shutting down")
+        raise RunInterrupted(N_("the process is shutting down"))
 
 
 def _pipeline(deps: RunDependencies, run: Run, export: Export,

@@ -31,7 +31,7 @@ def resolve_list(
     """The list an export will fill: ``list_id`` must exist in the connection's account;
     ``create_name`` makes a new list (or reuses the one of that exact name)."""
     if (list_id is None) == (create_name is None):
-        raise ConfigurationError("Give either a list id or the name of a list to create",
+        raise ConfigurationError(N_("Give either a list id or the name of a list to create"),
                                  field="list_id")
     with client_for(connection, settings=settings, engine=engine) as client:
         if list_id is not None:

@@ -113,7 +113,7 @@ def _refresh_and_queue(session: Session, *, actor: User, store: ProfileStore,
         schema = store.schema()
         if not schema:
             raise ConfigurationError(
-                "No profiles have been imported yet, so no segment can be refreshed",
+                N_("No profiles have been imported yet, so no segment can be refreshed"),
                 hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.")
         for segment in segments:  # each commits its membership, size and history point
             result.refreshed.append(

@@ -99,7 +99,7 @@ def refresh_segments(
     schema = store.schema()
     if not schema:
         raise ConfigurationError(
-            "No profiles have been imported yet, so no segment can be refreshed",
+            N_("No profiles have been imported yet, so no segment can be refreshed"),
             hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
         )
     segments = session.scalars(

@@ -46,12 +46,12 @@ class Preview:
 def _clean_name(name: str) -> str:
     cleaned = unicodedata.normalize("NFC", name).strip()
     if not cleaned:
-        raise DataError("A segment needs a name", field="name")
+        raise DataError(N_("A segment needs a name"), field="name")
     if len(cleaned) > MAX_NAME:
         raise DataError(N_("A segment name has at most %(most)s characters"),
                         values={"most": MAX_NAME}, field="name")
     if any(unicodedata.category(c).startswith("C") for c in cleaned):
-        raise DataError("A segment name cannot hold control characters", field="name")
+        raise DataError(N_("A segment name cannot hold control characters"), field="name")
     return cleaned
 
 
@@ -60,12 +60,12 @@ def _definition(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Check a definition against the profiles and return what is stored (rule JSON or text)."""
     if (rule is None) == (expression is None):
-        raise DataError("Give a segment either a rule or an expression (exactly one)",
+        raise DataError(N_("Give a segment either a rule or an expression (exactly one)"),
                         field="rule")
     schema = store.schema()
     if not schema:
         raise ConfigurationError(
-            "No profiles have been imported yet, so the segment's fields cannot be checked",
+            N_("No profiles have been imported yet, so the segment's fields cannot be checked"),
             hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
         )
     if rule is not None:
@@ -163,7 +163,7 @@ def update_segment(
     if actor is not None:
         require_may_change(session, actor=actor, segment=segment)
     if rule is not None and expression is not None:
-        raise DataError("Give either a rule or an expression, not both", field="rule")
+        raise DataError(N_("Give either a rule or an expression, not both"), field="rule")
     if name is not None:
         cleaned = _clean_name(name)
         _name_taken(session, cleaned, other_than=segment.id)
@@ -253,13 +253,13 @@ def preview_segment(
         require_role(actor, Role.ADMIN, Role.CONTRIBUTOR)
     if name_or_id is not None:
         if rule is not None or expression is not None:
-            raise DataError("Preview either a saved segment or a rule/expression", field="rule")
+            raise DataError(N_("Preview either a saved segment or a rule/expression"), field="rule")
         segment = get_segment(session, name_or_id=name_or_id)
         rule, expression = segment.rule, segment.expression
     schema = store.schema()
     if not schema:
         raise ConfigurationError(
-            "No profiles have been imported yet",
+            N_("No profiles have been imported yet"),
             hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
         )
     condition = compile_segment(schema=schema, rule=rule, expression=expression, now=now)

@@ -97,7 +97,7 @@ def save_connection(
     """Save the name and who may use the connection (the wizard's last step, or an edit)."""
     conn = service.get_connection(db, name_or_id=connection_id)
     if not display_name.strip():
-        raise ConfigurationError("A connection needs a display name", field="display_name")
+        raise ConfigurationError(N_("A connection needs a display name"), field="display_name")
     service.update_connection(db, actor=admin, connection=conn, display_name=display_name,
                               shared_with_contributors=usable_by == "contributors",
                               sms_only_allowed=sms_only_allowed)

@@ -88,7 +88,8 @@ def _number(text: str, what: str, kind: type[int] | type[float]) -> Any:
     try:
         return kind(text.strip())
     except ValueError:
-        raise DataError(f"The {what} must be a number", field=what) from None
+        raise DataError(N_("The %(what)s must be a number"),
+                        values={"what": what}, field=what) from None
 
 
 def _read_form(
@@ -128,7 +129,7 @@ def _data(form: ExportForm, current: Export | None) -> ExportCreate:
     """The form as the configuration the service checks (the same for the API and CLI)."""
     typed = {"pick": form.list_pick, "id": form.list_id_typed}.get(form.list_choice, "").strip()
     if form.list_choice == "create" and not form.list_new_name.strip():
-        raise ConfigurationError("Give the new list a name", field="list_new_name")
+        raise ConfigurationError(N_("Give the new list a name"), field="list_new_name")
     kind = ExportCreate if current is None else ExportUpdate
     return kind(
         name=form.name, connection_id=form.connection_id,
