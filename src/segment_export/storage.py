@@ -101,6 +101,6 @@ def _first_line(exc: BaseException) -> str:
 def unreachable_error(exc: BaseException, *, engine: Engine) -> StateStoreUnavailableError:
     """A clear error for a state database that cannot be reached."""
     return StateStoreUnavailableError(
-        N_("Lost the connection to %(describe_state_store)s: %(error)s"),
-        values={"describe_state_store": describe_state_store(engine), "error": _first_line(exc)},
+        N_("Lost the connection to %(store)s: %(error)s"),
+        values={"store": describe_state_store(engine), "error": _first_line(exc)},
         reason="state_store_unavailable")

@@ -32,6 +32,11 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("profiles/store.py", "batch_size must be"): "argument check of a store iterator",
     ("profiles/postgres/store.py", "batch_size must be"): "argument check of a store iterator",
     ("profiles/spark.py", "batch_size must be"): "argument check of a store iterator",
+    # The engine's own signals between its threads: caught by the engine, which stores a
+    # translated message of its own (or logs them), never shown as they are.
+    ("exports/engine.py", "cancel requested"): "RunCancelled signal",
+    ("exports/engine.py", "the process is shutting down"): "RunInterrupted signal",
+    ("exports/engine.py", "worker "): "RunLost signal (logged)",
     ("api/server.py", "The app did not start"): "test/bench helper server (RuntimeError)",
     # The settings are read before any language is known and name environment variables;
     # pydantic writes them into its own English report (``Invalid settings: ...``).

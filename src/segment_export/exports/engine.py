@@ -337,16 +337,15 @@ def _check_cancel(deps: RunDependencies, run_id: str, counts: dict[str, Any]) ->
         run = session.get(Run, run_id)
         assert run is not None
         if run.worker_id != deps.worker_id or run.status != "running":
-            raise RunLost(N_("worker %(worker_id)s holds the run now (%(status)s)"),
-                          values={"worker_id": run.worker_id, "status": run.status})
+            raise RunLost(f"worker {run.worker_id} holds the run now ({run.status})")
         run.heartbeat_at = utcnow()
         run.counts = {**run.counts, **counts}
         cancel = run.cancel_requested
     _notify(deps, run)
     if cancel:
-        raise RunCancelled(N_("cancel requested"))
+        raise RunCancelled("cancel requested")
     if deps.stopping is not None and deps.stopping():
-        raise RunInterrupted(N_("the process is shutting down"))
+        raise RunInterrupted("the process is shutting down")
 
 
 def _pipeline(deps: RunDependencies, run: Run, export: Export,

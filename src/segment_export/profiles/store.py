@@ -465,9 +465,9 @@ class DuckDBProfileStore:
         id_type = normalize_type(columns[id_name])
         if id_type not in _ID_TYPES:
             raise DataError(
-                N_("%(label)s: the customer id column %(id_name)s holds %(columns)s values; ids "
+                N_("%(label)s: the customer id column %(id_name)s holds %(id_type)s values; ids "
                    "must be text or whole numbers"),
-                values={"label": label, "id_name": repr(id_name), "columns": columns[id_name]},
+                values={"label": label, "id_name": repr(id_name), "id_type": columns[id_name]},
                 column=id_name,
             )
         qid = quote(id_name)

@@ -395,8 +395,8 @@ def compile_expression(text: str, *, schema: Mapping[str, str]) -> exp.Expr:
     ):
         raise DataError(
             N_("The expression must be a condition (a comparison, AND/OR, IN, LIKE, IS NULL …), "
-               "not %(name__)s"),
-            values={"name__": type(tree).__name__},
+               "not %(kind)s"),
+            values={"kind": type(tree).__name__},
             field="expression",
         )
     for count, node in enumerate(tree.walk(), start=1):

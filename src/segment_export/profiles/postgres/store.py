@@ -662,9 +662,9 @@ class PostgresProfileStore:
             if len(name.encode()) > load.MAX_IDENTIFIER_BYTES:
                 raise DataError(
                     N_("%(label)s: the column name %(name)s… is longer than PostgreSQL's "
-                       "%(MAX_IDENTIFIER_BYTES)s bytes; shorten it"),
+                       "%(most)s bytes; shorten it"),
                     values={"label": label, "name": repr(name[:40]),
-                            "MAX_IDENTIFIER_BYTES": load.MAX_IDENTIFIER_BYTES},
+                            "most": load.MAX_IDENTIFIER_BYTES},
                     column=name,
                 )
 
