@@ -11,7 +11,7 @@ import duckdb
 import numpy as np
 
 from segment_export.errors import DataError
-from segment_export.languages import N_
+from segment_export.languages import N_, Text
 
 FileFormat = Literal["csv", "parquet", "jsonl"]
 FORMATS: tuple[str, ...] = get_args(FileFormat)
@@ -233,6 +233,11 @@ _CONVERT = re.compile(r'Error when converting column "([^"]*)"\. (Could not conv
 _MAX_LINE = re.compile(r"Maximum line size of (\d+) bytes exceeded")
 
 
+def _at_line(name: str, line: int) -> Text:
+    """``customers.csv, line 12`` in the reader's language (the line number as written)."""
+    return Text(((N_("%(name)s, line %(line)s"), {"name": name, "line": str(line)}),))
+
+
 def translate_error(exc: duckdb.Error, path: Path, fmt: FileFormat) -> DataError:
     """Turn DuckDB's reader error into a short message naming the file, line and column."""
     text = str(exc)
@@ -243,7 +248,7 @@ def translate_error(exc: duckdb.Error, path: Path, fmt: FileFormat) -> DataError
             return located
     line_match = _LINE.search(text)
     line = int(line_match.group(1)) if line_match else None
-    where = f"{name}, line {line}" if line is not None else name
+    where = _at_line(name, line) if line is not None else Text(((name, {}),))
     if match := _COLUMNS.search(text):
         return DataError(
             N_("%(where)s: expected %(expected)s fields but found %(found)s (every row needs as "
@@ -268,7 +273,7 @@ def translate_error(exc: duckdb.Error, path: Path, fmt: FileFormat) -> DataError
         long_line = locate_long_line(path, limit)
         if long_line is not None:
             line = long_line
-            where = f"{name}, line {line}"
+            where = _at_line(name, line)
         return DataError(
             N_("%(where)s: the line is longer than %(limit)s bytes (a field holds far more text "
                "than a profile needs); shorten or remove it"),

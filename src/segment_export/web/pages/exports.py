@@ -22,7 +22,7 @@ from segment_export.exports.lists import account_lists
 from segment_export.exports.mapping import FIELDS
 from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import list_runs, request_run
-from segment_export.languages import N_, short_when, translations
+from segment_export.languages import N_, message_text, short_when, translations
 from segment_export.segments.service import list_segments
 from segment_export.web.charts import Series, bar_chart
 from segment_export.web.render import language_of, number, redirect, render, translate
@@ -163,7 +163,8 @@ def _form_page(request: Request, db: Session, services: AppServices, user: User,
             lists = account_lists(chosen, settings=services.settings,
                                   engine=services.runtime.engine)
         except SegmentExportError as exc:
-            list_error = exc.message
+            # The error's message (not its hint) in the page's language, values as written.
+            list_error = message_text(exc).in_language(language_of(request))
             db.rollback()
     segments = list_segments(db)
     limit = services.settings.max_contacts_per_export
