@@ -52,8 +52,8 @@ def test_a_bad_segment_rule_is_refused_in_the_chosen_language(
     # A usage error: click's frame (``Error: Invalid value for '--rule'``) stays English.
     malay = _refused(monkeypatch, capsys, "segments", "create", "Kosong", "--rule", rule,
                      code=2)
-    assert "Invalid value for '--rule': Peraturan tidak sah: all[0]: medan 'country': in menerima senarai nilai " \
-           "yang tidak kosong" in malay, malay
+    assert ("Invalid value for '--rule': Peraturan tidak sah: all[0]: medan 'country': in "
+            "menerima senarai nilai yang tidak kosong") in malay, malay
     assert "takes" not in malay
     zone = '{"field": "joined", "op": "within_last_days", "value": 3, "timezone": "Mars/Base"}'
     malay = _refused(monkeypatch, capsys, "segments", "create", "Marikh", "--rule", zone,

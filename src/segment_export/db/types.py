@@ -30,8 +30,8 @@ class SecretBox:
         except InvalidToken as exc:
             raise ConfigurationError(
                 N_("A stored secret cannot be decrypted with the configured key(s)"),
-                hint="Set SEGMENT_EXPORT_SECRET_KEY to the key that encrypted it "
-                "(keep old keys after the new one while rotating).",
+                hint=N_("Set SEGMENT_EXPORT_SECRET_KEY to the key that encrypted it "
+                   "(keep old keys after the new one while rotating)."),
             ) from exc
 
     def rotate(self, token: bytes) -> bytes:

@@ -324,7 +324,7 @@ def require_usable(actor: User, connection: Connection | None) -> Connection:
         # the name behind an id (contributors see the names of shared connections only).
         raise PermissionDeniedError(N_("%(user)s may not use this connection"),
                                     values={"user": repr(actor.username)},
-                                    hint="Ask an administrator to share it with contributors.")
+                                    hint=N_("Ask an administrator to share it with contributors."))
     return connection
 
 

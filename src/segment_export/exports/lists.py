@@ -47,7 +47,7 @@ def resolve_list(
                     N_("The list %(id)s does not exist in the account %(account)s"),
                     values={"id": list_id,
                             "account": repr(connection.account_name or connection.display_name)},
-                    hint="Pick a list from the account, or create one by name.",
+                    hint=N_("Pick a list from the account, or create one by name."),
                     field="list_id") from exc
         assert create_name is not None
         existing = client.list_contact_lists(name=create_name.strip())

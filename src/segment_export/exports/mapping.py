@@ -85,7 +85,7 @@ def validate_mapping(
     if not clean.get("email"):
         raise ConfigurationError(
             N_("The mapping needs the profile column that holds the email address"),
-            hint="Map the 'email' field, e.g. --map email=email_address.",
+            hint=N_("Map the 'email' field, e.g. --map email=email_address."),
             field="email",
         )
     customs = [name for name in clean if name.startswith(CUSTOM_FIELD_PREFIX)]
@@ -99,7 +99,7 @@ def validate_mapping(
     if clean.get("sms_consent") and not clean.get("sms_number"):
         raise ConfigurationError(
             N_("SMS consent is mapped but the phone number is not"),
-            hint="Map the 'sms_number' field to the column holding the mobile number.",
+            hint=N_("Map the 'sms_number' field to the column holding the mobile number."),
             field="sms_consent")
     # Constant Contact takes an explicit SMS consent only with its date: one without the other
     # could never send a consent, so both are mapped or neither.
@@ -108,8 +108,8 @@ def validate_mapping(
         raise ConfigurationError(
             N_("Map the SMS consent and the SMS consent date together: Constant Contact takes "
                "an explicit consent only with the date it was given"),
-            hint="Map 'sms_consent' to a true/false column and 'sms_consent_date' to a date "
-                 "column.",
+            hint=N_("Map 'sms_consent' to a true/false column and 'sms_consent_date' to a date "
+                    "column."),
             field=missing)
     for name, column in clean.items():
         field_spec(name)

@@ -114,7 +114,8 @@ def _refresh_and_queue(session: Session, *, actor: User, store: ProfileStore,
         if not schema:
             raise ConfigurationError(
                 N_("No profiles have been imported yet, so no segment can be refreshed"),
-                hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.")
+                hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) "
+                        "first."))
         for segment in segments:  # each commits its membership, size and history point
             result.refreshed.append(
                 refresh_segment(session, store, segment=segment, now=now, schema=schema))

@@ -68,7 +68,7 @@ def require_manage(session: Session, user: User, export: Export) -> None:
         raise PermissionDeniedError(
             N_("%(user)s may not change the export %(export)s"),
             values={"user": repr(user.username), "export": repr(export.name)},
-            hint="Contributors manage exports whose connection an admin shared with them.",
+            hint=N_("Contributors manage exports whose connection an admin shared with them."),
         )
 
 

@@ -102,8 +102,8 @@ def verify(manifest: bytes, signature: bytes, keys: Iterable[bytes]) -> bytes:
     raise BackupRefused(
         N_("the manifest's signature does not match any configured secrets key: the backup was "
            "altered, or it was made with another key"), member=MANIFEST, reason="bad_signature",
-        hint="Configure the key the backup was taken with (SEGMENT_EXPORT_SECRET_KEY, or its "
-        "secret.key in the data directory), then restore again.")
+        hint=N_("Configure the key the backup was taken with (SEGMENT_EXPORT_SECRET_KEY, or its "
+           "secret.key in the data directory), then restore again."))
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def extract_verified(archive: Path, keys: list[bytes], destination: Path, *,
             raise BackupRefused(
                 N_("its files need %(needed)s bytes and %(destination)s has %(free)s free"),
                 values={"needed": f"{needed:,}", "destination": destination, "free": f"{free:,}"},
-                reason="no_space", hint="Free some disk space, then restore again.")
+                reason="no_space", hint=N_("Free some disk space, then restore again."))
         found: dict[str, Path] = {}
         try:
             for member in _members(tar):
@@ -240,7 +240,7 @@ def _manifest(tar: tarfile.TarFile, archive: Path,
     if not keys:
         raise BackupRefused(N_("there is no configured secrets key to check the backup's "
                                "signature with"), member=SIGNATURE, reason="no_key",
-                            hint="Configure the key the backup was taken with first.")
+                            hint=N_("Configure the key the backup was taken with first."))
     key = verify(manifest, signature, keys)
     try:
         parsed = json.loads(manifest)
@@ -262,9 +262,9 @@ def _small_member(tar: tarfile.TarFile, name: str, archive: Path) -> bytes:
             raise BackupRefused(
                 N_("has no signature: it was made by an older version (backup format 1), whose "
                    "restore executed SQL from the archive"), member=MANIFEST, reason="unsigned",
-                hint="If you made this backup and kept it safe, restore it with the version "
-                "that made it (see its manifest.json), then take a new backup with this "
-                "version; otherwise take a new backup.")
+                hint=N_("If you made this backup and kept it safe, restore it with the version "
+                   "that made it (see its manifest.json), then take a new backup with this "
+                   "version; otherwise take a new backup."))
         raise BackupRefused(N_("%(archive)s is not a segment-export backup of format "
                                "%(format)s: it starts with %(found)s, not %(name)s"),
                             values={"archive": archive, "format": FORMAT, "found": repr(found),

@@ -137,8 +137,8 @@ def create_backup(*, settings: Settings, engine: Engine, destination: Path,
     source = key_source(settings)
     if not source.keys:
         raise ConfigurationError(N_("There is no secrets key to sign the backup with yet"),
-                                 hint="Start the service once (it generates the key), or set "
-                                 "SEGMENT_EXPORT_SECRET_KEY.")
+                                 hint=N_("Start the service once (it generates the key), or set "
+                                    "SEGMENT_EXPORT_SECRET_KEY."))
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".segment-export-backup-", dir=target.parent) as tmp:
         work = Path(tmp)  # mkdtemp makes it owner-only
@@ -220,7 +220,7 @@ def _copy_postgres_tables(engine: Engine, work: Path) -> dict[str, Any]:
                 if not columns:
                     raise ConfigurationError(N_("The state database has no table %(name)s"),
                                              values={"name": table.name},
-                                             hint="Run `segment-export db upgrade` first.")
+                                             hint=N_("Run `segment-export db upgrade` first."))
                 name = f"{STATE_TABLES}/{table.name}.pgcopy"
                 statement = sql.SQL("COPY {} ({}) TO STDOUT (FORMAT binary)").format(
                     sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
@@ -273,8 +273,8 @@ def _duckdb(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         raise ConfigurationError(
             N_("%(held)s: %(error)s"),
             values={"held": text(PROFILE_STORE_HELD), "error": str(exc).splitlines()[0]},
-            hint="Stop serve/worker for the moment the profiles are copied, or add "
-            "--no-profiles and back up only the state database.", path=str(path)) from exc
+            hint=N_("Stop serve/worker for the moment the profiles are copied, or add "
+               "--no-profiles and back up only the state database."), path=str(path)) from exc
     try:
         yield conn
     finally:
@@ -324,7 +324,7 @@ def restore_backup(*, settings: Settings, archive: Path, force: bool = False,
                    "SEGMENT_EXPORT_DATABASE_URL points to %(target_url)s"),
                 values={"database": database.get('dialect'),
                         "target_url": target_url.get_backend_name()},
-                hint="Restore into the same kind of database the backup was taken from.")
+                hint=N_("Restore into the same kind of database the backup was taken from."))
         profiles = manifest.get("profiles")
         if profiles is not None:
             _check_profile_store_free(settings.profiles_path)
@@ -336,9 +336,9 @@ def restore_backup(*, settings: Settings, archive: Path, force: bool = False,
             if problem and not force:
                 staged.unlink(missing_ok=True)
                 raise ConfigurationError(
-                    problem, hint="Configure the key the backup was taken with (set "
-                    "SEGMENT_EXPORT_SECRET_KEY, or restore a backup made with --include-key), "
-                    "or add --force and re-authorize every connection afterwards.")
+                    problem, hint=N_("Configure the key the backup was taken with (set "
+                       "SEGMENT_EXPORT_SECRET_KEY, or restore a backup made with --include-key), "
+                       "or add --force and re-authorize every connection afterwards."))
             if problem:
                 warnings.append(problem)
             staged_profiles = _stage_profiles(files, profiles, settings.profiles_path)
@@ -385,7 +385,7 @@ def _known_revision(revision: object) -> str:
             N_("names state database revision %(revision)s, which this version does not know"),
             values={"revision": repr(revision)},
             member=MANIFEST, reason="unknown_revision",
-            hint="Restore it with the segment-export version that made it, or a newer one.")
+            hint=N_("Restore it with the segment-export version that made it, or a newer one."))
     return revision
 
 

@@ -228,7 +228,8 @@ def rotate_keys(*, settings: Settings, engine: Engine, new_key: bool = True,
         if not keys:
             raise ConfigurationError(N_("There is no key file at %(path)s yet"),
                                      values={"path": source.path},
-                                     hint="Nothing is encrypted yet: there is nothing to rotate.")
+                                     hint=N_("Nothing is encrypted yet: there is nothing to "
+                                             "rotate."))
         if new_key:
             keys = [Fernet.generate_key(), *keys]
             write_key_file(source.path, keys)
@@ -237,17 +238,17 @@ def rotate_keys(*, settings: Settings, engine: Engine, new_key: bool = True,
     elif len(keys) < 2 and not drop_old:
         raise ConfigurationError(
             N_("SEGMENT_EXPORT_SECRET_KEY holds one key: there is nothing to rotate to"),
-            hint="Put a new key (`segment-export secrets generate-key`) first in "
-            "SEGMENT_EXPORT_SECRET_KEY, keep the old one after it (comma-separated), restart "
-            "every process, then run `segment-export secrets rotate` again.")
+            hint=N_("Put a new key (`segment-export secrets generate-key`) first in "
+               "SEGMENT_EXPORT_SECRET_KEY, keep the old one after it (comma-separated), restart "
+               "every process, then run `segment-export secrets rotate` again."))
     result = reencrypt(engine, keys, batch_size=batch_size)
     if result.unreadable:
         raise ConfigurationError(
             N_("%(count)s stored secret(s) cannot be decrypted with any configured key; nothing "
                "else is affected"),
             values={"count": len(result.unreadable)},
-            hint="Add the key they were encrypted with after the newest one, or re-authorize "
-            "those connections.", unreadable=[_as_dict(u) for u in result.unreadable])
+            hint=N_("Add the key they were encrypted with after the newest one, or re-authorize "
+               "those connections."), unreadable=[_as_dict(u) for u in result.unreadable])
     dropped: list[str] = []
     instructions = None
     if drop_old and len(keys) > 1:
@@ -256,7 +257,7 @@ def rotate_keys(*, settings: Settings, engine: Engine, new_key: bool = True,
             raise ConfigurationError(
                 N_("%(count)s secret(s) still need an old key; old keys were kept"),
                 values={"count": len(left)},
-                hint="Run `segment-export secrets rotate --no-new-key --drop-old` again.")
+                hint=N_("Run `segment-export secrets rotate --no-new-key --drop-old` again."))
         if source.kind == "file":
             assert source.path is not None
             write_key_file(source.path, keys[:1])

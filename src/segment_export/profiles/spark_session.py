@@ -115,7 +115,8 @@ def local_session(
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise ConfigurationError(
             N_("The Spark profile store needs Java 17 or newer, and no java is on the PATH"),
-            hint="Install a JRE (Debian: apt-get install default-jre-headless) or set JAVA_HOME.",
+            hint=N_("Install a JRE (Debian: apt-get install default-jre-headless) or set "
+                    "JAVA_HOME."),
         )
     work_dir.mkdir(parents=True, exist_ok=True)
     log_config = work_dir / "log4j2.properties"
@@ -153,7 +154,7 @@ def local_session(
         raise ConfigurationError(
             N_("Spark could not start: %(error)s"),
             values={"error": _first_line(exc)},
-            hint="Spark 4 needs Java 17 or newer; check `java -version` and the master URL.",
+            hint=N_("Spark 4 needs Java 17 or newer; check `java -version` and the master URL."),
         ) from exc
     session.sparkContext.setLogLevel("ERROR")
     return session

@@ -204,7 +204,8 @@ class DuckDBProfileStore:
             raise ConfigurationError(
                 N_("The profile store %(path)s cannot be opened: %(error)s"),
                 values={"path": self.path, "error": str(exc).split(chr(10))[0]},
-                hint="Another segment-export process holds it; stop that process or wait for it.",
+                hint=N_("Another segment-export process holds it; stop that process or wait for "
+                        "it."),
                 path=str(self.path),
             ) from exc
         # Dates in rules are compared in UTC unless a rule says otherwise; never the host's zone.
@@ -287,7 +288,8 @@ class DuckDBProfileStore:
         if id_column is None or not self._has_profiles(cur):
             raise ConfigurationError(
                 N_("No profiles have been imported yet"),
-                hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+                hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) "
+                        "first."),
             )
         return id_column
 
@@ -504,8 +506,8 @@ class DuckDBProfileStore:
                     N_("%(label)s: customer ids must be unique, but %(superseded)s row(s) "
                        "repeat an earlier id: %(shown)s"),
                     values={"label": label, "superseded": superseded, "shown": shown},
-                    hint="Fix the file, or import it with --mode upsert (the last row of each "
-                    "id wins).",
+                    hint=N_("Fix the file, or import it with --mode upsert (the last row of each "
+                       "id wins)."),
                     column=id_name,
                 )
         self._swap(cur, staging, id_name=id_name, mode=mode, deduplicate=bool(dupes))

@@ -100,7 +100,7 @@ def refresh_segments(
     if not schema:
         raise ConfigurationError(
             N_("No profiles have been imported yet, so no segment can be refreshed"),
-            hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+            hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) first."),
         )
     segments = session.scalars(
         select(Segment).where(Segment.active.is_(True)).order_by(Segment.name)

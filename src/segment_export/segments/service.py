@@ -66,7 +66,7 @@ def _definition(
     if not schema:
         raise ConfigurationError(
             N_("No profiles have been imported yet, so the segment's fields cannot be checked"),
-            hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+            hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) first."),
         )
     if rule is not None:
         parsed = parse_rule(rule)
@@ -207,7 +207,7 @@ def delete_segment(
         raise ConfigurationError(
             N_("Segment %(name)s is used by export(s) %(exports)s"),
             values={"name": repr(segment.name), "exports": ", ".join(map(repr, users))},
-            hint="Remove the segment from those exports first.",
+            hint=N_("Remove the segment from those exports first."),
             exports=users,
         )
     store.drop_membership(segment.id)
@@ -260,7 +260,7 @@ def preview_segment(
     if not schema:
         raise ConfigurationError(
             N_("No profiles have been imported yet"),
-            hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+            hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) first."),
         )
     condition = compile_segment(schema=schema, rule=rule, expression=expression, now=now)
     if rule is not None:

@@ -69,7 +69,7 @@ def replace(load: Load) -> None:
             raise ConfigurationError(
                 N_("The table %(schema)s.%(table)s cannot be replaced: %(error)s"),
                 values={"schema": load.schema, "table": load.table, "error": first_line(exc)},
-                hint="Drop the views that use it first, or import with --mode upsert.",
+                hint=N_("Drop the views that use it first, or import with --mode upsert."),
             ) from None
         conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
             load.ident(new), sql.Identifier(load.table)))

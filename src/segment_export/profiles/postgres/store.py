@@ -175,13 +175,13 @@ class PostgresProfileStore:
                 raise ConfigurationError(
                     N_("The profile store %(display)s refused the connection: %(reason)s"),
                     values={"display": self._display, "reason": reason},
-                    hint="Fix the user, password or database in SEGMENT_EXPORT_PROFILE_STORE.",
+                    hint=N_("Fix the user, password or database in SEGMENT_EXPORT_PROFILE_STORE."),
                 ) from None
             raise RetriableError(
                 N_("The profile store %(display)s cannot be reached: %(reason)s"),
                 values={"display": self._display, "reason": reason},
-                hint="Check that PostgreSQL is running and SEGMENT_EXPORT_PROFILE_STORE names "
-                "it; runs retry by themselves.",
+                hint=N_("Check that PostgreSQL is running and SEGMENT_EXPORT_PROFILE_STORE names "
+                   "it; runs retry by themselves."),
             ) from None
         # Rules compare dates in UTC, as the embedded store does; sqlglot writes literals for
         # standard-conforming strings (a backslash is an ordinary character).
@@ -246,7 +246,7 @@ class PostgresProfileStore:
                     N_("The profile store %(display)s has no schema to use: the search_path "
                        "names no existing schema"),
                     values={"display": self._display},
-                    hint="Add schema=NAME to SEGMENT_EXPORT_PROFILE_STORE.",
+                    hint=N_("Add schema=NAME to SEGMENT_EXPORT_PROFILE_STORE."),
                 )
             self._schema = str(row[0])
         return self._schema
@@ -274,7 +274,7 @@ class PostgresProfileStore:
                "columns: %(names)s)"),
             values={"fixed_id": repr(self._fixed_id), "schema": self._schema_name(conn),
                     "table": self.table, "names": ', '.join(names[:12])},
-            hint="Fix id_column= in SEGMENT_EXPORT_PROFILE_STORE.",
+            hint=N_("Fix id_column= in SEGMENT_EXPORT_PROFILE_STORE."),
         )
 
     def _require(self, conn: psycopg.Connection[Any]) -> _Target:
@@ -291,7 +291,7 @@ class PostgresProfileStore:
                 N_("The table %(schema)s.%(table)s has no one-column primary key, so the customer "
                    "id column is not known"),
                 values={"schema": self._schema_name(conn), "table": self.table},
-                hint="Add id_column=NAME to SEGMENT_EXPORT_PROFILE_STORE.",
+                hint=N_("Add id_column=NAME to SEGMENT_EXPORT_PROFILE_STORE."),
             )
         return _Target(columns, id_name)
 
@@ -320,7 +320,7 @@ class PostgresProfileStore:
                 raise ConfigurationError(
                     N_("The profile store %(display)s refused a query: %(error)s"),
                     values={"display": self._display, "error": _first_line(exc)},
-                    hint="Grant the user of SEGMENT_EXPORT_PROFILE_STORE access to the table.",
+                    hint=N_("Grant the user of SEGMENT_EXPORT_PROFILE_STORE access to the table."),
                 ) from None
             raise DataError(
                 N_("The segment condition cannot be evaluated: %(error)s"),
@@ -630,8 +630,8 @@ class PostgresProfileStore:
                     raise ConfigurationError(
                         N_("The profile store %(display)s refused the import: %(error)s"),
                         values={"display": self._display, "error": _first_line(exc)},
-                        hint="Grant the user of SEGMENT_EXPORT_PROFILE_STORE the right to "
-                        "create and change tables in the schema.",
+                        hint=N_("Grant the user of SEGMENT_EXPORT_PROFILE_STORE the right to "
+                           "create and change tables in the schema."),
                     ) from None
                 except (psycopg.DataError, psycopg.IntegrityError) as exc:
                     raise DataError(
@@ -686,8 +686,8 @@ class PostgresProfileStore:
                 N_("%(schema)s.%(table)s is a view or another kind of relation, not a table; "
                    "profiles can only be imported into a table"),
                 values={"schema": schema, "table": self.table},
-                hint="Point table= in SEGMENT_EXPORT_PROFILE_STORE at a table, or load the "
-                "view's own tables with your usual tools.",
+                hint=N_("Point table= in SEGMENT_EXPORT_PROFILE_STORE at a table, or load the "
+                   "view's own tables with your usual tools."),
             )
         job = load.Load(conn=conn, source=source, plan=plan, schema=schema, table=self.table,
                         id_name=staged.id_column, label=label)
