@@ -82,14 +82,18 @@ class ExportForm:
         return mapping
 
 
+# One whole sentence per field, so that a translation need not fit a field name into another.
+_NOT_A_NUMBER = {"contact limit": N_("The contact limit must be a number"),
+                 "alert threshold": N_("The alert threshold must be a number")}
+
+
 def _number(text: str, what: str, kind: type[int] | type[float]) -> Any:
     if not text.strip():
         return None
     try:
         return kind(text.strip())
     except ValueError:
-        raise DataError(N_("The %(what)s must be a number"),
-                        values={"what": what}, field=what) from None
+        raise DataError(_NOT_A_NUMBER[what], field=what) from None
 
 
 def _read_form(
