@@ -31,7 +31,7 @@ class SecretBox:
             raise ConfigurationError(
                 N_("A stored secret cannot be decrypted with the configured key(s)"),
                 hint=N_("Set SEGMENT_EXPORT_SECRET_KEY to the key that encrypted it "
-                   "(keep old keys after the new one while rotating)."),
+                        "(keep old keys after the new one while rotating)."),
             ) from exc
 
     def rotate(self, token: bytes) -> bytes:

@@ -103,7 +103,7 @@ def verify(manifest: bytes, signature: bytes, keys: Iterable[bytes]) -> bytes:
         N_("the manifest's signature does not match any configured secrets key: the backup was "
            "altered, or it was made with another key"), member=MANIFEST, reason="bad_signature",
         hint=N_("Configure the key the backup was taken with (SEGMENT_EXPORT_SECRET_KEY, or its "
-           "secret.key in the data directory), then restore again."))
+                "secret.key in the data directory), then restore again."))
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -263,8 +263,8 @@ def _small_member(tar: tarfile.TarFile, name: str, archive: Path) -> bytes:
                 N_("has no signature: it was made by an older version (backup format 1), whose "
                    "restore executed SQL from the archive"), member=MANIFEST, reason="unsigned",
                 hint=N_("If you made this backup and kept it safe, restore it with the version "
-                   "that made it (see its manifest.json), then take a new backup with this "
-                   "version; otherwise take a new backup."))
+                        "that made it (see its manifest.json), then take a new backup with this "
+                        "version; otherwise take a new backup."))
         raise BackupRefused(N_("%(archive)s is not a segment-export backup of format "
                                "%(format)s: it starts with %(found)s, not %(name)s"),
                             values={"archive": archive, "format": FORMAT, "found": repr(found),

@@ -138,7 +138,7 @@ def create_backup(*, settings: Settings, engine: Engine, destination: Path,
     if not source.keys:
         raise ConfigurationError(N_("There is no secrets key to sign the backup with yet"),
                                  hint=N_("Start the service once (it generates the key), or set "
-                                    "SEGMENT_EXPORT_SECRET_KEY."))
+                                         "SEGMENT_EXPORT_SECRET_KEY."))
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".segment-export-backup-", dir=target.parent) as tmp:
         work = Path(tmp)  # mkdtemp makes it owner-only
@@ -274,7 +274,7 @@ def _duckdb(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             N_("%(held)s: %(error)s"),
             values={"held": text(PROFILE_STORE_HELD), "error": str(exc).splitlines()[0]},
             hint=N_("Stop serve/worker for the moment the profiles are copied, or add "
-               "--no-profiles and back up only the state database."), path=str(path)) from exc
+                    "--no-profiles and back up only the state database."), path=str(path)) from exc
     try:
         yield conn
     finally:
@@ -332,15 +332,17 @@ def restore_backup(*, settings: Settings, archive: Path, force: bool = False,
             target = Path(target_url.database or "")
             staged = target.with_name(target.name + ".restoring")
             _build_sqlite(_file(files, STATE_SQLITE), staged, revision)
-            problem = _secrets_problem(staged, keys)
-            if problem and not force:
+            undecrypted = _secrets_problem(staged, keys)
+            if undecrypted and not force:
                 staged.unlink(missing_ok=True)
                 raise ConfigurationError(
-                    problem, hint=N_("Configure the key the backup was taken with (set "
-                       "SEGMENT_EXPORT_SECRET_KEY, or restore a backup made with --include-key), "
-                       "or add --force and re-authorize every connection afterwards."))
-            if problem:
-                warnings.append(problem)
+                    _SECRETS_PROBLEM, values={"count": undecrypted},
+                    hint=N_("Configure the key the backup was taken with (set "
+                            "SEGMENT_EXPORT_SECRET_KEY, or restore a backup made with "
+                            "--include-key), or add --force and re-authorize every connection "
+                            "afterwards."))
+            if undecrypted:  # the restore command's report (operator output, English)
+                warnings.append(_SECRETS_PROBLEM % {"count": undecrypted})
             staged_profiles = _stage_profiles(files, profiles, settings.profiles_path)
             _swap_sqlite(staged, target)
         else:
@@ -407,16 +409,17 @@ def _restore_keys(settings: Settings, manifest: dict[str, Any], saved_file: Path
     return saved + [k for k in current.keys if k not in saved]
 
 
-def _secrets_problem(state: Path, keys: list[bytes]) -> str | None:
+_SECRETS_PROBLEM = N_("%(count)s stored secret(s) in the backup cannot be decrypted with the "
+                      "configured key(s)")
+
+
+def _secrets_problem(state: Path, keys: list[bytes]) -> int:
+    """How many stored secrets of the backup no configured key decrypts."""
     engine = sa.create_engine(f"sqlite:///{state}")
     try:
-        left = undecryptable(engine, keys)
+        return len(undecryptable(engine, keys))
     finally:
         engine.dispose()
-    if not left:
-        return None
-    return (f"{len(left)} stored secret(s) in the backup cannot be decrypted with the configured "
-            "key(s)")
 
 
 def _check_profile_store_free(path: Path) -> None:

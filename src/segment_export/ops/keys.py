@@ -239,8 +239,8 @@ def rotate_keys(*, settings: Settings, engine: Engine, new_key: bool = True,
         raise ConfigurationError(
             N_("SEGMENT_EXPORT_SECRET_KEY holds one key: there is nothing to rotate to"),
             hint=N_("Put a new key (`segment-export secrets generate-key`) first in "
-               "SEGMENT_EXPORT_SECRET_KEY, keep the old one after it (comma-separated), restart "
-               "every process, then run `segment-export secrets rotate` again."))
+                    "SEGMENT_EXPORT_SECRET_KEY, keep the old one after it (comma-separated), "
+                    "restart every process, then run `segment-export secrets rotate` again."))
     result = reencrypt(engine, keys, batch_size=batch_size)
     if result.unreadable:
         raise ConfigurationError(
@@ -248,7 +248,7 @@ def rotate_keys(*, settings: Settings, engine: Engine, new_key: bool = True,
                "else is affected"),
             values={"count": len(result.unreadable)},
             hint=N_("Add the key they were encrypted with after the newest one, or re-authorize "
-               "those connections."), unreadable=[_as_dict(u) for u in result.unreadable])
+                    "those connections."), unreadable=[_as_dict(u) for u in result.unreadable])
     dropped: list[str] = []
     instructions = None
     if drop_old and len(keys) > 1:

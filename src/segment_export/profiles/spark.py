@@ -179,7 +179,7 @@ class SparkProfileStore:
                 N_("The Spark profile table %(source)s cannot be read: %(error)s"),
                 values={"source": repr(self.source), "error": _first_line(exc)},
                 hint=N_("Check SEGMENT_EXPORT_PROFILE_STORE (spark:<table> or "
-                   "spark:parquet:<directory>)."),
+                        "spark:parquet:<directory>)."),
             ) from exc
 
     def _resolve_id(self, frame: DataFrame) -> str | None:
@@ -215,15 +215,16 @@ class SparkProfileStore:
                 N_("No profiles at %(location)s"),
                 values={"location": self.location},
                 hint=N_("Write the profiles to that table or directory in the lakehouse, or fix "
-                   "SEGMENT_EXPORT_PROFILE_STORE."),
+                        "SEGMENT_EXPORT_PROFILE_STORE."),
             )
         id_name = self._resolve_id(frame)
         if id_name is None:
             shown = ", ".join(repr(n) for n in frame.columns[:12])
             raise ConfigurationError(
-                N_("The profiles at %(location)s have no %(value)s column for the customer id "
+                N_("The profiles at %(location)s have no %(id_name)s column for the customer id "
                    "(their columns: %(shown)s)"),
-                values={"location": self.location, "value": repr(self._id_name()), "shown": shown},
+                values={"location": self.location, "id_name": repr(self._id_name()),
+                        "shown": shown},
                 hint=N_("Name the id column in the setting: spark:<table>?id_column=NAME."),
             )
         id_type = _type_name(frame.schema[id_name].dataType)
@@ -293,7 +294,8 @@ class SparkProfileStore:
                    "reads that table but does not import into it"),
                 values={"location": self.location},
                 hint=N_("Write the file to the table with the lakehouse's own tools, or point "
-                   "SEGMENT_EXPORT_PROFILE_STORE at a Parquet directory (spark:parquet:<dir>)."),
+                        "SEGMENT_EXPORT_PROFILE_STORE at a Parquet directory "
+                        "(spark:parquet:<dir>)."),
             )
         if self._id_setting is not None and id_column.casefold() != self._id_setting.casefold():
             raise ConfigurationError(
@@ -397,7 +399,7 @@ class SparkProfileStore:
                     values={"location": self.location, "matched": matched - distinct,
                             "id_name": repr(id_name)},
                     hint=N_("Fix the profile table in the lakehouse, or point id_column at a "
-                       "unique column."),
+                            "unique column."),
                     column=id_name,
                 )
         except BaseException:
@@ -424,7 +426,7 @@ class SparkProfileStore:
             N_("The rule field unsubscribed_in_constant_contact needs a DuckDB or PostgreSQL "
                "profile store; the Spark store cannot evaluate it yet"),
             hint=N_("Runs still hold every unsubscribed contact back; only the segment rule is "
-               "unavailable. Remove the condition from the segment."))
+                    "unavailable. Remove the condition from the segment."))
 
     def _members(self, frame: DataFrame, id_name: str, segment_ids: Sequence[str]) -> DataFrame:
         """The current profiles held by any of the segments, each once."""

@@ -507,7 +507,7 @@ class DuckDBProfileStore:
                        "repeat an earlier id: %(shown)s"),
                     values={"label": label, "superseded": superseded, "shown": shown},
                     hint=N_("Fix the file, or import it with --mode upsert (the last row of each "
-                       "id wins)."),
+                            "id wins)."),
                     column=id_name,
                 )
         self._swap(cur, staging, id_name=id_name, mode=mode, deduplicate=bool(dupes))

@@ -53,8 +53,8 @@ log = logging.getLogger(__name__)
 _OWN_PARAMS = ("schema", "table", "id_column")
 _MAX_IDLE = 4
 _TRUSTED_IDLE_SECONDS = 30.0
-_NO_PROFILES = "No profiles have been imported yet"
-_IMPORT_HINT = "Run `segment-export profiles import FILE` (or `profiles generate`) first."
+_NO_PROFILES = N_("No profiles have been imported yet")
+_IMPORT_HINT = N_("Run `segment-export profiles import FILE` (or `profiles generate`) first.")
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ class PostgresProfileStore:
                 N_("The profile store %(display)s cannot be reached: %(reason)s"),
                 values={"display": self._display, "reason": reason},
                 hint=N_("Check that PostgreSQL is running and SEGMENT_EXPORT_PROFILE_STORE names "
-                   "it; runs retry by themselves."),
+                        "it; runs retry by themselves."),
             ) from None
         # Rules compare dates in UTC, as the embedded store does; sqlglot writes literals for
         # standard-conforming strings (a backslash is an ordinary character).
@@ -631,7 +631,7 @@ class PostgresProfileStore:
                         N_("The profile store %(display)s refused the import: %(error)s"),
                         values={"display": self._display, "error": _first_line(exc)},
                         hint=N_("Grant the user of SEGMENT_EXPORT_PROFILE_STORE the right to "
-                           "create and change tables in the schema."),
+                                "create and change tables in the schema."),
                     ) from None
                 except (psycopg.DataError, psycopg.IntegrityError) as exc:
                     raise DataError(
@@ -687,7 +687,7 @@ class PostgresProfileStore:
                    "profiles can only be imported into a table"),
                 values={"schema": schema, "table": self.table},
                 hint=N_("Point table= in SEGMENT_EXPORT_PROFILE_STORE at a table, or load the "
-                   "view's own tables with your usual tools."),
+                        "view's own tables with your usual tools."),
             )
         job = load.Load(conn=conn, source=source, plan=plan, schema=schema, table=self.table,
                         id_name=staged.id_column, label=label)
