@@ -23,13 +23,13 @@ def can_use(user: User, connection: Connection) -> bool:
 def require_usable(actor: User, connection: Connection | None) -> Connection:
     if connection is None:
         raise ConfigurationError(
-            "This export is detached from its connection; attach it to a connection first")
+            N_("This export is detached from its connection; attach it to a connection first"))
     if not can_use(actor, connection):
         # Not by name: someone who may not use a connection learns nothing about it, not even
         # the name behind an id (contributors see the names of shared connections only).
         raise PermissionDeniedError(N_("%(user)s may not use this connection"),
                                     values={"user": repr(actor.username)},
-                                    hint="Ask an administrator to share it with contributors.")
+                                    hint=N_("Ask an administrator to share it with contributors."))
     return connection
 
 
@@ -50,5 +50,5 @@ def require_manage(session: Session, user: User, export: Export) -> None:
         raise PermissionDeniedError(
             N_("%(user)s may not change the export %(export)s"),
             values={"user": repr(user.username), "export": repr(export.name)},
-            hint="Contributors manage exports whose connection an admin shared with them.",
+            hint=N_("Contributors manage exports whose connection an admin shared with them."),
         )

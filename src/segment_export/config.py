@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_
 
 # Values people paste from examples; encrypting with them would protect nothing.
 PLACEHOLDER_SECRETS = frozenset(
@@ -277,7 +278,8 @@ class Settings(BaseSettings):
                     handle.write(key + b"\n")
         keys = [k.strip() for k in key_file.read_bytes().split(b"\n") if k.strip()]
         if not keys:
-            raise ConfigurationError(f"The key file {key_file} is empty", path=str(key_file))
+            raise ConfigurationError(N_("The key file %(key_file)s is empty"),
+                                     values={"key_file": key_file}, path=str(key_file))
         return keys
 
 
@@ -296,4 +298,5 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise ConfigurationError(f"Invalid settings: {exc}") from exc
+        raise ConfigurationError(N_("Invalid settings: %(error)s"),
+                                 values={"error": exc}) from exc

@@ -79,7 +79,8 @@ def _emulator(url: str | None) -> Iterator[tuple[str, str, EmulatorControl]]:
         base = url.rstrip("/")
         with EmulatorControl(base) as control:
             if not control.health():
-                raise DataError(f"No emulator answers at {base}")
+                raise DataError(N_("No emulator answers at %(base)s"),
+                                values={"base": base})
             yield f"{base}/v3", f"{base}/oauth2/default/v1", control
         return
     # Constant Contact's real limits (4 requests/s, 40,000 contacts and 4 MB per import); the
@@ -139,7 +140,8 @@ def run_demo(
                 schema = store.schema()
                 mapping = {f: f for f in ("email", "first_name", "last_name") if f in schema}
                 if "email" not in mapping:
-                    raise DataError(f"{profiles_file} has no 'email' column", field="email")
+                    raise DataError(N_("%(profiles_file)s has no 'email' column"),
+                                    values={"profiles_file": profiles_file}, field="email")
                 segment_rule = {"all": [{"field": store.id_column or "customer_id",
                                          "op": "is_not_empty"}]}
                 consent_field = None

@@ -42,6 +42,21 @@ class SegmentExportError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+class TranslatedValueError(ValueError):
+    """A ValueError of a pydantic validator that the reader sees in their language.
+
+    Pydantic keeps the exception in the error's ``ctx["error"]`` and writes ``Value error,
+    <str(exc)>``; ``str()`` is the English text (what pydantic, the API and logs show) and
+    ``msgid``/``values`` let ``error_text`` translate it, as for :class:`SegmentExportError`.
+    """
+
+    def __init__(self, message: str, *, values: Mapping[str, Any] | None = None) -> None:
+        self.msgid = message if values is not None else ""
+        self.values = dict(values) if values is not None else None
+        self.message = message % self.values if self.values is not None else message
+        super().__init__(self.message)
+
+
 class RetriableError(SegmentExportError):
     """A passing fault (throttling, 5xx, timeout, lost connection): the call may succeed later."""
 
@@ -112,4 +127,5 @@ __all__ = [
     "ReauthorizationNeededError",
     "RetriableError",
     "SegmentExportError",
+    "TranslatedValueError",
 ]

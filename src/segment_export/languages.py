@@ -171,20 +171,26 @@ def joined(*texts: Text, sep: str = "; ", end: str = ".") -> Text:
     return Text(tuple(part for t in texts for part in t.parts), sep=sep, end=end)
 
 
-def error_text(exc: BaseException) -> Text:
-    """An error as a Text: its message (translated when the catalogue has it) and its hint,
-    read ``message (hint)`` as ``str()`` of the product's errors reads."""
+def message_text(exc: BaseException) -> Text:
+    """An error's message without its hint as a Text (translated when the catalogue has it)."""
     message = getattr(exc, "message", None)
     if not isinstance(message, str):
         return Text(((str(exc), {}),))
-    hint = getattr(exc, "hint", "") or ""
     msgid, values = getattr(exc, "msgid", ""), getattr(exc, "values", None)
     if isinstance(msgid, str) and msgid and isinstance(values, Mapping):
         # Values as the English text wrote them (no locale grouping: ids and row numbers).
-        said = Text(((msgid, {name: value if isinstance(value, Text) else str(value)
+        return Text(((msgid, {name: value if isinstance(value, Text) else str(value)
                               for name, value in values.items()}),))
-    else:
-        said = Text(((message, {}),))
+    return Text(((message, {}),))
+
+
+def error_text(exc: BaseException) -> Text:
+    """An error as a Text: its message (translated when the catalogue has it) and its hint,
+    read ``message (hint)`` as ``str()`` of the product's errors reads."""
+    said = message_text(exc)
+    # Only the product's errors (those with a ``message``) carry a hint worth showing.
+    hint = (getattr(exc, "hint", "") or "") if isinstance(getattr(exc, "message", None), str) \
+        else ""
     if not hint:
         return said
     return text(N_("%(message)s (%(hint)s)"), message=said,
@@ -202,6 +208,13 @@ def shown(message: str | None, stored: Mapping[str, Any] | None, language: str) 
     if not message:
         return ""
     return translations(language).gettext(message) if language != DEFAULT else message
+
+
+def filled(values: Mapping[str, Any], language: str) -> dict[str, Any]:
+    """An error's ``values`` for ``msgid % values`` in ``language``: a value that is a Text
+    (a nested message) in that language, the others as the English text wrote them."""
+    return {name: value.in_language(language) if isinstance(value, Text) else value
+            for name, value in values.items()}
 
 
 def _shown(value: Any, language: str) -> Any:

@@ -365,8 +365,10 @@ def serve(listen: str, *, token: SecretStr | None = None) -> WSGIServer:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         from segment_export.errors import ConfigurationError
+        from segment_export.languages import N_
 
-        raise ConfigurationError(f"Metrics address {listen!r} is not host:port",
+        raise ConfigurationError(N_("Metrics address %(listen)s is not host:port"),
+                                 values={"listen": repr(listen)},
                                  field="metrics_listen")
     host = host.strip("[]") or "127.0.0.1"
     server_class = _IPv6WSGIServer if ":" in host else _ThreadingWSGIServer

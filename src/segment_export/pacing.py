@@ -22,6 +22,7 @@ from segment_export.constant_contact.ratelimit import (
 )
 from segment_export.db.rate_budget import DatabaseRateLimiter
 from segment_export.errors import QuotaExhaustedError
+from segment_export.languages import N_
 
 if TYPE_CHECKING:
     import redis
@@ -132,7 +133,8 @@ class RedisRateLimiter:
         if status == "quota":
             resets_at = datetime.fromtimestamp(float(value), UTC)
             raise QuotaExhaustedError(
-                f"The daily request budget of {self.daily_quota} for this API key is used up",
+                N_("The daily request budget of %(daily_quota)s for this API key is used up"),
+                values={"daily_quota": self.daily_quota},
                 resets_at=resets_at,
                 reason="daily_quota",
                 key=self.key,

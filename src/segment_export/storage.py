@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from segment_export.errors import RetriableError, SegmentExportError
+from segment_export.languages import N_
 
 _SQLITE_FULL = 13  # sqlite3.SQLITE_FULL; sqlite3 errors carry it since Python 3.11
 _POSTGRES_DISK_FULL = "53100"
@@ -85,8 +86,10 @@ def storage_full_error(exc: BaseException, *, data_dir: str,
         place = describe_state_store(engine)
     else:
         place = f"the data directory {data_dir}"
-    return StorageFullError(f"No space left on device: cannot write to {place} "
-                            f"(data directory {data_dir}; {_first_line(exc)})",
+    return StorageFullError(N_("No space left on device: cannot write to %(place)s (data "
+                               "directory %(data_dir)s; %(error)s)"),
+                            values={"place": place, "data_dir": data_dir,
+                                    "error": _first_line(exc)},
                             path=str(filename or data_dir))
 
 
@@ -98,5 +101,6 @@ def _first_line(exc: BaseException) -> str:
 def unreachable_error(exc: BaseException, *, engine: Engine) -> StateStoreUnavailableError:
     """A clear error for a state database that cannot be reached."""
     return StateStoreUnavailableError(
-        f"Lost the connection to {describe_state_store(engine)}: {_first_line(exc)}",
+        N_("Lost the connection to %(store)s: %(error)s"),
+        values={"store": describe_state_store(engine), "error": _first_line(exc)},
         reason="state_store_unavailable")

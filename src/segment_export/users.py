@@ -207,7 +207,7 @@ def confirm_password(session: Session, *, user: User, password: str) -> None:
     try:
         authenticate(session, username=user.username, password=password)
     except AuthenticationError as exc:
-        raise WrongPasswordError("Your current password is not correct",
+        raise WrongPasswordError(N_("Your current password is not correct"),
                                  field="password") from exc
 
 
@@ -250,7 +250,7 @@ def create_user(session: Session, *, actor: User | None, spec: UserSpec) -> User
     role, password, email = spec.role, spec.password, spec.email
     username = spec.username.strip()
     if not username or len(username) > 120 or any(c.isspace() for c in username):
-        raise DataError("A user name is 1-120 characters without spaces", field="username")
+        raise DataError(N_("A user name is 1-120 characters without spaces"), field="username")
     if session.scalar(select(func.count()).select_from(User).where(User.username == username)):
         raise ConfigurationError(N_("A user named %(name)s already exists"),
                                  values={"name": repr(username)}, username=username)
@@ -275,7 +275,7 @@ def disable_user(session: Session, *, actor: User, username: str) -> User:
     require_role(actor, Role.ADMIN)
     user = get_user(session, username=username)
     if user.id == actor.id:
-        raise ConfigurationError("You cannot disable yourself")
+        raise ConfigurationError(N_("You cannot disable yourself"))
     user.disabled = True
     session.execute(delete(WebSession).where(WebSession.user_id == user.id))
     audit.record(session, actor=actor, action="user.disabled", target_type="user",
@@ -322,7 +322,8 @@ def create_api_token(session: Session, *, actor: User, user: User, name: str) ->
     _may_manage_tokens(actor, user)
     name = name.strip()
     if not name or len(name) > 120:
-        raise DataError("A token needs a name of 1-120 characters (what it is for)", field="name")
+        raise DataError(N_("A token needs a name of 1-120 characters (what it is for)"),
+                        field="name")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     register_secret(secret)
     token = ApiToken(user_id=user.id, name=name, token_hash=token_hash(secret),
@@ -371,10 +372,10 @@ def user_for_token(session: Session, *, secret: str, now: datetime | None = None
     token = session.scalars(
         select(ApiToken).where(ApiToken.token_hash == token_hash(secret))).one_or_none()
     if token is None or token.revoked_at is not None:
-        raise AuthenticationError("The API token is not valid (unknown or revoked)")
+        raise AuthenticationError(N_("The API token is not valid (unknown or revoked)"))
     user = session.get(User, token.user_id)
     if user is None or user.disabled:
-        raise AuthenticationError("The API token's user is disabled")
+        raise AuthenticationError(N_("The API token's user is disabled"))
     if token.last_used_at is None or now - token.last_used_at > TOKEN_USE_RESOLUTION:
         token.last_used_at = now
     return user

@@ -17,6 +17,7 @@ from segment_export.config import Settings
 from segment_export.db.models import User, WebSession
 from segment_export.db.types import utcnow
 from segment_export.errors import PermissionDeniedError
+from segment_export.languages import N_
 from segment_export.users import AuthenticationError, confirm_password, user_for_token
 
 SESSION_COOKIE = "se_session"
@@ -97,7 +98,7 @@ def caller_from_request(session: Session, request: Request) -> Caller | None:
     if header is not None:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
-            raise AuthenticationError("Use 'Authorization: Bearer <API token>'")
+            raise AuthenticationError(N_("Use 'Authorization: Bearer <API token>'"))
         user = user_for_token(session, secret=secret.strip())
         session.commit()  # last_used_at
         return Caller(user)
@@ -131,8 +132,8 @@ def check_csrf(caller: Caller, presented: str | None) -> None:
     if caller.web_session is None:
         return  # Bearer tokens are never sent by a browser on its own
     if not presented or not secrets.compare_digest(presented, caller.web_session.csrf_token):
-        raise CsrfError("The form is missing its security token or it expired; reload the page "
-                        "and try again")
+        raise CsrfError(N_("The form is missing its security token or it expired; reload the "
+                           "page and try again"))
 
 
 class CsrfError(PermissionDeniedError):

@@ -20,6 +20,7 @@ from segment_export.api.auth import (
 )
 from segment_export.api.state import AppServices, services_of
 from segment_export.db.models import User
+from segment_export.languages import N_
 from segment_export.users import AuthenticationError, Role, require_role
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -63,7 +64,7 @@ OptionalCaller = Annotated[Caller | None, Depends(_optional_caller)]
 def _caller(request: Request, caller: OptionalCaller,
             csrf: Annotated[str | None, Depends(_presented_csrf)]) -> Caller:
     if caller is None:
-        raise AuthenticationError("Sign in first (or send an API token)")
+        raise AuthenticationError(N_("Sign in first (or send an API token)"))
     if request.method not in SAFE_METHODS:
         check_csrf(caller, csrf)
     return caller

@@ -34,6 +34,7 @@ from limits.storage import Storage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from segment_export.errors import RetriableError
+from segment_export.languages import N_
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,8 @@ class SignInThrottle:
         except StorageError as exc:
             log.error("sign-in refused: the sign-in counts cannot be reached (%s)", exc)
             raise ThrottleUnavailableError(
-                "Signing in is unavailable for a moment: the store of sign-in attempts "
-                "cannot be reached. Try again shortly.") from None
+                N_("Signing in is unavailable for a moment: the store of sign-in attempts "
+                   "cannot be reached. Try again shortly.")) from None
 
     def _attempt(self, account: str, client: str) -> Attempt:
         taken: list[tuple[RateLimitItem, tuple[str, ...]]] = []
@@ -133,8 +134,8 @@ class SignInThrottle:
                 for given in [*taken, (limit, identifiers)]:
                     self._give_back(*given)
                 raise TooManyAttemptsError(
-                    f"Too many wrong passwords from your address. Try again in "
-                    f"{minutes(wait)}.", retry_after=wait, limit=str(limit))
+                    N_("Too many wrong passwords from your address. Try again in %(minutes)s."),
+                    values={"minutes": minutes(wait)}, retry_after=wait, limit=str(limit))
             taken.append((limit, identifiers))
         return Attempt(self, account, client)
 
@@ -165,7 +166,7 @@ class SignInThrottle:
                      if not self._limiter.test(limit, *ids)]
         except StorageError as exc:
             raise ThrottleUnavailableError(
-                "The store of sign-in attempts cannot be reached. Try again shortly.") from exc
+                N_("The store of sign-in attempts cannot be reached. Try again shortly.")) from exc
         return max(waits, default=0)
 
 

@@ -47,7 +47,7 @@ class AppContext:
         if not message:  # gettext("") is the catalogue's header
             return message
         text = languages.translations(self.language).gettext(message)
-        return text % variables if variables else text
+        return text % languages.filled(variables, self.language) if variables else text
 
     def number(self, value: object) -> str:
         return languages.number(value, self.language)

@@ -11,7 +11,7 @@ import click
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.cli.profiles import open_store
 from segment_export.errors import DataError
-from segment_export.languages import N_, when
+from segment_export.languages import N_, message_text, when
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -38,8 +38,9 @@ def _rule_text(value: str | None) -> str | None:
                         values={"file": str(path), "error": str(exc)}, field="rule") from exc
 
 
-def _checked_rule(value: str | None) -> str | None:
-    """The --rule text, refused as a usage error when it does not fit the rule model."""
+def _checked_rule(app: AppContext, value: str | None) -> str | None:
+    """The --rule text, refused as a usage error when it does not fit the rule model (the
+    reason in the CLI's language, click's own ``Invalid value for`` in English)."""
     text = _rule_text(value)
     if text is None:
         return None
@@ -48,7 +49,8 @@ def _checked_rule(value: str | None) -> str | None:
     try:
         parse_rule(text)
     except DataError as exc:
-        raise click.BadParameter(exc.message, param_hint="'--rule'") from None  # click's English
+        raise click.BadParameter(message_text(exc).in_language(app.language),
+                                 param_hint="'--rule'") from None
     return text
 
 
@@ -103,7 +105,7 @@ def create_command(
     """Create segment NAME from --rule or --where, and evaluate it at once."""
     from segment_export.segments import SegmentSpec, create_segment
 
-    rule = _checked_rule(rule)
+    rule = _checked_rule(app, rule)
     with open_store(app) as store, app.sessions() as session:
         segment = create_segment(
             session,
@@ -150,7 +152,7 @@ def edit_command(
         update_segment,
     )
 
-    rule = _checked_rule(rule)
+    rule = _checked_rule(app, rule)
     with open_store(app) as store, app.sessions() as session:
         actor = app.actor(session)
         found = get_segment(session, name_or_id=name)
@@ -281,7 +283,7 @@ def preview_command(
         raise click.UsageError(app.t(N_("Give a segment NAME, or --rule or --where.")))
     with open_store(app) as store, app.sessions() as session:
         preview = preview_segment(
-            session, store, name_or_id=name, rule=_checked_rule(rule), expression=expression,
+            session, store, name_or_id=name, rule=_checked_rule(app, rule), expression=expression,
             limit=limit, actor=app.actor(session),
         )
     click.echo(app.t(N_("%(count)s matching profiles."), count=app.number(preview.count))

@@ -10,13 +10,15 @@ from cryptography.fernet import Fernet, MultiFernet
 
 from segment_export.db.types import SecretBox
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_
 
 
 def read_key_file(path: Path) -> list[bytes]:
     """The keys in a key file, newest first (one per line)."""
     keys = [k.strip() for k in path.read_bytes().split(b"\n") if k.strip()]
     if not keys:
-        raise ConfigurationError(f"The key file {path} is empty", path=str(path))
+        raise ConfigurationError(N_("The key file %(path)s is empty"),
+                                 values={"path": path}, path=str(path))
     return keys
 
 

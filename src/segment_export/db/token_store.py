@@ -18,6 +18,7 @@ from segment_export.constant_contact.tokens import (
 from segment_export.db.models import Connection
 from segment_export.db.rate_budget import lock_row
 from segment_export.errors import NotFoundError
+from segment_export.languages import N_
 
 _CONNECTIONS = cast(sa.Table, Connection.__table__)
 
@@ -43,7 +44,8 @@ class DatabaseTokenStore:
 
     def _stored(self, row: sa.Row[tuple[object, ...]] | None) -> StoredToken:
         if row is None:
-            raise NotFoundError(f"No connection {self.connection_id}", id=self.connection_id)
+            raise NotFoundError(N_("No connection %(connection_id)s"),
+                                values={"connection_id": self.connection_id}, id=self.connection_id)
         m = row._mapping
         token = None
         if m["access_token"] and m["token_expires_at"] is not None:

@@ -10,6 +10,7 @@ from sqlalchemy import DateTime, Dialect, LargeBinary
 from sqlalchemy.types import TypeDecorator
 
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_
 
 
 class SecretBox:
@@ -17,7 +18,7 @@ class SecretBox:
 
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
-            raise ConfigurationError("No encryption key configured")
+            raise ConfigurationError(N_("No encryption key configured"))
         self._fernet = MultiFernet([Fernet(k) for k in keys])
 
     def encrypt(self, plaintext: str) -> bytes:
@@ -28,9 +29,9 @@ class SecretBox:
             return self._fernet.decrypt(token).decode("utf-8")
         except InvalidToken as exc:
             raise ConfigurationError(
-                "A stored secret cannot be decrypted with the configured key(s)",
-                hint="Set SEGMENT_EXPORT_SECRET_KEY to the key that encrypted it "
-                "(keep old keys after the new one while rotating).",
+                N_("A stored secret cannot be decrypted with the configured key(s)"),
+                hint=N_("Set SEGMENT_EXPORT_SECRET_KEY to the key that encrypted it "
+                        "(keep old keys after the new one while rotating)."),
             ) from exc
 
     def rotate(self, token: bytes) -> bytes:

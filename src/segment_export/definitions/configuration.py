@@ -72,7 +72,7 @@ class ExportUpdate(ExportCreate):
 
 def _connection(session: Session, actor: User, connection_id: str) -> Connection:
     if not connection_id.strip():
-        raise ConfigurationError("Choose a connection", field="connection_id")
+        raise ConfigurationError(N_("Choose a connection"), field="connection_id")
     connection = session.get(Connection, connection_id)
     if connection is None:
         raise NotFoundError(N_("No connection %(id)s"), values={"id": repr(connection_id)},
@@ -106,7 +106,7 @@ def save_export(
     create_name = (data.create_list_name or "").strip() or None
     if (list_id is None) == (create_name is None):
         raise ConfigurationError(
-            "Choose the Constant Contact list: a list id, or the name of a list to create",
+            N_("Choose the Constant Contact list: a list id, or the name of a list to create"),
             field="list_id")
     draft = service.ExportSpec(
         name=data.name, connection_id=connection.id, list_id=list_id or "",

@@ -119,15 +119,15 @@ def create_connection(session: Session, *, actor: User, spec: ConnectionSpec) ->
     shared_with_contributors = spec.shared_with_contributors
     display_name = spec.display_name.strip()
     if not display_name:
-        raise ConfigurationError("A connection needs a display name", field="display_name")
+        raise ConfigurationError(N_("A connection needs a display name"), field="display_name")
     if not spec.consent:
         raise ConfigurationError(
-            "The data privacy and compliance agreement must be accepted to create a connection",
+            N_("The data privacy and compliance agreement must be accepted to create a connection"),
             hint=CONSENT_TEXT,
             field="consent",
         )
     if not client_id.strip():
-        raise ConfigurationError("A connection needs the application's client id",
+        raise ConfigurationError(N_("A connection needs the application's client id"),
                                  field="client_id")
     _name_free(session, display_name)
     register_secret(client_secret)
@@ -162,7 +162,7 @@ def update_connection(session: Session, *, actor: User, connection: Connection,
     sms_only_allowed = changes.sms_only_allowed
     changed: dict[str, object] = {}
     if display_name is not None and not display_name.strip():
-        raise ConfigurationError("A connection needs a display name", field="display_name")
+        raise ConfigurationError(N_("A connection needs a display name"), field="display_name")
     if display_name is not None and display_name.strip() != connection.display_name:
         _name_free(session, display_name.strip())
         connection.display_name = display_name.strip()

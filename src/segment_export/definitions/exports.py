@@ -71,7 +71,7 @@ def check_spec(session: Session, actor: User, spec: ExportSpec,
     """What can be checked of ``spec`` without asking Constant Contact; returns the mapping
     normalised. ``list_pending``: the list is yet to be created, so it has no id to check."""
     if not spec.name.strip():
-        raise ConfigurationError("An export needs a name", field="name")
+        raise ConfigurationError(N_("An export needs a name"), field="name")
     connection = session.get(Connection, spec.connection_id)
     if connection is None:
         raise NotFoundError(N_("No connection %(id)s"), values={"id": repr(spec.connection_id)},
@@ -85,7 +85,7 @@ def check_spec(session: Session, actor: User, spec: ExportSpec,
             field="list_id",
         )
     if not spec.segment_ids:
-        raise ConfigurationError("Choose at least one segment", field="segment_ids")
+        raise ConfigurationError(N_("Choose at least one segment"), field="segment_ids")
     for segment_id in spec.segment_ids:
         if session.get(Segment, segment_id) is None:
             raise NotFoundError(N_("No segment %(id)s"), values={"id": repr(segment_id)},
@@ -116,7 +116,7 @@ def check_spec(session: Session, actor: User, spec: ExportSpec,
         raise ConfigurationError(N_("Not a valid cron expression: %(cron)s"),
                                  values={"cron": repr(spec.cron)}, field="cron")
     if spec.max_contacts is not None and spec.max_contacts <= 0:
-        raise ConfigurationError("The contact limit must be positive", field="max_contacts")
+        raise ConfigurationError(N_("The contact limit must be positive"), field="max_contacts")
     check_region(spec.phone_region)
     return mapping
 

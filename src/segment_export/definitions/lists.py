@@ -31,7 +31,7 @@ def resolve_list(
     """The list an export will fill: ``list_id`` must exist in the connection's account;
     ``create_name`` makes a new list (or reuses the one of that exact name)."""
     if (list_id is None) == (create_name is None):
-        raise ConfigurationError("Give either a list id or the name of a list to create",
+        raise ConfigurationError(N_("Give either a list id or the name of a list to create"),
                                  field="list_id")
     with client_for(connection, settings=settings, engine=engine) as client:
         if list_id is not None:
@@ -47,7 +47,7 @@ def resolve_list(
                     N_("The list %(id)s does not exist in the account %(account)s"),
                     values={"id": list_id,
                             "account": repr(connection.account_name or connection.display_name)},
-                    hint="Pick a list from the account, or create one by name.",
+                    hint=N_("Pick a list from the account, or create one by name."),
                     field="list_id") from exc
         assert create_name is not None
         existing = client.list_contact_lists(name=create_name.strip())

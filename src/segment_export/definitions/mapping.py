@@ -84,8 +84,8 @@ def validate_mapping(
     clean = {str(k).strip(): str(v).strip() for k, v in mapping.items()}
     if not clean.get("email"):
         raise ConfigurationError(
-            "The mapping needs the profile column that holds the email address",
-            hint="Map the 'email' field, e.g. --map email=email_address.",
+            N_("The mapping needs the profile column that holds the email address"),
+            hint=N_("Map the 'email' field, e.g. --map email=email_address."),
             field="email",
         )
     customs = [name for name in clean if name.startswith(CUSTOM_FIELD_PREFIX)]
@@ -98,18 +98,18 @@ def validate_mapping(
         )
     if clean.get("sms_consent") and not clean.get("sms_number"):
         raise ConfigurationError(
-            "SMS consent is mapped but the phone number is not",
-            hint="Map the 'sms_number' field to the column holding the mobile number.",
+            N_("SMS consent is mapped but the phone number is not"),
+            hint=N_("Map the 'sms_number' field to the column holding the mobile number."),
             field="sms_consent")
     # Constant Contact takes an explicit SMS consent only with its date: one without the other
     # could never send a consent, so both are mapped or neither.
     if bool(clean.get("sms_consent")) != bool(clean.get("sms_consent_date")):
         missing = "sms_consent_date" if clean.get("sms_consent") else "sms_consent"
         raise ConfigurationError(
-            "Map the SMS consent and the SMS consent date together: Constant Contact takes an "
-            "explicit consent only with the date it was given",
-            hint="Map 'sms_consent' to a true/false column and 'sms_consent_date' to a date "
-                 "column.",
+            N_("Map the SMS consent and the SMS consent date together: Constant Contact takes "
+               "an explicit consent only with the date it was given"),
+            hint=N_("Map 'sms_consent' to a true/false column and 'sms_consent_date' to a date "
+                    "column."),
             field=missing)
     for name, column in clean.items():
         field_spec(name)

@@ -27,7 +27,7 @@ def check_region(region: str) -> str:
         raise ConfigurationError(
             N_("%(region)s is not a region phone numbers can be read in"),
             values={"region": repr(region)},
-            hint="Use a two-letter ISO 3166 country code, e.g. US, CA or GB.",
+            hint=N_("Use a two-letter ISO 3166 country code, e.g. US, CA or GB."),
             field="phone_region")
     return clean
 

@@ -147,7 +147,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=cafile)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigurationError(
-            f"SEGMENT_EXPORT_SMTP_CA_FILE {cafile} cannot be read as PEM certificates: {exc}",
+            N_("SEGMENT_EXPORT_SMTP_CA_FILE %(cafile)s cannot be read as PEM certificates: "
+               "%(error)s"),
+            values={"cafile": cafile, "error": exc},
             field="smtp_ca_file") from exc
 
 
@@ -158,8 +160,8 @@ def send(settings: Settings, message: EmailMessage, recipients: list[str]) -> No
     nothing goes in clear text) and the certificate and host name are always verified.
     """
     if settings.smtp_host is None or settings.smtp_from is None:
-        raise ConfigurationError("Email alerts are not set up (SEGMENT_EXPORT_SMTP_HOST, "
-                                 "SEGMENT_EXPORT_SMTP_FROM)", field="smtp_host")
+        raise ConfigurationError(N_("Email alerts are not set up (SEGMENT_EXPORT_SMTP_HOST, "
+                                    "SEGMENT_EXPORT_SMTP_FROM)"), field="smtp_host")
     host = settings.smtp_host
     mode = settings.smtp_security
     port = settings.smtp_port or DEFAULT_PORTS[mode]

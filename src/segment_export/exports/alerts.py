@@ -19,6 +19,7 @@ from segment_export.errors import ConfigurationError, NotFoundError
 from segment_export.exports import alert_mail
 from segment_export.exports.alert_mail import Reason, RunAlert
 from segment_export.exports.validate import REASONS
+from segment_export.languages import N_
 from segment_export.users import Role, require_role
 
 if TYPE_CHECKING:
@@ -64,7 +65,8 @@ def set_webhook(session: Session, *, actor: User, url: str | None) -> None:
     if url is not None:
         parts = urlsplit(url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise ConfigurationError(f"Not an http(s) URL: {url!r}", field="webhook_url")
+            raise ConfigurationError(N_("Not an http(s) URL: %(url)s"),
+                                     values={"url": repr(url)}, field="webhook_url")
     _save_config(session, {**_config(session), "webhook_url": url})
     audit.record(session, actor=actor, action="alerts.webhook_set", target_type="system",
                  webhook_host=urlsplit(url).netloc if url else None)
@@ -101,7 +103,8 @@ def remove_email_address(session: Session, *, actor: User, address: str) -> str:
     config = _config(session)
     current = list_email_addresses(session)
     if value not in current:
-        raise NotFoundError(f"{address!r} does not receive alert emails", field="email")
+        raise NotFoundError(N_("%(address)s does not receive alert emails"),
+                            values={"address": repr(address)}, field="email")
     _save_config(session, {**config, "email_to": [a for a in current if a != value]})
     audit.record(session, actor=actor, action="alerts.email_address_removed",
                  target_type="system", address=value)
@@ -296,12 +299,12 @@ def send_test_email(session: Session, *, actor: User, settings: Settings,
     """
     require_role(actor, Role.ADMIN)
     if not email_enabled(settings) or settings.smtp_from is None:
-        raise ConfigurationError("Email alerts are not set up: set SEGMENT_EXPORT_SMTP_HOST and "
-                                 "SEGMENT_EXPORT_SMTP_FROM", field="smtp_host")
+        raise ConfigurationError(N_("Email alerts are not set up: set SEGMENT_EXPORT_SMTP_HOST "
+                                    "and SEGMENT_EXPORT_SMTP_FROM"), field="smtp_host")
     recipients = [check_address(a) for a in to] if to else email_recipients(session)
     if not recipients:
-        raise ConfigurationError("Nobody receives alert emails: give an admin an email address "
-                                 "or add one with `alerts email add`", field="email")
+        raise ConfigurationError(N_("Nobody receives alert emails: give an admin an email "
+                                    "address or add one with `alerts email add`"), field="email")
     from email.message import EmailMessage
 
     message = EmailMessage()
@@ -315,8 +318,10 @@ def send_test_email(session: Session, *, actor: User, settings: Settings,
         alert_mail.send(settings, message, recipients)
     except Exception as exc:
         raise ConfigurationError(
-            f"The mail server {settings.smtp_host} refused or failed: "
-            f"{alert_mail.describe_failure(exc, settings)}", field="smtp_host") from None
+            N_("The mail server %(smtp_host)s refused or failed: %(error)s"),
+            values={"smtp_host": settings.smtp_host,
+                    "error": alert_mail.describe_failure(exc, settings)},
+            field="smtp_host") from None
     audit.record(session, actor=actor, action="alerts.email_tested", target_type="system",
                  recipients=len(recipients), smtp_host=settings.smtp_host)
     return recipients

@@ -30,6 +30,7 @@ from segment_export.errors import ConfigurationError, DataError
 from segment_export.exports.delivery import BatchMembers
 from segment_export.exports.diff import Delivered, DiffTotals, select_changes
 from segment_export.exports.validate import ValidatedMembers
+from segment_export.languages import N_
 
 T = TypeVar("T")
 Ready = tuple[ImportBatch, BatchMembers]  # a body to send, and the contacts it carries
@@ -131,11 +132,14 @@ class BodyCutter:
                  max_bytes: int = DEFAULT_MAX_BYTES, sms_permission: str | None = None) -> None:
         if not 1 <= len(list_ids) <= MAX_LIST_IDS:
             raise ConfigurationError(
-                f"An import needs 1 to {MAX_LIST_IDS} list ids, not {len(list_ids)}")
+                N_("An import needs 1 to %(max_list_ids)s list ids, not %(count)s"),
+                values={"max_list_ids": MAX_LIST_IDS, "count": len(list_ids)})
         if not 1 <= max_contacts <= MAX_CONTACTS_PER_IMPORT:
-            raise ConfigurationError(f"max_contacts must be 1..{MAX_CONTACTS_PER_IMPORT}")
+            raise ConfigurationError(N_("max_contacts must be 1..%(max_contacts_per_import)s"),
+                                     values={"max_contacts_per_import": MAX_CONTACTS_PER_IMPORT})
         if max_bytes >= HARD_MAX_BYTES:
-            raise ConfigurationError(f"max_bytes must stay below {HARD_MAX_BYTES}")
+            raise ConfigurationError(N_("max_bytes must stay below %(hard_max_bytes)s"),
+                                     values={"hard_max_bytes": HARD_MAX_BYTES})
         # The SMS permission is the body's (Constant Contact's contacts_json_import), so
         # explicit and not_set contacts travel in bodies of their own (see SplitByConsent).
         permission = (b'"sms_permission_to_send":' + orjson.dumps(sms_permission) + b","
@@ -145,7 +149,7 @@ class BodyCutter:
         self.tail = b"]}"
         frame = len(self.head) + len(self.tail)
         if frame >= max_bytes:
-            raise ConfigurationError("max_bytes is too small for even an empty import body")
+            raise ConfigurationError(N_("max_bytes is too small for even an empty import body"))
         # A body holds its contacts' objects, commas between them: each costs its length + 1
         # (the objects already end in that comma), and the last comma is not sent.
         self.capacity = max_bytes - frame + 1
@@ -193,8 +197,10 @@ class BodyCutter:
             email = pending.emails[position].as_py()
             size = int(costs[position]) - 1
             raise DataError(
-                f"Contact #{index} alone serializes to {size} bytes, more than an import body "
-                f"may carry ({self.capacity - 1})", index=index, email=email)
+                N_("Contact #%(index)s alone serializes to %(size)s bytes, more than an import "
+                   "body may carry (%(value)s)"),
+                values={"index": index, "size": size,
+                        "value": self.capacity - 1}, index=index, email=email)
         self.pending = pending.tail(position) if position else pending
         self.start += position
 

@@ -126,7 +126,8 @@ def _claim(deps: RunDependencies, run_id: str) -> tuple[Run, bool]:
     with deps.sessions.begin() as session:
         run = session.get(Run, run_id)
         if run is None:
-            raise NotFoundError(f"No run {run_id}", run_id=run_id)
+            raise NotFoundError(N_("No run %(run_id)s"),
+                                values={"run_id": run_id}, run_id=run_id)
         if run.status in TERMINAL:
             return run, False
         if run.status == "running" and run.worker_id != deps.worker_id and worker_alive(

@@ -43,6 +43,7 @@ from segment_export.exports.delivery import (
 from segment_export.exports.dependencies import RunCancelled
 from segment_export.exports.diff import Delivered, fingerprints, leavers, sorted_member
 from segment_export.exports.sending import look_up_activities
+from segment_export.languages import N_
 
 if TYPE_CHECKING:
     from segment_export.exports.dependencies import RunDependencies
@@ -107,7 +108,8 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
         activity = client.create_contact_export(list_ids=[list_id], fields=fields)
         done = client.wait_for_activity(activity.activity_id, poll_interval=poll_interval)
         if done.state != "completed" or done.links.results is None:
-            raise RetriableError(f"Contact export {activity.activity_id} ended {done.state}")
+            raise RetriableError(N_("Contact export %(activity_id)s ended %(state)s"),
+                                 values={"activity_id": activity.activity_id, "state": done.state})
         wanted_set = pa.array(sorted(wanted), pa.string())
         data = client.download_contact_export_csv(done.links.results.href)
         # Parsed a block at a time: only the bytes and one block's columns are held at once,
@@ -169,8 +171,8 @@ def _read_export(data: bytes, *, sms: bool = False) -> Iterator[pa.RecordBatch]:
     names = [n.strip('"') for n in data[:data.find(b"\n")].decode().strip().split(",")]
     email = "email_address" if "email_address" in names else "email"
     if sms and "sms_number" not in names:
-        raise RetriableError("The list's contact export has no sms_number column; SMS-only "
-                             "leavers cannot be found")
+        raise RetriableError(N_("The list's contact export has no sms_number column; SMS-only "
+                                "leavers cannot be found"))
     wanted = ["contact_id", email, *extra]
     yield from pacsv.open_csv(
         pa.BufferReader(pa.py_buffer(data)),
@@ -323,8 +325,9 @@ def remove_leavers(
         # A failed removal may have taken some off: next round looks its contacts up again.
         emails = {email: emails[email] for email in failed}
     if emails:
-        raise RetriableError(f"{len(emails):,} leavers' removal activities ended failed "
-                             f"{REMOVAL_ROUNDS} times")
+        raise RetriableError(N_("%(count)s leavers' removal activities ended failed "
+                                "%(removal_rounds)s times"),
+                             values={"count": f"{len(emails):,}", "removal_rounds": REMOVAL_ROUNDS})
     counts = _removal_counts(deps, run_id)
     log.info("mirror: %d left the segment, %d removed, %d already off the list",
              counts["left_segment"], counts["removed"], counts["already_off_list"])

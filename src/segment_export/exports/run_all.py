@@ -114,8 +114,9 @@ def _refresh_and_queue(session: Session, *, actor: User, store: ProfileStore,
         schema = store.schema()
         if not schema:
             raise ConfigurationError(
-                "No profiles have been imported yet, so no segment can be refreshed",
-                hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.")
+                N_("No profiles have been imported yet, so no segment can be refreshed"),
+                hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) "
+                        "first."))
         for segment in segments:
             result.refreshed.append(
                 refresh_segment(session, store, segment=segment, now=now, schema=schema))

@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from segment_export.errors import DataError
+from segment_export.languages import N_, text
 from segment_export.ops.keys import fingerprint
 
 FORMAT = 2
@@ -53,10 +54,17 @@ class BackupRefused(DataError):
     """The archive is not a backup this installation can trust; nothing was replaced."""
 
     def __init__(self, message: str, *, member: str | None = None, reason: str,
-                 hint: str | None = None) -> None:
-        where = f"member {member!r}: " if member is not None else ""
-        super().__init__(f"Refusing the backup: {where}{message}", hint=hint, member=member,
-                         reason=reason)
+                 hint: str | None = None, values: Mapping[str, Any] | None = None) -> None:
+        # ``message`` is a catalogue msgid (with its ``values``), read after the member's name.
+        # Values as the English text wrote them (a nested Text would group numbers).
+        said = text(message, **{name: str(value) for name, value in (values or {}).items()})
+        if member is not None:
+            super().__init__(N_("Refusing the backup: member %(member)s: %(why)s"),
+                             values={"member": repr(member), "why": said}, hint=hint,
+                             member=member, reason=reason)
+        else:
+            super().__init__(N_("Refusing the backup: %(why)s"), values={"why": said},
+                             hint=hint, member=member, reason=reason)
         self.member = member
         self.reason = reason
 
@@ -85,17 +93,17 @@ def verify(manifest: bytes, signature: bytes, keys: Iterable[bytes]) -> bytes:
     try:
         mac = str(json.loads(signature)["mac"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise BackupRefused("the signature is unreadable", member=SIGNATURE,
+        raise BackupRefused(N_("the signature is unreadable"), member=SIGNATURE,
                             reason="bad_signature") from exc
     for key in keys:
         expected = hmac.new(signing_key(key), manifest, hashlib.sha256).hexdigest()
         if hmac.compare_digest(expected.encode(), mac.encode()):
             return key
     raise BackupRefused(
-        "the manifest's signature does not match any configured secrets key: the backup was "
-        "altered, or it was made with another key", member=MANIFEST, reason="bad_signature",
-        hint="Configure the key the backup was taken with (SEGMENT_EXPORT_SECRET_KEY, or its "
-        "secret.key in the data directory), then restore again.")
+        N_("the manifest's signature does not match any configured secrets key: the backup was "
+           "altered, or it was made with another key"), member=MANIFEST, reason="bad_signature",
+        hint=N_("Configure the key the backup was taken with (SEGMENT_EXPORT_SECRET_KEY, or its "
+                "secret.key in the data directory), then restore again."))
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -166,32 +174,37 @@ def extract_verified(archive: Path, keys: list[bytes], destination: Path, *,
         free = shutil.disk_usage(destination).free
         if needed > free:
             raise BackupRefused(
-                f"its files need {needed:,} bytes and {destination} has {free:,} free",
-                reason="no_space", hint="Free some disk space, then restore again.")
+                N_("its files need %(needed)s bytes and %(destination)s has %(free)s free"),
+                values={"needed": f"{needed:,}", "destination": destination, "free": f"{free:,}"},
+                reason="no_space", hint=N_("Free some disk space, then restore again."))
         found: dict[str, Path] = {}
         try:
             for member in _members(tar):
                 name = _checked_name(member)
                 if not member.isreg():
-                    raise BackupRefused(f"is a {_kind(member)}; a backup holds regular files only",
+                    raise BackupRefused(N_("is a %(kind)s; a backup holds regular files only"),
+                                        values={"kind": _kind(member)},
                                         member=name, reason="not_a_file")
                 if name not in expected:
-                    raise BackupRefused("is not listed in the signed manifest", member=name,
+                    raise BackupRefused(N_("is not listed in the signed manifest"), member=name,
                                         reason="not_in_manifest")
                 if name in found:
-                    raise BackupRefused("appears twice", member=name, reason="duplicate")
+                    raise BackupRefused(N_("appears twice"), member=name, reason="duplicate")
                 size, digest = expected[name]
                 if member.size != size:
-                    raise BackupRefused(f"is {member.size:,} bytes where the manifest says "
-                                        f"{size:,}", member=name, reason="size_mismatch")
+                    raise BackupRefused(N_("is %(size)s bytes where the manifest says %(size2)s"),
+                                        values={"size": f"{member.size:,}",
+                                                "size2": f"{size:,}"},
+                                        member=name, reason="size_mismatch")
                 found[name] = _copy(tar, member, name, destination / f"{len(found):03d}.member",
                                     size, digest)
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            raise BackupRefused(f"the archive is damaged or truncated ({exc})",
+            raise BackupRefused(N_("the archive is damaged or truncated (%(error)s)"),
+                                values={"error": exc},
                                 reason="damaged") from exc
         missing = sorted(set(expected) - set(found))
         if missing:
-            raise BackupRefused("is listed in the manifest but missing from the archive",
+            raise BackupRefused(N_("is listed in the manifest but missing from the archive"),
                                 member=missing[0], reason="missing")
     return VerifiedBackup(manifest, found, key)
 
@@ -202,7 +215,8 @@ def _open(archive: Path) -> tarfile.TarFile:
         # the manifest has not vouched for.
         return tarfile.open(archive, mode="r|gz")
     except (OSError, tarfile.TarError) as exc:
-        raise BackupRefused(f"{archive} is not a segment-export backup ({exc})",
+        raise BackupRefused(N_("%(archive)s is not a segment-export backup (%(error)s)"),
+                            values={"archive": archive, "error": exc},
                             reason="not_a_backup") from exc
 
 
@@ -220,20 +234,22 @@ def _manifest(tar: tarfile.TarFile, archive: Path,
         manifest = _small_member(tar, MANIFEST, archive)
         signature = _small_member(tar, SIGNATURE, archive)
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise BackupRefused(f"{archive} is not a segment-export backup ({exc})",
+        raise BackupRefused(N_("%(archive)s is not a segment-export backup (%(error)s)"),
+                            values={"archive": archive, "error": exc},
                             reason="not_a_backup") from exc
     if not keys:
-        raise BackupRefused("there is no configured secrets key to check the backup's "
-                            "signature with", member=SIGNATURE, reason="no_key",
-                            hint="Configure the key the backup was taken with first.")
+        raise BackupRefused(N_("there is no configured secrets key to check the backup's "
+                               "signature with"), member=SIGNATURE, reason="no_key",
+                            hint=N_("Configure the key the backup was taken with first."))
     key = verify(manifest, signature, keys)
     try:
         parsed = json.loads(manifest)
     except ValueError as exc:
-        raise BackupRefused("is not JSON", member=MANIFEST, reason="bad_manifest") from exc
+        raise BackupRefused(N_("is not JSON"), member=MANIFEST, reason="bad_manifest") from exc
     if not isinstance(parsed, dict) or parsed.get("product") != PRODUCT \
             or parsed.get("format") != FORMAT:
-        raise BackupRefused(f"is not a segment-export manifest of format {FORMAT}",
+        raise BackupRefused(N_("is not a segment-export manifest of format %(format)s"),
+                            values={"format": FORMAT},
                             member=MANIFEST, reason="bad_manifest")
     return parsed, key
 
@@ -244,41 +260,44 @@ def _small_member(tar: tarfile.TarFile, name: str, archive: Path) -> bytes:
         found = None if member is None else member.name
         if name == SIGNATURE or found == MANIFEST:
             raise BackupRefused(
-                "has no signature: it was made by an older version (backup format 1), whose "
-                "restore executed SQL from the archive", member=MANIFEST, reason="unsigned",
-                hint="If you made this backup and kept it safe, restore it with the version "
-                "that made it (see its manifest.json), then take a new backup with this "
-                "version; otherwise take a new backup.")
-        raise BackupRefused(f"{archive} is not a segment-export backup of format {FORMAT}: it "
-                            f"starts with {found!r}, not {name!r}", member=found,
+                N_("has no signature: it was made by an older version (backup format 1), whose "
+                   "restore executed SQL from the archive"), member=MANIFEST, reason="unsigned",
+                hint=N_("If you made this backup and kept it safe, restore it with the version "
+                        "that made it (see its manifest.json), then take a new backup with this "
+                        "version; otherwise take a new backup."))
+        raise BackupRefused(N_("%(archive)s is not a segment-export backup of format "
+                               "%(format)s: it starts with %(found)s, not %(name)s"),
+                            values={"archive": archive, "format": FORMAT, "found": repr(found),
+                                    "name": repr(name)}, member=found,
                             reason="not_a_backup")
     if not member.isreg() or member.size > MAX_MANIFEST_BYTES:
-        raise BackupRefused("is not a small regular file", member=name, reason="bad_manifest")
+        raise BackupRefused(N_("is not a small regular file"), member=name, reason="bad_manifest")
     handle = tar.extractfile(member)
     assert handle is not None
     data = handle.read(MAX_MANIFEST_BYTES + 1)
     if len(data) != member.size:
-        raise BackupRefused("is truncated", member=name, reason="damaged")
+        raise BackupRefused(N_("is truncated"), member=name, reason="damaged")
     return data
 
 
 def _expected_files(manifest: dict[str, Any], cap: int) -> dict[str, tuple[int, str]]:
     files = manifest.get("files")
     if not isinstance(files, dict):
-        raise BackupRefused("lists no files", member=MANIFEST, reason="bad_manifest")
+        raise BackupRefused(N_("lists no files"), member=MANIFEST, reason="bad_manifest")
     expected: dict[str, tuple[int, str]] = {}
     for name, entry in files.items():
         if not isinstance(name, str) or not _MEMBER_NAME.fullmatch(name):
-            raise BackupRefused("is not a name a backup holds", member=str(name),
+            raise BackupRefused(N_("is not a name a backup holds"), member=str(name),
                                 reason="unexpected_name")
         size = entry.get("size") if isinstance(entry, dict) else None
         digest = entry.get("sha256") if isinstance(entry, dict) else None
         if not isinstance(size, int) or size < 0 or not isinstance(digest, str) \
                 or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise BackupRefused("has no valid size and checksum in the manifest", member=name,
+            raise BackupRefused(N_("has no valid size and checksum in the manifest"), member=name,
                                 reason="bad_manifest")
         if size > cap:
-            raise BackupRefused(f"is declared {size:,} bytes, over the {cap:,}-byte cap",
+            raise BackupRefused(N_("is declared %(size)s bytes, over the %(cap)s-byte cap"),
+                                values={"size": f"{size:,}", "cap": f"{cap:,}"},
                                 member=name, reason="too_big")
         expected[name] = (size, digest)
     return expected
@@ -289,10 +308,10 @@ def _checked_name(member: tarfile.TarInfo) -> str:
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts \
             or "\0" in name:
-        raise BackupRefused("points outside the archive (absolute path or ..)", member=name,
+        raise BackupRefused(N_("points outside the archive (absolute path or ..)"), member=name,
                             reason="path_traversal")
     if name not in (MANIFEST, SIGNATURE) and not _MEMBER_NAME.fullmatch(name):
-        raise BackupRefused("is not a name a backup holds", member=name,
+        raise BackupRefused(N_("is not a name a backup holds"), member=name,
                             reason="unexpected_name")
     return name
 
@@ -323,11 +342,12 @@ def _copy(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, path: Path, 
                 break
             written += len(block)
             if written > size:
-                raise BackupRefused(f"holds more than the {size:,} bytes the manifest says",
+                raise BackupRefused(N_("holds more than the %(size)s bytes the manifest says"),
+                                    values={"size": f"{size:,}"},
                                     member=name, reason="size_mismatch")
             sha.update(block)
             out.write(block)
     if written != size or not hmac.compare_digest(sha.hexdigest(), digest):
-        raise BackupRefused("does not match its checksum in the manifest: the backup is "
-                            "damaged or was altered", member=name, reason="checksum_mismatch")
+        raise BackupRefused(N_("does not match its checksum in the manifest: the backup is "
+                               "damaged or was altered"), member=name, reason="checksum_mismatch")
     return path

@@ -43,6 +43,7 @@ from segment_export.db.models import (
 )
 from segment_export.db.types import utcnow
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_, text
 from segment_export.ops.archive import (
     FORMAT,
     MANIFEST,
@@ -69,7 +70,7 @@ PROFILE_TABLES = (PROFILES, MEMBERS, META)
 COUNTED = {"users": User, "connections": Connection, "exports": Export, "runs": Run,
            "export_members": ExportMember, "export_member_blocks": ExportMemberBlock,
            "rejected_rows": RejectedRow}
-PROFILE_STORE_HELD = (
+PROFILE_STORE_HELD = N_(
     "Another segment-export process (serve or worker) holds the profile store, and DuckDB lets "
     "one process open it at a time"
 )
@@ -130,13 +131,14 @@ def create_backup(*, settings: Settings, engine: Engine, destination: Path,
     profiles = profiles and engine_of(settings.profile_store) == "duckdb"
     target = destination / default_backup_name() if destination.is_dir() else destination
     if not target.name.endswith((".tar.gz", ".tgz")):
-        raise ConfigurationError(f"A backup is written as .tar.gz, not {target.name!r}",
+        raise ConfigurationError(N_("A backup is written as .tar.gz, not %(name)s"),
+                                 values={"name": repr(target.name)},
                                  field="destination")
     source = key_source(settings)
     if not source.keys:
-        raise ConfigurationError("There is no secrets key to sign the backup with yet",
-                                 hint="Start the service once (it generates the key), or set "
-                                 "SEGMENT_EXPORT_SECRET_KEY.")
+        raise ConfigurationError(N_("There is no secrets key to sign the backup with yet"),
+                                 hint=N_("Start the service once (it generates the key), or set "
+                                         "SEGMENT_EXPORT_SECRET_KEY."))
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".segment-export-backup-", dir=target.parent) as tmp:
         work = Path(tmp)  # mkdtemp makes it owner-only
@@ -177,7 +179,8 @@ def _backup_database(engine: Engine, work: Path) -> dict[str, Any]:
         return {"dialect": "sqlite", "file": STATE_SQLITE}
     if engine.dialect.name == "postgresql":
         return {"dialect": "postgresql", "tables": _copy_postgres_tables(engine, work)}
-    raise ConfigurationError(f"Backing up a {engine.dialect.name} state database is not supported")
+    raise ConfigurationError(N_("Backing up a %(name)s state database is not supported"),
+                             values={"name": engine.dialect.name})
 
 
 def _psycopg(engine: Engine) -> Any:
@@ -188,8 +191,8 @@ def _psycopg(engine: Engine) -> Any:
     dbapi = raw.driver_connection
     if not isinstance(dbapi, psycopg.Connection):
         raw.close()
-        raise ConfigurationError("Backing up PostgreSQL needs the psycopg driver "
-                                 "(postgresql+psycopg://...)", field="database_url")
+        raise ConfigurationError(N_("Backing up PostgreSQL needs the psycopg driver "
+                                    "(postgresql+psycopg://...)"), field="database_url")
     return raw, dbapi
 
 
@@ -215,8 +218,9 @@ def _copy_postgres_tables(engine: Engine, work: Path) -> dict[str, Any]:
             for table in Base.metadata.sorted_tables:
                 columns = _columns_pg(cur, table.name)
                 if not columns:
-                    raise ConfigurationError(f"The state database has no table {table.name}",
-                                             hint="Run `segment-export db upgrade` first.")
+                    raise ConfigurationError(N_("The state database has no table %(name)s"),
+                                             values={"name": table.name},
+                                             hint=N_("Run `segment-export db upgrade` first."))
                 name = f"{STATE_TABLES}/{table.name}.pgcopy"
                 statement = sql.SQL("COPY {} ({}) TO STDOUT (FORMAT binary)").format(
                     sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
@@ -267,9 +271,10 @@ def _duckdb(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         conn = duckdb.connect(str(path))
     except (duckdb.IOException, duckdb.ConnectionException) as exc:
         raise ConfigurationError(
-            f"{PROFILE_STORE_HELD}: {str(exc).splitlines()[0]}",
-            hint="Stop serve/worker for the moment the profiles are copied, or add "
-            "--no-profiles and back up only the state database.", path=str(path)) from exc
+            N_("%(held)s: %(error)s"),
+            values={"held": text(PROFILE_STORE_HELD), "error": str(exc).splitlines()[0]},
+            hint=N_("Stop serve/worker for the moment the profiles are copied, or add "
+                    "--no-profiles and back up only the state database."), path=str(path)) from exc
     try:
         yield conn
     finally:
@@ -315,9 +320,11 @@ def restore_backup(*, settings: Settings, archive: Path, force: bool = False,
         target_url = make_url(settings.resolved_database_url)
         if target_url.get_backend_name() != database.get("dialect"):
             raise ConfigurationError(
-                f"The backup holds a {database.get('dialect')} state database but "
-                f"SEGMENT_EXPORT_DATABASE_URL points to {target_url.get_backend_name()}",
-                hint="Restore into the same kind of database the backup was taken from.")
+                N_("The backup holds a %(database)s state database but "
+                   "SEGMENT_EXPORT_DATABASE_URL points to %(target_url)s"),
+                values={"database": database.get('dialect'),
+                        "target_url": target_url.get_backend_name()},
+                hint=N_("Restore into the same kind of database the backup was taken from."))
         profiles = manifest.get("profiles")
         if profiles is not None:
             _check_profile_store_free(settings.profiles_path)
@@ -325,15 +332,17 @@ def restore_backup(*, settings: Settings, archive: Path, force: bool = False,
             target = Path(target_url.database or "")
             staged = target.with_name(target.name + ".restoring")
             _build_sqlite(_file(files, STATE_SQLITE), staged, revision)
-            problem = _secrets_problem(staged, keys)
-            if problem and not force:
+            undecrypted = _secrets_problem(staged, keys)
+            if undecrypted and not force:
                 staged.unlink(missing_ok=True)
                 raise ConfigurationError(
-                    problem, hint="Configure the key the backup was taken with (set "
-                    "SEGMENT_EXPORT_SECRET_KEY, or restore a backup made with --include-key), "
-                    "or add --force and re-authorize every connection afterwards.")
-            if problem:
-                warnings.append(problem)
+                    _SECRETS_PROBLEM, values={"count": undecrypted},
+                    hint=N_("Configure the key the backup was taken with (set "
+                            "SEGMENT_EXPORT_SECRET_KEY, or restore a backup made with "
+                            "--include-key), or add --force and re-authorize every connection "
+                            "afterwards."))
+            if undecrypted:  # the restore command's report (operator output, English)
+                warnings.append(_SECRETS_PROBLEM % {"count": undecrypted})
             staged_profiles = _stage_profiles(files, profiles, settings.profiles_path)
             _swap_sqlite(staged, target)
         else:
@@ -364,7 +373,7 @@ def restore_backup(*, settings: Settings, archive: Path, force: bool = False,
 
 def _file(files: dict[str, Path], name: str) -> Path:
     if name not in files:
-        raise BackupRefused("is missing from the backup", member=name, reason="missing")
+        raise BackupRefused(N_("is missing from the backup"), member=name, reason="missing")
     return files[name]
 
 
@@ -375,9 +384,10 @@ def _known_revision(revision: object) -> str:
     known = {r.revision for r in scripts.walk_revisions()}
     if not isinstance(revision, str) or revision not in known:
         raise BackupRefused(
-            f"names state database revision {revision!r}, which this version does not know",
+            N_("names state database revision %(revision)s, which this version does not know"),
+            values={"revision": repr(revision)},
             member=MANIFEST, reason="unknown_revision",
-            hint="Restore it with the segment-export version that made it, or a newer one.")
+            hint=N_("Restore it with the segment-export version that made it, or a newer one."))
     return revision
 
 
@@ -391,7 +401,7 @@ def _restore_keys(settings: Settings, manifest: dict[str, Any], saved_file: Path
     from segment_export.db.keyring import read_key_file
 
     if saved_file is None:
-        raise BackupRefused("is missing from the backup", member=KEYS, reason="missing")
+        raise BackupRefused(N_("is missing from the backup"), member=KEYS, reason="missing")
     saved = read_key_file(saved_file)
     if current.kind == "environment":
         return current.keys + [k for k in saved if k not in current.keys]
@@ -399,16 +409,17 @@ def _restore_keys(settings: Settings, manifest: dict[str, Any], saved_file: Path
     return saved + [k for k in current.keys if k not in saved]
 
 
-def _secrets_problem(state: Path, keys: list[bytes]) -> str | None:
+_SECRETS_PROBLEM = N_("%(count)s stored secret(s) in the backup cannot be decrypted with the "
+                      "configured key(s)")
+
+
+def _secrets_problem(state: Path, keys: list[bytes]) -> int:
+    """How many stored secrets of the backup no configured key decrypts."""
     engine = sa.create_engine(f"sqlite:///{state}")
     try:
-        left = undecryptable(engine, keys)
+        return len(undecryptable(engine, keys))
     finally:
         engine.dispose()
-    if not left:
-        return None
-    return (f"{len(left)} stored secret(s) in the backup cannot be decrypted with the configured "
-            "key(s)")
 
 
 def _check_profile_store_free(path: Path) -> None:
@@ -417,7 +428,8 @@ def _check_profile_store_free(path: Path) -> None:
     try:
         duckdb.connect(str(path)).close()
     except (duckdb.IOException, duckdb.ConnectionException) as exc:
-        raise ConfigurationError(f"{PROFILE_STORE_HELD}; stop it before restoring",
+        raise ConfigurationError(N_("%(held)s; stop it before restoring"),
+                                 values={"held": text(PROFILE_STORE_HELD)},
                                  path=str(path)) from exc
 
 
@@ -450,38 +462,43 @@ def _build_sqlite(copy: Path, staged: Path, revision: str) -> None:
                 odd = conn.execute("SELECT type, name FROM backup.sqlite_schema "
                                    "WHERE type NOT IN ('table', 'index')").fetchall()
             except sqlite3.DatabaseError as exc:
-                raise refuse(f"is not a readable SQLite database ({exc})", "damaged") from exc
+                raise refuse(N_("is not a readable SQLite database (%(error)s)"), "damaged",
+                             values={"error": exc}) from exc
             if odd:
-                raise refuse(f"holds a {odd[0][0]} {odd[0][1]!r}; a state database holds "
-                             "tables only", "unexpected_schema")
+                raise refuse(N_("holds a %(kind)s %(name)s; a state database holds tables only"),
+                             "unexpected_schema",
+                             values={"kind": odd[0][0], "name": repr(odd[0][1])})
             ours = _sqlite_tables(conn, "main")
             theirs = _sqlite_tables(conn, "backup")
             if set(theirs) != set(ours):
                 extra = sorted(set(theirs) - set(ours)) or sorted(set(ours) - set(theirs))
-                raise refuse(f"does not have the tables of revision {revision} (differs at "
-                             f"{extra[0]!r})", "unexpected_schema")
+                raise refuse(N_("does not have the tables of revision %(revision)s (differs at "
+                                "%(table)s)"), "unexpected_schema",
+                             values={"revision": revision, "table": repr(extra[0])})
             for table, kind in theirs.items():
                 if kind != "table":
-                    raise refuse(f"holds {table!r} as a {kind}, not a table", "unexpected_schema")
+                    raise refuse(N_("holds %(table)s as a %(kind)s, not a table"),
+                                 "unexpected_schema", values={"table": repr(table), "kind": kind})
             (version,) = conn.execute("SELECT version_num FROM backup.alembic_version").fetchone() \
                 or (None,)
             if version != revision:
-                raise refuse(f"is at revision {version!r}, not the manifest's {revision!r}",
-                             "unexpected_schema")
+                raise refuse(N_("is at revision %(version)s, not the manifest's %(revision)s"),
+                             "unexpected_schema",
+                             values={"version": repr(version), "revision": repr(revision)})
             for table in ours:
                 if table == "alembic_version":
                     continue  # written by the migrations above
                 columns = _sqlite_columns(conn, "main", table)
                 found = _sqlite_columns(conn, "backup", table)
                 if sorted(found) != sorted(columns) or any(found.values()):
-                    raise refuse(f"table {table!r} does not have this schema's columns",
-                                 "unexpected_schema")
+                    raise refuse(N_("table %(table)s does not have this schema's columns"),
+                                 "unexpected_schema", values={"table": repr(table)})
                 names = ", ".join(_ident(c) for c in columns)
                 conn.execute(f"INSERT INTO main.{_ident(table)} ({names}) "  # noqa: S608 - names from our schema
                              f"SELECT {names} FROM backup.{_ident(table)}")
             conn.commit()
             if conn.execute("PRAGMA main.foreign_key_check").fetchone() is not None:
-                raise refuse("has rows that refer to missing rows", "inconsistent")
+                raise refuse(N_("has rows that refer to missing rows"), "inconsistent")
             conn.execute("DETACH DATABASE backup")
     except BaseException:
         staged.unlink(missing_ok=True)
@@ -489,8 +506,9 @@ def _build_sqlite(copy: Path, staged: Path, revision: str) -> None:
 
 
 def _refuser(member: str) -> Any:
-    def refuse(message: str, reason: str) -> BackupRefused:
-        return BackupRefused(message, member=member, reason=reason)
+    def refuse(message: str, reason: str,
+               values: dict[str, Any] | None = None) -> BackupRefused:
+        return BackupRefused(message, member=member, reason=reason, values=values)
 
     return refuse
 
@@ -521,12 +539,13 @@ def _restore_postgres(files: dict[str, Path], database: dict[str, Any], url: sa.
 
     tables = database.get("tables")
     if not isinstance(tables, dict):
-        raise BackupRefused("lists no state tables", member=MANIFEST, reason="bad_manifest")
+        raise BackupRefused(N_("lists no state tables"), member=MANIFEST, reason="bad_manifest")
     known = {t.name for t in Base.metadata.sorted_tables}
     for name, spec in tables.items():
         if name not in known or not isinstance(spec, dict) \
                 or spec.get("file") != f"{STATE_TABLES}/{name}.pgcopy":
-            raise BackupRefused(f"lists a state table {name!r} this version does not have",
+            raise BackupRefused(N_("lists a state table %(name)s this version does not have"),
+                                values={"name": repr(name)},
                                 member=MANIFEST, reason="unexpected_schema")
         _file(files, spec["file"])
     engine = sa.create_engine(url)
@@ -556,7 +575,8 @@ def _copy_table_in(cur: Any, table: sa.Table, tables: dict[str, Any],
     spec = tables.get(table.name)
     if spec is None or spec.get("columns") != columns:
         raise BackupRefused(
-            f"does not have the columns of {table.name} at revision {revision}",
+            N_("does not have the columns of %(name)s at revision %(revision)s"),
+            values={"name": table.name, "revision": revision},
             member=f"{STATE_TABLES}/{table.name}.pgcopy", reason="unexpected_schema")
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns)))
@@ -595,7 +615,7 @@ def _stage_profiles(files: dict[str, Path], spec: Any, target: Path) -> Path | N
         return None
     tables = spec.get("tables") if isinstance(spec, dict) else None
     if not isinstance(tables, dict):
-        raise BackupRefused("lists no profile tables", member=MANIFEST, reason="bad_manifest")
+        raise BackupRefused(N_("lists no profile tables"), member=MANIFEST, reason="bad_manifest")
     staged = target.with_name(target.name + ".restoring")
     for path in (staged, staged.with_name(staged.name + ".wal")):
         path.unlink(missing_ok=True)
@@ -613,24 +633,27 @@ def _stage_profiles(files: dict[str, Path], spec: Any, target: Path) -> Path | N
             for table, entry in tables.items():
                 if table not in PROFILE_TABLES or not isinstance(entry, dict) \
                         or entry.get("file") != f"{PROFILES_DIR}/{table}.parquet":
-                    raise BackupRefused(f"lists a profile table {table!r} the store does not "
-                                        "have", member=MANIFEST, reason="unexpected_schema")
+                    raise BackupRefused(N_("lists a profile table %(table)s the store does not "
+                                           "have"),
+                                        values={"table": repr(table)}, member=MANIFEST,
+                                        reason="unexpected_schema")
                 member = entry["file"]
                 path = _file(files, member)
                 columns = entry.get("columns")
                 if not isinstance(columns, list) or not all(
                         isinstance(c, list) and len(c) == 2 and isinstance(c[0], str)
                         for c in columns):
-                    raise BackupRefused("describes no columns", member=member,
+                    raise BackupRefused(N_("describes no columns"), member=member,
                                         reason="bad_manifest")
                 names = [c[0] for c in columns]
                 try:
                     in_file = pq.read_schema(path).names
                 except Exception as exc:  # pyarrow raises several kinds for a bad file
-                    raise BackupRefused(f"is not a readable Parquet file ({exc})", member=member,
+                    raise BackupRefused(N_("is not a readable Parquet file (%(error)s)"),
+                                        values={"error": exc}, member=member,
                                         reason="damaged") from exc
                 if in_file != names:
-                    raise BackupRefused("does not hold the columns the manifest lists",
+                    raise BackupRefused(N_("does not hold the columns the manifest lists"),
                                         member=member, reason="unexpected_schema")
                 if table == PROFILES:
                     select = ", ".join(
@@ -644,20 +667,24 @@ def _stage_profiles(files: dict[str, Path], spec: Any, target: Path) -> Path | N
                         "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' "
                         "AND table_name = ? ORDER BY column_index", [table]).fetchall()]
                     if ours != names:
-                        raise BackupRefused(f"does not have the columns of {table}",
+                        raise BackupRefused(N_("does not have the columns of %(table)s"),
+                                            values={"table": table},
                                             member=member, reason="unexpected_schema")
                     listed = ", ".join(quote(n) for n in names)
                     conn.execute(f"INSERT INTO {quote(table)} ({listed}) "  # noqa: S608 - as above
                                  f"SELECT {listed} FROM read_parquet(?)", [str(path)])
                 counted = conn.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()  # noqa: S608
                 if counted is None or counted[0] != entry.get("rows"):
-                    raise BackupRefused(f"holds {counted[0] if counted else 0} rows where the "
-                                        f"manifest says {entry.get('rows')}", member=member,
+                    raise BackupRefused(N_("holds %(counted)s rows where the manifest says "
+                                           "%(entry)s"),
+                                        values={"counted": counted[0] if counted else 0,
+                                                "entry": entry.get('rows')}, member=member,
                                         reason="inconsistent")
             conn.execute("CHECKPOINT")
     except duckdb.Error as exc:
         staged.unlink(missing_ok=True)
-        raise BackupRefused(f"could not be loaded ({str(exc).splitlines()[0]})",
+        raise BackupRefused(N_("could not be loaded (%(error)s)"),
+                            values={"error": str(exc).splitlines()[0]},
                             member=PROFILES_DIR, reason="damaged") from exc
     except BaseException:
         staged.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from segment_export.db.keyring import read_key_file
 from segment_export.db.models import Base
 from segment_export.db.types import EncryptedString
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def reencrypt(engine: Engine, keys: list[bytes], *, batch_size: int = 100) -> Re
     opens are reported, not touched.
     """
     if not keys:
-        raise ConfigurationError("No encryption key configured")
+        raise ConfigurationError(N_("No encryption key configured"))
     newest = Fernet(keys[0])
     box = MultiFernet([Fernet(k) for k in keys])
     result = Reencrypted()
@@ -225,8 +226,10 @@ def rotate_keys(*, settings: Settings, engine: Engine, new_key: bool = True,
     if source.kind == "file":
         assert source.path is not None
         if not keys:
-            raise ConfigurationError(f"There is no key file at {source.path} yet",
-                                     hint="Nothing is encrypted yet: there is nothing to rotate.")
+            raise ConfigurationError(N_("There is no key file at %(path)s yet"),
+                                     values={"path": source.path},
+                                     hint=N_("Nothing is encrypted yet: there is nothing to "
+                                             "rotate."))
         if new_key:
             keys = [Fernet.generate_key(), *keys]
             write_key_file(source.path, keys)
@@ -234,25 +237,27 @@ def rotate_keys(*, settings: Settings, engine: Engine, new_key: bool = True,
             log.info("wrote a new secrets key (%s) first in %s", fingerprint(keys[0]), source.path)
     elif len(keys) < 2 and not drop_old:
         raise ConfigurationError(
-            "SEGMENT_EXPORT_SECRET_KEY holds one key: there is nothing to rotate to",
-            hint="Put a new key (`segment-export secrets generate-key`) first in "
-            "SEGMENT_EXPORT_SECRET_KEY, keep the old one after it (comma-separated), restart "
-            "every process, then run `segment-export secrets rotate` again.")
+            N_("SEGMENT_EXPORT_SECRET_KEY holds one key: there is nothing to rotate to"),
+            hint=N_("Put a new key (`segment-export secrets generate-key`) first in "
+                    "SEGMENT_EXPORT_SECRET_KEY, keep the old one after it (comma-separated), "
+                    "restart every process, then run `segment-export secrets rotate` again."))
     result = reencrypt(engine, keys, batch_size=batch_size)
     if result.unreadable:
         raise ConfigurationError(
-            f"{len(result.unreadable)} stored secret(s) cannot be decrypted with any configured "
-            "key; nothing else is affected",
-            hint="Add the key they were encrypted with after the newest one, or re-authorize "
-            "those connections.", unreadable=[_as_dict(u) for u in result.unreadable])
+            N_("%(count)s stored secret(s) cannot be decrypted with any configured key; nothing "
+               "else is affected"),
+            values={"count": len(result.unreadable)},
+            hint=N_("Add the key they were encrypted with after the newest one, or re-authorize "
+                    "those connections."), unreadable=[_as_dict(u) for u in result.unreadable])
     dropped: list[str] = []
     instructions = None
     if drop_old and len(keys) > 1:
         left = undecryptable(engine, keys[:1])
         if left:
             raise ConfigurationError(
-                f"{len(left)} secret(s) still need an old key; old keys were kept",
-                hint="Run `segment-export secrets rotate --no-new-key --drop-old` again.")
+                N_("%(count)s secret(s) still need an old key; old keys were kept"),
+                values={"count": len(left)},
+                hint=N_("Run `segment-export secrets rotate --no-new-key --drop-old` again."))
         if source.kind == "file":
             assert source.path is not None
             write_key_file(source.path, keys[:1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_
 
 if TYPE_CHECKING:
     from segment_export.config import Settings
@@ -24,8 +25,9 @@ def engine_of(setting: str) -> str:
     if scheme == "spark":
         return "spark"
     raise ConfigurationError(
-        f"SEGMENT_EXPORT_PROFILE_STORE={setting!r} names no profile store; use duckdb, "
-        "postgresql://user@host/db or spark:<table>"
+        N_("SEGMENT_EXPORT_PROFILE_STORE=%(setting)s names no profile store; use duckdb, "
+           "postgresql://user@host/db or spark:<table>"),
+        values={"setting": repr(setting)}
     )
 
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from segment_export.errors import DataError
+from segment_export.languages import N_
 from segment_export.profiles.importer import detect_format
 
 # (native, romanised) pairs: names appear in their own script, email addresses in ASCII.
@@ -106,7 +107,7 @@ def generate_profiles(*, rows: int, seed: int = 42, as_of: date | None = None) -
     segments find members. Customer ids are the integers 1..rows, so they sort.
     """
     if rows < 0:
-        raise DataError("rows must be zero or more", field="rows")
+        raise DataError(N_("rows must be zero or more"), field="rows")
     as_of = as_of or datetime.now(UTC).date()
     rng = np.random.default_rng(seed)
     n = rows

@@ -11,7 +11,7 @@ import duckdb
 import numpy as np
 
 from segment_export.errors import DataError
-from segment_export.languages import N_
+from segment_export.languages import N_, Text
 
 FileFormat = Literal["csv", "parquet", "jsonl"]
 FORMATS: tuple[str, ...] = get_args(FileFormat)
@@ -99,8 +99,9 @@ def check_file(path: Path, fmt: FileFormat) -> None:
     if nul >= 0:
         line = head.count(b"\n", 0, nul) + 1
         raise DataError(
-            f"{path.name} is a binary file, not {fmt.upper()} text "
-            f"(NUL byte at byte offset {nul}, line {line})",
+            N_("%(name)s is a binary file, not %(fmt)s text (NUL byte at byte offset %(nul)s, "
+               "line %(line)s)"),
+            values={"name": path.name, "fmt": fmt.upper(), "nul": nul, "line": line},
             path=str(path),
             offset=nul,
         )
@@ -109,8 +110,10 @@ def check_file(path: Path, fmt: FileFormat) -> None:
         raise _encoding_error(path, head, bad)
     if fmt == "csv" and (long_line := locate_long_line(path)) is not None:
         raise DataError(
-            f"{path.name}, line {long_line}: the line is longer than {MAX_LINE_BYTES:,} bytes "
-            "(a field holds far more text than a profile needs); shorten or remove it",
+            N_("%(name)s, line %(long_line)s: the line is longer than %(max_line_bytes)s bytes "
+               "(a field holds far more text than a profile needs); shorten or remove it"),
+            values={"name": path.name, "long_line": long_line,
+                    "max_line_bytes": f"{MAX_LINE_BYTES:,}"},
             path=str(path),
             line=long_line,
         )
@@ -133,8 +136,9 @@ def _first_invalid_utf8(data: bytes, *, final: bool) -> int | None:
 def _encoding_error(path: Path, data: bytes, offset: int) -> DataError:
     line = data.count(b"\n", 0, offset) + 1
     return DataError(
-        f"{path.name} is not UTF-8: byte 0x{data[offset]:02x} at byte offset {offset} (line "
-        f"{line}) cannot be decoded; save the file as UTF-8 (it may be Latin-1 / Windows-1252)",
+        N_("%(name)s is not UTF-8: byte 0x%(data)s at byte offset %(offset)s (line %(line)s) "
+           "cannot be decoded; save the file as UTF-8 (it may be Latin-1 / Windows-1252)"),
+        values={"name": path.name, "data": f"{data[offset]:02x}", "offset": offset, "line": line},
         path=str(path),
         offset=offset,
         line=line,
@@ -156,8 +160,10 @@ def locate_invalid_utf8(path: Path) -> DataError | None:
                 start = max(exc.start - pending, 0)
                 line = lines + chunk.count(b"\n", 0, start) + 1
                 return DataError(
-                    f"{path.name} is not UTF-8: byte 0x{chunk[start]:02x} at byte offset "
-                    f"{offset + start} (line {line}) cannot be decoded; save the file as UTF-8",
+                    N_("%(name)s is not UTF-8: byte 0x%(chunk)s at byte offset %(offset)s (line "
+                       "%(line)s) cannot be decoded; save the file as UTF-8"),
+                    values={"name": path.name, "chunk": f"{chunk[start]:02x}",
+                            "offset": offset + start, "line": line},
                     path=str(path),
                     offset=offset + start,
                     line=line,
@@ -227,6 +233,11 @@ _CONVERT = re.compile(r'Error when converting column "([^"]*)"\. (Could not conv
 _MAX_LINE = re.compile(r"Maximum line size of (\d+) bytes exceeded")
 
 
+def _at_line(name: str, line: int) -> Text:
+    """``customers.csv, line 12`` in the reader's language (the line number as written)."""
+    return Text(((N_("%(name)s, line %(line)s"), {"name": name, "line": str(line)}),))
+
+
 def translate_error(exc: duckdb.Error, path: Path, fmt: FileFormat) -> DataError:
     """Turn DuckDB's reader error into a short message naming the file, line and column."""
     text = str(exc)
@@ -237,19 +248,21 @@ def translate_error(exc: duckdb.Error, path: Path, fmt: FileFormat) -> DataError
             return located
     line_match = _LINE.search(text)
     line = int(line_match.group(1)) if line_match else None
-    where = f"{name}, line {line}" if line is not None else name
+    where = _at_line(name, line) if line is not None else Text(((name, {}),))
     if match := _COLUMNS.search(text):
         return DataError(
-            f"{where}: expected {match.group(1)} fields but found {match.group(2)} "
-            "(every row needs as many fields as the header; check for a stray delimiter or quote)",
+            N_("%(where)s: expected %(expected)s fields but found %(found)s (every row needs as "
+               "many fields as the header; check for a stray delimiter or quote)"),
+            values={"where": where, "expected": match.group(1), "found": match.group(2)},
             path=str(path),
             line=line,
         )
     if match := _CONVERT.search(text):
         column, detail = match.group(1), _snippet(match.group(2))
         return DataError(
-            f"{where}, column {column!r}: {detail}. The column's type was inferred from the first "
-            "rows; make the values consistent",
+            N_("%(where)s, column %(column)s: %(detail)s. The column's type was inferred from "
+               "the first rows; make the values consistent"),
+            values={"where": where, "column": repr(column), "detail": detail},
             path=str(path),
             line=line,
             column=column,
@@ -260,17 +273,20 @@ def translate_error(exc: duckdb.Error, path: Path, fmt: FileFormat) -> DataError
         long_line = locate_long_line(path, limit)
         if long_line is not None:
             line = long_line
-            where = f"{name}, line {line}"
+            where = _at_line(name, line)
         return DataError(
-            f"{where}: the line is longer than {limit:,} bytes (a field holds far more text "
-            "than a profile needs); shorten or remove it",
+            N_("%(where)s: the line is longer than %(limit)s bytes (a field holds far more text "
+               "than a profile needs); shorten or remove it"),
+            values={"where": where, "limit": f"{limit:,}"},
             path=str(path),
             line=line,
         )
     if match := _JSON_AT.search(text):
         return DataError(
-            f"{name}, line {match.group(2)}: malformed JSON ({match.group(3).strip() or 'syntax'}) "
-            f"at byte {match.group(1)}; each line must hold one JSON object",
+            N_("%(name)s, line %(line)s: malformed JSON (%(problem)s) at byte %(byte)s; each "
+               "line must hold one JSON object"),
+            values={"name": name, "line": match.group(2),
+                    "problem": match.group(3).strip() or 'syntax', "byte": match.group(1)},
             path=str(path),
             line=int(match.group(2)),
         )
@@ -278,7 +294,8 @@ def translate_error(exc: duckdb.Error, path: Path, fmt: FileFormat) -> DataError
         return DataError(N_("%(file)s is not a valid Parquet file"), values={"file": name},
                          path=str(path))
     first = _snippet(text.split("\n", 1)[0])
-    return DataError(f"{where}: cannot be read as {fmt.upper()}: {first}", path=str(path))
+    return DataError(N_("%(where)s: cannot be read as %(fmt)s: %(first)s"),
+                     values={"where": where, "fmt": fmt.upper(), "first": first}, path=str(path))
 
 
 def _snippet(text: str) -> str:

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from sqlglot import exp
 
 from segment_export.errors import ConfigurationError, DataError
+from segment_export.languages import N_
 from segment_export.profiles.spark_dialect import spark_sql
 from segment_export.profiles.spark_import import Load, import_into_parquet
 from segment_export.profiles.spark_session import (
@@ -175,9 +176,10 @@ class SparkProfileStore:
             if exc.getCondition() in _ABSENT:
                 return None
             raise ConfigurationError(
-                f"The Spark profile table {self.source!r} cannot be read: {_first_line(exc)}",
-                hint="Check SEGMENT_EXPORT_PROFILE_STORE (spark:<table> or "
-                "spark:parquet:<directory>).",
+                N_("The Spark profile table %(source)s cannot be read: %(error)s"),
+                values={"source": repr(self.source), "error": _first_line(exc)},
+                hint=N_("Check SEGMENT_EXPORT_PROFILE_STORE (spark:<table> or "
+                        "spark:parquet:<directory>)."),
             ) from exc
 
     def _resolve_id(self, frame: DataFrame) -> str | None:
@@ -210,23 +212,27 @@ class SparkProfileStore:
         frame = self._profiles()
         if frame is None:
             raise ConfigurationError(
-                f"No profiles at {self.location}",
-                hint="Write the profiles to that table or directory in the lakehouse, or fix "
-                "SEGMENT_EXPORT_PROFILE_STORE.",
+                N_("No profiles at %(location)s"),
+                values={"location": self.location},
+                hint=N_("Write the profiles to that table or directory in the lakehouse, or fix "
+                        "SEGMENT_EXPORT_PROFILE_STORE."),
             )
         id_name = self._resolve_id(frame)
         if id_name is None:
             shown = ", ".join(repr(n) for n in frame.columns[:12])
             raise ConfigurationError(
-                f"The profiles at {self.location} have no {self._id_name()!r} column for the "
-                f"customer id (their columns: {shown})",
-                hint="Name the id column in the setting: spark:<table>?id_column=NAME.",
+                N_("The profiles at %(location)s have no %(id_name)s column for the customer id "
+                   "(their columns: %(shown)s)"),
+                values={"location": self.location, "id_name": repr(self._id_name()),
+                        "shown": shown},
+                hint=N_("Name the id column in the setting: spark:<table>?id_column=NAME."),
             )
         id_type = _type_name(frame.schema[id_name].dataType)
         if id_type not in _ID_TYPES:
             raise ConfigurationError(
-                f"The customer id column {id_name!r} at {self.location} holds {id_type} values; "
-                "ids must be text or whole numbers",
+                N_("The customer id column %(id_name)s at %(location)s holds %(id_type)s "
+                   "values; ids must be text or whole numbers"),
+                values={"id_name": repr(id_name), "location": self.location, "id_type": id_type},
             )
         return frame, id_name
 
@@ -284,15 +290,19 @@ class SparkProfileStore:
     def _import(self, load: Load, *, id_column: str, mode: ImportMode) -> ImportSummary:
         if not self.source.startswith(PARQUET):
             raise ConfigurationError(
-                f"The profiles at {self.location} are managed in the lakehouse; segment-export "
-                "reads that table but does not import into it",
-                hint="Write the file to the table with the lakehouse's own tools, or point "
-                "SEGMENT_EXPORT_PROFILE_STORE at a Parquet directory (spark:parquet:<dir>).",
+                N_("The profiles at %(location)s are managed in the lakehouse; segment-export "
+                   "reads that table but does not import into it"),
+                values={"location": self.location},
+                hint=N_("Write the file to the table with the lakehouse's own tools, or point "
+                        "SEGMENT_EXPORT_PROFILE_STORE at a Parquet directory "
+                        "(spark:parquet:<dir>)."),
             )
         if self._id_setting is not None and id_column.casefold() != self._id_setting.casefold():
             raise ConfigurationError(
-                f"The setting names {self._id_setting!r} as the customer id column of "
-                f"{self.location}; import with --id-column {self._id_setting}",
+                N_("The setting names %(id_setting)s as the customer id column of %(location)s; "
+                   "import with --id-column %(id_setting2)s"),
+                values={"id_setting": repr(self._id_setting), "location": self.location,
+                        "id_setting2": self._id_setting},
             )
         directory = Path(self.source[len(PARQUET):])
         with self._import_lock:
@@ -376,16 +386,20 @@ class SparkProfileStore:
                                                                     "missing"))
             if missing:
                 raise DataError(
-                    f"{missing} matching profile(s) at {self.location} have no customer id in "
-                    f"column {id_name!r}",
+                    N_("%(missing)s matching profile(s) at %(location)s have no customer id in "
+                       "column %(id_name)s"),
+                    values={"missing": missing, "location": self.location,
+                            "id_name": repr(id_name)},
                     column=id_name,
                 )
             if matched != distinct:
                 raise DataError(
-                    f"Customer ids at {self.location} must be unique, but {matched - distinct} "
-                    f"matching profile(s) repeat an id in column {id_name!r}",
-                    hint="Fix the profile table in the lakehouse, or point id_column at a "
-                    "unique column.",
+                    N_("Customer ids at %(location)s must be unique, but %(matched)s matching "
+                       "profile(s) repeat an id in column %(id_name)s"),
+                    values={"location": self.location, "matched": matched - distinct,
+                            "id_name": repr(id_name)},
+                    hint=N_("Fix the profile table in the lakehouse, or point id_column at a "
+                            "unique column."),
                     column=id_name,
                 )
         except BaseException:
@@ -409,10 +423,10 @@ class SparkProfileStore:
     def replace_suppressions(self, table: pa.Table) -> None:
         """Not supported yet: segments over Spark cannot test unsubscribes."""
         raise ConfigurationError(
-            "The rule field unsubscribed_in_constant_contact needs a DuckDB or PostgreSQL "
-            "profile store; the Spark store cannot evaluate it yet",
-            hint="Runs still hold every unsubscribed contact back; only the segment rule is "
-            "unavailable. Remove the condition from the segment.")
+            N_("The rule field unsubscribed_in_constant_contact needs a DuckDB or PostgreSQL "
+               "profile store; the Spark store cannot evaluate it yet"),
+            hint=N_("Runs still hold every unsubscribed contact back; only the segment rule is "
+                    "unavailable. Remove the condition from the segment."))
 
     def _members(self, frame: DataFrame, id_name: str, segment_ids: Sequence[str]) -> DataFrame:
         """The current profiles held by any of the segments, each once."""
@@ -454,7 +468,8 @@ class SparkProfileStore:
         types = _schema(frame)
         for column in (email_column, consent_column):
             if column is not None and column not in types:
-                raise DataError(f"Unknown profile column {column!r}", field="columns")
+                raise DataError(N_("Unknown profile column %(column)s"),
+                                values={"column": repr(column)}, field="columns")
         members = self._members(frame, id_name, segment_ids)
         if consent_column is not None:
             consent = _col(consent_column)
@@ -497,7 +512,8 @@ class SparkProfileStore:
         unknown = [c for c in columns if c not in frame.columns]
         if unknown:
             raise DataError(
-                f"Unknown profile column(s): {', '.join(map(repr, unknown))}",
+                N_("Unknown profile column(s): %(columns)s"),
+                values={"columns": ', '.join(map(repr, unknown))},
                 field="columns",
                 columns=unknown,
             )
@@ -610,7 +626,8 @@ def _condition_errors() -> Iterator[None]:
     except (AnalysisException, ArithmeticException, DateTimeException,
             IllegalArgumentException, NumberFormatException) as exc:
         raise DataError(
-            f"The segment condition cannot be evaluated: {_first_line(exc)[:300]}"
+            N_("The segment condition cannot be evaluated: %(error)s"),
+            values={"error": _first_line(exc)[:300]}
         ) from exc
 
 

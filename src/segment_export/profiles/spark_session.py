@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 from segment_export.errors import ConfigurationError
+from segment_export.languages import N_
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -48,9 +49,10 @@ def parse_setting(setting: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = value.partition(":")
     if scheme.lower() != "spark" or not rest:
         raise ConfigurationError(
-            f"SEGMENT_EXPORT_PROFILE_STORE={setting!r} is not a Spark table; use "
-            "spark:<catalog table> or spark:parquet:<directory>, optionally followed by "
-            "?id_column=NAME"
+            N_("SEGMENT_EXPORT_PROFILE_STORE=%(setting)s is not a Spark table; use "
+               "spark:<catalog table> or spark:parquet:<directory>, optionally followed by "
+               "?id_column=NAME"),
+            values={"setting": repr(setting)}
         )
     source, _, query = rest.partition("?")
     source = source.strip()
@@ -58,24 +60,26 @@ def parse_setting(setting: str) -> tuple[str, dict[str, str]]:
     for key, option in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
         if key not in OPTIONS:
             raise ConfigurationError(
-                f"SEGMENT_EXPORT_PROFILE_STORE: unknown Spark option {key!r}; known options: "
-                f"{', '.join(OPTIONS)}"
+                N_("SEGMENT_EXPORT_PROFILE_STORE: unknown Spark option %(key)s; known options: "
+                   "%(options)s"),
+                values={"key": repr(key), "options": ', '.join(OPTIONS)}
             )
         if not option.strip():
-            raise ConfigurationError(f"SEGMENT_EXPORT_PROFILE_STORE: option {key!r} is empty")
+            raise ConfigurationError(N_("SEGMENT_EXPORT_PROFILE_STORE: option %(key)s is empty"),
+                                     values={"key": repr(key)})
         options[key] = option.strip()
     if source.lower().startswith(PARQUET):
         path = source[len(PARQUET):].strip()
         if not path:
             raise ConfigurationError(
-                "SEGMENT_EXPORT_PROFILE_STORE: spark:parquet: needs a directory, like "
-                "spark:parquet:/lake/profiles"
+                N_("SEGMENT_EXPORT_PROFILE_STORE: spark:parquet: needs a directory, like "
+                   "spark:parquet:/lake/profiles")
             )
         return PARQUET + path, options
     if not source:
         raise ConfigurationError(
-            "SEGMENT_EXPORT_PROFILE_STORE: spark: needs a table, like spark:lake.profiles or "
-            "spark:parquet:/lake/profiles"
+            N_("SEGMENT_EXPORT_PROFILE_STORE: spark: needs a table, like spark:lake.profiles or "
+               "spark:parquet:/lake/profiles")
         )
     return source, options
 
@@ -103,15 +107,16 @@ def local_session(
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise ConfigurationError(
-            "The Spark profile store needs PySpark: pip install 'segment-export[spark]'"
+            N_("The Spark profile store needs PySpark: pip install 'segment-export[spark]'")
         ) from exc
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
         raise ConfigurationError(
-            "The Spark profile store needs Java 17 or newer, and no java is on the PATH",
-            hint="Install a JRE (Debian: apt-get install default-jre-headless) or set JAVA_HOME.",
+            N_("The Spark profile store needs Java 17 or newer, and no java is on the PATH"),
+            hint=N_("Install a JRE (Debian: apt-get install default-jre-headless) or set "
+                    "JAVA_HOME."),
         )
     work_dir.mkdir(parents=True, exist_ok=True)
     log_config = work_dir / "log4j2.properties"
@@ -147,8 +152,9 @@ def local_session(
             session = builder.getOrCreate()
     except Exception as exc:
         raise ConfigurationError(
-            f"Spark could not start: {_first_line(exc)}",
-            hint="Spark 4 needs Java 17 or newer; check `java -version` and the master URL.",
+            N_("Spark could not start: %(error)s"),
+            values={"error": _first_line(exc)},
+            hint=N_("Spark 4 needs Java 17 or newer; check `java -version` and the master URL."),
         ) from exc
     session.sparkContext.setLogLevel("ERROR")
     return session

@@ -18,6 +18,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from segment_export.errors import ConfigurationError, DataError
+from segment_export.languages import N_
 from segment_export.profiles import importer
 from segment_export.storage import is_storage_full, storage_full_error
 
@@ -212,8 +213,10 @@ class DuckDBProfileStore:
             conn = duckdb.connect(str(self.path))
         except duckdb.IOException as exc:
             raise ConfigurationError(
-                f"The profile store {self.path} cannot be opened: {str(exc).split(chr(10))[0]}",
-                hint="Another segment-export process holds it; stop that process or wait for it.",
+                N_("The profile store %(path)s cannot be opened: %(error)s"),
+                values={"path": self.path, "error": str(exc).split(chr(10))[0]},
+                hint=N_("Another segment-export process holds it; stop that process or wait for "
+                        "it."),
                 path=str(self.path),
             ) from exc
         # Dates in rules are compared in UTC unless a rule says otherwise; never the host's zone.
@@ -310,8 +313,9 @@ class DuckDBProfileStore:
         id_column = self._meta(cur, "id_column")
         if id_column is None or not self._has_profiles(cur):
             raise ConfigurationError(
-                "No profiles have been imported yet",
-                hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+                N_("No profiles have been imported yet"),
+                hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) "
+                        "first."),
             )
         return id_column
 
@@ -369,7 +373,8 @@ class DuckDBProfileStore:
         view = f"_arrow_{uuid.uuid4().hex}"
 
         def on_error(_cur: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> DataError:
-            return DataError(f"The table cannot be imported: {str(exc).splitlines()[0][:200]}")
+            return DataError(N_("The table cannot be imported: %(error)s"),
+                             values={"error": str(exc).splitlines()[0][:200]})
 
         return self._import(
             view,
@@ -433,7 +438,8 @@ class DuckDBProfileStore:
         register: tuple[str, pa.Table] | None = None,
     ) -> ImportSummary:
         if mode not in ("replace", "upsert"):
-            raise DataError(f"Unknown import mode {mode!r}; use replace or upsert", field="mode")
+            raise DataError(N_("Unknown import mode %(mode)s; use replace or upsert"),
+                            values={"mode": repr(mode)}, field="mode")
         staging = f"_import_{uuid.uuid4().hex}"
         with self._cursor() as cur:
             if register is not None:
@@ -477,7 +483,8 @@ class DuckDBProfileStore:
         names = list(columns)
         rows = _scalar(cur.execute(f"SELECT count(*) FROM {staging}"))
         if rows == 0:
-            raise DataError(f"{label} has a header but no rows; nothing to import", rows=0)
+            raise DataError(N_("%(label)s has a header but no rows; nothing to import"),
+                            values={"label": label}, rows=0)
         id_name = _resolve_column(id_column, names, label=label, what="customer id",
                                   option="--id-column")
         if email_column:
@@ -486,8 +493,9 @@ class DuckDBProfileStore:
         id_type = normalize_type(columns[id_name])
         if id_type not in _ID_TYPES:
             raise DataError(
-                f"{label}: the customer id column {id_name!r} holds {columns[id_name]} values; "
-                "ids must be text or whole numbers",
+                N_("%(label)s: the customer id column %(id_name)s holds %(id_type)s values; ids "
+                   "must be text or whole numbers"),
+                values={"label": label, "id_name": repr(id_name), "id_type": columns[id_name]},
                 column=id_name,
             )
         qid = quote(id_name)
@@ -497,8 +505,11 @@ class DuckDBProfileStore:
         ).fetchone()
         if missing and missing[1]:
             raise DataError(
-                f"{label}, {row_label} {int(missing[0]) + first_row}: no customer id in column "
-                f"{id_name!r} ({missing[1]} row(s) without one)",
+                N_("%(label)s, %(row_label)s %(first_row)s: no customer id in column "
+                   "%(id_name)s (%(missing)s row(s) without one)"),
+                values={"label": label, "row_label": row_label,
+                        "first_row": int(missing[0]) + first_row, "id_name": repr(id_name),
+                        "missing": missing[1]},
                 column=id_name,
                 row=int(missing[0]) + first_row,
             )
@@ -518,10 +529,11 @@ class DuckDBProfileStore:
                     for cid, n, at in dupes
                 )
                 raise DataError(
-                    f"{label}: customer ids must be unique, but {superseded} row(s) repeat an "
-                    f"earlier id: {shown}",
-                    hint="Fix the file, or import it with --mode upsert (the last row of each "
-                    "id wins).",
+                    N_("%(label)s: customer ids must be unique, but %(superseded)s row(s) "
+                       "repeat an earlier id: %(shown)s"),
+                    values={"label": label, "superseded": superseded, "shown": shown},
+                    hint=N_("Fix the file, or import it with --mode upsert (the last row of each "
+                            "id wins)."),
                     column=id_name,
                 )
         self._swap(cur, staging, id_name=id_name, mode=mode, deduplicate=bool(dupes))
@@ -544,8 +556,9 @@ class DuckDBProfileStore:
         current = self._meta(cur, "id_column") if self._has_profiles(cur) else None
         if mode == "upsert" and current is not None and current != id_name:
             raise DataError(
-                f"The profiles are keyed by {current!r}, not {id_name!r}; upsert with "
-                f"--id-column {current}, or replace the profiles",
+                N_("The profiles are keyed by %(current)s, not %(id_name)s; upsert with "
+                   "--id-column %(current2)s, or replace the profiles"),
+                values={"current": repr(current), "id_name": repr(id_name), "current2": current},
                 column=id_name,
             )
         incoming = staging
@@ -601,7 +614,8 @@ class DuckDBProfileStore:
         except (duckdb.ConversionException, duckdb.BinderException, duckdb.OutOfRangeException,
                 duckdb.InvalidInputException, duckdb.ParserException) as exc:
             raise DataError(
-                f"The segment condition cannot be evaluated: {str(exc).splitlines()[0][:300]}"
+                N_("The segment condition cannot be evaluated: %(error)s"),
+                values={"error": str(exc).splitlines()[0][:300]}
             ) from exc
 
     def count_where(self, condition: exp.Expr) -> int:
@@ -733,7 +747,8 @@ class DuckDBProfileStore:
             types = self._table_columns(cur, PROFILES)
             for column in (email_column, consent_column):
                 if column is not None and column not in types:
-                    raise DataError(f"Unknown profile column {column!r}", field="columns")
+                    raise DataError(N_("Unknown profile column %(column)s"),
+                                    values={"column": repr(column)}, field="columns")
             # The pattern is matched before lower-casing, as the export's own check does: a
             # non-ASCII letter that lower() folds into ASCII (U+212A KELVIN SIGN into k) must not
             # make an address that is refused supersede a genuine one.
@@ -800,7 +815,8 @@ class DuckDBProfileStore:
             unknown = [c for c in columns if c not in available]
             if unknown:
                 raise DataError(
-                    f"Unknown profile column(s): {', '.join(map(repr, unknown))}",
+                    N_("Unknown profile column(s): %(columns)s"),
+                    values={"columns": ', '.join(map(repr, unknown))},
                     field="columns",
                     columns=unknown,
                 )
@@ -970,7 +986,8 @@ def _resolve_column(name: str, names: list[str], *, label: str, what: str, optio
         return folded[0]
     shown = ", ".join(repr(n) for n in names[:12]) + (" …" if len(names) > 12 else "")
     raise DataError(
-        f"{label} has no {name!r} column for the {what} (its columns: {shown}); "
-        f"name the right column with {option}",
+        N_("%(label)s has no %(name)s column for the %(what)s (its columns: %(shown)s); name "
+           "the right column with %(option)s"),
+        values={"label": label, "name": repr(name), "what": what, "shown": shown, "option": option},
         column=name,
     )

@@ -30,7 +30,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from segment_export.errors import DataError
-from segment_export.languages import N_
+from segment_export.languages import N_, error_text
 from segment_export.segments import unsubscribed
 from segment_export.segments.rules import (
     MAX_DAYS,
@@ -90,7 +90,7 @@ def compile_segment(
 ) -> exp.Expr:
     """The condition of a segment given as a rule or as a restricted SQL expression."""
     if (rule is None) == (expression is None):
-        raise DataError("Give a segment either a rule or an expression (exactly one)",
+        raise DataError(N_("Give a segment either a rule or an expression (exactly one)"),
                         field="rule")
     if rule is not None:
         return compile_rule(parse_rule(rule), schema=schema, now=now, timezone=timezone)
@@ -117,7 +117,7 @@ def compile_rule(
     if now is not None and now.tzinfo is None:
         raise DataError("now must be an aware datetime", field="now")
     if not schema:
-        raise DataError("No profiles have been imported, so no field can be checked",
+        raise DataError(N_("No profiles have been imported, so no field can be checked"),
                         field="rule")
     context = _Context(schema=schema, now=now or datetime.now(zoneinfo.ZoneInfo("UTC")),
                        timezone=timezone)
@@ -157,7 +157,9 @@ def resolve_column(name: str, schema: Mapping[str, str], *, what: str = "field")
     quotes = " (write text values in straight single quotes: 'DE')" if any(
         c in name for c in "‘’“”«»"
     ) else ""
-    raise DataError(f"Unknown {what} {name!r}{quotes}; the profiles have: {shown}", field=name)
+    raise DataError(N_("Unknown %(what)s %(name)s%(quotes)s; the profiles have: %(shown)s"),
+                    values={"what": what, "name": repr(name), "quotes": quotes,
+                            "shown": shown}, field=name)
 
 
 def _compile_condition(cond: Condition, context: _Context) -> exp.Expr:
@@ -239,7 +241,8 @@ def _literal(
     if ctype == TEXT:
         if not isinstance(value, str):
             raise DataError(
-                f"Field {name!r} is text; give the value as text (\"{value}\"), not {shown}",
+                N_("Field %(name)s is text; give the value as text (\"%(value)s\"), not %(shown)s"),
+                values={"name": repr(name), "value": value, "shown": shown},
                 field=name,
             )
         return exp.Literal.string(value)
@@ -263,8 +266,9 @@ def _literal(
         return exp.true() if value else exp.false()
     if not isinstance(value, str):
         raise DataError(
-            f"Field {name!r} is a {ctype.lower()}; give an ISO date like \"2024-01-31\", "
-            f"not {shown}",
+            N_("Field %(name)s is a %(ctype)s; give an ISO date like \"2024-01-31\", not "
+               "%(shown)s"),
+            values={"name": repr(name), "ctype": ctype.lower(), "shown": shown},
             field=name,
         )
     zone = _zone(cond.timezone or context.timezone)
@@ -274,16 +278,18 @@ def _literal(
         moment = datetime.fromisoformat(value.strip())
     except ValueError as exc:
         raise DataError(
-            f"Field {name!r} is a {ctype.lower()}; {shown} is not an ISO date or time "
-            "(like 2024-01-31 or 2024-01-31T12:00:00+01:00)",
+            N_("Field %(name)s is a %(ctype)s; %(shown)s is not an ISO date or time (like "
+               "2024-01-31 or 2024-01-31T12:00:00+01:00)"),
+            values={"name": repr(name), "ctype": ctype.lower(), "shown": shown},
             field=name,
         ) from exc
     try:
         return _moment(moment, ctype, zone)
     except OverflowError as exc:
         # Moving 0001-01-01 or 9999-12-31 to another zone leaves the years datetime knows.
-        raise DataError(f"Field {name!r}: {shown} is too close to year 1 or 9999 to compare "
-                        "in another time zone", field=name) from exc
+        raise DataError(N_("Field %(name)s: %(shown)s is too close to year 1 or 9999 to compare "
+                           "in another time zone"),
+                        values={"name": repr(name), "shown": shown}, field=name) from exc
 
 
 def _check_number_text(text: str, name: str) -> None:
@@ -293,7 +299,9 @@ def _check_number_text(text: str, name: str) -> None:
         number = int(text) if text.lstrip("+-").isdigit() else float(text)
         check_value_bounds(number)
     except ValueError as exc:
-        raise DataError(f"Field {name!r}: {str(exc).removeprefix('Value error, ')}",
+        raise DataError(N_("Field %(name)s: %(error)s"),
+                        values={"name": repr(name),
+                                "error": error_text(exc)},
                         field=name) from exc
 
 
@@ -332,7 +340,8 @@ def _within_last_days(cond: Condition, name: str, ctype: str, context: _Context)
     days = cond.value
     if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_DAYS:
         # The rule model refuses these already; a Rule built around it must not crash here.
-        raise DataError(f"within_last_days takes a whole number of days from 0 to {MAX_DAYS:,}",
+        raise DataError(N_("within_last_days takes a whole number of days from 0 to %(max_days)s"),
+                        values={"max_days": f"{MAX_DAYS:,}"},
                         field=name)
     zone = _zone(cond.timezone or context.timezone)
     col = exp.column(name, quoted=True)
@@ -346,7 +355,8 @@ def _within_last_days(cond: Condition, name: str, ctype: str, context: _Context)
             low, high = _moment(start, ctype, zone), _moment(local_now, ctype, zone)
     except OverflowError as exc:
         # Only a ``now`` within MAX_DAYS of year 1 gets here.
-        raise DataError(f"within_last_days {days} reaches before year 1", field=name) from exc
+        raise DataError(N_("within_last_days %(days)s reaches before year 1"),
+                        values={"days": days}, field=name) from exc
     return exp.Between(this=col, low=low, high=high)
 
 
@@ -362,13 +372,13 @@ def compile_expression(text: str, *, schema: Mapping[str, str]) -> exp.Expr:
     accepted; anything else is refused with the reason.
     """
     if not text or not text.strip():
-        raise DataError("The expression is empty", field="expression")
+        raise DataError(N_("The expression is empty"), field="expression")
     if len(text) > MAX_EXPRESSION_CHARS:
         raise DataError(N_("The expression is longer than %(most)s characters"),
                         values={"most": MAX_EXPRESSION_CHARS},
                         field="expression")
     if not schema:
-        raise DataError("No profiles have been imported, so no column can be checked",
+        raise DataError(N_("No profiles have been imported, so no column can be checked"),
                         field="expression")
     try:
         statements = [s for s in sqlglot.parse(text, read=EXPRESSION_DIALECT) if s is not None]
@@ -377,26 +387,28 @@ def compile_expression(text: str, *, schema: Mapping[str, str]) -> exp.Expr:
                         values={"error": _first_line(exc)},
                         field="expression") from exc
     if len(statements) != 1:
-        raise DataError("The expression must be a single condition (no ';')", field="expression")
+        raise DataError(N_("The expression must be a single condition (no ';')"),
+                        field="expression")
     tree = statements[0]
     if not isinstance(tree, _PREDICATES) and not (
         isinstance(tree, exp.Paren) and isinstance(tree.unnest(), _PREDICATES)
     ):
         raise DataError(
-            f"The expression must be a condition (a comparison, AND/OR, IN, LIKE, IS NULL …), "
-            f"not {type(tree).__name__}",
+            N_("The expression must be a condition (a comparison, AND/OR, IN, LIKE, IS NULL …), "
+               "not %(kind)s"),
+            values={"kind": type(tree).__name__},
             field="expression",
         )
     for count, node in enumerate(tree.walk(), start=1):
         if count > MAX_EXPRESSION_NODES:
-            raise DataError("The expression is too large", field="expression")
+            raise DataError(N_("The expression is too large"), field="expression")
         _check_node(node, schema)
     return tree.transform(lambda node: _requote(node, schema))
 
 
 def _check_node(node: exp.Expr, schema: Mapping[str, str]) -> None:
     if node.comments:
-        raise DataError("Comments are not allowed in an expression", field="expression")
+        raise DataError(N_("Comments are not allowed in an expression"), field="expression")
     if not isinstance(node, _ALLOWED_NODES):
         if isinstance(node, exp.Anonymous):
             kind = f"function {str(node.name).upper()}()"
@@ -409,14 +421,15 @@ def _check_node(node: exp.Expr, schema: Mapping[str, str]) -> None:
     if isinstance(node, exp.Column):
         if node.table or node.args.get("db") or node.args.get("catalog"):
             raise DataError(
-                f"{node.sql()!r}: name profile columns without a table", field="expression"
+                N_("%(node)s: name profile columns without a table"),
+                values={"node": repr(node.sql())}, field="expression"
             )
         if isinstance(node.this, exp.Star):
-            raise DataError("* is not allowed in a segment expression", field="expression")
+            raise DataError(N_("* is not allowed in a segment expression"), field="expression")
         resolve_column(node.name, schema, what="column")
     elif isinstance(node, exp.In):
         if node.args.get("query") is not None or node.args.get("unnest") is not None:
-            raise DataError("IN takes a list of values, not a query", field="expression")
+            raise DataError(N_("IN takes a list of values, not a query"), field="expression")
     elif isinstance(node, exp.Var):
         parent = node.parent
         if not isinstance(parent, exp.Interval) or node.name.upper() not in _INTERVAL_UNITS:

@@ -81,9 +81,9 @@ def require_may_change(session: Session, *, actor: User, segment: Segment) -> No
             N_("%(user)s may not change the segment %(name)s: it feeds export(s) %(exports)s, "
                "which you may not change"),
             values={"user": repr(actor.username), "name": repr(segment.name), "exports": names},
-            hint="A segment that feeds an export is changed by someone who may change that "
-                 "export (an admin, or a contributor the export's connection is shared with). "
-                 "Ask an administrator, or create a segment of your own with the same rule.",
+            hint=N_("A segment that feeds an export is changed by someone who may change that "
+                    "export (an admin, or a contributor the export's connection is shared with). "
+                    "Ask an administrator, or create a segment of your own with the same rule."),
             segment=segment.id,
             exports=[d.id for d in locked],
         )

@@ -99,8 +99,8 @@ def refresh_segments(
     schema = store.schema()
     if not schema:
         raise ConfigurationError(
-            "No profiles have been imported yet, so no segment can be refreshed",
-            hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+            N_("No profiles have been imported yet, so no segment can be refreshed"),
+            hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) first."),
         )
     segments = session.scalars(
         select(Segment).where(Segment.active.is_(True)).order_by(Segment.name)

@@ -19,8 +19,8 @@ from pydantic import (
     model_validator,
 )
 
-from segment_export.errors import DataError
-from segment_export.languages import N_
+from segment_export.errors import DataError, TranslatedValueError
+from segment_export.languages import N_, Text, error_text, text
 
 Op = Literal[
     "eq", "ne", "lt", "le", "gt", "ge", "between", "in", "contains", "starts_with",
@@ -65,7 +65,8 @@ class Condition(BaseModel):
         try:
             zoneinfo.ZoneInfo(zone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {zone!r}") from exc
+            raise TranslatedValueError(N_("unknown time zone %(zone)s"),
+                                      values={"zone": repr(zone)}) from exc
         return zone
 
     @model_validator(mode="after")
@@ -73,7 +74,9 @@ class Condition(BaseModel):
         try:
             self._check_value()
         except ValueError as exc:
-            raise ValueError(f"field {self.field!r}: {exc}") from None
+            raise TranslatedValueError(N_("field %(field)s: %(error)s"),
+                                      values={"field": repr(self.field),
+                                              "error": error_text(exc)}) from None
         return self
 
     def _check_value(self) -> None:
@@ -81,32 +84,35 @@ class Condition(BaseModel):
         items = value if isinstance(value, list) else [value]
         for item in items:
             if item is not None and not isinstance(item, Scalar):
-                raise ValueError("values must be text, numbers or true/false")
+                raise TranslatedValueError(N_("values must be text, numbers or true/false"))
             if op != "within_last_days":  # its own bound below says more
                 check_value_bounds(item)
         if op in NO_VALUE_OPS:
             if value is not None:
-                raise ValueError(f"{op} takes no value")
+                raise TranslatedValueError(N_("%(op)s takes no value"), values={"op": op})
         elif op == "between":
             if not isinstance(value, list) or len(value) != 2 or None in value:
-                raise ValueError("between takes a list of two values [low, high]")
+                raise TranslatedValueError(N_("between takes a list of two values [low, high]"))
         elif op == "in":
             if not isinstance(value, list) or not value:
-                raise ValueError("in takes a non-empty list of values")
+                raise TranslatedValueError(N_("in takes a non-empty list of values"))
             if len(value) > MAX_IN_VALUES:
-                raise ValueError(f"in takes at most {MAX_IN_VALUES} values")
+                raise TranslatedValueError(N_("in takes at most %(most)s values"),
+                                          values={"most": MAX_IN_VALUES})
             if None in value:
-                raise ValueError("in cannot match an empty value; use is_empty in an any group")
+                raise TranslatedValueError(
+                    N_("in cannot match an empty value; use is_empty in an any group"))
         elif op == "within_last_days":
             if isinstance(value, bool) or not isinstance(value, int) or not (
                 0 <= value <= MAX_DAYS
             ):
-                raise ValueError(
-                    f"within_last_days takes a whole number of days from 0 to {MAX_DAYS:,}")
+                raise TranslatedValueError(
+                    N_("within_last_days takes a whole number of days from 0 to %(most)s"),
+                    values={"most": f"{MAX_DAYS:,}"})
         elif value is None or isinstance(value, list):
-            raise ValueError(f"{op} takes a single value")
+            raise TranslatedValueError(N_("%(op)s takes a single value"), values={"op": op})
         if self.timezone is not None and op != "within_last_days":
-            raise ValueError("timezone only applies to within_last_days")
+            raise TranslatedValueError(N_("timezone only applies to within_last_days"))
 
 
 def check_value_bounds(value: Any) -> None:
@@ -115,15 +121,17 @@ def check_value_bounds(value: Any) -> None:
         return
     if isinstance(value, int):
         if not MIN_INTEGER <= value <= MAX_INTEGER:
-            raise ValueError(
-                f"whole numbers must lie between {MIN_INTEGER:,} and {MAX_INTEGER:,} "
-                "(64 bits)")
+            raise TranslatedValueError(
+                N_("whole numbers must lie between %(least)s and %(most)s (64 bits)"),
+                values={"least": f"{MIN_INTEGER:,}", "most": f"{MAX_INTEGER:,}"})
     elif isinstance(value, float):
         if not math.isfinite(value) or abs(value) > MAX_NUMBER:
-            raise ValueError(f"numbers must be finite and between -{MAX_NUMBER:g} and "
-                             f"{MAX_NUMBER:g}")
+            raise TranslatedValueError(
+                N_("numbers must be finite and between -%(most)s and %(most)s"),
+                values={"most": f"{MAX_NUMBER:g}"})
     elif isinstance(value, str) and len(value) > MAX_TEXT:
-        raise ValueError(f"text values have at most {MAX_TEXT:,} characters")
+        raise TranslatedValueError(N_("text values have at most %(most)s characters"),
+                                   values={"most": f"{MAX_TEXT:,}"})
 
 
 class AllGroup(BaseModel):
@@ -208,7 +216,7 @@ def parse_rule(data: Rule | Mapping[str, Any] | str) -> Rule:
             raise DataError(N_("The rule is not valid JSON: %(error)s"), values={"error": str(exc)},
                         field="rule") from exc
     if not isinstance(data, Mapping):
-        raise DataError("The rule must be a JSON object (a group or a condition)", field="rule")
+        raise DataError(N_("The rule must be a JSON object (a group or a condition)"), field="rule")
     if _depth(data) > MAX_DEPTH + 1:  # groups plus the innermost condition
         raise DataError(N_("The rule nests deeper than %(most)s groups"),
                         values={"most": MAX_DEPTH}, field="rule")
@@ -233,13 +241,18 @@ def _node(data: Mapping[str, Any]) -> Node:
     return Condition.model_validate(dict(data))
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError) -> Text:
+    """What pydantic found, ``loc: message; ...``: our validators' messages are translatable
+    (pydantic keeps the TranslatedValueError in ``ctx``); pydantic's own stay English."""
     parts = []
     for error in exc.errors()[:3]:
         # Drop the discriminator tags pydantic puts after each list index.
         path = [p for i, p in enumerate(error["loc"])
                 if not (i and isinstance(error["loc"][i - 1], int))]
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
-        message = str(error["msg"]).removeprefix("Value error, ")
-        parts.append(f"{loc}: {message}" if loc else message)
-    return "; ".join(parts)
+        raised = (error.get("ctx") or {}).get("error")
+        message = error_text(raised) if isinstance(raised, TranslatedValueError) else Text(
+            ((str(error["msg"]).removeprefix("Value error, "), {}),))
+        parts.append(text(N_("%(loc)s: %(message)s"), loc=loc, message=message) if loc
+                     else message)
+    return Text(tuple(part for said in parts for part in said.parts), sep="; ")

@@ -50,12 +50,12 @@ class Preview:
 def _clean_name(name: str) -> str:
     cleaned = unicodedata.normalize("NFC", name).strip()
     if not cleaned:
-        raise DataError("A segment needs a name", field="name")
+        raise DataError(N_("A segment needs a name"), field="name")
     if len(cleaned) > MAX_NAME:
         raise DataError(N_("A segment name has at most %(most)s characters"),
                         values={"most": MAX_NAME}, field="name")
     if any(unicodedata.category(c).startswith("C") for c in cleaned):
-        raise DataError("A segment name cannot hold control characters", field="name")
+        raise DataError(N_("A segment name cannot hold control characters"), field="name")
     return cleaned
 
 
@@ -64,13 +64,13 @@ def _definition(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Check a definition against the profiles and return what is stored (rule JSON or text)."""
     if (rule is None) == (expression is None):
-        raise DataError("Give a segment either a rule or an expression (exactly one)",
+        raise DataError(N_("Give a segment either a rule or an expression (exactly one)"),
                         field="rule")
     schema = store.schema()
     if not schema:
         raise ConfigurationError(
-            "No profiles have been imported yet, so the segment's fields cannot be checked",
-            hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+            N_("No profiles have been imported yet, so the segment's fields cannot be checked"),
+            hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) first."),
         )
     if rule is not None:
         parsed = parse_rule(rule)
@@ -179,7 +179,7 @@ def update_segment(session: Session, store: ProfileStore, *, name_or_id: str,
     name, rule, expression = changes.name, changes.rule, changes.expression
     description, active = changes.description, changes.active
     if rule is not None and expression is not None:
-        raise DataError("Give either a rule or an expression, not both", field="rule")
+        raise DataError(N_("Give either a rule or an expression, not both"), field="rule")
     if name is not None:
         cleaned = _clean_name(name)
         _name_taken(session, cleaned, other_than=segment.id)
@@ -223,7 +223,7 @@ def delete_segment(
         raise ConfigurationError(
             N_("Segment %(name)s is used by export(s) %(exports)s"),
             values={"name": repr(segment.name), "exports": ", ".join(map(repr, users))},
-            hint="Remove the segment from those exports first.",
+            hint=N_("Remove the segment from those exports first."),
             exports=users,
         )
     store.drop_membership(segment.id)
@@ -269,14 +269,14 @@ def preview_segment(
         require_role(actor, Role.ADMIN, Role.CONTRIBUTOR)
     if name_or_id is not None:
         if rule is not None or expression is not None:
-            raise DataError("Preview either a saved segment or a rule/expression", field="rule")
+            raise DataError(N_("Preview either a saved segment or a rule/expression"), field="rule")
         segment = get_segment(session, name_or_id=name_or_id)
         rule, expression = segment.rule, segment.expression
     schema = store.schema()
     if not schema:
         raise ConfigurationError(
-            "No profiles have been imported yet",
-            hint="Run `segment-export profiles import FILE` (or `profiles generate`) first.",
+            N_("No profiles have been imported yet"),
+            hint=N_("Run `segment-export profiles import FILE` (or `profiles generate`) first."),
         )
     condition = compile_segment(schema=schema, rule=rule, expression=expression, now=now)
     if rule is not None:

@@ -18,6 +18,7 @@ from sqlglot import exp
 
 from segment_export.db.models import Suppression
 from segment_export.errors import ConfigurationError, DataError
+from segment_export.languages import N_
 from segment_export.profiles.store import ProfileStore
 from segment_export.segments.rules import Condition, parse_rule
 
@@ -36,12 +37,14 @@ def compile_condition(cond: Condition, schema: Mapping[str, str]) -> exp.Expr:
     """``eq true``: the profile's trimmed, lower-cased email is suppressed by any connection;
     ``eq false`` (or ``ne true``): it is not (profiles without an email included)."""
     if cond.op not in ("eq", "ne") or not isinstance(cond.value, bool):
-        raise DataError(f"{FIELD} is true/false: use eq or ne with true or false",
+        raise DataError(N_("%(field)s is true/false: use eq or ne with true or false"),
+                        values={"field": FIELD},
                         field=FIELD)
     email = next((c for c in schema if c.casefold() == EMAIL_COLUMN), None)
     if email is None:
-        raise DataError(f"{FIELD} compares the profiles' {EMAIL_COLUMN!r} column, which they "
-                        "do not have", field=FIELD)
+        raise DataError(N_("%(field)s compares the profiles' %(email_column)s column, which "
+                           "they do not have"),
+                        values={"field": FIELD, "email_column": repr(EMAIL_COLUMN)}, field=FIELD)
     digest = exp.SHA2(this=exp.Lower(this=exp.Trim(this=exp.column(email, quoted=True))),
                       length=exp.Literal.number(256))
     hashes = exp.select(exp.column("email_hash")).from_(exp.to_table(TABLE))

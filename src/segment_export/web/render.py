@@ -75,8 +75,9 @@ def language_of(request: Request) -> str:
 def translate(request: Request, message: str, /, **variables: Any) -> str:
     """``message`` (a catalogue msgid) in the page language, ``%(name)s`` filled in: for
     notices and errors that pages build in Python."""
-    text = languages.translations(language_of(request)).gettext(message)
-    return text % variables if variables else text
+    language = language_of(request)
+    text = languages.translations(language).gettext(message)
+    return text % languages.filled(variables, language) if variables else text
 
 
 def number(value: object, request: Request) -> str:
@@ -105,7 +106,9 @@ def page_gettext(language: str) -> dict[str, Any]:
             text = Markup(text)  # noqa: S704 - our own catalogue, as Jinja does; values escape
         # Without values nothing is formatted: ``_(error.message)`` may hold a bare ``%``
         # (a trans block without values writes ``%`` as ``%%``).
-        return text % variables if variables else text.replace("%%", "%")
+        # A value that is a Text (a message inside the message) is shown in this language.
+        return text % languages.filled(variables, language) if variables \
+            else text.replace("%%", "%")
 
     @pass_context
     def ngettext(context: Context, singular: str, plural: str, n: int,

@@ -75,7 +75,7 @@ def rule_from_rows(match: str, rows: Sequence[ConditionRow],
             condition["value"] = _scalar(row.value, column_type, row.field)
         conditions.append(condition)
     if not conditions:
-        raise DataError("Add at least one condition", field="rule")
+        raise DataError(N_("Add at least one condition"), field="rule")
     return {"any" if match == "any" else "all": conditions}
 
 

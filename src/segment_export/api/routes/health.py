@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from segment_export import __version__
 from segment_export.api.deps import Services
 from segment_export.errors import RetriableError
+from segment_export.languages import N_
 
 router = APIRouter(prefix="/api", tags=["health"])
 
@@ -34,5 +35,5 @@ def ready(services: Services) -> Health:
         with services.runtime.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        raise RetriableError("The state database is not reachable") from exc
+        raise RetriableError(N_("The state database is not reachable")) from exc
     return Health(status="ok", version=__version__)

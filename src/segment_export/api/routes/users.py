@@ -14,6 +14,7 @@ from segment_export.api.errors import PROBLEM_RESPONSES, TOO_MANY_ATTEMPTS
 from segment_export.api.types import Name, ObjectId
 from segment_export.db.models import ApiToken, User
 from segment_export.errors import NotFoundError
+from segment_export.languages import N_
 from segment_export.users import (
     MAX_PASSWORD_LENGTH,
     MIN_PASSWORD_LENGTH,
@@ -169,6 +170,7 @@ def _own_token(db: Db, user: User, token_id: str) -> ApiToken:
     token = get_api_token(db, id_or_prefix=token_id)
     if token.user_id != user.id:
         # Someone else's token is reported as absent, not as forbidden: ids are not disclosed.
-        raise NotFoundError(f"No API token {token_id!r}", token=token_id)
+        raise NotFoundError(N_("No API token %(token_id)s"),
+                            values={"token_id": repr(token_id)}, token=token_id)
     return token
 

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from segment_export.errors import ConfigurationError, DataError
+from segment_export.languages import N_
 from segment_export.profiles.postgres import catalog
 from segment_export.profiles.postgres.columns import PgColumn, Transfer, common_type
 from segment_export.profiles.store import PROFILES, quote
@@ -66,8 +67,9 @@ def replace(load: Load) -> None:
                 conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(load.ident()))
         except psycopg.errors.DependentObjectsStillExist as exc:
             raise ConfigurationError(
-                f"The table {load.schema}.{load.table} cannot be replaced: {first_line(exc)}",
-                hint="Drop the views that use it first, or import with --mode upsert.",
+                N_("The table %(schema)s.%(table)s cannot be replaced: %(error)s"),
+                values={"schema": load.schema, "table": load.table, "error": first_line(exc)},
+                hint=N_("Drop the views that use it first, or import with --mode upsert."),
             ) from None
         conn.execute(sql.SQL("ALTER TABLE {} RENAME TO {}").format(
             load.ident(new), sql.Identifier(load.table)))
@@ -154,8 +156,10 @@ def copy_rows(load: Load, target: sql.Identifier) -> None:
         customer = f" (customer id {found[0]!r})" if found else ""
         at = f", column {column!r}" if column else ""
         raise DataError(
-            f"{load.label}, row {number}{customer}{at}: PostgreSQL cannot store this value: "
-            f"{first_line(exc)[:200]}",
+            N_("%(label)s, row %(number)s%(customer)s%(at)s: PostgreSQL cannot store this "
+               "value: %(error)s"),
+            values={"label": load.label, "number": number, "customer": customer, "at": at,
+                    "error": first_line(exc)[:200]},
             row=number,
             column=column,
         ) from None

@@ -28,6 +28,7 @@ from sqlglot import exp
 
 from segment_export import log as logs
 from segment_export.errors import ConfigurationError, DataError, RetriableError
+from segment_export.languages import N_
 from segment_export.profiles.postgres import catalog, load
 from segment_export.profiles.postgres.columns import (
     PgColumn,
@@ -52,8 +53,8 @@ log = logging.getLogger(__name__)
 _OWN_PARAMS = ("schema", "table", "id_column")
 _MAX_IDLE = 4
 _TRUSTED_IDLE_SECONDS = 30.0
-_NO_PROFILES = "No profiles have been imported yet"
-_IMPORT_HINT = "Run `segment-export profiles import FILE` (or `profiles generate`) first."
+_NO_PROFILES = N_("No profiles have been imported yet")
+_IMPORT_HINT = N_("Run `segment-export profiles import FILE` (or `profiles generate`) first.")
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ class PostgresProfileStore:
         scheme = parts.scheme.split("+", 1)[0].lower()
         if scheme not in ("postgresql", "postgres"):
             raise ConfigurationError(
-                f"{scheme or 'The setting'!r} is not a PostgreSQL URL; use "
-                "postgresql://user@host:5432/db"
+                N_("%(scheme)s is not a PostgreSQL URL; use postgresql://user@host:5432/db"),
+                values={"scheme": repr(scheme or 'The setting')}
             )
         password = unquote(parts.password) if parts.password else None
         params: list[tuple[str, str]] = []
@@ -120,8 +121,9 @@ class PostgresProfileStore:
             if key in _OWN_PARAMS:
                 if not value.strip():
                     raise ConfigurationError(
-                        f"The profile store URL gives an empty {key}=; name the {key} or leave "
-                        "the parameter out"
+                        N_("The profile store URL gives an empty %(key)s=; name the %(key)s or "
+                           "leave the parameter out"),
+                        values={"key": key}
                     )
                 own[key] = value.strip()
             else:
@@ -135,8 +137,8 @@ class PostgresProfileStore:
             psycopg.conninfo.conninfo_to_dict(conninfo)
         except psycopg.ProgrammingError as exc:
             raise ConfigurationError(
-                f"SEGMENT_EXPORT_PROFILE_STORE is not a valid PostgreSQL URL: "
-                f"{_scrub(str(exc).strip(), password)}"
+                N_("SEGMENT_EXPORT_PROFILE_STORE is not a valid PostgreSQL URL: %(error)s"),
+                values={"error": _scrub(str(exc).strip(), password)}
             ) from None
         host = parts.hostname or "localhost"
         user = f"{unquote(parts.username)}@" if parts.username else ""
@@ -171,13 +173,15 @@ class PostgresProfileStore:
             state = exc.sqlstate or ""
             if state.startswith(("28", "3D")):  # authentication, unknown database
                 raise ConfigurationError(
-                    f"The profile store {self._display} refused the connection: {reason}",
-                    hint="Fix the user, password or database in SEGMENT_EXPORT_PROFILE_STORE.",
+                    N_("The profile store %(display)s refused the connection: %(reason)s"),
+                    values={"display": self._display, "reason": reason},
+                    hint=N_("Fix the user, password or database in SEGMENT_EXPORT_PROFILE_STORE."),
                 ) from None
             raise RetriableError(
-                f"The profile store {self._display} cannot be reached: {reason}",
-                hint="Check that PostgreSQL is running and SEGMENT_EXPORT_PROFILE_STORE names "
-                "it; runs retry by themselves.",
+                N_("The profile store %(display)s cannot be reached: %(reason)s"),
+                values={"display": self._display, "reason": reason},
+                hint=N_("Check that PostgreSQL is running and SEGMENT_EXPORT_PROFILE_STORE names "
+                        "it; runs retry by themselves."),
             ) from None
         # Rules compare dates in UTC, as the embedded store does; sqlglot writes literals for
         # standard-conforming strings (a backslash is an ordinary character).
@@ -208,8 +212,8 @@ class PostgresProfileStore:
         except psycopg.OperationalError as exc:
             conn.close()
             raise RetriableError(
-                f"The connection to the profile store {self._display} failed: "
-                f"{_scrub(_first_line(exc), self._password)}"
+                N_("The connection to the profile store %(display)s failed: %(error)s"),
+                values={"display": self._display, "error": _scrub(_first_line(exc), self._password)}
             ) from None
         finally:
             self._release(conn)
@@ -239,9 +243,10 @@ class PostgresProfileStore:
             row = conn.execute("SELECT current_schema()").fetchone()
             if row is None or row[0] is None:
                 raise ConfigurationError(
-                    f"The profile store {self._display} has no schema to use: the search_path "
-                    "names no existing schema",
-                    hint="Add schema=NAME to SEGMENT_EXPORT_PROFILE_STORE.",
+                    N_("The profile store %(display)s has no schema to use: the search_path "
+                       "names no existing schema"),
+                    values={"display": self._display},
+                    hint=N_("Add schema=NAME to SEGMENT_EXPORT_PROFILE_STORE."),
                 )
             self._schema = str(row[0])
         return self._schema
@@ -265,9 +270,11 @@ class PostgresProfileStore:
         if len(folded) == 1:
             return folded[0]
         raise ConfigurationError(
-            f"id_column={self._fixed_id!r} names no column of the table "
-            f"{self._schema_name(conn)}.{self.table} (its columns: {', '.join(names[:12])})",
-            hint="Fix id_column= in SEGMENT_EXPORT_PROFILE_STORE.",
+            N_("id_column=%(fixed_id)s names no column of the table %(schema)s.%(table)s (its "
+               "columns: %(names)s)"),
+            values={"fixed_id": repr(self._fixed_id), "schema": self._schema_name(conn),
+                    "table": self.table, "names": ', '.join(names[:12])},
+            hint=N_("Fix id_column= in SEGMENT_EXPORT_PROFILE_STORE."),
         )
 
     def _require(self, conn: psycopg.Connection[Any]) -> _Target:
@@ -281,9 +288,10 @@ class PostgresProfileStore:
         id_name = self._resolve_id(conn, columns)
         if id_name is None:
             raise ConfigurationError(
-                f"The table {self._schema_name(conn)}.{self.table} has no one-column primary "
-                "key, so the customer id column is not known",
-                hint="Add id_column=NAME to SEGMENT_EXPORT_PROFILE_STORE.",
+                N_("The table %(schema)s.%(table)s has no one-column primary key, so the customer "
+                   "id column is not known"),
+                values={"schema": self._schema_name(conn), "table": self.table},
+                hint=N_("Add id_column=NAME to SEGMENT_EXPORT_PROFILE_STORE."),
             )
         return _Target(columns, id_name)
 
@@ -310,11 +318,13 @@ class PostgresProfileStore:
         except (psycopg.DataError, psycopg.ProgrammingError) as exc:
             if isinstance(exc, psycopg.errors.InsufficientPrivilege):
                 raise ConfigurationError(
-                    f"The profile store {self._display} refused a query: {_first_line(exc)}",
-                    hint="Grant the user of SEGMENT_EXPORT_PROFILE_STORE access to the table.",
+                    N_("The profile store %(display)s refused a query: %(error)s"),
+                    values={"display": self._display, "error": _first_line(exc)},
+                    hint=N_("Grant the user of SEGMENT_EXPORT_PROFILE_STORE access to the table."),
                 ) from None
             raise DataError(
-                f"The segment condition cannot be evaluated: {_first_line(exc)[:300]}"
+                N_("The segment condition cannot be evaluated: %(error)s"),
+                values={"error": _first_line(exc)[:300]}
             ) from exc
 
     def _where(self, condition: exp.Expr, target: _Target) -> exp.Expr:
@@ -474,7 +484,8 @@ class PostgresProfileStore:
             types = target.types
             for column in (email_column, consent_column):
                 if column is not None and column not in types:
-                    raise DataError(f"Unknown profile column {column!r}", field="columns")
+                    raise DataError(N_("Unknown profile column %(column)s"),
+                                    values={"column": repr(column)}, field="columns")
             id_type = target.column(target.id_name).arrow_type
             if not self._members_exist(conn):
                 return pa.table({"email": pa.array([], pa.string()),
@@ -531,7 +542,8 @@ class PostgresProfileStore:
             unknown = [c for c in columns if c not in available]
             if unknown:
                 raise DataError(
-                    f"Unknown profile column(s): {', '.join(map(repr, unknown))}",
+                    N_("Unknown profile column(s): %(columns)s"),
+                    values={"columns": ', '.join(map(repr, unknown))},
                     field="columns",
                     columns=unknown,
                 )
@@ -552,8 +564,8 @@ class PostgresProfileStore:
                     yield arrow_batch(wanted, rows)
         except psycopg.OperationalError as exc:
             raise RetriableError(
-                f"Reading members from the profile store {self._display} failed: "
-                f"{_scrub(_first_line(exc), self._password)}"
+                N_("Reading members from the profile store %(display)s failed: %(error)s"),
+                values={"display": self._display, "error": _scrub(_first_line(exc), self._password)}
             ) from None
         finally:
             conn.close()
@@ -616,14 +628,15 @@ class PostgresProfileStore:
                     self._load(conn, source, staged, label=label, mode=mode)
                 except psycopg.errors.InsufficientPrivilege as exc:
                     raise ConfigurationError(
-                        f"The profile store {self._display} refused the import: "
-                        f"{_first_line(exc)}",
-                        hint="Grant the user of SEGMENT_EXPORT_PROFILE_STORE the right to "
-                        "create and change tables in the schema.",
+                        N_("The profile store %(display)s refused the import: %(error)s"),
+                        values={"display": self._display, "error": _first_line(exc)},
+                        hint=N_("Grant the user of SEGMENT_EXPORT_PROFILE_STORE the right to "
+                                "create and change tables in the schema."),
                     ) from None
                 except (psycopg.DataError, psycopg.IntegrityError) as exc:
                     raise DataError(
-                        f"{label}: PostgreSQL refused the profiles: {_first_line(exc)[:300]}"
+                        N_("%(label)s: PostgreSQL refused the profiles: %(error)s"),
+                        values={"label": label, "error": _first_line(exc)[:300]}
                     ) from None
                 total = self._count(conn)
                 schema = {c.name: c.normalized for c in self._columns(conn)}
@@ -637,17 +650,21 @@ class PostgresProfileStore:
             staged.id_column.casefold() != self._fixed_id.casefold()
         ):
             raise DataError(
-                f"The profile store is keyed by {self._fixed_id!r} (id_column= in "
-                f"SEGMENT_EXPORT_PROFILE_STORE), not {staged.id_column!r}; import with "
-                f"--id-column {self._fixed_id}",
+                N_("The profile store is keyed by %(fixed_id)s (id_column= in "
+                   "SEGMENT_EXPORT_PROFILE_STORE), not %(id_column)s; import with --id-column "
+                   "%(fixed_id2)s"),
+                values={"fixed_id": repr(self._fixed_id), "id_column": repr(staged.id_column),
+                        "fixed_id2": self._fixed_id},
                 column=staged.id_column,
             )
         for name in staged.columns:
             # PostgreSQL would silently cut a longer name, and rules would no longer find it.
             if len(name.encode()) > load.MAX_IDENTIFIER_BYTES:
                 raise DataError(
-                    f"{label}: the column name {name[:40]!r}… is longer than PostgreSQL's "
-                    f"{load.MAX_IDENTIFIER_BYTES} bytes; shorten it",
+                    N_("%(label)s: the column name %(name)s… is longer than PostgreSQL's "
+                       "%(most)s bytes; shorten it"),
+                    values={"label": label, "name": repr(name[:40]),
+                            "most": load.MAX_IDENTIFIER_BYTES},
                     column=name,
                 )
 
@@ -666,10 +683,11 @@ class PostgresProfileStore:
         kind = catalog.relation_kind(conn, schema, self.table)
         if kind is not None and kind not in ("r", "p"):
             raise ConfigurationError(
-                f"{schema}.{self.table} is a view or another kind of relation, not a table; "
-                "profiles can only be imported into a table",
-                hint="Point table= in SEGMENT_EXPORT_PROFILE_STORE at a table, or load the "
-                "view's own tables with your usual tools.",
+                N_("%(schema)s.%(table)s is a view or another kind of relation, not a table; "
+                   "profiles can only be imported into a table"),
+                values={"schema": schema, "table": self.table},
+                hint=N_("Point table= in SEGMENT_EXPORT_PROFILE_STORE at a table, or load the "
+                        "view's own tables with your usual tools."),
             )
         job = load.Load(conn=conn, source=source, plan=plan, schema=schema, table=self.table,
                         id_name=staged.id_column, label=label)
@@ -678,9 +696,10 @@ class PostgresProfileStore:
             if current.id_name != staged.id_column:
                 # The embedded store's words, so both stores refuse alike.
                 raise DataError(
-                    f"The profiles are keyed by {current.id_name!r}, not "
-                    f"{staged.id_column!r}; upsert with --id-column {current.id_name}, or "
-                    "replace the profiles",
+                    N_("The profiles are keyed by %(id_name)s, not %(id_column)s; upsert with "
+                       "--id-column %(id_name2)s, or replace the profiles"),
+                    values={"id_name": repr(current.id_name), "id_column": repr(staged.id_column),
+                            "id_name2": current.id_name},
                     column=staged.id_column,
                 )
             load.upsert(job, current.columns)

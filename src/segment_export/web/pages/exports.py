@@ -24,7 +24,7 @@ from segment_export.definitions.mapping import FIELDS
 from segment_export.errors import ConfigurationError, DataError, NotFoundError, SegmentExportError
 from segment_export.exports.run_all import SKIP_LABELS, run_all
 from segment_export.exports.runs import list_runs, request_run
-from segment_export.languages import N_, short_when, translations
+from segment_export.languages import N_, message_text, short_when, translations
 from segment_export.segments.service import list_segments
 from segment_export.web.charts import Series, bar_chart
 from segment_export.web.render import language_of, number, redirect, render, translate
@@ -84,13 +84,18 @@ class ExportForm:
         return mapping
 
 
+# One whole sentence per field, so that a translation need not fit a field name into another.
+_NOT_A_NUMBER = {"contact limit": N_("The contact limit must be a number"),
+                 "alert threshold": N_("The alert threshold must be a number")}
+
+
 def _number(text: str, what: str, kind: type[int] | type[float]) -> Any:
     if not text.strip():
         return None
     try:
         return kind(text.strip())
     except ValueError:
-        raise DataError(f"The {what} must be a number", field=what) from None
+        raise DataError(_NOT_A_NUMBER[what], field=what) from None
 
 
 def _read_form(
@@ -130,7 +135,7 @@ def _data(form: ExportForm, current: Export | None) -> ExportCreate:
     """The form as the configuration the service checks (the same for the API and CLI)."""
     typed = {"pick": form.list_pick, "id": form.list_id_typed}.get(form.list_choice, "").strip()
     if form.list_choice == "create" and not form.list_new_name.strip():
-        raise ConfigurationError("Give the new list a name", field="list_new_name")
+        raise ConfigurationError(N_("Give the new list a name"), field="list_new_name")
     kind = ExportCreate if current is None else ExportUpdate
     return kind(
         name=form.name, connection_id=form.connection_id,
@@ -164,7 +169,8 @@ def _form_page(request: Request, db: Session, services: AppServices, user: User,
             lists = account_lists(chosen, settings=services.settings,
                                   engine=services.runtime.engine)
         except SegmentExportError as exc:
-            list_error = exc.message
+            # The error's message (not its hint) in the page's language, values as written.
+            list_error = message_text(exc).in_language(language_of(request))
             db.rollback()
     segments = list_segments(db)
     limit = services.settings.max_contacts_per_export
