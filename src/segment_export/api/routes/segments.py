@@ -144,18 +144,9 @@ def segments(db: Db, user: EditorUser) -> list[SegmentPublic]:
 def add_segment(body: SegmentCreate, db: Db, services: Services,
                 user: EditorUser) -> SegmentPublic:
     """Create a segment from a rule or an expression; an active one is evaluated at once."""
-    created = service.create_segment(
-        db,
-        services.runtime.store,
-        spec=service.SegmentSpec(
-            name=body.name,
-            rule=body.rule,
-            expression=body.expression,
-            description=body.description,
-            active=body.active,
-        ),
-        actor=user,
-    )
+    # The request body has exactly the service's fields, with the API's bounds on top.
+    created = service.create_segment(db, services.runtime.store,
+                                     spec=service.SegmentSpec(**body.model_dump()), actor=user)
     db.commit()
     return _one(db, created, user)
 
@@ -180,19 +171,9 @@ def segment(segment_id: ObjectId, db: Db, user: EditorUser) -> SegmentPublic:
 def edit_segment(segment_id: ObjectId, body: SegmentUpdate, db: Db, services: Services,
                  user: EditorUser) -> SegmentPublic:
     """Change a segment (needs the right to edit every export that sends it)."""
-    updated = service.update_segment(
-        db,
-        services.runtime.store,
-        changes=service.SegmentChanges(
-            name=body.name,
-            rule=body.rule,
-            expression=body.expression,
-            description=body.description,
-            active=body.active,
-        ),
-        name_or_id=segment_id,
-        actor=user,
-    )
+    updated = service.update_segment(db, services.runtime.store, name_or_id=segment_id,
+                                     changes=service.SegmentChanges(**body.model_dump()),
+                                     actor=user)
     db.commit()
     return _one(db, updated, user)
 
