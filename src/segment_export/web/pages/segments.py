@@ -14,6 +14,7 @@ from segment_export.api.types import ObjectId, plain
 from segment_export.db.models import Segment, User
 from segment_export.errors import ConfigurationError, DataError, SegmentExportError
 from segment_export.languages import N_, short_when
+from segment_export.profiles import ProfileStore
 from segment_export.segments import service
 from segment_export.segments.dependents import segment_permissions
 from segment_export.web.charts import line_chart
@@ -129,6 +130,13 @@ def segments(request: Request, db: Db, services: Services, _user: EditorUser) ->
                   has_profiles=bool(services.runtime.store.schema()))
 
 
+def _definition(form: SegmentForm, store: ProfileStore) -> dict[str, Any]:
+    """The form as the segment service's input (a new segment's or an edit's)."""
+    rule, expression = form.definition(store.schema())
+    return {"name": form.name, "rule": rule, "expression": expression,
+            "description": form.description, "active": form.active}
+
+
 @router.get("/new")
 def new_segment(request: Request, services: Services, _user: EditorUser) -> Response:
     """An empty rule builder."""
@@ -141,19 +149,8 @@ def create_segment(request: Request, db: Db, services: Services, user: EditorUse
     """Save a new segment; it is evaluated at once."""
     store = services.runtime.store
     try:
-        rule, expression = form.definition(store.schema())
         segment = service.create_segment(
-            db,
-            store,
-            spec=service.SegmentSpec(
-                name=form.name,
-                rule=rule,
-                expression=expression,
-                description=form.description,
-                active=form.active,
-            ),
-            actor=user,
-        )
+            db, store, spec=service.SegmentSpec(**_definition(form, store)), actor=user)
         db.commit()
     except (ConfigurationError, DataError) as exc:
         db.rollback()
@@ -207,20 +204,9 @@ def save_segment(request: Request, segment_id: ObjectId, db: Db, services: Servi
     found = service.get_segment(db, name_or_id=segment_id)
     store = services.runtime.store
     try:
-        rule, expression = form.definition(store.schema())
         updated = service.update_segment(
-            db,
-            store,
-            changes=service.SegmentChanges(
-                name=form.name,
-                rule=rule,
-                expression=expression,
-                description=form.description,
-                active=form.active,
-            ),
-            name_or_id=found.id,
-            actor=user,
-        )
+            db, store, name_or_id=found.id,
+            changes=service.SegmentChanges(**_definition(form, store)), actor=user)
         db.commit()
     except (ConfigurationError, DataError) as exc:
         db.rollback()
