@@ -573,41 +573,35 @@ def main() -> None:
                          ("incremental: every contact accounted for", accounted),
                          ("incremental: peak RSS under 300 MB", incremental["peak_rss_mb"] < 300)]
 
-            left = _leave_one_percent(workdir, env)
-            mirror = _run_child("mirror", env)
-            # The imports the changed contacts need, the removals (500 contacts each), and one
-            # request to learn their outcome.
-            removal_calls = math.ceil(mirror["counts"].get("removed", 0) / 500)
-            mirror_ratio = _print_phase(mirror, _needed_imports(
-                mirror["counts"]["sent"], _payload_bytes(mirror)) + removal_calls + 1)
-            accounted = _check_accounted(control, list_id, env, mirror)
-            print(f"   profiles that left the segment: {left:,}")
-            # The same leavers as _leave_one_percent: customer_id % 100 == 50.
-            ids = table.column("customer_id").to_numpy()
-            staying = table.filter(pa.array(ids % 100 != 50))
-            against_baseline("mirror", mirror, staying, mirror=True)
-            verdicts += [("mirror: removed exactly the leavers",
-                          mirror["counts"].get("removed", 0) + mirror["counts"].get(
-                              "already_off_list", 0) == mirror["counts"].get("left_segment", -1)),
-                         ("mirror within 1.5x its floor", mirror_ratio <= 1.5),
-                         ("mirror: peak RSS under 300 MB", mirror["peak_rss_mb"] < 300),
-                         ("mirror: every contact accounted for", accounted)]
+            def mirror_phase(phase: str, label: str, residue: int) -> dict[str, Any]:
+                """A mirror run after 1 % more left the segment (customer_id % 100 ==
+                residue), with its verdicts."""
+                left = _leave_one_percent(workdir, env, residue=residue)
+                result = _run_child(phase, env)
+                # The imports the changed contacts need, the removals (500 contacts each),
+                # and one request to learn their outcome.
+                removal_calls = math.ceil(result["counts"].get("removed", 0) / 500)
+                ratio = _print_phase(result, _needed_imports(
+                    result["counts"]["sent"], _payload_bytes(result)) + removal_calls + 1)
+                accounted = _check_accounted(control, list_id, env, result)
+                print(f"   profiles that left the segment: {left:,}")
+                counts = result["counts"]
+                verdicts.extend([
+                    (f"{label}: removed exactly the leavers",
+                     counts.get("removed", 0) + counts.get("already_off_list", 0)
+                     == counts.get("left_segment", -1)),
+                    (f"{label} within 1.5x its floor", ratio <= 1.5),
+                    (f"{label}: peak RSS under 300 MB", result["peak_rss_mb"] < 300),
+                    (f"{label}: every contact accounted for", accounted)])
+                return result
 
-            # A second mirror run, another 1 % leaving: the steady state, where the leavers'
-            # contact ids were kept by the first (its export of the list) and none is needed.
-            left = _leave_one_percent(workdir, env, residue=51)
-            again = _run_child("mirror-again", env)
-            removal_calls = math.ceil(again["counts"].get("removed", 0) / 500)
-            again_ratio = _print_phase(again, _needed_imports(
-                again["counts"]["sent"], _payload_bytes(again)) + removal_calls + 1)
-            accounted = _check_accounted(control, list_id, env, again)
-            print(f"   profiles that left the segment: {left:,}")
-            verdicts += [("mirror again: removed exactly the leavers",
-                          again["counts"].get("removed", 0) + again["counts"].get(
-                              "already_off_list", 0) == again["counts"].get("left_segment", -1)),
-                         ("mirror again within 1.5x its floor", again_ratio <= 1.5),
-                         ("mirror again: peak RSS under 300 MB", again["peak_rss_mb"] < 300),
-                         ("mirror again: every contact accounted for", accounted)]
+            mirror = mirror_phase("mirror", "mirror", residue=50)
+            ids = table.column("customer_id").to_numpy()
+            against_baseline("mirror", mirror, table.filter(pa.array(ids % 100 != 50)),
+                             mirror=True)
+            # Another 1 % leaving: the steady state, where the leavers' contact ids were kept
+            # by the first mirror run (its export of the list) and no export is needed.
+            mirror_phase("mirror-again", "mirror again", residue=51)
         print()
         for name, ok in verdicts:
             print(f"target {'met   ' if ok else 'MISSED'}: {name}")
