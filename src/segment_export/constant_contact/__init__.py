@@ -18,6 +18,7 @@ from segment_export.constant_contact.batching import (
     DEFAULT_MAX_BYTES,
     MAX_CONTACTS_PER_IMPORT,
     ImportBatch,
+    ImportFrame,
     iter_import_bodies,
 )
 from segment_export.constant_contact.client import (
@@ -67,6 +68,7 @@ __all__ = [
     "ContactList",
     "CustomField",
     "ImportBatch",
+    "ImportFrame",
     "InMemoryTokenStore",
     "InProcessRateLimiter",
     "OAuthClient",

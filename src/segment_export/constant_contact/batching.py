@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from segment_export.errors import ConfigurationError, DataError
+from segment_export.languages import N_
 
 MAX_CONTACTS_PER_IMPORT = 40_000
 # "less than 4 MB": read as 4,000,000 bytes, the smaller of the two meanings. Past it Constant
@@ -19,6 +20,47 @@ HARD_MAX_BYTES = 4_000_000
 DEFAULT_MAX_BYTES = 3_900_000
 MAX_LIST_IDS = 50
 _CHUNK = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class ImportFrame:
+    """What every import body for one set of lists shares, checked once: the bytes around the
+    contacts and how many contacts' bytes fit between them.
+
+    Each contact costs its serialized length plus one comma, and the last comma is not sent,
+    so ``capacity`` is one more than the bytes left for contacts. The pipeline's Arrow cutter
+    (``exports/bodies.py``) and :func:`iter_import_bodies` both cut by this frame.
+    """
+
+    head: bytes
+    tail: bytes
+    capacity: int
+    max_contacts: int
+
+    @classmethod
+    def of(cls, list_ids: Sequence[str], *, max_contacts: int = MAX_CONTACTS_PER_IMPORT,
+           max_bytes: int = DEFAULT_MAX_BYTES, sms_permission: str | None = None) -> ImportFrame:
+        """The frame for ``list_ids``; ``sms_permission`` is the body's ``sms_permission_to_send``
+        (Constant Contact sets it per body, not per contact). Limits out of range raise
+        ConfigurationError."""
+        if not 1 <= len(list_ids) <= MAX_LIST_IDS:
+            raise ConfigurationError(
+                N_("An import needs 1 to %(max_list_ids)s list ids, not %(count)s"),
+                values={"max_list_ids": MAX_LIST_IDS, "count": len(list_ids)})
+        if not 1 <= max_contacts <= MAX_CONTACTS_PER_IMPORT:
+            raise ConfigurationError(N_("max_contacts must be 1..%(max_contacts_per_import)s"),
+                                     values={"max_contacts_per_import": MAX_CONTACTS_PER_IMPORT})
+        if max_bytes >= HARD_MAX_BYTES:
+            raise ConfigurationError(N_("max_bytes must stay below %(hard_max_bytes)s"),
+                                     values={"hard_max_bytes": HARD_MAX_BYTES})
+        permission = (b'"sms_permission_to_send":' + orjson.dumps(sms_permission) + b","
+                      if sms_permission else b"")
+        head = (b'{"list_ids":' + orjson.dumps(list(list_ids)) + b"," + permission
+                + b'"import_data":[')
+        tail = b"]}"
+        if len(head) + len(tail) >= max_bytes:
+            raise ConfigurationError(N_("max_bytes is too small for even an empty import body"))
+        return cls(head, tail, max_bytes - len(head) - len(tail) + 1, max_contacts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,23 +97,11 @@ def iter_import_bodies(
     measured on the very bytes sent, never estimated. Input order is kept. A contact that alone
     cannot fit raises DataError (validation caps field lengths, so this means a bug upstream).
     """
-    if not 1 <= len(list_ids) <= MAX_LIST_IDS:
-        raise ConfigurationError(
-            f"An import needs 1 to {MAX_LIST_IDS} list ids, not {len(list_ids)}"
-        )
-    if not 1 <= max_contacts <= MAX_CONTACTS_PER_IMPORT:
-        raise ConfigurationError(f"max_contacts must be 1..{MAX_CONTACTS_PER_IMPORT}")
-    if max_bytes >= HARD_MAX_BYTES:
-        raise ConfigurationError(f"max_bytes must stay below {HARD_MAX_BYTES}")
-    head = b'{"list_ids":' + orjson.dumps(list(list_ids)) + b',"import_data":['
-    tail = b"]}"
-    frame = len(head) + len(tail)
-    if frame >= max_bytes:
-        raise ConfigurationError("max_bytes is too small for even an empty import body")
+    frame = ImportFrame.of(list_ids, max_contacts=max_contacts, max_bytes=max_bytes)
+    head, tail, capacity = frame.head, frame.tail, frame.capacity
 
     # Work in chunks so that serializing, measuring and cutting run in C (map, accumulate,
     # bisect) rather than as Python statements per contact: 1M contacts take about a second.
-    capacity = max_bytes - frame + 1  # every piece costs its length plus a comma; one comma less
     # Runs of serialized contacts, each already joined: orjson hands back every contact in a
     # buffer of about 4 KB, so holding 40,000 single pieces would cost 160 MB, not 4 MB.
     pieces: list[bytes] = []
@@ -114,11 +144,11 @@ def iter_import_bodies(
                 yield _batch(head, pieces, tail, start, emails, count)
             index = offset + too_big
             raise DataError(
-                f"Contact #{index} alone serializes to {len(orjson.dumps(chunk[too_big]))} bytes, "
-                f"more than an import body may carry ({max_bytes - frame})",
-                index=index,
-                email=chunk[too_big].get("email"),
-            )
+                N_("Contact #%(index)s alone serializes to %(size)s bytes, more than an import "
+                   "body may carry (%(value)s)"),
+                values={"index": index, "size": len(orjson.dumps(chunk[too_big])),
+                        "value": capacity - 1},
+                index=index, email=chunk[too_big].get("email"))
         offset += len(chunk)
     if pieces:
         yield _batch(head, pieces, tail, start, emails, count)
@@ -138,5 +168,6 @@ __all__ = [
     "MAX_CONTACTS_PER_IMPORT",
     "MAX_LIST_IDS",
     "ImportBatch",
+    "ImportFrame",
     "iter_import_bodies",
 ]

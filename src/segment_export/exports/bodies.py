@@ -2,8 +2,10 @@
 
 Each contact's JSON object is assembled with Arrow's string kernels, byte for byte what
 ``orjson.dumps`` makes of the dict with the contact's non-empty fields, and bodies are cut by the
-same rules as :func:`segment_export.constant_contact.iter_import_bodies`: in order, as many
-contacts as fit both 40,000 contacts and the byte limit.
+same frame and rules as :func:`segment_export.constant_contact.iter_import_bodies`
+(:class:`~segment_export.constant_contact.ImportFrame`): in order, as many contacts as fit both
+40,000 contacts and the byte limit. The client's batcher takes dicts, one at a time, for any
+caller of the client; this one takes Arrow columns for the run, about ten times faster.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from segment_export.constant_contact import (
     DEFAULT_MAX_BYTES,
     MAX_CONTACTS_PER_IMPORT,
     ImportBatch,
+    ImportFrame,
 )
-from segment_export.constant_contact.batching import HARD_MAX_BYTES, MAX_LIST_IDS
 from segment_export.definitions.phones import SMS_KEY_PREFIX
-from segment_export.errors import ConfigurationError, DataError
+from segment_export.errors import DataError
 from segment_export.exports.delivery import BatchMembers
 from segment_export.exports.diff import Delivered, DiffTotals, select_changes
 from segment_export.exports.validate import ValidatedMembers
@@ -130,30 +132,12 @@ class BodyCutter:
 
     def __init__(self, *, list_ids: Sequence[str], max_contacts: int = MAX_CONTACTS_PER_IMPORT,
                  max_bytes: int = DEFAULT_MAX_BYTES, sms_permission: str | None = None) -> None:
-        if not 1 <= len(list_ids) <= MAX_LIST_IDS:
-            raise ConfigurationError(
-                N_("An import needs 1 to %(max_list_ids)s list ids, not %(count)s"),
-                values={"max_list_ids": MAX_LIST_IDS, "count": len(list_ids)})
-        if not 1 <= max_contacts <= MAX_CONTACTS_PER_IMPORT:
-            raise ConfigurationError(N_("max_contacts must be 1..%(max_contacts_per_import)s"),
-                                     values={"max_contacts_per_import": MAX_CONTACTS_PER_IMPORT})
-        if max_bytes >= HARD_MAX_BYTES:
-            raise ConfigurationError(N_("max_bytes must stay below %(hard_max_bytes)s"),
-                                     values={"hard_max_bytes": HARD_MAX_BYTES})
         # The SMS permission is the body's (Constant Contact's contacts_json_import), so
         # explicit and not_set contacts travel in bodies of their own (see SplitByConsent).
-        permission = (b'"sms_permission_to_send":' + orjson.dumps(sms_permission) + b","
-                      if sms_permission else b"")
-        self.head = (b'{"list_ids":' + orjson.dumps(list(list_ids)) + b"," + permission
-                     + b'"import_data":[')
-        self.tail = b"]}"
-        frame = len(self.head) + len(self.tail)
-        if frame >= max_bytes:
-            raise ConfigurationError(N_("max_bytes is too small for even an empty import body"))
-        # A body holds its contacts' objects, commas between them: each costs its length + 1
-        # (the objects already end in that comma), and the last comma is not sent.
-        self.capacity = max_bytes - frame + 1
-        self.max_contacts = max_contacts
+        frame = ImportFrame.of(list_ids, max_contacts=max_contacts, max_bytes=max_bytes,
+                               sms_permission=sms_permission)
+        self.head, self.tail = frame.head, frame.tail
+        self.capacity, self.max_contacts = frame.capacity, frame.max_contacts
         self.start = 0  # input index of the first pending contact
         self.pending: _Pending | None = None
 
