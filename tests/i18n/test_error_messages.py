@@ -32,7 +32,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("segments/compiler.py", "now must be an aware"): "argument check (callers pass utcnow)",
     ("profiles/store.py", "batch_size must be"): "argument check of a store iterator",
     ("profiles/postgres/store.py", "batch_size must be"): "argument check of a store iterator",
-    ("profiles/spark.py", "batch_size must be"): "argument check of a store iterator",
+    ("profiles/spark/store.py", "batch_size must be"): "argument check of a store iterator",
     # The engine's own signals between its threads: caught by the engine, which stores a
     # translated message of its own (or logs them), never shown as they are.
     ("exports/engine.py", "cancel requested"): "RunCancelled signal",

@@ -21,7 +21,7 @@ from segment_export.exports.validate import EMAIL_MAX_LENGTH, EMAIL_PATTERN
 from segment_export.profiles import DuckDBProfileStore
 from segment_export.profiles.engines import open_profile_store
 from segment_export.profiles.spark import SparkProfileStore, parse_setting
-from segment_export.profiles.spark_dialect import spark_sql
+from segment_export.profiles.spark.dialect import spark_sql
 from segment_export.segments.compiler import compile_segment
 from tests.segments.corpus import CORPUS, corpus_profiles
 

@@ -22,9 +22,9 @@ from sqlglot import exp
 
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.languages import N_
-from segment_export.profiles.spark_dialect import spark_sql
-from segment_export.profiles.spark_import import Load, import_into_parquet
-from segment_export.profiles.spark_session import (
+from segment_export.profiles.spark.dialect import spark_sql
+from segment_export.profiles.spark.load import Load, import_into_parquet
+from segment_export.profiles.spark.session import (
     LOCAL_MASTER,
     PARQUET,
     local_session,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from segment_export.config import Settings
 
-__all__ = ["SparkProfileStore", "local_session", "parse_setting", "spark_sql"]
+__all__ = ["SparkProfileStore"]
 
 _ID_TYPES = ("VARCHAR", "BIGINT")
 _MEMBER = "customer_id"
