@@ -149,3 +149,25 @@ def test_a_good_mapping_saves_on_every_surface(site: Site,
     saved = {e["name"]: e for e in site.world.api("admin").get("/api/exports").json()}
     assert {"api ok", "web ok", "cli ok"} <= set(saved)
     assert all(saved[n]["mapping"] == mapping for n in ("api ok", "web ok", "cli ok"))
+
+
+def test_an_edit_starts_from_every_saved_setting() -> None:
+    # ExportUpdate.of reads the saved spec field by field: a setting added to one and not the
+    # other would be silently reset by every edit that does not name it.
+    from dataclasses import fields
+
+    from segment_export.db.models import Export
+    from segment_export.definitions.configuration import ExportCreate, ExportUpdate
+    from segment_export.definitions.exports import ExportSpec
+
+    spec_fields = {f.name for f in fields(ExportSpec)} - {"list_name"}
+    assert spec_fields == set(ExportCreate.model_fields) - {"create_list_name"}
+    saved = {"name": "Weekly", "connection_id": "c1", "list_id": "l1",
+             "mapping": {"first_name": "fn"}, "segment_ids": ["s1"], "consent_field": "opt_in",
+             "mode": "mirror", "schedule_kind": "cron", "cron": "0 6 * * 1",
+             "timezone": "Asia/Kuala_Lumpur", "enabled": False, "max_contacts": 500,
+             "rejected_alert_threshold": 0.2, "phone_region": "MY"}
+    assert set(saved) == spec_fields
+    edit = ExportUpdate.of(Export(list_name="Customers", **saved))
+    assert {name: getattr(edit, name) for name in spec_fields} == saved
+    assert edit.create_list_name is None

@@ -60,14 +60,9 @@ class ExportUpdate(ExportCreate):
     @classmethod
     def of(cls, export: Export) -> ExportUpdate:
         """The export's configuration as it is, to change a few settings of."""
-        spec = service.spec_of(export)
-        return cls(name=spec.name, connection_id=spec.connection_id, list_id=spec.list_id,
-                   mapping=spec.mapping, segment_ids=spec.segment_ids,
-                   consent_field=spec.consent_field, mode=spec.mode,
-                   schedule_kind=spec.schedule_kind, cron=spec.cron, timezone=spec.timezone,
-                   enabled=spec.enabled, max_contacts=spec.max_contacts,
-                   rejected_alert_threshold=spec.rejected_alert_threshold,
-                   phone_region=spec.phone_region)
+        # Read field by field off the saved spec, so the two field lists cannot drift apart
+        # (ExportSpec's list_name is not a field here and is ignored).
+        return cls.model_validate(service.spec_of(export), from_attributes=True)
 
 
 def _connection(session: Session, actor: User, connection_id: str) -> Connection:
