@@ -130,16 +130,8 @@ def new_token(request: Request, db: Db, services: Services, user: CurrentUser,
         check_password_again(db, throttle=services.sign_ins, request=request, user=user,
                              password=password)
         issued = create_api_token(db, actor=user, user=user, name=name)
-    except TooManyAttemptsError as exc:
-        db.rollback()
-        return _account_page(request, db, user, status=429, error=exc,
-                             retry_after=exc.retry_after)
-    except ThrottleUnavailableError as exc:
-        db.rollback()
-        return _account_page(request, db, user, status=503, error=exc)
-    except DataError as exc:
-        db.rollback()
-        return _account_page(request, db, user, status=422, error=exc)
+    except (TooManyAttemptsError, ThrottleUnavailableError, DataError) as exc:
+        return _refused(request, db, user, exc)
     db.commit()
     return _account_page(request, db, user, issued=issued)
 
@@ -165,16 +157,8 @@ def change_password(request: Request, db: Db, services: Services, user: CurrentU
         check_password_again(db, throttle=services.sign_ins, request=request, user=user,
                              password=current)
         revoked = set_password(db, actor=user, user=user, password=new)
-    except TooManyAttemptsError as exc:
-        db.rollback()
-        return _account_page(request, db, user, status=429, error=exc,
-                             retry_after=exc.retry_after)
-    except ThrottleUnavailableError as exc:
-        db.rollback()
-        return _account_page(request, db, user, status=503, error=exc)
-    except DataError as exc:
-        db.rollback()
-        return _account_page(request, db, user, status=422, error=exc)
+    except (TooManyAttemptsError, ThrottleUnavailableError, DataError) as exc:
+        return _refused(request, db, user, exc)
     # set_password ended every session, this one too: this browser gets a fresh one.
     cookie, _ = start_web_session(db, user=user, settings=services.settings)
     db.commit()
@@ -186,6 +170,18 @@ def change_password(request: Request, db: Db, services: Services, user: CurrentU
         f"{_count(tokens, 'API token')} revoked (create new tokens for your scripts)."))
     set_session_cookie(response, request, services.settings, cookie)
     return response
+
+
+def _refused(request: Request, db: Db, user: User, exc: Exception) -> Response:
+    """The account page again, saying why a change that asked for the password was refused;
+    nothing of it is kept."""
+    db.rollback()
+    if isinstance(exc, TooManyAttemptsError):
+        return _account_page(request, db, user, status=429, error=exc,
+                             retry_after=exc.retry_after)
+    if isinstance(exc, ThrottleUnavailableError):
+        return _account_page(request, db, user, status=503, error=exc)
+    return _account_page(request, db, user, status=422, error=exc)
 
 
 def _count(n: int, thing: str) -> str:
