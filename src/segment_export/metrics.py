@@ -83,7 +83,8 @@ class _RunsByStatus(Collector):
 
 
 class Metrics:
-    """The product's metrics in one registry: tests make their own, a process uses ``default()``."""
+    """The product's metrics in one registry, made at a composition root (the ``Runtime``, the
+    CLI) and handed to what records into it; nothing here is process-global."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -124,6 +125,17 @@ class Metrics:
             self.contacts.labels(outcome=outcome)
         self._runs_collector: _RunsByStatus | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_process(cls) -> Metrics:
+        """Metrics with the usual process_* and python_* series too: for the process that is
+        scraped (``serve``, ``worker``); test apps and runtimes leave them out."""
+        from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+        made = cls()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=made.registry)
+        return made
 
     # -- the hooks the product calls --------------------------------------------------------
 
@@ -206,14 +218,14 @@ class Metrics:
 class MeteredRateLimiter:
     """A rate limiter that reports every wait: ``MeteredRateLimiter(make_rate_limiter(...))``."""
 
-    def __init__(self, inner: RateLimiter, metrics: Metrics | None = None) -> None:
+    def __init__(self, inner: RateLimiter, metrics: Metrics) -> None:
         self.inner = inner
         self._metrics = metrics
 
     def acquire(self) -> float:
         """See ``RateLimiter.acquire``."""
         waited = self.inner.acquire()
-        (self._metrics or default()).observe_rate_wait(waited)
+        self._metrics.observe_rate_wait(waited)
         return waited
 
 
@@ -335,11 +347,12 @@ class _IPv6WSGIServer(_ThreadingWSGIServer):
     address_family = socket.AF_INET6
 
 
-def guarded_wsgi_app(token: SecretStr | None, registry: CollectorRegistry | None = None) -> Any:
-    """The exposition as a WSGI app that applies :func:`scrape_refusal` to every request."""
+def guarded_wsgi_app(metrics: Metrics, token: SecretStr | None) -> Any:
+    """``metrics``' exposition as a WSGI app that applies :func:`scrape_refusal` to every
+    request."""
     from prometheus_client import make_wsgi_app
 
-    inner = make_wsgi_app(registry if registry is not None else default().registry)
+    inner = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         refused = scrape_refusal(
@@ -356,8 +369,8 @@ def guarded_wsgi_app(token: SecretStr | None, registry: CollectorRegistry | None
     return app
 
 
-def serve(listen: str, *, token: SecretStr | None = None) -> WSGIServer:
-    """Serve the process's metrics at ``host:port`` in a background thread (for ``worker``),
+def serve(listen: str, metrics: Metrics, *, token: SecretStr | None = None) -> WSGIServer:
+    """Serve ``metrics`` at ``host:port`` in a background thread (for ``worker``),
     with the same access rule as the web app's ``/metrics`` (:func:`scrape_refusal`).
 
     Returns the server (``server_port`` tells the port when 0 was asked; ``shutdown()``).
@@ -372,7 +385,7 @@ def serve(listen: str, *, token: SecretStr | None = None) -> WSGIServer:
                                  field="metrics_listen")
     host = host.strip("[]") or "127.0.0.1"
     server_class = _IPv6WSGIServer if ":" in host else _ThreadingWSGIServer
-    server = make_server(host, int(port), guarded_wsgi_app(token), server_class,
+    server = make_server(host, int(port), guarded_wsgi_app(metrics, token), server_class,
                          handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

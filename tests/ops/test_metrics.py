@@ -138,10 +138,11 @@ def test_served_over_asgi_and_http() -> None:
     assert answer.status_code == 200
     assert "segment_export_queue_depth 7.0" in answer.text
 
-    metrics.default().set_queue_depth(3)
-    body, _ = metrics.metrics_response()
+    served = Metrics.for_process()
+    served.set_queue_depth(3)
+    body, _ = served.render()
     assert b"segment_export_queue_depth 3.0" in body
-    server = metrics.serve("127.0.0.1:0")
+    server = metrics.serve("127.0.0.1:0", served)
     try:
         scraped = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5)
         assert "segment_export_queue_depth 3.0" in scraped.text
