@@ -229,60 +229,6 @@ class MeteredRateLimiter:
         return waited
 
 
-_default: Metrics | None = None
-_default_lock = threading.Lock()
-
-
-def default() -> Metrics:
-    """The process's metrics (with process and Python runtime series), made on first use."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-
-            _default = Metrics()
-            # The usual process_* and python_* series, for the process actually serving.
-            for collector in (ProcessCollector, PlatformCollector, GCCollector):
-                collector(registry=_default.registry)
-        return _default
-
-
-def observe_request(method: str, path: str, status: int | None, bytes_sent: int,
-                    seconds: float) -> None:
-    """``RequestHook`` recording into the process's metrics."""
-    default().observe_request(method, path, status, bytes_sent, seconds)
-
-
-def observe_run(run: Run) -> None:
-    """Record a finished run in the process's metrics."""
-    default().observe_run(run)
-
-
-def observe_rate_wait(seconds: float) -> None:
-    """Record a rate-limit wait in the process's metrics."""
-    default().observe_rate_wait(seconds)
-
-
-def observe_token_refresh(ok: bool) -> None:
-    """Record a token refresh in the process's metrics."""
-    default().observe_token_refresh(ok)
-
-
-def set_queue_depth(depth: int) -> None:
-    """Set the queue depth in the process's metrics."""
-    default().set_queue_depth(depth)
-
-
-def metrics_response() -> tuple[bytes, str]:
-    """The body and content type of ``GET /metrics`` for the process's metrics."""
-    return default().render()
-
-
-def asgi_app() -> Any:
-    """An ASGI app serving the process's metrics (mount it at ``/metrics``)."""
-    return default().asgi_app()
-
-
 @dataclass(frozen=True, slots=True)
 class Refusal:
     """Why a scrape is refused: the HTTP status, a short reason and the headers to send."""
