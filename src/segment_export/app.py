@@ -73,9 +73,9 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def _metrics_route(settings: Settings) -> Any:
+def _metrics_route(settings: Settings, recorded: metrics.Metrics) -> Any:
     def scrape(request: Request) -> Response:
-        """Prometheus metrics of this process (bearer token, or loopback clients only)."""
+        """Prometheus metrics of this app (bearer token, or loopback clients only)."""
         refused = metrics.scrape_refusal(
             token=settings.metrics_token, authorization=request.headers.get("authorization"),
             client_host=request.client.host if request.client else None,
@@ -83,7 +83,7 @@ def _metrics_route(settings: Settings) -> Any:
         if refused is not None:
             return PlainTextResponse(refused.reason, status_code=refused.status,
                                      headers=refused.headers)
-        body, content_type = metrics.metrics_response()
+        body, content_type = recorded.render()
         return Response(body, media_type=content_type)
 
     return scrape
@@ -156,9 +156,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
-    metrics.default().track_queue_depth(queue.huey.pending_count)
-    metrics.default().track_runs(runtime.engine)
-    app.add_api_route("/metrics", _metrics_route(settings), include_in_schema=False)
+    services.metrics.track_queue_depth(queue.huey.pending_count)
+    services.metrics.track_runs(runtime.engine)
+    app.add_api_route("/metrics", _metrics_route(settings, services.metrics),
+                      include_in_schema=False)
     for module in (health, users, connections, segments, exports, runs, schedule, audit):
         app.include_router(module.router)
     web.register(app)

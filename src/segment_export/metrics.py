@@ -83,7 +83,8 @@ class _RunsByStatus(Collector):
 
 
 class Metrics:
-    """The product's metrics in one registry: tests make their own, a process uses ``default()``."""
+    """The product's metrics in one registry, made at a composition root (the ``Runtime``, the
+    CLI) and handed to what records into it; nothing here is process-global."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -124,6 +125,17 @@ class Metrics:
             self.contacts.labels(outcome=outcome)
         self._runs_collector: _RunsByStatus | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_process(cls) -> Metrics:
+        """Metrics with the usual process_* and python_* series too: for the process that is
+        scraped (``serve``, ``worker``); test apps and runtimes leave them out."""
+        from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+        made = cls()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=made.registry)
+        return made
 
     # -- the hooks the product calls --------------------------------------------------------
 
@@ -206,69 +218,15 @@ class Metrics:
 class MeteredRateLimiter:
     """A rate limiter that reports every wait: ``MeteredRateLimiter(make_rate_limiter(...))``."""
 
-    def __init__(self, inner: RateLimiter, metrics: Metrics | None = None) -> None:
+    def __init__(self, inner: RateLimiter, metrics: Metrics) -> None:
         self.inner = inner
         self._metrics = metrics
 
     def acquire(self) -> float:
         """See ``RateLimiter.acquire``."""
         waited = self.inner.acquire()
-        (self._metrics or default()).observe_rate_wait(waited)
+        self._metrics.observe_rate_wait(waited)
         return waited
-
-
-_default: Metrics | None = None
-_default_lock = threading.Lock()
-
-
-def default() -> Metrics:
-    """The process's metrics (with process and Python runtime series), made on first use."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
-
-            _default = Metrics()
-            # The usual process_* and python_* series, for the process actually serving.
-            for collector in (ProcessCollector, PlatformCollector, GCCollector):
-                collector(registry=_default.registry)
-        return _default
-
-
-def observe_request(method: str, path: str, status: int | None, bytes_sent: int,
-                    seconds: float) -> None:
-    """``RequestHook`` recording into the process's metrics."""
-    default().observe_request(method, path, status, bytes_sent, seconds)
-
-
-def observe_run(run: Run) -> None:
-    """Record a finished run in the process's metrics."""
-    default().observe_run(run)
-
-
-def observe_rate_wait(seconds: float) -> None:
-    """Record a rate-limit wait in the process's metrics."""
-    default().observe_rate_wait(seconds)
-
-
-def observe_token_refresh(ok: bool) -> None:
-    """Record a token refresh in the process's metrics."""
-    default().observe_token_refresh(ok)
-
-
-def set_queue_depth(depth: int) -> None:
-    """Set the queue depth in the process's metrics."""
-    default().set_queue_depth(depth)
-
-
-def metrics_response() -> tuple[bytes, str]:
-    """The body and content type of ``GET /metrics`` for the process's metrics."""
-    return default().render()
-
-
-def asgi_app() -> Any:
-    """An ASGI app serving the process's metrics (mount it at ``/metrics``)."""
-    return default().asgi_app()
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,11 +293,12 @@ class _IPv6WSGIServer(_ThreadingWSGIServer):
     address_family = socket.AF_INET6
 
 
-def guarded_wsgi_app(token: SecretStr | None, registry: CollectorRegistry | None = None) -> Any:
-    """The exposition as a WSGI app that applies :func:`scrape_refusal` to every request."""
+def guarded_wsgi_app(metrics: Metrics, token: SecretStr | None) -> Any:
+    """``metrics``' exposition as a WSGI app that applies :func:`scrape_refusal` to every
+    request."""
     from prometheus_client import make_wsgi_app
 
-    inner = make_wsgi_app(registry if registry is not None else default().registry)
+    inner = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         refused = scrape_refusal(
@@ -356,8 +315,8 @@ def guarded_wsgi_app(token: SecretStr | None, registry: CollectorRegistry | None
     return app
 
 
-def serve(listen: str, *, token: SecretStr | None = None) -> WSGIServer:
-    """Serve the process's metrics at ``host:port`` in a background thread (for ``worker``),
+def serve(listen: str, metrics: Metrics, *, token: SecretStr | None = None) -> WSGIServer:
+    """Serve ``metrics`` at ``host:port`` in a background thread (for ``worker``),
     with the same access rule as the web app's ``/metrics`` (:func:`scrape_refusal`).
 
     Returns the server (``server_port`` tells the port when 0 was asked; ``shutdown()``).
@@ -372,7 +331,7 @@ def serve(listen: str, *, token: SecretStr | None = None) -> WSGIServer:
                                  field="metrics_listen")
     host = host.strip("[]") or "127.0.0.1"
     server_class = _IPv6WSGIServer if ":" in host else _ThreadingWSGIServer
-    server = make_server(host, int(port), guarded_wsgi_app(token), server_class,
+    server = make_server(host, int(port), guarded_wsgi_app(metrics, token), server_class,
                          handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete
 
 from segment_export import metrics
+from segment_export.app import create_app
 from segment_export.constant_contact import InProcessRateLimiter
 from segment_export.db.models import Export, Run
 from segment_export.exports.runs import request_run, run_to_completion
@@ -16,6 +19,7 @@ from segment_export.metrics import MeteredRateLimiter, Metrics, endpoint_of
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
 from segment_export.segments.refresh import refresh_segments
+from segment_export.users import create_api_token
 from tests.ops.helpers import people, prepare
 from tests.world import World
 
@@ -138,13 +142,64 @@ def test_served_over_asgi_and_http() -> None:
     assert answer.status_code == 200
     assert "segment_export_queue_depth 7.0" in answer.text
 
-    metrics.default().set_queue_depth(3)
-    body, _ = metrics.metrics_response()
+    served = Metrics.for_process()
+    served.set_queue_depth(3)
+    body, _ = served.render()
     assert b"segment_export_queue_depth 3.0" in body
-    server = metrics.serve("127.0.0.1:0")
+    server = metrics.serve("127.0.0.1:0", served)
     try:
         scraped = httpx.get(f"http://127.0.0.1:{server.server_port}/metrics", timeout=5)
         assert "segment_export_queue_depth 3.0" in scraped.text
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _scrape(app: Any, path: str = "/metrics", *, method: str = "GET",
+            token: str | None = None) -> httpx.Response:
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            return await client.request(method, path, headers=headers)
+
+    return asyncio.run(call())
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return 0.0
+
+
+def test_two_apps_in_one_process_keep_their_metrics_apart(world: World) -> None:
+    export = prepare(world, 5)
+    one, other = (create_app(world.settings, runtime=Runtime(
+        world.settings, engine=world.engine, store=world.store)) for _ in range(2))
+    with world.sessions.begin() as session:
+        run = request_run(session, actor=world.admin, export=export)
+        token = create_api_token(session, actor=world.admin, user=world.admin,
+                                 name="metrics").secret
+    # What the in-process worker of `one` does with a queued run: its runtime's dependencies.
+    deps = replace(one.state.services.runtime.deps(), poll_interval=0.05,
+                   client_options=world.deps().client_options)
+    assert run_to_completion(run.id, deps=deps, backoff=0.01).status == "succeeded"
+    # A route of `other` asks Constant Contact: its wait for the pace is counted there only.
+    assert _scrape(other, f"/api/connections/{world.connection.id}/test", method="POST",
+                   token=token).json()["ok"] is True
+
+    seen, unseen = _scrape(one).text, _scrape(other).text
+    finished = "segment_export_runs_finished_total"
+    assert _value(seen, finished, status="succeeded", dry_run="false") == 1
+    assert _value(unseen, finished, status="succeeded", dry_run="false") == 0
+    assert _value(seen, "segment_export_contacts_total", outcome="sent") == 5
+    assert _value(unseen, "segment_export_contacts_total", outcome="sent") == 0
+    assert _value(seen, "segment_export_cc_requests_total", method="POST", endpoint=IMPORT,
+                  status="201") == 1
+    assert _value(unseen, "segment_export_cc_requests_total", method="POST",
+                  endpoint=IMPORT) == 0
+    waits = "segment_export_rate_limit_wait_seconds_count"
+    assert _value(unseen, waits) == 1  # the account summary the connection test asked for
+    assert _value(seen, waits) > 1  # the run's requests

@@ -69,7 +69,7 @@ def test_with_a_token_every_client_needs_it(settings: Settings) -> None:
 
 @pytest.fixture
 def worker_server() -> Iterator[int]:
-    server = metrics.serve("127.0.0.1:0", token=SecretStr(TOKEN))
+    server = metrics.serve("127.0.0.1:0", metrics.Metrics(), token=SecretStr(TOKEN))
     try:
         yield server.server_port
     finally:

@@ -42,4 +42,4 @@ def finish_callback(session: Session, *, actor: User, query: str,
     redirect_uri = connection.redirect_uri or DEFAULT_REDIRECT_URI
     return complete_authorization(
         session, actor=actor, connection=connection, callback_url=f"{redirect_uri}?{query}",
-        settings=services.settings, engine=services.runtime.engine)
+        settings=services.settings, engine=services.runtime.engine, metrics=services.metrics)

@@ -1,4 +1,5 @@
-"""What one app instance holds: settings, the runtime (state and profile stores) and the queue."""
+"""What one app instance holds: settings, the runtime (state and profile stores, metrics) and
+the queue."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from starlette.requests import Request
 
 from segment_export.api.throttle import SignInThrottle
 from segment_export.config import Settings
+from segment_export.metrics import Metrics
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
 
@@ -20,6 +22,11 @@ class AppServices:
     runtime: Runtime
     queue: TaskQueue
     sign_ins: SignInThrottle = field(default_factory=SignInThrottle)
+
+    @property
+    def metrics(self) -> Metrics:
+        """This app's metrics (its runtime's): what its routes record and ``/metrics`` shows."""
+        return self.runtime.metrics
 
     def public_base(self, request: Request) -> str:
         """The app's base URL as the outside world reaches it (no trailing slash)."""

@@ -15,6 +15,7 @@ from segment_export.config import Settings, load_settings
 from segment_export.db import make_engine, make_session_factory, upgrade_database
 from segment_export.db.models import User
 from segment_export.log import configure_logging
+from segment_export.metrics import Metrics
 from segment_export.profiles import ProfileStore
 from segment_export.profiles.engines import open_profile_store
 from segment_export.scheduling.runtime import Runtime
@@ -80,8 +81,14 @@ class AppContext:
         session.commit()
         return admin
 
+    @cached_property
+    def metrics(self) -> Metrics:
+        """The command's metrics, with the process_* and python_* series: one command is one
+        process, and `serve` and `worker` serve these (the web app at /metrics)."""
+        return Metrics.for_process()
+
     def runtime(self) -> Runtime:
-        return Runtime(self.settings, engine=self.engine, store=self.store)
+        return Runtime(self.settings, engine=self.engine, store=self.store, metrics=self.metrics)
 
     def stop_on_sigterm(self) -> threading.Event:
         """From now on SIGTERM stops runs of this process at their next batch boundary (they

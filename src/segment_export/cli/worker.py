@@ -30,9 +30,10 @@ def worker_command(app: AppContext, threads: int | None) -> None:
     if app.settings.metrics_listen:
         from segment_export import metrics
 
-        metrics.default().track_queue_depth(queue.huey.pending_count)
-        metrics.default().track_runs(queue.runtime.engine)
-        metrics.serve(app.settings.metrics_listen, token=app.settings.metrics_token)
+        runtime.metrics.track_queue_depth(queue.huey.pending_count)
+        runtime.metrics.track_runs(runtime.engine)
+        metrics.serve(app.settings.metrics_listen, runtime.metrics,
+                      token=app.settings.metrics_token)
     where = (app.t(N_("Redis queue %(name)s"), name=repr(app.settings.queue_name))
              if app.settings.redis_url else app.t(N_("SQLite queue: this machine only")))
     click.echo(app.t(N_("Worker %(worker)s started (%(where)s)."),

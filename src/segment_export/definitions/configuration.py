@@ -30,6 +30,7 @@ from segment_export.definitions.lists import resolve_list
 from segment_export.definitions.phones import DEFAULT_PHONE_REGION
 from segment_export.errors import ConfigurationError, NotFoundError
 from segment_export.languages import N_
+from segment_export.metrics import Metrics
 
 
 class ExportCreate(BaseModel):
@@ -86,6 +87,7 @@ def save_export(
     settings: Settings,
     engine: Engine,
     profile_columns: Mapping[str, str] | None = None,
+    metrics: Metrics | None = None,
 ) -> Export:
     """Create an export from ``data``, or replace the configuration of ``export``.
 
@@ -119,13 +121,13 @@ def save_export(
     unchanged_fields = same_account and export is not None and (
         mapped_names(mapping) == mapped_names(export.mapping))
     if mapped_names(mapping) and not unchanged_fields:
-        with client_for(connection, settings=settings, engine=engine) as client:
+        with client_for(connection, settings=settings, engine=engine, metrics=metrics) as client:
             check_mapping(mapping, read_account_fields(client), account=account)
     if export is not None and same_account and list_id and list_id.lower() == export.list_id:
         list_name = export.list_name  # unchanged: no need to ask the account again
     else:
         chosen = resolve_list(connection, settings=settings, engine=engine, list_id=list_id,
-                              create_name=create_name)
+                              create_name=create_name, metrics=metrics)
         list_id, list_name = chosen.list_id, chosen.name
     spec = dataclasses.replace(draft, list_id=list_id, list_name=list_name, mapping=mapping)
     if export is None:

@@ -14,12 +14,13 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
-from segment_export import audit, metrics
+from segment_export import audit
 from segment_export.access import can_use
 from segment_export.config import Settings
 from segment_export.constant_contact import (
     ConstantContactClient,
     OAuthClient,
+    RateLimiter,
     RefreshingTokenProvider,
     RequestHook,
     make_pkce_pair,
@@ -37,7 +38,7 @@ from segment_export.errors import (
 )
 from segment_export.languages import N_
 from segment_export.log import register_secret
-from segment_export.metrics import MeteredRateLimiter
+from segment_export.metrics import MeteredRateLimiter, Metrics
 from segment_export.pacing import make_rate_limiter
 from segment_export.users import Role, require_role
 
@@ -207,6 +208,7 @@ def complete_authorization(
     settings: Settings,
     engine: Engine,
     transport: httpx.BaseTransport | None = None,
+    metrics: Metrics | None = None,
 ) -> Connection:
     """Check the callback's state, trade the code for tokens, store them and name the account.
 
@@ -227,7 +229,8 @@ def complete_authorization(
     save_token(DatabaseTokenStore(engine, connection.id), token)
     session.refresh(connection)
     connection.export_user_id = actor.id
-    with client_for(connection, settings=settings, engine=engine, transport=transport) as client:
+    with client_for(connection, settings=settings, engine=engine, transport=transport,
+                    metrics=metrics) as client:
         summary = client.account_summary()
     connection.account_name = summary.organization_name
     connection.account_email = summary.contact_email
@@ -256,12 +259,13 @@ def check_connection(
     settings: Settings,
     engine: Engine,
     transport: httpx.BaseTransport | None = None,
+    metrics: Metrics | None = None,
 ) -> ConnectionTest:
     """Call Constant Contact with the stored grant and report the account it reaches."""
     require_role(actor, Role.ADMIN)
     try:
         with client_for(connection, settings=settings, engine=engine,
-                        transport=transport) as client:
+                        transport=transport, metrics=metrics) as client:
             summary = client.account_summary()
     except SegmentExportError as exc:
         session.refresh(connection)
@@ -334,18 +338,25 @@ def client_for(
     engine: Engine,
     transport: httpx.BaseTransport | None = None,
     on_request: RequestHook | None = None,
+    metrics: Metrics | None = None,
     redis_url: str | None = None,
     **client_options: Any,
 ) -> Iterator[ConstantContactClient]:
     """A client for this connection: refreshing tokens under the state-store lock, paced per
-    API key through the shared limiter. Both HTTP pools close when the block ends."""
+    API key through the shared limiter. Both HTTP pools close when the block ends.
+
+    ``metrics`` hears of token refreshes and rate-limit waits (None: nobody does); requests
+    reach whoever ``on_request`` calls. The client itself knows nothing of either.
+    """
     oauth = _oauth(connection, settings, transport)
     provider = RefreshingTokenProvider(
         store=DatabaseTokenStore(engine, connection.id), oauth=oauth,
-        on_refresh=lambda ok: metrics.observe_token_refresh(ok=ok))
-    limiter = MeteredRateLimiter(make_rate_limiter(
+        on_refresh=(lambda ok: None) if metrics is None else metrics.observe_token_refresh)
+    limiter: RateLimiter = make_rate_limiter(
         settings=settings, key=connection.api_key_hash, engine=engine,
-        redis_url=redis_url or settings.redis_url))
+        redis_url=redis_url or settings.redis_url)
+    if metrics is not None:
+        limiter = MeteredRateLimiter(limiter, metrics)
     client = ConstantContactClient(api_url=settings.cc_api_url, auth=provider, limiter=limiter,
                                    transport=transport, on_request=on_request, **client_options)
     try:

@@ -11,12 +11,13 @@ from segment_export.definitions.connections import client_for
 from segment_export.definitions.exports import UUID_PATTERN
 from segment_export.errors import ConfigurationError, NotFoundError
 from segment_export.languages import N_
+from segment_export.metrics import Metrics
 
 
-def account_lists(connection: Connection, *, settings: Settings,
-                  engine: Engine) -> list[ContactList]:
+def account_lists(connection: Connection, *, settings: Settings, engine: Engine,
+                  metrics: Metrics | None = None) -> list[ContactList]:
     """The account's lists with their member counts, for the list picker."""
-    with client_for(connection, settings=settings, engine=engine) as client:
+    with client_for(connection, settings=settings, engine=engine, metrics=metrics) as client:
         return client.list_contact_lists(include_membership_count="all")
 
 
@@ -27,13 +28,14 @@ def resolve_list(
     engine: Engine,
     list_id: str | None = None,
     create_name: str | None = None,
+    metrics: Metrics | None = None,
 ) -> ContactList:
     """The list an export will fill: ``list_id`` must exist in the connection's account;
     ``create_name`` makes a new list (or reuses the one of that exact name)."""
     if (list_id is None) == (create_name is None):
         raise ConfigurationError(N_("Give either a list id or the name of a list to create"),
                                  field="list_id")
-    with client_for(connection, settings=settings, engine=engine) as client:
+    with client_for(connection, settings=settings, engine=engine, metrics=metrics) as client:
         if list_id is not None:
             if not UUID_PATTERN.match(list_id):
                 raise ConfigurationError(

@@ -19,6 +19,7 @@ from segment_export.config import Settings
 from segment_export.constant_contact import RequestHook
 from segment_export.db.models import Run
 from segment_export.errors import SegmentExportError
+from segment_export.metrics import Metrics
 from segment_export.profiles import ProfileStore
 
 _worker_numbers = itertools.count(1)
@@ -45,6 +46,10 @@ class RunDependencies:
     sessions: sessionmaker[Session]
     store: ProfileStore
     transport: httpx.BaseTransport | None = None
+    # Where the run's series go (finished runs, contacts, requests, rate waits, token
+    # refreshes): the runtime's; left out, a registry of its own, recorded into all the same.
+    metrics: Metrics = field(default_factory=Metrics)
+    # Hears of every request too, after the metrics (tests watch the traffic with it).
     on_request: RequestHook | None = None
     # How alert webhooks are posted (None: over the network, as httpx does by default).
     webhook_transport: httpx.BaseTransport | None = None
@@ -57,3 +62,16 @@ class RunDependencies:
     # host:pid:n: a process can tell a dead holder on its own host (see worker_alive).
     worker_id: str = field(default_factory=lambda: (
         f"{socket.gethostname()}:{os.getpid()}:{next(_worker_numbers)}"))
+
+    def request_hook(self) -> RequestHook:
+        """What the run's clients call after every request: the metrics, then ``on_request``."""
+        record, extra = self.metrics.observe_request, self.on_request
+        if extra is None:
+            return record
+
+        def both(method: str, path: str, status: int | None, bytes_sent: int,
+                 seconds: float) -> None:
+            record(method, path, status, bytes_sent, seconds)
+            extra(method, path, status, bytes_sent, seconds)
+
+        return both

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.orm import Session
 
-from segment_export import audit, metrics
+from segment_export import audit
 from segment_export.constant_contact import ConstantContactClient
 from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch
 from segment_export.db.types import utcnow
@@ -287,7 +287,7 @@ def _finish(deps: RunDependencies, run_id: str, status: str, message: Text | str
         if status in TERMINAL:
             run.finished_at = utcnow()
     _notify(deps, run)
-    metrics.observe_run(run)
+    deps.metrics.observe_run(run)
     if status in TERMINAL:
         from segment_export.exports.alerts import alert_on_finish
 
@@ -342,8 +342,8 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
 
     assert connection is not None
     with client_for(connection, settings=deps.settings, engine=deps.engine,
-                    transport=deps.transport, on_request=deps.on_request,
-                    **deps.client_options) as client:
+                    transport=deps.transport, on_request=deps.request_hook(),
+                    metrics=deps.metrics, **deps.client_options) as client:
         _confirm_left_over_batches(deps, client, run, export)
         # Read once per run: a custom field deleted since the export was saved fails it here.
         typed = fields_for_run(client, export.mapping, account=_account(connection))
@@ -387,8 +387,8 @@ def _custom_fields(deps: RunDependencies, connection: Connection | None,
     if connection is None or not mapped_names(export.mapping):
         return None
     with client_for(connection, settings=deps.settings, engine=deps.engine,
-                    transport=deps.transport, on_request=deps.on_request,
-                    **deps.client_options) as client:
+                    transport=deps.transport, on_request=deps.request_hook(),
+                    metrics=deps.metrics, **deps.client_options) as client:
         return fields_for_run(client, export.mapping, account=_account(connection))
 
 

@@ -33,6 +33,7 @@ from segment_export.db.types import utcnow
 from segment_export.errors import SegmentExportError
 from segment_export.exports.diff import DiffTotals, fingerprints
 from segment_export.exports.validate import ValidatedMembers
+from segment_export.metrics import Metrics
 from segment_export.users import Role, require_role
 
 log = logging.getLogger(__name__)
@@ -244,13 +245,15 @@ def _suppressed_mask(con: duckdb.DuckDBPyConnection, emails: pa.ChunkedArray,
 
 def sync_connection(session: Session, *, actor: User | None, connection: Connection,
                     settings: Settings, engine: Engine, full: bool = False,
-                    transport: httpx.BaseTransport | None = None) -> SyncResult:
+                    transport: httpx.BaseTransport | None = None,
+                    metrics: Metrics | None = None) -> SyncResult:
     """Read a connection's unsubscribes now (admins; ``actor`` None = the scheduler)."""
     if actor is not None:
         require_role(actor, Role.ADMIN)
     from segment_export.definitions.connections import client_for
 
-    with client_for(connection, settings=settings, engine=engine, transport=transport) as client:
+    with client_for(connection, settings=settings, engine=engine, transport=transport,
+                    metrics=metrics) as client:
         result = sync_unsubscribes(engine, client, connection_id=connection.id, full=full)
     audit.record(session, actor=actor, action="connection.unsubscribes_synced",
                  target_type="connection", target_id=connection.id,
@@ -273,7 +276,8 @@ def check_email(*, actor: User, connection: Connection, engine: Engine, email: s
 
 
 def sync_all_connections(sessions: sessionmaker[Session], *, settings: Settings,
-                         engine: Engine) -> dict[str, SyncResult | str]:
+                         engine: Engine, metrics: Metrics | None = None
+                         ) -> dict[str, SyncResult | str]:
     """The scheduled read: every connected connection, one failing not stopping the rest."""
     outcome: dict[str, SyncResult | str] = {}
     with sessions() as session:
@@ -284,7 +288,7 @@ def sync_all_connections(sessions: sessionmaker[Session], *, settings: Settings,
             with sessions.begin() as session:
                 outcome[connection.display_name] = sync_connection(
                     session, actor=None, connection=connection, settings=settings,
-                    engine=engine)
+                    engine=engine, metrics=metrics)
         except SegmentExportError as exc:
             log.warning("unsubscribes of %r not read: %s", connection.display_name, exc)
             outcome[connection.display_name] = str(exc)

@@ -67,7 +67,8 @@ def system_refresh(runtime: Runtime, *, enqueue: Callable[[str], None],
     every segment, then queue every enabled export scheduled with the refresh."""
     from segment_export.exports.suppression import sync_all_connections
 
-    sync_all_connections(runtime.sessions, settings=runtime.settings, engine=runtime.engine)
+    sync_all_connections(runtime.sessions, settings=runtime.settings, engine=runtime.engine,
+                         metrics=runtime.metrics)
     with runtime.sessions() as session:
         refresh_segments(session, runtime.store, now=now)
         session.commit()

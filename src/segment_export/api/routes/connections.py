@@ -188,7 +188,7 @@ def test(connection_id: ObjectId, db: Db, services: Services,
     """Call Constant Contact with the stored grant and report the account it reaches."""
     result = service.check_connection(
         db, actor=admin, connection=service.get_connection(db, name_or_id=connection_id),
-        settings=services.settings, engine=services.runtime.engine)
+        settings=services.settings, engine=services.runtime.engine, metrics=services.metrics)
     db.commit()
     return ConnectionCheck(ok=result.ok, account_name=result.account_name,
                            account_email=result.account_email,
@@ -222,7 +222,7 @@ def lists(connection_id: ObjectId, db: Db, services: Services,
     return [ContactListPublic(list_id=c.list_id, name=c.name,
                               membership_count=c.membership_count)
             for c in account_lists(conn, settings=services.settings,
-                                   engine=services.runtime.engine)]
+                                   engine=services.runtime.engine, metrics=services.metrics)]
 
 
 class SuppressionPublic(BaseModel):
@@ -259,6 +259,6 @@ def sync_unsubscribes(connection_id: ObjectId, db: Db, services: Services, admin
     conn = service.get_connection(db, name_or_id=connection_id)
     suppressions.sync_connection(db, actor=admin, connection=conn,
                                  settings=services.settings, engine=services.runtime.engine,
-                                 full=bool(body and body.full))
+                                 full=bool(body and body.full), metrics=services.metrics)
     db.commit()
     return suppression(connection_id, db, services, admin)

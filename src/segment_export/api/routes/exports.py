@@ -174,7 +174,8 @@ def add_export(body: ExportIn, db: Db, services: Services, user: EditorUser) -> 
     """Save an export destination (saving does not run it)."""
     export = save_export(db, actor=user, data=_data(body), settings=services.settings,
                          engine=services.runtime.engine,
-                         profile_columns=services.runtime.store.schema())
+                         profile_columns=services.runtime.store.schema(),
+                         metrics=services.metrics)
     db.commit()
     return export_public(db, export, user)
 
@@ -207,7 +208,8 @@ def edit_export(export_id: ObjectId, body: ExportIn, db: Db, services: Services,
     current = service.get_export(db, name_or_id=export_id)
     updated = save_export(db, actor=user, data=_data(body, ExportUpdate), export=current,
                           settings=services.settings, engine=services.runtime.engine,
-                          profile_columns=services.runtime.store.schema())
+                          profile_columns=services.runtime.store.schema(),
+                          metrics=services.metrics)
     db.commit()
     return export_public(db, updated, user)
 

@@ -111,7 +111,8 @@ def test_connection(request: Request, connection_id: ObjectId, db: Db, services:
     conn = service.get_connection(db, name_or_id=connection_id)
     result = service.check_connection(db, actor=admin, connection=conn,
                                       settings=services.settings,
-                                      engine=services.runtime.engine)
+                                      engine=services.runtime.engine,
+                                      metrics=services.metrics)
     db.commit()
     people = {u.id: u.username for u in
               (db.get(User, i) for i in {conn.export_user_id, conn.consent_by_id} if i) if u}
@@ -129,7 +130,8 @@ def sync_unsubscribes(request: Request, connection_id: ObjectId, db: Db, service
     conn = service.get_connection(db, name_or_id=connection_id)
     result = suppressions.sync_connection(db, actor=admin, connection=conn,
                                           settings=services.settings,
-                                          engine=services.runtime.engine)
+                                          engine=services.runtime.engine,
+                                          metrics=services.metrics)
     db.commit()
     return redirect(f"/admin/connections/{conn.id}",
                     notice=translate(request, N_("Read %(read)s unsubscribed contacts: %(added)s "

@@ -154,7 +154,8 @@ def _save(db: Session, services: AppServices, user: User, form: ExportForm,
           export: Export | None) -> Export:
     return configuration.save_export(
         db, actor=user, data=_data(form, export), export=export, settings=services.settings,
-        engine=services.runtime.engine, profile_columns=services.runtime.store.schema())
+        engine=services.runtime.engine, profile_columns=services.runtime.store.schema(),
+        metrics=services.metrics)
 
 
 def _form_page(request: Request, db: Session, services: AppServices, user: User,
@@ -167,7 +168,7 @@ def _form_page(request: Request, db: Session, services: AppServices, user: User,
     if chosen is not None:
         try:
             lists = account_lists(chosen, settings=services.settings,
-                                  engine=services.runtime.engine)
+                                  engine=services.runtime.engine, metrics=services.metrics)
         except SegmentExportError as exc:
             # The error's message (not its hint) in the page's language, values as written.
             list_error = message_text(exc).in_language(language_of(request))
