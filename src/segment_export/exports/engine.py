@@ -606,7 +606,7 @@ def _drop_gone_activities(deps: RunDependencies, client: ConstantContactClient, 
     for activity_id in gone or list(sender.in_flight):
         flight = sender.in_flight.pop(activity_id)
         record_uncertain(deps.engine, export_id=export.id, run_id=run_id,
-                         batch_id=flight.batch_id, members=flight.members)
+                         batch_id=flight.batch_id, members=sender.members_of(flight))
 
 
 def _emails_for(deps: RunDependencies, export: Export, run_id: str,
