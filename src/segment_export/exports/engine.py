@@ -356,7 +356,7 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
         delivered = load_delivered(deps.engine, export.id,
                                    run_id=run.id if run.full_resync else None)
         stages.add("diff", started)
-        totals, held = DiffTotals(), SuppressedTally()
+        totals, held = DiffTotals(keep_keys=export.mode == "mirror"), SuppressedTally()
         chunks = without_suppressed(
             stream_members(deps.store, export, seconds=stages.seconds, counts=local,
                            custom_fields=typed, sms_only_allowed=connection.sms_only_allowed),
