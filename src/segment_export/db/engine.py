@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from segment_export.config import SECRET_KEY_FILE, Settings
 from segment_export.db.keyring import KeyFileSecretBox
 from segment_export.db.types import SecretBox, attach_secret_box
+
+if TYPE_CHECKING:
+    # Imported where migrations run: a process that only reads and writes the state store
+    # (an export run) does without alembic, mako and pygments (~11 MB).
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -54,6 +57,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["engine"] = engine
@@ -62,12 +67,16 @@ def alembic_config(engine: Engine) -> Config:
 
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
     """Apply every migration up to ``revision`` (idempotent)."""
+    from alembic import command
+
     command.upgrade(alembic_config(engine), revision)
 
 
 def upgrade_in_transaction(connection: Connection, revision: str = "head") -> None:
     """Apply the migrations up to ``revision`` on ``connection``, inside the transaction its
     caller holds and will commit or roll back (PostgreSQL's DDL is transactional)."""
+    from alembic import command
+
     config = alembic_config(connection.engine)
     config.attributes["connection"] = connection
     command.upgrade(config, revision)

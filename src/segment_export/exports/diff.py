@@ -89,6 +89,14 @@ class DiffTotals:
     changed: int = 0
     unchanged: int = 0
     seen_keys: list[np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=list)
+    # Whether to keep the keys seen (8 bytes a member, kept to the run's end): only a mirror
+    # run asks for current_keys.
+    keep_keys: bool = True
+
+    def see(self, keys: np.ndarray[Any, np.dtype[np.int64]]) -> None:
+        """Note the keys of valid contacts diffed (or held back) for :attr:`current_keys`."""
+        if self.keep_keys:
+            self.seen_keys.append(keys)
 
     @property
     def current_keys(self) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -142,7 +150,7 @@ def select_changes(
     totals.unchanged += int(same.sum())
     totals.changed += int((known & ~same).sum())
     totals.new += int((~known).sum())
-    totals.seen_keys.append(keys)
+    totals.see(keys)
     if not same.any():
         return Changes(contacts, keys, hashes, ~known)
     to_send = np.flatnonzero(~same)

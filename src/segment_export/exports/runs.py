@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from segment_export import audit
 from segment_export.access import permissions
@@ -187,7 +187,9 @@ class RunDetails:
 def run_details(session: Session, run: Run, *, sample: int = 0) -> RunDetails:
     """The report's activities (imports first, in the order sent) and rejections; ``sample``:
     how many rejected rows to include."""
-    batches = session.scalars(select(RunBatch).where(RunBatch.run_id == run.id)
+    # Not the members blobs (~2.5 MB a batch): the report shows none of them.
+    batches = session.scalars(select(RunBatch).options(defer(RunBatch.members))
+                              .where(RunBatch.run_id == run.id)
                               .order_by(RunBatch.kind, RunBatch.seq)).all()
     reasons = session.execute(select(RejectedRow.reason, func.count()).where(
         RejectedRow.run_id == run.id).group_by(RejectedRow.reason)).all()

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from itertools import islice
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert, select, update
 
 from segment_export.constant_contact import Activity, ConstantContactClient, ImportBatch
 from segment_export.db.models import RunBatch
@@ -33,7 +33,10 @@ TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "timed_out"})
 class InFlight:
     batch_id: int
     activity_id: str
-    members: BatchMembers
+    # Whom the batch carries; None: read back from the batch's row when it is settled. A run
+    # sending keeps none in memory (about 2.3 MB a batch, up to MAX_OUTSTANDING of them,
+    # allocated among the body thread's transient buffers), only what the row already holds.
+    members: BatchMembers | None = None
 
 
 class Sender:
@@ -75,7 +78,7 @@ class Sender:
         with self.engine.begin() as conn:
             conn.execute(update(RunBatch).where(RunBatch.id == batch_id).values(
                 state="sent", activity_id=activity.activity_id))
-        self.adopt(InFlight(batch_id, activity.activity_id, members))
+        self.adopt(InFlight(batch_id, activity.activity_id))
         if len(self.in_flight) >= MAX_OUTSTANDING:
             self.settle(until_empty=False)
 
@@ -105,6 +108,19 @@ class Sender:
             elif not until_empty:
                 return
 
+    def members_of(self, flight: InFlight) -> BatchMembers:
+        """Whom an in-flight batch carries: as adopted, or as :meth:`send` stored them on the
+        batch's row."""
+        if flight.members is not None:
+            return flight.members
+        with self.engine.connect() as conn:
+            blob = conn.execute(select(RunBatch.members).where(
+                RunBatch.id == flight.batch_id)).scalar_one()
+        members = BatchMembers.unpack(blob) if blob is not None else None
+        if members is None:
+            raise RuntimeError(f"batch {flight.batch_id} lost the members it was sent with")
+        return members
+
     def _look_up(self) -> dict[str, Activity]:
         return look_up_activities(self.client, self.in_flight)
 
@@ -121,7 +137,7 @@ class Sender:
                 return
             raise RetriableError(message, activity_id=flight.activity_id)
         started = time.perf_counter()
-        members = flight.members
+        members = self.members_of(flight)
         verdict = read_verdict(activity, len(members))
         if verdict.rejected and not activity.activity_errors:
             # A listing may leave out the error texts; the activity itself has them.

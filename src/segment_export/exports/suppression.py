@@ -219,9 +219,9 @@ def without_suppressed(chunks: Iterable[ValidatedMembers], *, suppressed: pa.Arr
                 yield chunk
                 continue
             tally.suppressed += held
-            if totals is not None:
+            if totals is not None and totals.keep_keys:
                 keys, _ = fingerprints(contacts.filter(mask), con=con)
-                totals.seen_keys.append(keys)
+                totals.see(keys)
             yield dataclasses.replace(chunk, contacts=contacts.filter(pc.invert(mask)))
 
 
