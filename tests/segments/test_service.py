@@ -191,6 +191,9 @@ def test_refresh_records_history_and_survives_a_broken_segment(
 def test_delete_drops_membership_and_history(session: Session, loaded: DuckDBProfileStore) -> None:
     segment = create_segment(session, loaded, spec=SegmentSpec(name="gone", rule=GERMANS), now=NOW)
     delete_segment(session, loaded, name_or_id="gone")
+    # The stored members wait for the caller's commit (the profile store is outside it).
+    assert loaded.membership_size([segment.id]) == segment.size > 0
+    session.commit()
     assert loaded.membership_size([segment.id]) == 0
     assert size_history(session, segment_id=segment.id) == []
     with pytest.raises(NotFoundError):
@@ -212,8 +215,15 @@ def test_the_caller_owns_the_unit_of_work(sessions: sessionmaker[Session],
     with sessions() as session:
         delete_segment(session, loaded, name_or_id="kept")
         session.rollback()
+        session.commit()  # a later commit of the same session does not drop them either
+    with sessions() as session:
+        delete_segment(session, loaded, name_or_id="kept")
+        # closed without a commit
     with sessions() as other:
         assert get_segment(other, name_or_id="kept").id == kept.id
+    # A rolled-back deletion keeps the segment's members too: an export of it would otherwise
+    # send an empty segment (and a mirror export empty its list).
+    assert loaded.membership_size([kept.id]) == kept.size > 0
 
 
 def test_delete_refused_while_an_export_uses_it(

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from segment_export import audit
+from segment_export.db.after_commit import after_commit
 from segment_export.db.models import Segment, SegmentSize, User, new_id
 from segment_export.errors import ConfigurationError, DataError, NotFoundError
 from segment_export.languages import N_
@@ -211,9 +212,10 @@ def delete_segment(
 ) -> None:
     """Delete a segment, its size history and its stored membership.
 
-    Refused while an export still sends the segment: removing it would silently shrink (or,
-    in mirror mode, empty) that export's list. Someone who may not change one of those
-    exports is refused first (PermissionDeniedError), as for an edit.
+    The stored members go once the caller commits (the profile store is outside the state
+    store's transaction). Refused while an export still sends the segment: removing it would
+    silently shrink (or, in mirror mode, empty) that export's list. Someone who may not change
+    one of those exports is refused first (PermissionDeniedError), as for an edit.
     """
     segment = get_segment(session, name_or_id=name_or_id)
     if actor is not None:
@@ -226,7 +228,8 @@ def delete_segment(
             hint=N_("Remove the segment from those exports first."),
             exports=users,
         )
-    store.drop_membership(segment.id)
+    segment_id = segment.id
+    after_commit(session, lambda: store.drop_membership(segment_id))
     audit.record(session, actor=actor, action="segment.delete", target_type="segment",
                  target_id=segment.id, name=segment.name)
     session.delete(segment)
