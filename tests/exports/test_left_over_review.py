@@ -307,3 +307,58 @@ def test_a_full_resync_after_a_failed_run_sends_everyone_and_owns_the_left_over(
     with world.sessions() as session:
         assert session.scalars(select(RunBatch.state).where(
             RunBatch.run_id == failed)).all() == ["confirmed"]
+
+
+def test_the_list_cannot_change_under_a_run_that_sends(world: World) -> None:
+    """A queued, running or paused run sends to the list it read at its start, and what it
+    delivers would count for the new list: its list change is refused, naming the run, until
+    the run ends; a dry run does not hold it. After the cancel, the change and the next run
+    put everyone on the new list."""
+    from segment_export.definitions import exports as definitions
+    from segment_export.errors import ConfigurationError
+    from segment_export.exports.engine import ACTIVE
+
+    assert set(definitions._SENDING) == ACTIVE
+    world.load_profiles(_people(range(1, 6)))
+    export = world.export("held", [world.segment("de", "country = 'DE'")])
+    with client_for(world.connection, settings=world.settings, engine=world.engine) as client:
+        new_list = client.create_contact_list("Second list").list_id
+
+    def change_list(session: Any) -> None:
+        saved = session.get(Export, export.id)
+        update_export(session, actor=world.admin, export=saved,
+                      spec=dataclasses.replace(spec_of(saved), list_id=new_list))
+
+    with world.sessions.begin() as session:
+        session.add(Run(export_id=export.id, dry_run=True, status="queued"))
+    with world.sessions.begin() as session:
+        run = request_run(session, actor=world.admin, export=export)
+    for status in ("queued", "running", "paused"):
+        with world.sessions.begin() as session:
+            session.execute(update(Run).where(Run.id == run.id).values(status=status))
+        with world.sessions() as session, pytest.raises(ConfigurationError) as refused:
+            change_list(session)
+        assert refused.value.context["run_id"] == run.id
+        assert status in str(refused.value)
+        assert "cannot change" in str(refused.value)
+    with world.sessions() as session:  # another edit, the list kept, is fine
+        saved = session.get(Export, export.id)
+        assert saved is not None
+        update_export(session, actor=world.admin, export=saved,
+                      spec=dataclasses.replace(spec_of(saved), list_name="Renamed"))
+    with world.sessions.begin() as session:
+        stored = session.get(Run, run.id)
+        assert stored is not None
+        cancel_run(session, actor=world.admin, run=stored)
+    with world.sessions.begin() as session:
+        change_list(session)
+    with world.sessions() as session:
+        moved = session.get(Export, export.id)
+        assert moved is not None
+        assert moved.list_id == new_list
+        session.expunge(moved)
+
+    done = world.run(moved)
+
+    assert done.status == "succeeded", done.message
+    assert world.control.list_members(new_list) == _emails(range(1, 6))

@@ -187,12 +187,32 @@ def update_export(
     mapping = check_spec(session, actor, spec, profile_columns)
     check_name_free(session, spec.name, export)
     if spec.list_id.lower() != export.list_id:
+        _no_run_sending(session, export)
         # What was delivered to the old list says nothing about the new one.
         forget_export_state(session, export_id=export.id)
     _apply(export, spec, mapping)
     audit.record(session, actor=actor, action="export.updated", target_type="export",
                  target_id=export.id, **_spec_summary(spec))
     return export
+
+
+# The statuses of a run that holds its export (exports/engine.py ACTIVE, which sits above).
+_SENDING = ("queued", "running", "paused")
+
+
+def _no_run_sending(session: Session, export: Export) -> None:
+    """Refuse to change the list under a run: it sends to the list it read at its start and
+    records what it delivered as the export's, which would then be taken for the new list's
+    (those contacts would never reach it). A dry run sends nothing and does not hold it."""
+    run = session.scalars(select(Run).where(
+        Run.export_id == export.id, Run.status.in_(_SENDING), Run.dry_run.is_(False))).first()
+    if run is not None:
+        raise ConfigurationError(
+            N_("The export %(export)s has a run %(status)s (%(run)s): its list cannot change "
+               "until that run ends"),
+            values={"export": repr(export.name), "status": run.status, "run": run.id},
+            hint=N_("Wait for the run to end, or cancel it, then change the list."),
+            run_id=run.id)
 
 
 def spec_of(export: Export) -> ExportSpec:
