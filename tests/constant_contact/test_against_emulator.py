@@ -342,7 +342,8 @@ def test_contacts_updated_since_a_moment_by_their_ids(cc: Connected) -> None:
     assert sorted(cc.client.updated_contacts(updated_after=since, limit=2) or []) == expected
     pages = [r for r in cc.emu.control.requests()[before:] if r.path == "/v3/contacts"]
     assert len(pages) == 2  # followed _links.next, the filter kept by the cursor
-    assert "updated_after=" in pages[0].query and "status=all" in pages[0].query
+    assert "updated_after=" in pages[0].query
+    assert "status=all" in pages[0].query
     # Capped: the count on the first page says 2 pages; one is allowed: None, one request.
     before = len(cc.emu.control.requests())
     assert cc.client.updated_contacts(updated_after=since, limit=2, max_pages=1) is None
