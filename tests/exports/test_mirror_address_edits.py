@@ -1,0 +1,157 @@
+"""Kept contact ids and address edits, against the emulator over real HTTP: an address edit in
+Constant Contact keeps the contact's id, so an id kept for a leaver may name someone else by
+the next run. A kept id is used only when the contacts updated since it was learnt show it
+still under its leaver's address; otherwise the leaver is looked up on the list.
+
+(a) the leaver's contact edited to a newcomer's address: the newcomer stays, the leaver is
+counted already off the list; (b) edited to an unrelated address: the contact stays (it is not
+the leaver any more), the leaver is counted already off the list (no contact has its address
+now); (c) no edits: still no contact export; the cost cap; ids kept before migration 0012."""
+
+from __future__ import annotations
+
+import numpy as np
+from sqlalchemy import update
+
+from segment_export.db.models import ExportContactIds
+from segment_export.exports.contact_ids import known_contact_ids
+from tests.exports.test_mirror_contact_ids import (
+    FIRST_WAVE,
+    SECOND_WAVE,
+    STRANGER,
+    N,
+    _contact_id,
+    _learnt,
+    _lookups,
+    emails,
+    key_of,
+)
+from tests.exports.test_mirror_resume import assert_removal_counts, people, refresh, remove_posts
+from tests.world import World
+
+LEAVING = [*FIRST_WAVE, *SECOND_WAVE]
+STAYING = emails(range(131, N + 1)) | {STRANGER}
+
+
+def _edit(world: World, contact_id: str, address: str) -> None:
+    """What an account user editing a contact's email address in Constant Contact does."""
+    world.emulator.backend.update_contact(contact_id=contact_id, body={
+        "email_address": {"address": address}, "update_source": "Account"})
+
+
+def _listings(world: World, since: int) -> list[str]:
+    """The requests that list the contacts updated since a moment."""
+    return [r.query for r in world.control.requests(since)
+            if r.path.rstrip("/").endswith("/contacts") and "updated_after=" in r.query]
+
+
+def _second_wave(world: World, *extra: dict[str, object]) -> int:
+    world.load_profiles([*people(N, leaving=LEAVING), *extra])
+    refresh(world)
+    return world.control.requests()[-1].seq
+
+
+def test_a_leaver_edited_to_a_newcomers_address_leaves_the_newcomer_on_the_list(
+        world: World) -> None:
+    _learnt(world)
+    export = world.export_under_test  # type: ignore[attr-defined]
+    kept = _contact_id(world, "m100@example.com")
+    # Someone edits m100's contact to the address of a person about to join the segment: the
+    # run's import finds that contact by its new address, so the kept id is the newcomer's.
+    _edit(world, kept, "newcomer@example.com")
+    since = _second_wave(world, {"customer_id": N + 1, "email": "newcomer@example.com",
+                                 "first_name": "New", "last_name": "Comer", "country": "DE"})
+
+    done = world.run(export)
+
+    assert done.status == "succeeded", done.message
+    assert _contact_id(world, "newcomer@example.com") == kept  # the id the leaver had
+    assert world.members() == STAYING | {"newcomer@example.com"}
+    assert (done.counts["removed"], done.counts["already_off_list"]) == (len(SECOND_WAVE) - 1, 1)
+    assert_removal_counts(done, len(SECOND_WAVE))
+    assert len(_listings(world, since)) == 1
+    # Only the leaver with the moved id was looked up (by email: one is under the 40 that
+    # take the list's export), and its id is forgotten.
+    (lookup,) = _lookups(world, since)
+    assert lookup.startswith("GET ")
+    assert "email=m100%40example.com" in lookup
+    assert known_contact_ids(world.engine, export_id=export.id, list_id=world.list_id,
+                             keys=np.array([key_of("m100@example.com")])) == {}
+
+
+def test_a_leaver_edited_to_an_unrelated_address_is_not_removed_under_it(world: World) -> None:
+    _learnt(world)
+    export = world.export_under_test  # type: ignore[attr-defined]
+    kept = _contact_id(world, "m100@example.com")
+    _edit(world, kept, "Someone.Else@elsewhere.test")
+    since = _second_wave(world)
+
+    done = world.run(export)
+
+    assert done.status == "succeeded", done.message
+    # The contact is someone else's now (or the same person under an address this export
+    # never sent): not this export's to remove. No contact has the leaver's address any more,
+    # so the leaver counts as already off the list.
+    assert world.members() == STAYING | {"someone.else@elsewhere.test"}
+    assert (done.counts["removed"], done.counts["already_off_list"]) == (len(SECOND_WAVE) - 1, 1)
+    assert_removal_counts(done, len(SECOND_WAVE))
+    assert [r for r in _lookups(world, since) if r.startswith("POST")] == []
+
+
+def test_without_edits_the_next_run_needs_no_contact_export(world: World) -> None:
+    _learnt(world)
+    export = world.export_under_test  # type: ignore[attr-defined]
+    since = _second_wave(world)
+
+    done = world.run(export)
+
+    assert done.status == "succeeded", done.message
+    assert _lookups(world, since) == []  # no contact export, no lookup one by one
+    (listing,) = _listings(world, since)  # one page: the count fits the list's pages
+    assert "include_count=true" in listing
+    assert remove_posts(world, since) == 1
+    assert world.members() == STAYING
+    assert (done.counts["removed"], done.counts["already_off_list"]) == (len(SECOND_WAVE), 0)
+
+
+def test_a_listing_dearer_than_the_lists_export_falls_back_to_the_export(
+        world: World) -> None:
+    _learnt(world)
+    export = world.export_under_test  # type: ignore[attr-defined]
+    # 600 contacts of another list updated since the ids were learnt: listing them takes two
+    # pages, the list's export (about 140 members) is reckoned one.
+    other = world.control.seed(lists=["Other"]).lists["Other"]
+    world.control.seed(contacts=[{"email": f"o{i}@other.test", "lists": [other]}
+                                 for i in range(600)])
+    kept = _contact_id(world, "m100@example.com")
+    _edit(world, kept, "someone.else@elsewhere.test")
+    since = _second_wave(world)
+
+    done = world.run(export)
+
+    assert done.status == "succeeded", done.message
+    assert len(_listings(world, since)) == 1  # the first page's count was enough to stop
+    assert sum(1 for r in _lookups(world, since) if r.startswith("POST")) == 1
+    assert world.members() == STAYING | {"someone.else@elsewhere.test"}
+    assert_removal_counts(done, len(SECOND_WAVE))
+
+
+def test_ids_kept_before_learnt_at_are_not_used(world: World) -> None:
+    _learnt(world)
+    export = world.export_under_test  # type: ignore[attr-defined]
+    with world.engine.begin() as conn:  # as migration 0012 leaves the blocks kept before it
+        conn.execute(update(ExportContactIds).values(learnt_at=None))
+    assert known_contact_ids(world.engine, export_id=export.id, list_id=world.list_id,
+                             keys=np.array([key_of("m150@example.com")])) == {}
+    since = _second_wave(world)
+
+    done = world.run(export)
+
+    assert done.status == "succeeded", done.message
+    assert _listings(world, since) == []
+    assert sum(1 for r in _lookups(world, since) if r.startswith("POST")) == 1
+    assert world.members() == STAYING
+    # The export relearnt them, with a learnt_at.
+    assert known_contact_ids(world.engine, export_id=export.id, list_id=world.list_id,
+                             keys=np.array([key_of("m150@example.com")])) == {
+        key_of("m150@example.com"): _contact_id(world, "m150@example.com")}
