@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from datetime import timedelta
 
 import numpy as np
+import pyarrow as pa
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from segment_export.db.models import ExportContactIds
-from segment_export.exports.contact_ids import known_contact_ids
+from segment_export.db.types import utcnow
+from segment_export.exports.contact_ids import (
+    MAX_ID_BLOCKS,
+    kept_contact_ids,
+    known_contact_ids,
+    learn_contact_ids,
+)
 from tests.exports.test_mirror_contact_ids import (
     FIRST_WAVE,
     SECOND_WAVE,
@@ -225,3 +233,30 @@ def test_random_address_edits_between_runs_never_cost_a_member_its_place(
     gone = {f"e{n}-{i}@example.com" for i in leaving}
     assert here.members() == (before - gone) | set(newcomers.values())
     assert_removal_counts(done, len(leaving))
+
+
+def test_a_fold_is_as_old_as_its_oldest_ids_and_drops_those_without_learnt_at(
+        world: World) -> None:
+    _learnt(world)
+    export = world.export_under_test  # type: ignore[attr-defined]
+    with world.engine.begin() as conn:  # the blocks learnt so far: kept before 0012
+        blocks = conn.execute(update(ExportContactIds).values(learnt_at=None)).rowcount
+    assert 1 <= blocks < MAX_ID_BLOCKS
+    now = utcnow()
+    learnt = {f"m{150 + i}@example.com": now - timedelta(hours=i + 1)
+              for i in range(MAX_ID_BLOCKS + 1 - blocks)}
+    for email, moment in learnt.items():  # one block each: the last one folds them
+        learn_contact_ids(world.engine, export_id=export.id, list_id=world.list_id,
+                          keys=np.array([key_of(email)]),
+                          ids=pa.array([_contact_id(world, email)]), learnt_at=moment)
+    with world.sessions() as session:
+        rows = session.execute(select(ExportContactIds.members,
+                                      ExportContactIds.learnt_at)).all()
+    oldest = min(learnt.values())
+    assert [(m, at.timestamp()) for m, at in rows] == [(len(learnt), oldest.timestamp())]
+    keys = np.array([key_of(e) for e in [*learnt, "m140@example.com"]])
+    kept = kept_contact_ids(world.engine, export_id=export.id, list_id=world.list_id,
+                            keys=keys)
+    # m140's id was only in the blocks without a learnt_at: gone with the fold.
+    assert {k: (v.contact_id, v.learnt_at.timestamp()) for k, v in kept.items()} == {
+        key_of(e): (_contact_id(world, e), oldest.timestamp()) for e in learnt}
