@@ -351,6 +351,8 @@ def test_contacts_updated_since_a_moment_by_their_ids(cc: Connected) -> None:
     assert sorted(cc.client.updated_contacts(updated_after=since, limit=2, max_pages=2)
                   or []) == expected
     assert cc.client.updated_contacts(updated_after=datetime.now(UTC) + timedelta(hours=1)) == []
+    other = cc.client.create_contact_list("Other").list_id
+    assert cc.client.updated_contacts(updated_after=since, lists=[other]) == []
     assert cc.client.updated_contacts(updated_after=since,
                                       updated_before=since - timedelta(seconds=1)) == []
     with pytest.raises(DataError):

@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
@@ -24,6 +25,7 @@ from sqlalchemy import select, update
 
 from segment_export.db.models import ExportContactIds
 from segment_export.db.types import utcnow
+from segment_export.exports import mirror
 from segment_export.exports.contact_ids import (
     MAX_ID_BLOCKS,
     kept_contact_ids,
@@ -41,7 +43,13 @@ from tests.exports.test_mirror_contact_ids import (
     emails,
     key_of,
 )
-from tests.exports.test_mirror_resume import assert_removal_counts, people, refresh, remove_posts
+from tests.exports.test_mirror_resume import (
+    assert_removal_counts,
+    hand_add,
+    people,
+    refresh,
+    remove_posts,
+)
 from tests.world import World
 
 LEAVING = [*FIRST_WAVE, *SECOND_WAVE]
@@ -56,8 +64,10 @@ def _edit(world: World, contact_id: str, address: str) -> None:
 
 def _listings(world: World, since: int) -> list[str]:
     """The requests that list the contacts updated since a moment."""
-    return [r.query for r in world.control.requests(since)
-            if r.path.rstrip("/").endswith("/contacts") and "updated_after=" in r.query]
+    found = [r.query for r in world.control.requests(since)
+             if r.path.rstrip("/").endswith("/contacts") and "updated_after=" in r.query]
+    assert all(f"lists={world.list_id}" in query for query in found)  # the list's only
+    return found
 
 
 def _second_wave(world: World, *extra: dict[str, object]) -> int:
@@ -130,14 +140,14 @@ def test_without_edits_the_next_run_needs_no_contact_export(world: World) -> Non
 
 
 def test_a_listing_dearer_than_the_lists_export_falls_back_to_the_export(
-        world: World) -> None:
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     _learnt(world)
     export = world.export_under_test  # type: ignore[attr-defined]
-    # 600 contacts of another list updated since the ids were learnt: listing them takes two
-    # pages, the list's export (about 140 members) is reckoned one.
-    other = world.control.seed(lists=["Other"]).lists["Other"]
-    world.control.seed(contacts=[{"email": f"o{i}@other.test", "lists": [other]}
-                                 for i in range(600)])
+    # 600 contacts put on the list by hand since the ids were learnt: the list's updated
+    # contacts take two pages to list, and (reckoned at 1,000 rows a page) its export one.
+    monkeypatch.setattr(mirror, "EXPORT_ROWS_PER_PAGE", 1_000)
+    strangers = {f"o{i}@other.test" for i in range(600)}
+    hand_add(world, world.list_id, *sorted(strangers))
     kept = _contact_id(world, "m100@example.com")
     _edit(world, kept, "someone.else@elsewhere.test")
     since = _second_wave(world)
@@ -147,8 +157,9 @@ def test_a_listing_dearer_than_the_lists_export_falls_back_to_the_export(
     assert done.status == "succeeded", done.message
     assert len(_listings(world, since)) == 1  # the first page's count was enough to stop
     assert sum(1 for r in _lookups(world, since) if r.startswith("POST")) == 1
-    assert world.members() == STAYING | {"someone.else@elsewhere.test"}
+    assert world.members() == STAYING | strangers | {"someone.else@elsewhere.test"}
     assert_removal_counts(done, len(SECOND_WAVE))
+    assert done.counts["already_off_list"] == 1
 
 
 def test_ids_kept_before_learnt_at_are_not_used(world: World) -> None:

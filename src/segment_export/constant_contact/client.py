@@ -211,22 +211,28 @@ class ConstantContactClient:
         *,
         updated_after: datetime,
         updated_before: datetime | None = None,
+        lists: Sequence[str] | None = None,
         max_pages: int | None = None,
         limit: int = 500,
     ) -> list[tuple[str, str | None]] | None:
         """``(contact_id, email)`` of every contact of the account updated since
         ``updated_after`` (aware; and until ``updated_before``), deleted ones included, all
         pages: an address edit keeps a contact's id, and this is how to see which ids it
-        moved. The email is None for a contact without one.
+        moved. ``lists`` (at most 25): only their members. The email is None for a contact
+        without one.
 
         With ``max_pages``, the first page asks for the count and None is returned (after that
         one request) when the listing would take more pages; a listing that has no count is
         stopped, also returning None, when it reaches more pages.
         """
+        if lists is not None and len(lists) > MAX_CONTACT_LIST_FILTER:
+            raise DataError(f"updated_contacts filters on at most {MAX_CONTACT_LIST_FILTER} "
+                            "lists")
         params: dict[str, Any] | None = _clean({
             "updated_after": _iso(updated_after, "updated_after"),
             "updated_before": _iso(updated_before, "updated_before")
             if updated_before is not None else None,
+            "lists": ",".join(lists) if lists else None,
             "status": "all",
             "include_count": "true" if max_pages is not None else None,
             "limit": limit,

@@ -59,9 +59,11 @@ LOOKUP_ONE_BY_ONE = 40
 # Constant Contact's clock and this host's may disagree: the contacts updated since a kept id
 # was learnt are asked for from this much earlier.
 CLOCK_SKEW_MARGIN = timedelta(minutes=5)
-# Contacts a page of ``GET /contacts`` holds at most; the list's contact export is reckoned to
-# cost what paging through the list would (its members / this).
+# Contacts a page of ``GET /contacts`` holds at most.
 CONTACTS_PER_PAGE = 500
+# The list's contact export is reckoned to cost what paging through the list would: its
+# members / this many pages.
+EXPORT_ROWS_PER_PAGE = 500
 # Removal activities that end failed are retried within the attempt this many times, each time
 # for only those of their contacts still on the list; then the run is retried.
 REMOVAL_ROUNDS = 3
@@ -357,20 +359,21 @@ def _still_theirs(deps: RunDependencies, client: ConstantContactClient, *, expor
 
     An address edit in Constant Contact keeps the contact's id: the id kept for old@x may be
     new@x's now (a current member, or someone else), and removing it would take the wrong
-    person off. So the contacts updated since the oldest of these ids was learnt (less a
-    margin for clock skew) are listed, and an id among them whose address is no longer its
-    leaver's is forgotten: its leaver is looked up on the list. When that listing would take
-    more pages than the list's contact export (reckoned as the list's members, 500 a page),
-    or cannot be had, no kept id is used this run: every leaver is looked up on the list (the
-    list's export then relearns the ids).
+    person off. So the list's contacts updated since the oldest of these ids was learnt
+    (less a margin for clock skew) are listed, and an id among them whose address is no
+    longer its leaver's is forgotten: its leaver is looked up on the list. (A kept id whose
+    contact is off the list names nobody the removal could take off.) When that listing would
+    take more pages than the list's contact export (reckoned as the list's members, 500 a
+    page), or cannot be had, no kept id is used this run: every leaver is looked up on the
+    list (the list's export then relearns the ids).
     """
     since = min(item.learnt_at for item in kept.values()) - CLOCK_SKEW_MARGIN
     try:
         members = client.get_contact_list(export.list_id,
                                           include_membership_count="all").membership_count
-        pages = max(1, math.ceil((members or 0) / CONTACTS_PER_PAGE))
-        updated = client.updated_contacts(updated_after=since, max_pages=pages,
-                                          limit=CONTACTS_PER_PAGE)
+        pages = max(1, math.ceil((members or 0) / EXPORT_ROWS_PER_PAGE))
+        updated = client.updated_contacts(updated_after=since, lists=[export.list_id],
+                                          max_pages=pages, limit=CONTACTS_PER_PAGE)
     except (DataError, FatalError) as exc:  # a 4xx the listing should not have met
         log.warning("mirror: the contacts updated since %s could not be listed (%s); the "
                     "leavers are looked up on the list", since.isoformat(), exc)
