@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,6 +36,7 @@ from segment_export.db.models import Connection
 from segment_export.db.token_store import DatabaseTokenStore
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.errors import (
+    DataError,
     QuotaExhaustedError,
     ReauthorizationNeededError,
 )
@@ -317,6 +319,44 @@ def test_remove_memberships_by_id_and_export(cc: Connected) -> None:
     emails = {row["email_address"] for row in cc.client.download_contact_export(done.results_href)}
     assert emails == {f"p{i}@example.com" for i in (0, 1, 2, 4)}
     assert any(a.activity_id == export.activity_id for a in cc.client.list_activities(limit=10))
+
+
+def test_contacts_updated_since_a_moment_by_their_ids(cc: Connected) -> None:
+    (batch,) = iter_import_bodies(_contacts(6), list_ids=[cc.list_id])
+    cc.client.wait_for_activity(
+        cc.client.import_contacts(batch.body).activity_id, poll_interval=0.05
+    )
+    by_email = {c.email: c.contact_id for c in cc.client.find_contacts(lists=[cc.list_id])}
+    time.sleep(0.01)
+    since = datetime.now(UTC)
+    time.sleep(0.01)
+    edits = {"p1@example.com": "moved1@example.com", "p2@example.com": "p2.new@example.com",
+             "p4@example.com": "moved4@example.com"}
+    with httpx.Client(headers={"Authorization": f"Bearer {cc.provider.access_token()}"}) as http:
+        for old, new in edits.items():
+            answer = http.put(f"{cc.emu.api_url}/contacts/{by_email[old]}", json={
+                "email_address": {"address": new}, "update_source": "Account"})
+            assert answer.status_code == 200, answer.text
+    expected = sorted((by_email[old], new) for old, new in edits.items())
+    before = len(cc.emu.control.requests())
+    assert sorted(cc.client.updated_contacts(updated_after=since, limit=2) or []) == expected
+    pages = [r for r in cc.emu.control.requests()[before:] if r.path == "/v3/contacts"]
+    assert len(pages) == 2  # followed _links.next, the filter kept by the cursor
+    assert "updated_after=" in pages[0].query
+    assert "status=all" in pages[0].query
+    # Capped: the count on the first page says 2 pages; one is allowed: None, one request.
+    before = len(cc.emu.control.requests())
+    assert cc.client.updated_contacts(updated_after=since, limit=2, max_pages=1) is None
+    assert len(cc.emu.control.requests()[before:]) == 1
+    assert sorted(cc.client.updated_contacts(updated_after=since, limit=2, max_pages=2)
+                  or []) == expected
+    assert cc.client.updated_contacts(updated_after=datetime.now(UTC) + timedelta(hours=1)) == []
+    other = cc.client.create_contact_list("Other").list_id
+    assert cc.client.updated_contacts(updated_after=since, lists=[other]) == []
+    assert cc.client.updated_contacts(updated_after=since,
+                                      updated_before=since - timedelta(seconds=1)) == []
+    with pytest.raises(DataError):
+        cc.client.updated_contacts(updated_after=datetime(2027, 1, 1))  # noqa: DTZ001
 
 
 # -- pacing and faults -----------------------------------------------------------------------

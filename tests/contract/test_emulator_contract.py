@@ -132,6 +132,19 @@ def _run_scenario(emu: EmulatorServer, http: httpx.Client) -> None:
     found = get("/contacts", email="VIP0@example.com", status="all")
     contact_id = found["contacts"][0]["contact_id"]
     get(f"/contacts/{contact_id}", include="list_memberships,phone_numbers,street_addresses")
+    # An address edit keeps the id (PUT, a full replace); 409 for another contact's address;
+    # the contacts updated since a moment.
+    edited = send("PUT", f"/contacts/{contact_id}", {
+        "email_address": {"address": "vip0.new@example.com"}, "first_name": "Vip",
+        "update_source": "Account"}, 200)
+    assert edited["contact_id"] == contact_id
+    send("PUT", f"/contacts/{contact_id}", {"email_address": {"address": "vip1@example.com"},
+                                             "update_source": "Account"}, 409)
+    send("PUT", "/contacts/00000000-0000-4000-8000-000000000000", {
+        "email_address": {"address": "nobody@example.com"}, "update_source": "Account"}, 404)
+    updated = get("/contacts", updated_after=edited["updated_at"],
+                  updated_before="2100-01-01T00:00:00.000Z", include_count="true")
+    assert contact_id in [c["contact_id"] for c in updated["contacts"]]
     # SMS (2025-02/05): numbers with consent, an SMS-only contact; the contact's sms_channel.
     texts = send("POST", "/contact_lists", {"name": "Texts"}, 201)["list_id"]
     finished(send("POST", "/activities/contacts_json_import", {
@@ -232,7 +245,7 @@ def test_the_scenario_covers_the_operations_the_product_uses(
         ("DELETE", "/contact_custom_fields/{custom_field_id}"),
         ("GET", "/contact_lists/{list_id}"), ("PUT", "/contact_lists/{list_id}"),
         ("DELETE", "/contact_lists/{list_id}"), ("GET", "/contacts"),
-        ("GET", "/contacts/{contact_id}"), ("POST", "/contacts"),
+        ("GET", "/contacts/{contact_id}"), ("PUT", "/contacts/{contact_id}"), ("POST", "/contacts"),
         ("DELETE", "/contacts/{contact_id}"), ("POST", "/activities/contacts_json_import"),
         ("POST", "/activities/add_list_memberships"),
         ("POST", "/activities/remove_list_memberships"), ("POST", "/activities/contact_exports"),

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from segment_export.db.models import Export, ExportContactIds
+from segment_export.db.types import utcnow
 from segment_export.definitions.exports import spec_of, update_export
 from segment_export.exports.contact_ids import known_contact_ids, learn_contact_ids
 from segment_export.exports.diff import fingerprints
@@ -140,7 +141,8 @@ def test_a_kept_id_that_no_longer_exists_still_removes_the_right_contact(
     # m100's kept id now names no contact of the account (purged, or another account's).
     gone = str(uuid.uuid4())
     learn_contact_ids(world.engine, export_id=export.id, list_id=world.list_id,
-                      keys=np.array([key_of("m100@example.com")]), ids=pa.array([gone]))
+                      keys=np.array([key_of("m100@example.com")]), ids=pa.array([gone]),
+                      learnt_at=utcnow())
     snapshot = {c["email"]: c["list_ids"] for c in world.control.contacts()}
 
     _wave(world, [*FIRST_WAVE, *SECOND_WAVE])

@@ -200,10 +200,62 @@ class ConstantContactClient:
             "lists": ",".join(lists) if lists else None,
             "status": status if isinstance(status, str) or status is None else ",".join(status),
             "include": ",".join(include) if include else None,
-            "optout_after": _iso(optout_after) if optout_after is not None else None,
+            "optout_after": _iso(optout_after, "optout_after") if optout_after is not None
+            else None,
             "limit": limit,
         }
         return self._pages("contacts", _clean(params), "contacts", Contact)
+
+    def updated_contacts(
+        self,
+        *,
+        updated_after: datetime,
+        updated_before: datetime | None = None,
+        lists: Sequence[str] | None = None,
+        max_pages: int | None = None,
+        limit: int = 500,
+    ) -> list[tuple[str, str | None]] | None:
+        """``(contact_id, email)`` of every contact of the account updated since
+        ``updated_after`` (aware; and until ``updated_before``), deleted ones included, all
+        pages: an address edit keeps a contact's id, and this is how to see which ids it
+        moved. ``lists`` (at most 25): only their members. The email is None for a contact
+        without one.
+
+        With ``max_pages``, the first page asks for the count and None is returned (after that
+        one request) when the listing would take more pages; a listing that has no count is
+        stopped, also returning None, when it reaches more pages.
+        """
+        if lists is not None and len(lists) > MAX_CONTACT_LIST_FILTER:
+            raise DataError(f"updated_contacts filters on at most {MAX_CONTACT_LIST_FILTER} "
+                            "lists")
+        params: dict[str, Any] | None = _clean({
+            "updated_after": _iso(updated_after, "updated_after"),
+            "updated_before": _iso(updated_before, "updated_before")
+            if updated_before is not None else None,
+            "lists": ",".join(lists) if lists else None,
+            "status": "all",
+            "include_count": "true" if max_pages is not None else None,
+            "limit": limit,
+        })
+        found: list[tuple[str, str | None]] = []
+        target: str | None = "contacts"
+        pages = 0
+        while target is not None:
+            if max_pages is not None and pages >= max_pages:
+                return None
+            response = self._send("GET", target, params=params)
+            pages += 1
+            data = orjson.loads(response.content)
+            if pages == 1 and max_pages is not None:
+                count = data.get("contacts_count")
+                if isinstance(count, int) and -(-count // limit) > max_pages:
+                    return None
+            for item in data.get("contacts") or []:
+                contact = Contact.model_validate(item)
+                found.append((contact.contact_id, contact.email))
+            target = ((data.get("_links") or {}).get("next") or {}).get("href")
+            params = None  # the next href carries the cursor and the original filters
+        return found
 
     # -- bulk activities ---------------------------------------------------------------------
 
@@ -448,9 +500,9 @@ class ConstantContactClient:
             self._on_request(method, path, status, sent, self._monotonic() - started)
 
 
-def _iso(moment: datetime) -> str:
+def _iso(moment: datetime, name: str) -> str:
     if moment.tzinfo is None:
-        raise DataError("optout_after must be an aware datetime")
+        raise DataError(f"{name} must be an aware datetime")
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -265,6 +265,10 @@ class ExportContactIds(Base):
     # the key's id is forgotten).
     keys: Mapped[bytes] = mapped_column(LargeBinary)
     contact_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    # When the ids were seen: just before the list's contact export that showed them was asked
+    # for (a fold keeps its blocks' oldest). A contact updated since may have another address
+    # under the same id. NULL (blocks kept before 0012, forgotten ids): not used.
+    learnt_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

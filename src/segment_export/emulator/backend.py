@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 from segment_export.emulator import bulk, custom_fields
 from segment_export.emulator.activities import Activity, ActivityKind, ActivityQueue, Outcome
 from segment_export.emulator.config import EmulatorConfig
-from segment_export.emulator.contacts import contact_post_row
+from segment_export.emulator.contacts import contact_post_row, contact_put_fields
 from segment_export.emulator.errors import ApiError, OAuthError, RedirectError
 from segment_export.emulator.faults import Fault, FaultPlan
 from segment_export.emulator.models import (
@@ -46,6 +46,11 @@ _OUTCOME_ERRORS: dict[str, str] = {
 }
 # GET /contacts ?status= values (FACTS.md §6); "active" is every status but unsubscribed.
 CONTACT_STATUSES = frozenset({"all", "active", "deleted", *PERMISSIONS})
+# What a PUT replaces whole (ContactPutRequest's top-level scalars), and the row keys that are
+# not kept in a contact's ``extra``.
+_PUT_SCALARS = frozenset({"job_title", "company_name", "birthday_month", "birthday_day",
+                          "anniversary"})
+_PUT_CORE = frozenset({"email", "first_name", "last_name"})
 
 
 def _locked(method: Callable[P, R]) -> Callable[P, R]:
@@ -573,6 +578,8 @@ class Backend:
         include_count: bool,
         optout_after: float | None = None,
         optout_before: float | None = None,
+        updated_after: float | None = None,
+        updated_before: float | None = None,
     ) -> dict[str, Any]:
         """``GET /contacts``, one page, in creation order."""
         store = self.store
@@ -585,6 +592,8 @@ class Backend:
             count=include_count,
             optout_after=optout_after,
             optout_before=optout_before,
+            updated_after=updated_after,
+            updated_before=updated_before,
         )
         lists_of = store.lists_by_contact() if "list_memberships" in include else {}
         body: dict[str, Any] = {
@@ -633,6 +642,56 @@ class Backend:
         else:
             for lst in list_ids:
                 lst.members.add(contact)
+        lists_of = store.lists_by_contact()
+        return contact_json(contact, include={"list_memberships", "custom_fields"},
+                            list_ids=lists_of.get(contact), custom_fields=store.custom_fields)
+
+    @_locked
+    def update_contact(self, *, contact_id: str, body: Any) -> dict[str, Any]:
+        """``PUT /contacts/{contact_id}``: a full replace of the top-level fields (left out:
+        null), sub-resources sent replace theirs; the id stays and ``updated_at`` moves on, an
+        address edit included. 404 for an unknown id, 409 when the address is another
+        contact's (deleted ones too: they persist); a deleted contact comes back with
+        ``update_source: Account``, and with ``Contact`` is refused ⚠ (the contract: "To
+        restore a deleted contact you must specify the update_source as Account")."""
+        store = self.store
+        contact = store.by_id.get(contact_id)
+        if contact is None:
+            raise ApiError.not_found("contacts", f"Contact {contact_id} was not found.")
+        row, permission, lists = contact_put_fields(body, contact=contact, store=store,
+                                                    config=self.config)
+        if contact.deleted_at is not None and body.get("update_source") != "Account":
+            raise ApiError.invalid("A deleted contact is restored with update_source Account.")
+        key = row["email"].lower()
+        other = store.by_email.get(key)
+        if other is not None and other is not contact:
+            raise ApiError.of(409, "contacts.api.conflict", "Validation failed: Email already "
+                              f"exists for contact {other.contact_id}")
+        old = contact.address.lower() if contact.address is not None else None
+        if old != key:
+            if old is not None and store.by_email.get(old) is contact:
+                del store.by_email[old]
+            store.by_email[key] = contact
+        contact.address = row["email"]
+        contact.first_name = row.get("first_name")
+        contact.last_name = row.get("last_name")
+        extra = {k: v for k, v in (contact.extra or {}).items() if k not in _PUT_SCALARS}
+        extra.update({k: v for k, v in row.items() if k not in _PUT_CORE})
+        contact.extra = extra or None
+        contact.deleted_at = None
+        if permission is not None and permission != contact.permission:
+            contact.permission = permission
+            contact.opt_out_at = self._now if permission == UNSUBSCRIBED else None
+        if lists is not None:
+            for lst in store.lists.values():
+                lst.members.discard(contact)
+        if contact.permission == UNSUBSCRIBED:
+            for lst in store.lists.values():
+                lst.members.discard(contact)
+        else:
+            for lst in lists or []:
+                lst.members.add(contact)
+        contact.updated_at = self._now
         lists_of = store.lists_by_contact()
         return contact_json(contact, include={"list_memberships", "custom_fields"},
                             list_ids=lists_of.get(contact), custom_fields=store.custom_fields)

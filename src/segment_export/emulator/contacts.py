@@ -1,5 +1,6 @@
-"""``POST /contacts``: a ``ContactPostRequest`` body checked and turned into an import-shaped row,
-so one contact is stored by the same rules as an imported one."""
+"""``POST /contacts`` and ``PUT /contacts/{contact_id}``: a ``ContactPostRequest`` or
+``ContactPutRequest`` body checked and turned into an import-shaped row, so one contact is stored
+by the same rules as an imported one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from segment_export.emulator.config import EmulatorConfig
 from segment_export.emulator.errors import ApiError
 from segment_export.emulator.imports import EMAIL_RULES, plan_import
-from segment_export.emulator.models import IMPLICIT, PERMISSIONS, ContactList
+from segment_export.emulator.models import IMPLICIT, PERMISSIONS, Contact, ContactList
 from segment_export.emulator.store import Store
 
 _SCALARS = ("first_name", "last_name", "job_title", "company_name", "birthday_month",
@@ -94,3 +95,35 @@ def contact_post_row(
     if sms_permission is not None:
         valid["sms_permission_to_send"] = sms_permission
     return valid, permission, lists
+
+
+def contact_put_fields(
+    body: Any, *, contact: Contact, store: Store, config: EmulatorConfig
+) -> tuple[dict[str, Any], str | None, list[ContactList] | None]:
+    """The checked fields of a ``PUT /contacts/{contact_id}`` body (a ``ContactPutRequest``)
+    for ``contact``: the import-shaped row (its ``email`` is the address the contact will
+    have), the ``permission_to_send`` asked for (None: kept) and the lists it names (None:
+    its memberships are kept), or the 400 it earns.
+
+    Checked by the rules of ``POST /contacts``. The emulator keys contacts by email, so a body
+    that leaves the contact without one is refused ⚠, and so is ``sms_channel`` (not
+    emulated ⚠); an ``email_address`` left out keeps the contact's address ⚠ (the contract
+    nulls omitted top-level properties but not sub-resources, and is silent on this one).
+    """
+    if not isinstance(body, dict):
+        raise ApiError.invalid("The body must be a JSON object.")
+    if body.get("update_source") not in ("Contact", "Account"):
+        raise ApiError.invalid("update_source is required: Contact or Account.")
+    if body.get("sms_channel") is not None:
+        raise ApiError.invalid("sms_channel is not emulated by PUT /contacts/{contact_id}.")
+    email = body.get("email_address")
+    if email is None:
+        if contact.address is None:
+            raise ApiError.invalid("email_address is required (the emulator keys contacts "
+                                   "by it).")
+        email = {"address": contact.address}
+    permission = email.get("permission_to_send") if isinstance(email, dict) else None
+    post = {**body, "create_source": body["update_source"], "email_address": email}
+    row, _, lists = contact_post_row(post, store=store, config=config)
+    memberships = lists if body.get("list_memberships") is not None else None
+    return row, permission, memberships

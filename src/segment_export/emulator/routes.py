@@ -203,7 +203,8 @@ async def delete_list(request: Request) -> Response:
 
 
 async def get_contacts(request: Request) -> Response:
-    """List contacts (filters email, lists, status, optout_after/before), paged by cursor."""
+    """List contacts (filters email, lists, status, optout_after/before, updated_after/before),
+    paged by cursor."""
     _admit(request)
     query, offset = _query(request)
     list_ids = _csv(query, "lists")
@@ -220,6 +221,8 @@ async def get_contacts(request: Request) -> Response:
         include_count=_bool(query, "include_count"),
         optout_after=_moment(query, "optout_after"),
         optout_before=_moment(query, "optout_before"),
+        updated_after=_moment(query, "updated_after"),
+        updated_before=_moment(query, "updated_before"),
     )
     return json_response(body)
 
@@ -239,6 +242,16 @@ async def create_contact(request: Request) -> Response:
     _admit(request)
     body = await _json_body(request)
     return json_response(backend_of(request).create_contact(body=body), 201)
+
+
+async def update_contact(request: Request) -> Response:
+    """Update a contact (a full replace; an address edit keeps the id; 409 when the address is
+    another contact's)."""
+    _admit(request)
+    body = await _json_body(request)
+    result = backend_of(request).update_contact(contact_id=request.path_params["contact_id"],
+                                                body=body)
+    return json_response(result)
 
 
 async def delete_contact(request: Request) -> Response:
@@ -323,6 +336,7 @@ API_ROUTES = [
     Route("/contacts", get_contacts, methods=["GET"]),
     Route("/contacts", create_contact, methods=["POST"]),
     Route("/contacts/{contact_id}", get_contact, methods=["GET"]),
+    Route("/contacts/{contact_id}", update_contact, methods=["PUT"]),
     Route("/contacts/{contact_id}", delete_contact, methods=["DELETE"]),
     Route("/activities/contacts_json_import", contacts_json_import, methods=["POST"]),
     Route("/activities/add_list_memberships", add_list_memberships, methods=["POST"]),

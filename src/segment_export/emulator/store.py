@@ -189,6 +189,8 @@ class Store:
         count: bool,
         optout_after: float | None = None,
         optout_before: float | None = None,
+        updated_after: float | None = None,
+        updated_before: float | None = None,
     ) -> tuple[list[Contact], int | None, int]:
         """One page of contacts in creation order from position ``offset``: the page, where
         the next page starts (None at the end) and, when ``count``, how many match in all.
@@ -197,7 +199,9 @@ class Store:
         unsubscribed) or ``permission_to_send`` values; empty means every contact not deleted
         (the contract's default). ``lists``: members of any of them. ``optout_after`` and
         ``optout_before`` (epoch seconds, both inclusive ⚠): contacts whose opt-out date lies
-        between them; a contact that never opted out does not match either.
+        between them; a contact that never opted out does not match either. ``updated_after``
+        and ``updated_before`` (epoch seconds, both inclusive ⚠): contacts whose ``updated_at``
+        lies between them.
         """
         wanted = statuses - {"all", "active", "deleted"}
 
@@ -214,6 +218,9 @@ class Store:
                 if moment is None or (optout_after is not None and moment < optout_after) or (
                         optout_before is not None and moment > optout_before):
                     return False
+            if (updated_after is not None and contact.updated_at < updated_after) or (
+                    updated_before is not None and contact.updated_at > updated_before):
+                return False
             return not lists or any(contact in lst.members for lst in lists)
 
         if email is not None:

@@ -12,12 +12,17 @@ export for them. Conservative by construction:
 - an id two keys claim is used for neither (a contact whose address changed between two
   exports), and a key the export showed twice is not learnt;
 - a removal that does not report every contact it named as done forgets its keys' ids (see
-  exports/mirror.py): its leavers are looked up again on the list.
+  exports/mirror.py): its leavers are looked up again on the list;
+- each block of ids keeps when it was learnt (``learnt_at``, just before the export that showed
+  them was asked for): an address edit in Constant Contact keeps the contact's id, so before
+  an id is used the contacts updated since are checked (exports/mirror.py); an id without a
+  ``learnt_at`` (kept before migration 0012) is never used.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +39,13 @@ _HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
 # The hex digits' positions in the 36-character form (the four dashes left out).
 _DASHES = np.array([8, 13, 18, 23])
 _DIGITS = np.array([i for i in range(36) if i not in (8, 13, 18, 23)])
+
+
+class KeptId(NamedTuple):
+    """A usable kept contact id and when it was learnt."""
+
+    contact_id: str
+    learnt_at: datetime
 
 
 def uuid_bytes(ids: pa.Array) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -71,20 +83,21 @@ def uuid_text(raw: np.ndarray[Any, Any]) -> str:
 
 
 def learn_contact_ids(engine: Engine, *, export_id: str, list_id: str,
-                      keys: np.ndarray[Any, Any], ids: pa.Array) -> int:
-    """Keep the contact ids seen for these member keys on ``list_id``; returns how many.
+                      keys: np.ndarray[Any, Any], ids: pa.Array, learnt_at: datetime) -> int:
+    """Keep the contact ids seen for these member keys on ``list_id`` at ``learnt_at`` (no
+    later than the moment Constant Contact was asked for them); returns how many.
 
     A key given twice (two contacts on the list answer to one member's address) is not kept,
     and any id it had before is forgotten.
     """
     valid, raw = uuid_bytes(ids)
     return learn_contact_id_bytes(engine, export_id=export_id, list_id=list_id, keys=keys,
-                                  valid=valid, raw=raw)
+                                  valid=valid, raw=raw, learnt_at=learnt_at)
 
 
 def learn_contact_id_bytes(engine: Engine, *, export_id: str, list_id: str,
                            keys: np.ndarray[Any, Any], valid: np.ndarray[Any, Any],
-                           raw: np.ndarray[Any, Any]) -> int:
+                           raw: np.ndarray[Any, Any], learnt_at: datetime) -> int:
     """:func:`learn_contact_ids` with the ids as :func:`uuid_bytes` gave them."""
     keys = np.asarray(keys, np.int64)
     raw = raw.copy()
@@ -103,7 +116,8 @@ def learn_contact_id_bytes(engine: Engine, *, export_id: str, list_id: str,
     if twice.any():  # one row per key
         first = np.unique(keys, return_index=True)[1]
         keys, raw = keys[first], raw[first]
-    _write(engine, export_id=export_id, list_id=list_id, keys=keys, raw=raw)
+    _write(engine, export_id=export_id, list_id=list_id, keys=keys, raw=raw,
+           learnt_at=learnt_at)
     return int((raw.any(axis=1)).sum())
 
 
@@ -113,73 +127,92 @@ def forget_contact_ids(engine: Engine, *, export_id: str, list_id: str,
     keys = np.unique(np.asarray(keys, np.int64))
     if keys.size:
         _write(engine, export_id=export_id, list_id=list_id, keys=keys,
-               raw=np.zeros((keys.size, 16), np.uint8))
+               raw=np.zeros((keys.size, 16), np.uint8), learnt_at=None)
 
 
 def known_contact_ids(engine: Engine, *, export_id: str, list_id: str,
                       keys: np.ndarray[Any, Any]) -> dict[int, str]:
     """key -> contact id for those of ``keys`` with a usable id on ``list_id``."""
+    kept = kept_contact_ids(engine, export_id=export_id, list_id=list_id, keys=keys)
+    return {key: item.contact_id for key, item in kept.items()}
+
+
+def kept_contact_ids(engine: Engine, *, export_id: str, list_id: str,
+                     keys: np.ndarray[Any, Any]) -> dict[int, KeptId]:
+    """key -> contact id and when it was learnt, for those of ``keys`` with a usable id on
+    ``list_id`` (one with a ``learnt_at``, claimed by no other key)."""
     keys = np.asarray(keys, np.int64)
     if not keys.size:
         return {}
     with engine.connect() as conn:
-        all_keys, raw = _overlaid(conn, export_id, list_id)
+        all_keys, raw, learnt = _overlaid(conn, export_id, list_id)
     if not all_keys.size:
         return {}
     known = raw.any(axis=1)
-    all_keys, raw = all_keys[known], raw[known]
+    all_keys, raw, learnt = all_keys[known], raw[known], learnt[known]
     # An id two keys claim belongs to one contact at most: neither key uses it.
     # (Compared by a 64-bit mix of the 16 bytes: a collision only drops two more ids.)
     words = np.ascontiguousarray(raw).view("<u8").reshape(-1, 2)
     mixed = words[:, 0] ^ (words[:, 1] * np.uint64(0x9E3779B97F4A7C15))
     _, inverse, counts = np.unique(mixed, return_inverse=True, return_counts=True)
     single = counts[inverse.reshape(-1)] == 1
-    all_keys, raw = all_keys[single], raw[single]
+    # An id with no learnt_at cannot be checked for an address edit since: not used.
+    single &= ~np.isnan(learnt)
+    all_keys, raw, learnt = all_keys[single], raw[single], learnt[single]
     position = np.minimum(np.searchsorted(all_keys, keys), all_keys.size - 1) \
         if all_keys.size else np.zeros(keys.size, np.int64)
     hit = (all_keys[position] == keys) if all_keys.size else np.zeros(keys.size, bool)
-    return {int(k): uuid_text(raw[p]) for k, p, h in
-            zip(keys.tolist(), position.tolist(), hit.tolist(), strict=True) if h}
+    return {int(k): KeptId(uuid_text(raw[p]), datetime.fromtimestamp(float(learnt[p]), UTC))
+            for k, p, h in zip(keys.tolist(), position.tolist(), hit.tolist(), strict=True)
+            if h}
 
 
 def _overlaid(conn: Any, export_id: str, list_id: str,
-              ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """The export's keys on ``list_id``, sorted, each with its latest 16 id bytes."""
-    key_parts, id_parts = [], []
-    for row in conn.execute(select(ExportContactIds.keys, ExportContactIds.contact_ids).where(
+              ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The export's keys on ``list_id``, sorted, each with its latest 16 id bytes and when
+    they were learnt (epoch seconds; NaN: not known)."""
+    key_parts, id_parts, learnt_parts = [], [], []
+    for row in conn.execute(select(ExportContactIds.keys, ExportContactIds.contact_ids,
+                                   ExportContactIds.learnt_at).where(
             ExportContactIds.export_id == export_id, ExportContactIds.list_id == list_id,
     ).order_by(ExportContactIds.id)):
-        key_parts.append(np.frombuffer(row.keys, "<i8").astype(np.int64))
+        block = np.frombuffer(row.keys, "<i8").astype(np.int64)
+        key_parts.append(block)
         id_parts.append(np.frombuffer(row.contact_ids, np.uint8).reshape(-1, 16))
+        learnt_parts.append(np.full(block.size, row.learnt_at.timestamp()
+                                    if row.learnt_at is not None else np.nan))
     if not key_parts:
-        return np.empty(0, np.int64), np.zeros((0, 16), np.uint8)
+        return np.empty(0, np.int64), np.zeros((0, 16), np.uint8), np.empty(0)
     keys = np.concatenate(key_parts)
     raw = np.concatenate(id_parts)
+    learnt = np.concatenate(learnt_parts)
     order = np.argsort(keys, kind="stable")  # equal keys keep row order: the last one wins
     ordered = keys[order]
     last = np.ones(ordered.size, bool)
     last[:-1] = ordered[1:] != ordered[:-1]
     picked = order[last]
-    return keys[picked], raw[picked]
+    return keys[picked], raw[picked], learnt[picked]
 
 
 def _write(engine: Engine, *, export_id: str, list_id: str, keys: np.ndarray[Any, Any],
-           raw: np.ndarray[Any, Any]) -> None:
+           raw: np.ndarray[Any, Any], learnt_at: datetime | None) -> None:
     with engine.begin() as conn:
         conn.execute(insert(ExportContactIds).values(
             export_id=export_id, list_id=list_id, members=int(keys.size),
             keys=np.ascontiguousarray(keys, "<i8").tobytes(),
-            contact_ids=np.ascontiguousarray(raw, np.uint8).tobytes()))
+            contact_ids=np.ascontiguousarray(raw, np.uint8).tobytes(), learnt_at=learnt_at))
         rows = conn.execute(select(func.count()).select_from(ExportContactIds).where(
             ExportContactIds.export_id == export_id)).scalar_one()
         if rows <= MAX_ID_BLOCKS:
             return
-        # Fold: one row of the current list's ids (forgotten ones dropped); other lists' go.
-        folded_keys, folded = _overlaid(conn, export_id, list_id)
-        known = folded.any(axis=1)
+        # Fold: one row of the current list's ids (forgotten ones, and ones with no learnt_at,
+        # dropped); other lists' go. The row is as old as the oldest ids it keeps.
+        folded_keys, folded, learnt = _overlaid(conn, export_id, list_id)
+        known = folded.any(axis=1) & ~np.isnan(learnt)
         conn.execute(delete(ExportContactIds).where(ExportContactIds.export_id == export_id))
         if known.any():
             conn.execute(insert(ExportContactIds).values(
                 export_id=export_id, list_id=list_id, members=int(known.sum()),
                 keys=np.ascontiguousarray(folded_keys[known], "<i8").tobytes(),
-                contact_ids=np.ascontiguousarray(folded[known], np.uint8).tobytes()))
+                contact_ids=np.ascontiguousarray(folded[known], np.uint8).tobytes(),
+                learnt_at=datetime.fromtimestamp(float(learnt[known].min()), UTC)))

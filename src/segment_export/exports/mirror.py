@@ -11,8 +11,10 @@ resumed run settles what a crashed attempt left in flight instead of guessing fr
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -24,11 +26,13 @@ from sqlalchemy import Engine, func, insert, select, update
 
 from segment_export.constant_contact import MAX_CONTACT_IDS, Activity, ConstantContactClient
 from segment_export.db.models import Export, Run, RunBatch
+from segment_export.db.types import utcnow
 from segment_export.definitions.phones import SMS_KEY_PREFIX, SMS_REGION, parse_phones
-from segment_export.errors import NotFoundError, RetriableError
+from segment_export.errors import DataError, FatalError, NotFoundError, RetriableError
 from segment_export.exports.contact_ids import (
+    KeptId,
     forget_contact_ids,
-    known_contact_ids,
+    kept_contact_ids,
     learn_contact_id_bytes,
     uuid_bytes,
 )
@@ -52,6 +56,14 @@ log = logging.getLogger(__name__)
 # Up to this many leavers are looked up one email at a time; beyond it one contact export of
 # the list costs fewer requests than a lookup each.
 LOOKUP_ONE_BY_ONE = 40
+# Constant Contact's clock and this host's may disagree: the contacts updated since a kept id
+# was learnt are asked for from this much earlier.
+CLOCK_SKEW_MARGIN = timedelta(minutes=5)
+# Contacts a page of ``GET /contacts`` holds at most.
+CONTACTS_PER_PAGE = 500
+# The list's contact export is reckoned to cost what paging through the list would: its
+# members / this many pages.
+EXPORT_ROWS_PER_PAGE = 500
 # Removal activities that end failed are retried within the attempt this many times, each time
 # for only those of their contacts still on the list; then the run is retried.
 REMOVAL_ROUNDS = 3
@@ -289,16 +301,23 @@ def remove_leavers(
         # Leavers whose contact id a past export showed are removed by it, without looking
         # them up; the others are looked up on the list (and, if the list's export is needed
         # for them anyway, so are all: what the list shows now wins over what was kept).
-        known = known_contact_ids(deps.engine, export_id=export.id, list_id=export.list_id,
-                                  keys=np.fromiter((k for e, k in emails.items()
-                                                    if not e.startswith(SMS_KEY_PREFIX)),
-                                                   np.int64))
+        kept_ids = kept_contact_ids(deps.engine, export_id=export.id, list_id=export.list_id,
+                                    keys=np.fromiter((k for e, k in emails.items()
+                                                      if not e.startswith(SMS_KEY_PREFIX)),
+                                                     np.int64))
+        if kept_ids and not _needs_export({e: k for e, k in emails.items()
+                                           if k not in kept_ids}):
+            known = _still_theirs(deps, client, export=export, emails=emails, kept=kept_ids)
+        else:  # the list's export is needed anyway, and then no kept id is used
+            known = {key: item.contact_id for key, item in kept_ids.items()}
         unknown = {email: key for email, key in emails.items() if key not in known}
         looked_up = (emails if _needs_export(unknown) else unknown) if unknown else {}
         kept = {email: known[key] for email, key in emails.items()
                 if key in known and email not in looked_up}
         ids: dict[str, str] = {}
         if looked_up:
+            # Before the list's export is asked for: the ids it shows are no older than this.
+            asked = utcnow()
             ids, ambiguous = _contact_ids(client, export.list_id, looked_up,
                                           poll_interval=deps.poll_interval, learn=learn)
             if seen:
@@ -306,7 +325,7 @@ def remove_leavers(
                     deps.engine, export_id=export.id, list_id=export.list_id,
                     keys=np.concatenate([k for k, _, _ in seen]),
                     valid=np.concatenate([v for _, v, _ in seen]),
-                    raw=np.concatenate([r for _, _, r in seen]))
+                    raw=np.concatenate([r for _, _, r in seen]), learnt_at=asked)
                 seen.clear()
                 log.info("mirror: kept the contact ids of %d members from the list's export",
                          learnt)
@@ -332,6 +351,52 @@ def remove_leavers(
     log.info("mirror: %d left the segment, %d removed, %d already off the list",
              counts["left_segment"], counts["removed"], counts["already_off_list"])
     return counts
+
+
+def _still_theirs(deps: RunDependencies, client: ConstantContactClient, *, export: Export,
+                  emails: dict[str, int], kept: dict[int, KeptId]) -> dict[int, str]:
+    """key -> contact id for the kept ids that still name their leavers.
+
+    An address edit in Constant Contact keeps the contact's id: the id kept for old@x may be
+    new@x's now (a current member, or someone else), and removing it would take the wrong
+    person off. So the list's contacts updated since the oldest of these ids was learnt
+    (less a margin for clock skew) are listed, and an id among them whose address is no
+    longer its leaver's is forgotten: its leaver is looked up on the list. (A kept id whose
+    contact is off the list names nobody the removal could take off.) When that listing would
+    take more pages than the list's contact export (reckoned as the list's members, 500 a
+    page), or cannot be had, no kept id is used this run: every leaver is looked up on the
+    list (the list's export then relearns the ids).
+    """
+    since = min(item.learnt_at for item in kept.values()) - CLOCK_SKEW_MARGIN
+    try:
+        members = client.get_contact_list(export.list_id,
+                                          include_membership_count="all").membership_count
+        pages = max(1, math.ceil((members or 0) / EXPORT_ROWS_PER_PAGE))
+        updated = client.updated_contacts(updated_after=since, lists=[export.list_id],
+                                          max_pages=pages, limit=CONTACTS_PER_PAGE)
+    except (DataError, FatalError) as exc:  # a 4xx the listing should not have met
+        log.warning("mirror: the contacts updated since %s could not be listed (%s); the "
+                    "leavers are looked up on the list", since.isoformat(), exc)
+        return {}
+    if updated is None:
+        log.info("mirror: listing the contacts updated since %s would take more than %d "
+                 "pages; the leavers are looked up on the list", since.isoformat(), pages)
+        return {}
+    email_of = {key: email for email, key in emails.items()}
+    current: dict[str, set[str]] = {}
+    addresses = normalise_emails(address for _, address in updated)
+    for (contact_id, _), address in zip(updated, addresses, strict=True):
+        current.setdefault(contact_id, set()).add(address)
+    moved = [key for key, item in kept.items()
+             if item.contact_id in current and current[item.contact_id] != {email_of.get(key)}]
+    if moved:
+        log.warning("mirror: %d kept contact ids name contacts whose address changed since "
+                    "they were learnt; forgotten, their leavers are looked up on the list",
+                    len(moved))
+        forget_contact_ids(deps.engine, export_id=export.id, list_id=export.list_id,
+                           keys=np.array(moved, np.int64))
+    gone = set(moved)
+    return {key: item.contact_id for key, item in kept.items() if key not in gone}
 
 
 def _not_members(deps: RunDependencies, export_id: str, emails: dict[str, int],
