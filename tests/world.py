@@ -20,7 +20,7 @@ from segment_export.demo import connect_sandbox
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.emulator.client import EmulatorControl
 from segment_export.exports.dependencies import RunDependencies
-from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.exports.runs import RunRequest, request_run, run_to_completion
 from segment_export.profiles import DuckDBProfileStore
 from segment_export.segments.service import SegmentSpec, create_segment
 from segment_export.users import ensure_admin
@@ -66,7 +66,8 @@ class World:
 
     def run(self, export: Export, **options: Any) -> Any:
         with self.sessions.begin() as session:
-            run = request_run(session, actor=self.admin, export=export, **options)
+            run = request_run(session, actor=self.admin, export=export,
+                              request=RunRequest(**options))
         return run_to_completion(run.id, deps=self.deps(), backoff=0.01)
 
     def members(self) -> set[str]:

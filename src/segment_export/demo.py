@@ -21,7 +21,7 @@ from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.emulator.client import EmulatorControl
 from segment_export.errors import DataError
 from segment_export.exports.dependencies import RunDependencies
-from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.exports.runs import RunRequest, request_run, run_to_completion
 from segment_export.languages import N_, Text, text
 from segment_export.profiles import DuckDBProfileStore, generate_profiles
 from segment_export.segments.service import SegmentSpec, create_segment
@@ -162,7 +162,7 @@ def run_demo(
                     name="Demo newsletter", connection_id=conn.id,
                     list_id=seeded.lists[DEMO_LIST], list_name=DEMO_LIST, mapping=mapping,
                     segment_ids=[segment.id], consent_field=consent_field))
-                run = request_run(session, actor=admin, export=export)
+                run = request_run(session, actor=admin, export=export, request=RunRequest())
             say(text(N_("Exporting to the list %(name)s at %(url)s ..."), name=repr(DEMO_LIST),
                      url=api_url))
             deps = RunDependencies(settings=local, engine=engine, sessions=sessions,
