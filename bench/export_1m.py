@@ -636,7 +636,7 @@ def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
     from segment_export.db import make_engine, make_session_factory, upgrade_database
     from segment_export.definitions.exports import ExportSpec, create_export
     from segment_export.demo import connect_sandbox
-    from segment_export.profiles import DuckDBProfileStore
+    from segment_export.profiles import DuckDBProfileStore, ProfileImport
     from segment_export.segments.service import SegmentSpec, create_segment
     from segment_export.users import ensure_admin
 
@@ -646,7 +646,7 @@ def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
     sessions = make_session_factory(engine)
     t = time.perf_counter()
     with DuckDBProfileStore(settings.profiles_path) as store:
-        store.import_table(table, id_column="customer_id")
+        store.import_table(table, ProfileImport(id_column="customer_id"))
         print(f"imported into DuckDB in {time.perf_counter() - t:.1f} s")
         with sessions.begin() as session:
             segment = create_segment(session, store, spec=SegmentSpec(name="nearly everyone", rule={
@@ -667,7 +667,7 @@ def _setup(workdir: Path, env: dict[str, str], table: pa.Table, list_id: str,
 def _change_one_percent(workdir: Path, env: dict[str, str],
                         table: pa.Table) -> tuple[int, pa.Table]:
     from segment_export.config import load_settings
-    from segment_export.profiles import DuckDBProfileStore
+    from segment_export.profiles import DuckDBProfileStore, ProfileImport
 
     n = table.num_rows
     every = 100
@@ -677,7 +677,7 @@ def _change_one_percent(workdir: Path, env: dict[str, str],
     changed = table.set_column(table.schema.get_field_index("first_name"), "first_name",
                                pa.array(names))
     with DuckDBProfileStore(load_settings().profiles_path) as store:
-        store.import_table(changed, id_column="customer_id")
+        store.import_table(changed, ProfileImport(id_column="customer_id"))
     return len(range(0, n, every)), changed
 
 

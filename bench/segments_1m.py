@@ -17,6 +17,7 @@ from segment_export.config import load_settings
 from segment_export.db import make_engine, upgrade_database
 from segment_export.db.models import Segment
 from segment_export.profiles import DuckDBProfileStore, generate_profiles, write_profiles
+from segment_export.profiles.imports import ProfileImport
 from segment_export.segments import SegmentSpec, create_segment, refresh_segments
 
 SEGMENTS = {
@@ -58,11 +59,11 @@ def main(rows: int = 1_000_000) -> None:
         upgrade_database(engine)
         with DuckDBProfileStore(settings.profiles_path) as store:
             with timed(f"import {rows:,} CSV rows (replace)"):
-                store.import_file(csv, email_column="email")
+                store.import_file(csv, ProfileImport(email_column="email"))
             with timed(f"import {rows:,} Parquet rows (replace)"):
-                store.import_file(parquet, email_column="email")
+                store.import_file(parquet, ProfileImport(email_column="email"))
             with timed(f"import {rows:,} Parquet rows (upsert)"):
-                store.import_file(parquet, mode="upsert")
+                store.import_file(parquet, ProfileImport(mode="upsert"))
             now = datetime(2025, 6, 1, 12, tzinfo=UTC)
             with Session(engine) as session:
                 for name, rule in SEGMENTS.items():

@@ -58,6 +58,7 @@ from segment_export.exports.engine import ACTIVE, TERMINAL
 from segment_export.exports.runs import request_run
 from segment_export.log import RedactingFilter
 from segment_export.profiles.engines import open_profile_store
+from segment_export.profiles.imports import ProfileImport
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
 from segment_export.segments.refresh import refresh_segments
@@ -291,7 +292,7 @@ def deployment(options: Options, profiles: Profiles, workdir: Path) -> Iterator[
                 sessions, engine=engine, settings=settings, control=emulator.control,
                 actor=admin, display_name="Soak", client_id=client_id,
                 client_secret=CLIENT_SECRET)
-            store.import_table(profiles.table(), id_column="customer_id")
+            store.import_table(profiles.table(), ProfileImport(id_column="customer_id"))
             segment_ids = {}
             for segment in SEGMENTS:
                 with sessions.begin() as session:
@@ -387,7 +388,7 @@ def _fast_forward(dep: Deployment) -> None:
 
 
 def _refresh(dep: Deployment, profiles: Profiles) -> None:
-    dep.runtime.store.import_table(profiles.table(), id_column="customer_id")
+    dep.runtime.store.import_table(profiles.table(), ProfileImport(id_column="customer_id"))
     with dep.runtime.sessions() as session:
         refresh_segments(session, dep.runtime.store)
         session.commit()

@@ -46,7 +46,7 @@ def child(what: str, path: str | None) -> None:
     """Import ``path`` (what = import) or refresh the segments (what = refresh); print JSON."""
     export_1m._sample_rss()
     from segment_export.config import load_settings
-    from segment_export.profiles import DuckDBProfileStore
+    from segment_export.profiles import DuckDBProfileStore, ProfileImport
 
     settings = load_settings()
     profiler = _profiler()
@@ -57,7 +57,7 @@ def child(what: str, path: str | None) -> None:
     with DuckDBProfileStore(settings.profiles_path) as store:
         if what == "import":
             assert path is not None
-            summary = store.import_file(Path(path), email_column="email")
+            summary = store.import_file(Path(path), ProfileImport(email_column="email"))
             result = {"rows": summary.rows, "total": summary.total}
         else:
             from sqlalchemy import select

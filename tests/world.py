@@ -20,8 +20,9 @@ from segment_export.demo import connect_sandbox
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.emulator.client import EmulatorControl
 from segment_export.exports.dependencies import RunDependencies
-from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.exports.runs import RunRequest, request_run, run_to_completion
 from segment_export.profiles import DuckDBProfileStore
+from segment_export.profiles.imports import ProfileImport
 from segment_export.segments.service import SegmentSpec, create_segment
 from segment_export.users import ensure_admin
 
@@ -48,7 +49,7 @@ class World:
                                **extra)
 
     def load_profiles(self, rows: list[dict[str, Any]]) -> None:
-        self.store.import_table(pa.Table.from_pylist(rows), id_column="customer_id")
+        self.store.import_table(pa.Table.from_pylist(rows), ProfileImport(id_column="customer_id"))
 
     def segment(self, name: str, expression: str) -> str:
         with self.sessions.begin() as session:
@@ -66,7 +67,8 @@ class World:
 
     def run(self, export: Export, **options: Any) -> Any:
         with self.sessions.begin() as session:
-            run = request_run(session, actor=self.admin, export=export, **options)
+            run = request_run(session, actor=self.admin, export=export,
+                              request=RunRequest(**options))
         return run_to_completion(run.id, deps=self.deps(), backoff=0.01)
 
     def members(self) -> set[str]:

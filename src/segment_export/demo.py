@@ -21,9 +21,9 @@ from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.emulator.client import EmulatorControl
 from segment_export.errors import DataError
 from segment_export.exports.dependencies import RunDependencies
-from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.exports.runs import RunRequest, request_run, run_to_completion
 from segment_export.languages import N_, Text, text
-from segment_export.profiles import DuckDBProfileStore, generate_profiles
+from segment_export.profiles import DuckDBProfileStore, ProfileImport, generate_profiles
 from segment_export.segments.service import SegmentSpec, create_segment
 from segment_export.users import ensure_admin
 
@@ -126,7 +126,7 @@ def run_demo(
                 emails = table.column("email").to_pylist()
                 emails[3] = "unsubscribed.customer@example.com"
                 table = table.set_column(1, "email", pa.array(emails))
-                store.import_table(table, id_column="customer_id")
+                store.import_table(table, ProfileImport(id_column="customer_id"))
                 say(text(N_("Generated %(count)s sample profiles."), count=rows))
                 mapping = {"email": "email", "first_name": "first_name",
                            "last_name": "last_name", "city": "city", "country": "country",
@@ -134,7 +134,7 @@ def run_demo(
                 segment_rule = {"all": [{"field": "lifetime_value", "op": "ge", "value": 0}]}
                 consent_field: str | None = "marketing_consent"
             else:
-                summary = store.import_file(profiles_file)
+                summary = store.import_file(profiles_file, ProfileImport())
                 say(text(N_("Imported %(count)s profiles from %(path)s."), count=summary.rows,
                          path=str(profiles_file)))
                 schema = store.schema()
@@ -162,7 +162,7 @@ def run_demo(
                     name="Demo newsletter", connection_id=conn.id,
                     list_id=seeded.lists[DEMO_LIST], list_name=DEMO_LIST, mapping=mapping,
                     segment_ids=[segment.id], consent_field=consent_field))
-                run = request_run(session, actor=admin, export=export)
+                run = request_run(session, actor=admin, export=export, request=RunRequest())
             say(text(N_("Exporting to the list %(name)s at %(url)s ..."), name=repr(DEMO_LIST),
                      url=api_url))
             deps = RunDependencies(settings=local, engine=engine, sessions=sessions,

@@ -24,6 +24,7 @@ from segment_export.db.models import Connection, Export, Run, Segment, User
 from segment_export.definitions.connections import ConnectionSpec, create_connection
 from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.profiles import DuckDBProfileStore, generate_profiles
+from segment_export.profiles.imports import ProfileImport
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
 from segment_export.segments.service import SegmentSpec, create_segment
@@ -209,7 +210,8 @@ def app_world(config: Settings, *, engine: Engine | None = None, profiles: int =
         upgrade_database(engine)
     store = DuckDBProfileStore(config.profiles_path)
     if profiles:
-        store.import_table(generate_profiles(rows=profiles, seed=3), id_column="customer_id")
+        store.import_table(generate_profiles(rows=profiles, seed=3),
+                           ProfileImport(id_column="customer_id"))
     runtime = Runtime(config, engine=engine, store=store)
     queue = TaskQueue(runtime, immediate=immediate_queue)
     app = create_app(config, runtime=runtime, queue=queue, start_worker=start_worker,

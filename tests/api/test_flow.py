@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from segment_export.emulator import EmulatorConfig, EmulatorServer
+from segment_export.profiles.imports import ProfileImport
 from tests.api.harness import AppWorld, app_world, make_settings
 
 CLIENT_ID = "api-test-client"
@@ -47,7 +48,7 @@ def site(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory
                            cc_requests_per_second=40.0)
     with app_world(config, profiles=0, immediate_queue=True) as world:
         world.runtime.store.import_table(pa.Table.from_pylist(people()),
-                                         id_column="customer_id")
+                                         ProfileImport(id_column="customer_id"))
         emulator.control.seed(
             apps=[{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
                    "redirect_uris": [world.url + "/api/connections/oauth/callback"]}],

@@ -22,6 +22,7 @@ from segment_export.definitions.exports import ExportSpec, create_export
 from segment_export.demo import connect_sandbox
 from segment_export.emulator import EmulatorConfig, EmulatorServer
 from segment_export.exports.engine import TERMINAL
+from segment_export.profiles.imports import ProfileImport
 from segment_export.segments.service import SegmentSpec, create_segment
 from tests.api.harness import AppWorld, app_world, make_settings
 from tests.services import REDIS_URL, port_open, require
@@ -39,7 +40,7 @@ class Site:
 
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.world.runtime.store.import_table(pa.Table.from_pylist(rows),
-                                              id_column="customer_id")
+                                              ProfileImport(id_column="customer_id"))
 
     def segment(self, name: str, expression: str) -> str:
         with self.world.runtime.sessions.begin() as db:

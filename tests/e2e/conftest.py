@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from segment_export.emulator import EmulatorConfig, EmulatorServer
+from segment_export.profiles.imports import ProfileImport
 from tests.api.harness import AppWorld, app_world, make_settings
 from tests.services import CHROMIUM, require
 
@@ -50,7 +51,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                                  cc_requests_per_second=40.0)
         with app_world(settings, profiles=0, start_worker=True) as world:
             world.runtime.store.import_table(pa.Table.from_pylist(profiles()),
-                                             id_column="customer_id")
+                                             ProfileImport(id_column="customer_id"))
             seeded = emu.control.seed(
                 apps=[{"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
                        "redirect_uris": [world.url + "/admin/connections/callback"],

@@ -38,7 +38,7 @@ from typing import Any, Literal
 from segment_export.constant_contact.tokens import CONNECTED
 from segment_export.db.models import Connection, Export, Run
 from segment_export.definitions.exports import ExportSpec, create_export
-from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.exports.runs import RunRequest, request_run, run_to_completion
 from segment_export.profiles import DuckDBProfileStore
 from segment_export.segments.refresh import refresh_segments
 from tests.exports.faults_support import Zygote, cli_env, deps, reauthorize
@@ -308,7 +308,7 @@ class Rig:
         self.tally.full_resyncs += plan.full
         with self.world.sessions.begin() as session:
             run_id = request_run(session, actor=self.world.admin, export=model.export,
-                                 full_resync=plan.full).id
+                                 request=RunRequest(full_resync=plan.full)).id
         done = self._kill_and_resume(run_id, plan) if plan.kill else run_to_completion(
             run_id, deps=deps(self.world, read_timeout=READ_TIMEOUT), backoff=0.01)
         if done.status in ("succeeded", "succeeded_with_rejections"):

@@ -9,6 +9,7 @@ from segment_export.definitions.lists import resolve_list
 from segment_export.definitions.mapping import validate_mapping
 from segment_export.errors import ConfigurationError
 from segment_export.profiles import generate_profiles
+from segment_export.profiles.imports import ProfileImport
 from tests.world import World
 
 
@@ -49,7 +50,8 @@ def test_list_of_another_account_is_refused(world: World) -> None:
 
 @pytest.mark.slow
 def test_a_segment_of_1_000_001_contacts_is_skipped_before_sending(world: World) -> None:
-    world.store.import_table(generate_profiles(rows=1_000_001, seed=3), id_column="customer_id")
+    world.store.import_table(generate_profiles(rows=1_000_001, seed=3),
+                             ProfileImport(id_column="customer_id"))
     export = world.export("too big", [world.segment("everyone", "lifetime_value >= 0")],
                           mapping={"email": "email"})
     before = len(world.control.requests())

@@ -18,6 +18,7 @@ from segment_export.cli import cli
 from segment_export.definitions import connections
 from segment_export.demo import connect_sandbox
 from segment_export.emulator import EmulatorConfig, EmulatorServer
+from segment_export.profiles.imports import ProfileImport
 from tests.api.harness import AppWorld, app_world, make_settings
 
 CLIENT_ID = "surfaces-client"
@@ -51,7 +52,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         with app_world(config, profiles=0, immediate_queue=True) as world:
             world.runtime.store.import_table(pa.Table.from_pylist([
                 {"customer_id": i, "email": f"p{i}@example.com", "tier": "Gold",
-                 "country": "DE"} for i in range(1, 4)]), id_column="customer_id")
+                 "country": "DE"} for i in range(1, 4)]), ProfileImport(id_column="customer_id"))
             conn = connect_sandbox(world.runtime.sessions, engine=world.engine, settings=config,
                                    control=emu.control, actor=world.users["admin"],
                                    display_name="Bakery", client_id=CLIENT_ID,

@@ -21,6 +21,7 @@ import pytest
 
 from segment_export.config import Settings
 from segment_export.exports.runs import get_run, list_runs, run_to_completion
+from segment_export.profiles.imports import ProfileImport
 from segment_export.storage import StorageFullError
 from tests.exports.faults_support import (
     assert_exact,
@@ -135,7 +136,7 @@ def test_disk_full_during_a_profile_import_says_so_and_keeps_the_old_profiles(
             handle.write(f"{i},p{i}@example.com,N{i},{'x' * 60}\n")
     ballast = _fill(small_disk)
     with pytest.raises(StorageFullError) as raised:
-        world.store.import_file(big, id_column="customer_id")
+        world.store.import_file(big, ProfileImport(id_column="customer_id"))
     message = raised.value.message
     assert "no space left" in message.lower(), message
     assert str(world.settings.data_dir) in message

@@ -22,6 +22,7 @@ from segment_export.errors import ConfigurationError
 from segment_export.exports.alerts import set_webhook
 from segment_export.exports.delivery import BatchMembers
 from segment_export.exports.runs import (
+    RunRequest,
     cancel_run,
     get_run,
     request_run,
@@ -248,7 +249,8 @@ def test_a_paused_run_can_be_cancelled_or_resumed_by_hand(world: World) -> None:
 
     world.control.set_config(daily_quota=world.control.state()["usage_today"][CLIENT_ID])
     with world.sessions.begin() as session:
-        resync = request_run(session, actor=world.admin, export=export, full_resync=True)
+        resync = request_run(session, actor=world.admin, export=export,
+                             request=RunRequest(full_resync=True))
     again = run_to_completion(resync.id, deps=deps(world), backoff=0.01)
     assert again.status == "paused"
     with world.sessions.begin() as session:
@@ -271,7 +273,8 @@ def test_a_resumed_full_resync_does_not_send_its_confirmed_batches_again(world: 
     # Room for the resync's first imports, not for all of them.
     world.control.set_config(daily_quota=world.control.state()["usage_today"][CLIENT_ID] + 2)
     with world.sessions.begin() as session:
-        resync = request_run(session, actor=world.admin, export=export, full_resync=True)
+        resync = request_run(session, actor=world.admin, export=export,
+                             request=RunRequest(full_resync=True))
     paused = run_to_completion(resync.id, deps=deps(world), backoff=0.01)
     assert paused.status == "paused", paused.message
     sent_before_the_pause = len([r for r in imports(world) if r.status == 201]) - before

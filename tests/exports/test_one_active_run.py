@@ -10,7 +10,7 @@ from sqlalchemy import event, select
 
 from segment_export.db.models import Run
 from segment_export.errors import ConfigurationError
-from segment_export.exports.runs import request_run
+from segment_export.exports.runs import RunRequest, request_run
 from tests.world import World
 
 
@@ -58,6 +58,7 @@ def test_a_dry_run_may_run_beside_a_real_one(world: World) -> None:
     with world.sessions.begin() as session:
         request_run(session, actor=None, export=session.merge(export))
     with world.sessions.begin() as session:
-        request_run(session, actor=None, export=session.merge(export), dry_run=True)
+        request_run(session, actor=None, export=session.merge(export),
+                    request=RunRequest(dry_run=True))
         with pytest.raises(ConfigurationError, match="already has a run queued"):
             request_run(session, actor=None, export=session.merge(export))

@@ -18,6 +18,7 @@ from segment_export.exports.suppression import (
     suppression_status,
     sync_unsubscribes,
 )
+from segment_export.profiles.imports import ProfileImport
 from segment_export.segments.refresh import refresh_segments
 from tests.world import World, open_world
 
@@ -252,7 +253,8 @@ def test_a_segment_rule_tests_unsubscribes_postgres(world: World) -> None:
         base = url.split("?", 1)[0].replace("postgresql+psycopg://", "postgresql://")
         # An explicit schema, not the search_path: the suppression table must follow it.
         with PostgresProfileStore.from_url(f"{base}?schema={schema}&table=profiles") as pg:
-            pg.import_table(pa.Table.from_pylist(_people(3)), id_column="customer_id")
+            pg.import_table(pa.Table.from_pylist(_people(3)),
+                            ProfileImport(id_column="customer_id"))
             _unsubscribe_and_sync(world, ["person2@example.com"])
             assert _rule_members(world, pg, True) == {"person2@example.com"}
             assert _rule_members(world, pg, False) == {"person1@example.com",
@@ -268,7 +270,7 @@ def test_the_rule_field_needs_a_true_or_false_and_an_email_column(world: World) 
         preview_segment(session, world.store, rule={
             "field": "unsubscribed_in_constant_contact", "op": "eq", "value": "yes"})
     world.store.import_table(__import__("pyarrow").Table.from_pylist(
-        [{"customer_id": 1, "mail": "a@example.com"}]), id_column="customer_id")
+        [{"customer_id": 1, "mail": "a@example.com"}]), ProfileImport(id_column="customer_id"))
     with world.sessions() as session, pytest.raises(DataError, match="'email' column"):
         preview_segment(session, world.store, rule={
             "field": "unsubscribed_in_constant_contact", "op": "eq", "value": True})

@@ -14,7 +14,7 @@ from segment_export import metrics
 from segment_export.app import create_app
 from segment_export.constant_contact import InProcessRateLimiter
 from segment_export.db.models import Export, Run
-from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.exports.runs import RunRequest, request_run, run_to_completion
 from segment_export.metrics import MeteredRateLimiter, Metrics, endpoint_of
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.scheduling.runtime import Runtime
@@ -28,7 +28,8 @@ IMPORT = "/v3/activities/contacts_json_import"
 
 def _run(world: World, m: Metrics, export: Export, *, dry_run: bool = False) -> Run:
     with world.sessions.begin() as session:
-        run = request_run(session, actor=world.admin, export=export, dry_run=dry_run)
+        run = request_run(session, actor=world.admin, export=export,
+                          request=RunRequest(dry_run=dry_run))
     deps = world.deps(on_request=m.observe_request, progress=m.observe_run)
     return run_to_completion(run.id, deps=deps, backoff=0.01)
 

@@ -12,6 +12,7 @@ import pytest
 
 from segment_export.profiles import DuckDBProfileStore, generate_profiles, write_profiles
 from segment_export.profiles.generate import TIERS
+from segment_export.profiles.imports import ProfileImport
 
 AS_OF = date(2025, 6, 1)
 ROWS = 20_000
@@ -109,7 +110,7 @@ def test_written_files_import_back(
 ) -> None:
     table = generate_profiles(rows=500, seed=3, as_of=AS_OF)
     path = write_profiles(table, tmp_path / f"profiles{suffix}")
-    summary = store.import_file(path, email_column="email")
+    summary = store.import_file(path, ProfileImport(email_column="email"))
     assert summary.rows == 500
     assert summary.columns == table.column_names
     schema = store.schema()

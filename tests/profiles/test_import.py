@@ -13,6 +13,7 @@ from sqlglot import exp
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.profiles import DuckDBProfileStore
 from segment_export.profiles.importer import FORMATS
+from segment_export.profiles.imports import ProfileImport
 
 CSV = "customer_id,email,first_name,country\n1,a@example.com,Ana,DE\n2,b@example.com,Björn,SE\n"
 
@@ -32,7 +33,7 @@ def ids(store: DuckDBProfileStore) -> list[object]:
 
 def refused(store: DuckDBProfileStore, path: Path, **kwargs: object) -> str:
     with pytest.raises(DataError) as caught:
-        store.import_file(path, **kwargs)  # type: ignore[arg-type]
+        store.import_file(path, ProfileImport(**kwargs))  # type: ignore[arg-type]
     message = caught.value.message
     assert len(message) < 600, "messages stay short even for huge input"
     return message
@@ -55,7 +56,7 @@ def test_jsonl_and_format_override(tmp_path: Path, store: DuckDBProfileStore) ->
     lines = [{"id": "C1", "email": "x@example.com", "vip": True, "since": "2024-01-31"},
              {"id": "C2", "email": None, "vip": False, "since": "2023-05-01"}]
     path = write(tmp_path, "p.txt", "\n".join(json.dumps(x) for x in lines) + "\n")
-    store.import_file(path, id_column="id", format="jsonl")
+    store.import_file(path, ProfileImport(id_column="id", format="jsonl"))
     assert store.schema() == {"id": "VARCHAR", "email": "VARCHAR", "vip": "BOOLEAN",
                               "since": "DATE"}
     assert [r["id"] for r in store.sample_where(exp.true(), 10)] == ["C1", "C2"]
@@ -98,7 +99,7 @@ def test_upsert_adds_and_replaces_by_id_last_row_wins(
     store.import_file(write(tmp_path, "a.csv", CSV))
     update = "customer_id,email,first_name,tier\n2,b2@example.com,B1,gold\n3,c@example.com,C,\n" \
              "2,b3@example.com,B2,silver\n"
-    summary = store.import_file(write(tmp_path, "b.csv", update), mode="upsert")
+    summary = store.import_file(write(tmp_path, "b.csv", update), ProfileImport(mode="upsert"))
     assert (summary.rows, summary.total, summary.superseded) == (3, 3, 1)
     rows = {r["customer_id"]: r for r in store.sample_where(exp.true(), 10)}
     assert rows[1]["first_name"] == "Ana"
@@ -110,7 +111,7 @@ def test_upsert_adds_and_replaces_by_id_last_row_wins(
 
 
 def test_upsert_into_an_empty_store_is_an_import(tmp_path: Path, store: DuckDBProfileStore) -> None:
-    assert store.import_file(write(tmp_path, "a.csv", CSV), mode="upsert").total == 2
+    assert store.import_file(write(tmp_path, "a.csv", CSV), ProfileImport(mode="upsert")).total == 2
 
 
 def test_upsert_refuses_another_id_column(tmp_path: Path, store: DuckDBProfileStore) -> None:

@@ -10,6 +10,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from segment_export.profiles import DuckDBProfileStore
+from segment_export.profiles.imports import ProfileImport
 
 THREADS = 8
 ROUNDS = 5
@@ -40,7 +41,7 @@ def test_parallel_refreshes_of_one_segment_store_its_members_once(tmp_path: Path
     with DuckDBProfileStore(tmp_path / "p.duckdb") as store:
         store.import_table(pa.table({"customer_id": list(range(2_000)),
                                      "email": [f"p{i}@example.com" for i in range(2_000)]}),
-                           id_column="customer_id")
+                           ProfileImport(id_column="customer_id"))
         condition = exp.condition("customer_id < 1500")
         for _ in range(ROUNDS):
             store.drop_membership("s")

@@ -21,6 +21,7 @@ from segment_export.config import Settings
 from segment_export.errors import ConfigurationError, DataError, RetriableError
 from segment_export.profiles import DuckDBProfileStore, ProfileStore, generate_profiles
 from segment_export.profiles.engines import open_profile_store
+from segment_export.profiles.imports import ProfileImport
 from segment_export.profiles.postgres import PostgresProfileStore
 from segment_export.segments import compile_segment
 from tests.services import postgres_schema_url
@@ -160,9 +161,9 @@ def test_bad_files_are_refused_with_the_embedded_stores_message(
 ) -> None:
     path = write(tmp_path, name, content)
     with pytest.raises(DataError) as expected:
-        store.import_file(path, **options)
+        store.import_file(path, ProfileImport(**options))
     with pytest.raises(DataError) as got:
-        pg.import_file(path, **options)
+        pg.import_file(path, ProfileImport(**options))
     assert got.value.message == expected.value.message
     assert pg.count() == 0
 
@@ -180,8 +181,8 @@ def test_upsert_replaces_rows_adds_columns_and_widens_types_like_the_embedded_st
     ]) + "\n")
     for target in (store, pg):
         target.import_file(first)
-    expected = store.import_file(second, mode="upsert")
-    got = pg.import_file(second, mode="upsert")
+    expected = store.import_file(second, ProfileImport(mode="upsert"))
+    got = pg.import_file(second, ProfileImport(mode="upsert"))
     assert got == expected
     assert (got.total, got.superseded, got.schema["visits"]) == (4, 1, "DOUBLE")
     everyone = exp.true()
@@ -199,7 +200,7 @@ def test_upsert_refuses_another_id_column_with_the_same_message(
     for target in (store, pg):
         target.import_file(write(tmp_path, "p.csv", CSV))
         with pytest.raises(DataError) as caught:
-            target.import_file(other, id_column="ref", mode="upsert")
+            target.import_file(other, ProfileImport(id_column="ref", mode="upsert"))
         messages.append(caught.value.message)
     assert messages[0] == messages[1]
     assert "keyed by 'customer_id'" in messages[1]
@@ -210,7 +211,8 @@ def test_replace_swaps_the_whole_table_and_leaves_nothing_behind(
     tmp_path: Path, pg: PostgresProfileStore, url: str
 ) -> None:
     pg.import_file(write(tmp_path, "p.csv", CSV))
-    pg.import_table(pa.table({"ref": ["b", "a"], "score": [1.5, 2.5]}), id_column="ref")
+    pg.import_table(pa.table({"ref": ["b", "a"], "score": [1.5, 2.5]}),
+                    ProfileImport(id_column="ref"))
     assert pg.schema() == {"ref": "VARCHAR", "score": "DOUBLE"}
     assert pg.id_column == "ref"
     schema = pg.location.split()[2].split(".")[0]
@@ -277,7 +279,7 @@ def test_an_existing_table_is_keyed_by_its_primary_key(url: str) -> None:
         assert members(store, rule={"field": "spent", "op": "gt", "value": 10}) == {1}
         assert members(store, rule={"field": "tags", "op": "is_empty"}) == {2}
         summary = store.import_table(pa.table({"id": [2, 3], "email": ["b2@x.com", "c@x.com"]}),
-                                     id_column="id", mode="upsert")
+                                     ProfileImport(id_column="id", mode="upsert"))
         assert (summary.rows, summary.total) == (2, 3)
         rows = store.sample_where(exp.true())
         assert [r["email"] for r in rows] == ["a@x.com", "b2@x.com", "c@x.com"]
@@ -298,7 +300,7 @@ def test_a_table_without_primary_key_needs_id_column(url: str) -> None:
         assert members(store, rule={"field": "email", "op": "contains", "value": "B@"}) == {"p2"}
         # No unique index to conflict on: the rows are replaced by delete and insert.
         store.import_table(pa.table({"ref": ["p2", "p3"], "email": ["new@x.com", "c@x.com"]}),
-                           id_column="ref", mode="upsert")
+                           ProfileImport(id_column="ref", mode="upsert"))
         assert [(r["ref"], r["email"]) for r in store.sample_where(exp.true())] == [
             ("p1", "a@x.com"), ("p2", "new@x.com"), ("p3", "c@x.com")]
         with pytest.raises(DataError, match="keyed by 'REF'"):
@@ -330,7 +332,7 @@ def test_text_is_compared_byte_by_byte_whatever_the_collation(
               "INSERT INTO words VALUES ('b', 'b'), ('B', 'B'), ('a', 'a'), ('Z', 'Z'), "
               "('ä', 'ä')")
     store.import_table(pa.table({"id": ["b", "B", "a", "Z", "ä"],
-                                 "word": ["b", "B", "a", "Z", "ä"]}), id_column="id")
+                                 "word": ["b", "B", "a", "Z", "ä"]}), ProfileImport(id_column="id"))
     with PostgresProfileStore.from_url(f"{url}&table=words") as pg:
         for rule in ({"field": "word", "op": "lt", "value": "a"},
                      {"field": "word", "op": "between", "value": ["B", "b"]}):

@@ -13,6 +13,7 @@ from sqlglot import exp
 
 import segment_export.profiles.store as store_module
 from segment_export.profiles import DuckDBProfileStore
+from segment_export.profiles.imports import ProfileImport
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def test_text_ids_keep_their_byte_order_across_windows(store: DuckDBProfileStore
     ids = ["b", "B", "a", "ä", "Z", "10", "9", "_x", " a", "ß", "Ω", "aa", "a a", "0", "~",
            "é", "e", "E", "zz", "Zz"]
     store.import_table(pa.table({"ref": ids, "name": [f"n{i}" for i in range(len(ids))]}),
-                       id_column="ref")
+                       ProfileImport(id_column="ref"))
     store.store_membership("everyone", exp.true())
     got, _ = _read(store, ["everyone"], ["name"], batch_size=2)
     assert got.column("ref").to_pylist() == sorted(ids, key=lambda s: s.encode())

@@ -20,6 +20,7 @@ from segment_export.errors import ConfigurationError, DataError
 from segment_export.exports.validate import EMAIL_MAX_LENGTH, EMAIL_PATTERN
 from segment_export.profiles import DuckDBProfileStore
 from segment_export.profiles.engines import open_profile_store
+from segment_export.profiles.imports import ProfileImport
 from segment_export.profiles.spark import SparkProfileStore, parse_setting
 from segment_export.profiles.spark.dialect import spark_sql
 from segment_export.segments.compiler import compile_segment
@@ -481,12 +482,12 @@ def test_imports_into_a_parquet_directory_replace_or_upsert_with_duckdbs_checks(
     with SparkProfileStore(f"parquet:{lake}", work_dir=tmp_path / "work",
                            session=spark_session) as store:
         people = pa.table({"ref": ["b", "a", "c"], "email": ["b@x.io", "a@x.io", "c@x.io"]})
-        summary = store.import_table(people, id_column="REF")
+        summary = store.import_table(people, ProfileImport(id_column="REF"))
         assert (summary.rows, summary.total, summary.id_column) == (3, 3, "ref")
         assert store.id_column == "ref"  # remembered for this directory
         csv = tmp_path / "changes.csv"
         csv.write_text("ref,email,vip\nc,c@new.io,true\nd,d@x.io,false\n", encoding="utf-8")
-        summary = store.import_file(csv, id_column="ref", mode="upsert")
+        summary = store.import_file(csv, ProfileImport(id_column="ref", mode="upsert"))
         assert (summary.rows, summary.total) == (2, 4)
         assert store.schema() == {"ref": "VARCHAR", "email": "VARCHAR", "vip": "BOOLEAN"}
         rows = store.sample_where(compile_segment(schema=store.schema(),
@@ -497,7 +498,7 @@ def test_imports_into_a_parquet_directory_replace_or_upsert_with_duckdbs_checks(
         before = sorted(p.name for p in lake.iterdir())
         with pytest.raises(DataError, match="customer ids must be unique"):
             store.import_table(pa.table({"ref": ["x", "x"], "email": ["1@x.io", "2@x.io"]}),
-                               id_column="ref")
+                               ProfileImport(id_column="ref"))
         assert sorted(p.name for p in lake.iterdir()) == before, "a refused import changes nothing"
         assert store.count() == 4
         assert not list(lake.parent.glob(".lake.*")), "no staging directory is left behind"

@@ -37,6 +37,7 @@ from segment_export.exports.heartbeat import Heartbeat
 from segment_export.exports.runs import request_run
 from segment_export.profiles import ProfileStore
 from segment_export.profiles.engines import open_profile_store
+from segment_export.profiles.imports import ProfileImport
 from segment_export.scheduling.queue import TaskQueue, one_at_a_time
 from segment_export.scheduling.runtime import Runtime
 from segment_export.scheduling.watchdog import requeue_orphans
@@ -118,7 +119,7 @@ def _prepare_exports(cluster: Cluster) -> list[Export]:
     rows = [{"customer_id": f"{g}-{i}", "email": f"g{g}.p{i}@example.com",
              "first_name": f"P{i}", "last_name": f"Group{g}", "grp": g}
             for g in range(EXPORTS) for i in range(CONTACTS_PER_EXPORT)]
-    cluster.store.import_table(pa.Table.from_pylist(rows), id_column="customer_id")
+    cluster.store.import_table(pa.Table.from_pylist(rows), ProfileImport(id_column="customer_id"))
     exports = []
     for g in range(EXPORTS):
         with cluster.sessions.begin() as session:

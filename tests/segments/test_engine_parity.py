@@ -19,6 +19,7 @@ import pytest
 from segment_export.errors import DataError
 from segment_export.exports.validate import EMAIL_MAX_LENGTH, EMAIL_PATTERN
 from segment_export.profiles import DuckDBProfileStore, ProfileStore
+from segment_export.profiles.imports import ProfileImport
 from tests.segments.corpus import CORPUS, Case, c, corpus_profiles
 from tests.services import postgres_schema_url
 
@@ -45,7 +46,7 @@ def _postgres(_folder: Path, profiles: pa.Table, id_column: str) -> Iterator[Pro
     from segment_export.profiles.postgres import PostgresProfileStore
 
     with postgres_schema_url() as url, PostgresProfileStore.from_url(url) as store:
-        store.import_table(profiles, id_column=id_column)
+        store.import_table(profiles, ProfileImport(id_column=id_column))
         yield store
 
 
@@ -56,7 +57,8 @@ def _spark(folder: Path, profiles: pa.Table, id_column: str) -> Iterator[Profile
 
     with SparkProfileStore(f"parquet:{folder / 'lake'}", work_dir=folder / "spark",
                            session=shared_session(folder / "session")) as store:
-        store.import_table(profiles, id_column=id_column)  # written as Parquet to the lake
+        # Written as Parquet to the lake.
+        store.import_table(profiles, ProfileImport(id_column=id_column))
         yield store
 
 
@@ -196,7 +198,7 @@ def test_text_ids_sort_the_same(spec: Engine, tmp_path: Path) -> None:
     orders = []
     with DuckDBProfileStore(tmp_path / "ids.duckdb") as duck, \
             spec.open(tmp_path, table, "ref") as other:
-        duck.import_table(table, id_column="ref")
+        duck.import_table(table, ProfileImport(id_column="ref"))
         for store in (duck, other):
             schema = store.schema()
             everyone = Case("names", c("name", "starts_with", "n")).condition(schema)
@@ -217,7 +219,7 @@ def test_text_ids_sort_the_same(spec: Engine, tmp_path: Path) -> None:
 @contextmanager
 def _duckdb(folder: Path, profiles: pa.Table, id_column: str) -> Iterator[ProfileStore]:
     with DuckDBProfileStore(folder / "profiles.duckdb") as store:
-        store.import_table(profiles, id_column=id_column)
+        store.import_table(profiles, ProfileImport(id_column=id_column))
         yield store
 
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from segment_export.errors import DataError
 from segment_export.profiles import DuckDBProfileStore
+from segment_export.profiles.imports import ProfileImport
 from segment_export.segments import compile_segment, parse_rule
 from segment_export.segments.rules import MAX_DAYS, MAX_INTEGER, MAX_TEXT, MIN_INTEGER, OPS
 
@@ -40,7 +41,7 @@ def typed_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DuckDBProf
     schema = pa.schema([("customer_id", pa.int64()), ("email", pa.string()),
                         *COLUMNS.items()])
     with DuckDBProfileStore(path) as store:
-        store.import_table(pa.table(rows, schema=schema), id_column="customer_id")
+        store.import_table(pa.table(rows, schema=schema), ProfileImport(id_column="customer_id"))
         yield store
 
 

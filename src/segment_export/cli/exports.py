@@ -20,7 +20,7 @@ from segment_export.definitions.connections import get_connection
 from segment_export.errors import ConfigurationError
 from segment_export.exports.engine import PAUSED
 from segment_export.exports.run_all import SKIP_LABELS, run_all
-from segment_export.exports.runs import request_run, run_to_completion
+from segment_export.exports.runs import RunRequest, request_run, run_to_completion
 from segment_export.languages import N_, error_text, shown, when
 from segment_export.scheduling.queue import TaskQueue
 from segment_export.segments.service import get_segment
@@ -236,8 +236,8 @@ def run(app: AppContext, name: str, dry_run: bool, full: bool, wait: bool) -> No
     """Run an export now."""
     with app.sessions() as session:
         export = service.get_export(session, name_or_id=name)
-        queued = request_run(session, actor=app.actor(session), export=export, dry_run=dry_run,
-                             full_resync=full)
+        queued = request_run(session, actor=app.actor(session), export=export,
+                             request=RunRequest(dry_run=dry_run, full_resync=full))
         session.commit()
         run_id = queued.id
     if not wait:

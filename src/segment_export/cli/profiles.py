@@ -67,16 +67,14 @@ def import_command(
     email_column: str, no_email_column: bool,
 ) -> None:
     """Import profiles from a CSV, Parquet or JSON Lines FILE (admins)."""
+    from segment_export.profiles.imports import ProfileImport
+
     require_profile_role(app, "admin")
+    options = ProfileImport(id_column=id_column, mode="upsert" if mode == "upsert" else "replace",
+                            format=fmt, email_column=None if no_email_column else email_column)
     started = time.perf_counter()
     with open_store(app) as store:
-        summary = store.import_file(
-            file,
-            id_column=id_column,
-            mode="upsert" if mode == "upsert" else "replace",
-            format=fmt,
-            email_column=None if no_email_column else email_column,
-        )
+        summary = store.import_file(file, options)
     seconds = time.perf_counter() - started
     n = app.number
     note = (app.t(N_(", %(count)s repeated ids (last row kept)"), count=n(summary.superseded))
@@ -125,7 +123,7 @@ def generate_command(
 ) -> None:
     """Generate realistic sample profiles (several scripts, some bad email addresses);
     importing them into the store takes an admin."""
-    from segment_export.profiles import generate_profiles, write_profiles
+    from segment_export.profiles import ProfileImport, generate_profiles, write_profiles
 
     if out is None:
         require_profile_role(app, "admin")
@@ -138,7 +136,8 @@ def generate_command(
                          seconds=app.number(round(time.perf_counter() - started, 1))))
         return
     with open_store(app) as store:
-        summary = store.import_table(table, id_column="customer_id", email_column="email")
+        summary = store.import_table(table, ProfileImport(id_column="customer_id",
+                                                          email_column="email"))
     click.echo(app.t(
         N_("Generated and imported %(count)s profiles in %(seconds)s s (replacing the previous "
            "profiles)."), count=app.number(summary.rows),

@@ -17,7 +17,7 @@ from segment_export.db.models import Connection, Export, Run, Segment, User
 from segment_export.definitions.exports import list_exports
 from segment_export.errors import ConfigurationError, PermissionDeniedError
 from segment_export.exports.engine import ACTIVE
-from segment_export.exports.runs import request_run
+from segment_export.exports.runs import RunRequest, request_run
 from segment_export.languages import N_
 from segment_export.profiles.store import ProfileStore
 from segment_export.segments.refresh import RefreshResult, refresh_segment
@@ -131,7 +131,8 @@ def _refresh_and_queue(session: Session, *, actor: User, store: ProfileStore,
                 f"The segment {broken[0].name!r} could not be refreshed: {broken[0].error}"))
             continue
         try:
-            run = request_run(session, actor=actor, export=export, trigger=TRIGGER)
+            run = request_run(session, actor=actor, export=export, request=RunRequest(),
+                              trigger=TRIGGER)
         except PermissionDeniedError as exc:
             result.skipped.append(SkippedExport(export.id, export.name, "not_permitted",
                                                 exc.message))

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
@@ -50,11 +51,23 @@ COUNT_LABELS = [
 ]
 
 
+# What is asked of a run, the one input of `request_run` from the API (its request body), the
+# pages, the CLI, the scheduler and run-all. No docstring: the API document shows none.
+class RunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dry_run: bool = Field(default=False, description="Report what would change; send nothing.")
+    full_resync: bool = Field(default=False, description="Send every member again.")
+
+
 def request_run(
-    session: Session, *, actor: User | None, export: Export, dry_run: bool = False,
-    full_resync: bool = False, trigger: str = "manual",
+    session: Session, *, actor: User | None, export: Export, request: RunRequest | None = None,
+    trigger: str = "manual",
 ) -> Run:
-    """Queue a run of ``export`` (``actor`` None = the scheduler)."""
+    """Queue a run of ``export`` as ``request`` asks (None: a plain run; ``actor`` None = the
+    scheduler)."""
+    request = request or RunRequest()
+    dry_run, full_resync = request.dry_run, request.full_resync
     if actor is not None:
         connection = session.get(Connection, export.connection_id) if export.connection_id else None
         if "run" not in permissions(actor, export, connection):

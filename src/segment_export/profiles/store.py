@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -20,9 +20,9 @@ from sqlglot import exp
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.languages import N_
 from segment_export.profiles import importer
+from segment_export.profiles.imports import ImportMode, ProfileImport
 from segment_export.storage import is_storage_full, storage_full_error
 
-ImportMode = Literal["replace", "upsert"]
 _T = TypeVar("_T")
 
 PROFILES = "profiles"
@@ -80,27 +80,13 @@ class ProfileStore(Protocol):
         """The column that holds the customer id, or None before the first import."""
         ...
 
-    def import_file(
-        self,
-        path: Path,
-        *,
-        id_column: str = "customer_id",
-        mode: ImportMode = "replace",
-        format: str | None = None,
-        email_column: str | None = None,
-    ) -> ImportSummary:
-        """Load a CSV, Parquet or JSON Lines file, replacing the profiles or upserting by id."""
+    def import_file(self, path: Path, options: ProfileImport | None = None) -> ImportSummary:
+        """Load a CSV, Parquet or JSON Lines file, replacing the profiles or upserting by id
+        (``options`` None: the defaults of :class:`ProfileImport`)."""
         ...
 
-    def import_table(
-        self,
-        table: pa.Table,
-        *,
-        id_column: str = "customer_id",
-        mode: ImportMode = "replace",
-        email_column: str | None = None,
-    ) -> ImportSummary:
-        """Load an Arrow table, with the same checks as :meth:`import_file`."""
+    def import_table(self, table: pa.Table, options: ProfileImport | None = None) -> ImportSummary:
+        """Load an Arrow table, with the same checks as :meth:`import_file` (no ``format``)."""
         ...
 
     def schema(self) -> dict[str, str]:
@@ -175,6 +161,16 @@ def normalize_type(duckdb_type: str) -> str:
     if t in {"VARCHAR", "DATE", "BOOLEAN"}:
         return t
     return t  # lists, structs, blobs: kept by name; rules refuse to compare them
+
+
+def table_options(options: ProfileImport | None) -> ProfileImport:
+    """``options`` of an Arrow table's import (None: the defaults); a table has no format."""
+    options = options or ProfileImport()
+    if options.format is not None:
+        raise ConfigurationError(
+            N_("An Arrow table has no file format; import it without %(option)s"),
+            values={"option": "format"}, field="format")
+    return options
 
 
 class DuckDBProfileStore:
@@ -321,22 +317,15 @@ class DuckDBProfileStore:
 
     # -- import ------------------------------------------------------------------------------
 
-    def import_file(
-        self,
-        path: Path,
-        *,
-        id_column: str = "customer_id",
-        mode: ImportMode = "replace",
-        format: str | None = None,
-        email_column: str | None = None,
-    ) -> ImportSummary:
+    def import_file(self, path: Path, options: ProfileImport | None = None) -> ImportSummary:
         """Load a CSV, Parquet or JSON Lines file; see :class:`ProfileStore`.
 
         Replace refuses a file whose customer ids repeat (a broken unification should not
         silently lose rows); upsert keeps the last row of each id.
         """
+        options = options or ProfileImport()
         path = Path(path)
-        fmt = importer.detect_format(path, format)
+        fmt = importer.detect_format(path, options.format)
         importer.check_file(path, fmt)
 
         def on_error(cur: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> DataError:
@@ -356,20 +345,12 @@ class DuckDBProfileStore:
             first_row=2 if fmt == "csv" else 1,
             on_error=on_error,
             after_load=after_load,
-            id_column=id_column,
-            mode=mode,
-            email_column=email_column,
+            options=options,
         )
 
-    def import_table(
-        self,
-        table: pa.Table,
-        *,
-        id_column: str = "customer_id",
-        mode: ImportMode = "replace",
-        email_column: str | None = None,
-    ) -> ImportSummary:
+    def import_table(self, table: pa.Table, options: ProfileImport | None = None) -> ImportSummary:
         """Load an Arrow table (the generator's output), with the same checks as a file."""
+        options = table_options(options)
         view = f"_arrow_{uuid.uuid4().hex}"
 
         def on_error(_cur: duckdb.DuckDBPyConnection, exc: duckdb.Error) -> DataError:
@@ -384,9 +365,7 @@ class DuckDBProfileStore:
             first_row=1,
             on_error=on_error,
             after_load=None,
-            id_column=id_column,
-            mode=mode,
-            email_column=email_column,
+            options=options,
             register=(view, table),
         )
 
@@ -432,11 +411,10 @@ class DuckDBProfileStore:
         first_row: int,
         on_error: Callable[[duckdb.DuckDBPyConnection, duckdb.Error], DataError],
         after_load: Callable[[duckdb.DuckDBPyConnection, str], None] | None,
-        id_column: str,
-        mode: ImportMode,
-        email_column: str | None,
+        options: ProfileImport,
         register: tuple[str, pa.Table] | None = None,
     ) -> ImportSummary:
+        id_column, mode, email_column = options.id_column, options.mode, options.email_column
         if mode not in ("replace", "upsert"):
             raise DataError(N_("Unknown import mode %(mode)s; use replace or upsert"),
                             values={"mode": repr(mode)}, field="mode")

@@ -19,7 +19,7 @@ from segment_export.db.types import utcnow
 from segment_export.definitions.exports import next_cron_time
 from segment_export.errors import ConfigurationError, SegmentExportError
 from segment_export.exports.engine import worker_alive
-from segment_export.exports.runs import request_run, requeue_paused_runs
+from segment_export.exports.runs import RunRequest, request_run, requeue_paused_runs
 from segment_export.languages import N_
 from segment_export.scheduling.runtime import Runtime
 from segment_export.segments.refresh import refresh_segments
@@ -79,7 +79,7 @@ def system_refresh(runtime: Runtime, *, enqueue: Callable[[str], None],
         for export in exports:
             try:
                 run_ids.append(request_run(session, actor=None, export=export,
-                                           trigger="refresh").id)
+                                           request=RunRequest(), trigger="refresh").id)
             except SegmentExportError as exc:
                 log.warning("export %r not queued after refresh: %s", export.name, exc)
     for run_id in run_ids:
@@ -109,7 +109,7 @@ def tick(runtime: Runtime, *, enqueue: Callable[[str], None],
             export.next_run_at = next_cron_time(export.cron, export.timezone, now)
             try:
                 due.append(request_run(session, actor=None, export=export,
-                                       trigger="schedule").id)
+                                       request=RunRequest(), trigger="schedule").id)
             except SegmentExportError as exc:
                 log.warning("scheduled run of %r not queued: %s", export.name, exc)
         # Runs paused for the daily quota go back to the queue once it has reset.

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
 
 from segment_export import access
@@ -18,6 +18,7 @@ from segment_export.db.models import Connection, Export, Segment, User
 from segment_export.definitions import exports as service
 from segment_export.definitions.configuration import ExportCreate, ExportUpdate, save_export
 from segment_export.definitions.mapping import FIELDS
+from segment_export.exports import runs
 from segment_export.exports.run_all import SkipReason, run_all
 from segment_export.exports.runs import list_runs, request_run
 
@@ -88,9 +89,10 @@ class ExportPublic(BaseModel):
     last_run: RunPublic | None
 
 
-class RunRequest(BaseModel):
-    dry_run: bool = Field(default=False, description="Report what would change; send nothing.")
-    full_resync: bool = Field(default=False, description="Send every member again.")
+class RunRequest(runs.RunRequest):
+    # The service's RunRequest as the request body, under its name; a body's unknown fields are
+    # ignored, as they always were here (a caller's typo still is an error in Python).
+    model_config = ConfigDict(extra="ignore")
 
 
 class DuplicateRequest(BaseModel):
@@ -237,8 +239,7 @@ def start_run(export_id: ObjectId, body: RunRequest, db: Db, services: Services,
               user: CurrentUser) -> RunPublic:
     """Run an export now (or dry-run it); a worker picks the run up."""
     export = service.get_export(db, name_or_id=export_id)
-    run = request_run(db, actor=user, export=export, dry_run=body.dry_run,
-                      full_resync=body.full_resync)
+    run = request_run(db, actor=user, export=export, request=body)
     db.commit()
     services.queue.enqueue_run(run.id)
     db.refresh(run)  # a worker may have picked it up already

@@ -29,6 +29,7 @@ from sqlglot import exp
 from segment_export import log as logs
 from segment_export.errors import ConfigurationError, DataError, RetriableError
 from segment_export.languages import N_
+from segment_export.profiles.imports import ImportMode, ProfileImport
 from segment_export.profiles.postgres import catalog, load
 from segment_export.profiles.postgres.columns import (
     PgColumn,
@@ -43,8 +44,8 @@ from segment_export.profiles.store import (
     PROFILES,
     SUPPRESSIONS,
     DuckDBProfileStore,
-    ImportMode,
     ImportSummary,
+    table_options,
 )
 
 log = logging.getLogger(__name__)
@@ -572,42 +573,22 @@ class PostgresProfileStore:
 
     # -- import ------------------------------------------------------------------------------
 
-    def import_file(
-        self,
-        path: Path,
-        *,
-        id_column: str = "customer_id",
-        mode: ImportMode = "replace",
-        format: str | None = None,
-        email_column: str | None = None,
-    ) -> ImportSummary:
+    def import_file(self, path: Path, options: ProfileImport | None = None) -> ImportSummary:
         """Load a CSV, Parquet or JSON Lines file; see :class:`ProfileStore`.
 
         The file is read and checked by the embedded store, so its errors are the same, then
         copied to PostgreSQL (binary COPY): replace swaps the table in one transaction,
         upsert inserts with ``ON CONFLICT`` on the customer id.
         """
-        path = Path(path)
-        return self._import(
-            lambda staging: staging.import_file(path, id_column=id_column, mode=mode,
-                                                format=format, email_column=email_column),
-            label=path.name, mode=mode,
-        )
+        path, options = Path(path), options or ProfileImport()
+        return self._import(lambda staging: staging.import_file(path, options),
+                            label=path.name, mode=options.mode)
 
-    def import_table(
-        self,
-        table: pa.Table,
-        *,
-        id_column: str = "customer_id",
-        mode: ImportMode = "replace",
-        email_column: str | None = None,
-    ) -> ImportSummary:
+    def import_table(self, table: pa.Table, options: ProfileImport | None = None) -> ImportSummary:
         """Load an Arrow table (the generator's output), with the same checks as a file."""
-        return self._import(
-            lambda staging: staging.import_table(table, id_column=id_column, mode=mode,
-                                                 email_column=email_column),
-            label="the table", mode=mode,
-        )
+        options = table_options(options)
+        return self._import(lambda staging: staging.import_table(table, options),
+                            label="the table", mode=options.mode)
 
     def _import(
         self, stage: Callable[[DuckDBProfileStore], ImportSummary], *, label: str,

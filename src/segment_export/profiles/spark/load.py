@@ -12,7 +12,8 @@ import duckdb
 import pyarrow.dataset as ds
 from sqlglot import exp
 
-from segment_export.profiles.store import PROFILES, DuckDBProfileStore, ImportMode, ImportSummary
+from segment_export.profiles.imports import ImportMode, ProfileImport
+from segment_export.profiles.store import PROFILES, DuckDBProfileStore, ImportSummary
 
 Load = Callable[[DuckDBProfileStore], ImportSummary]
 
@@ -33,7 +34,7 @@ def import_into_parquet(
         with DuckDBProfileStore(staging_path) as staging:
             if mode == "upsert" and current_id is not None and _has_parquet(directory):
                 current = ds.dataset(directory, format="parquet", partitioning="hive").to_table()
-                staging.import_table(current, id_column=current_id, mode="replace")
+                staging.import_table(current, ProfileImport(id_column=current_id))
             summary = load(staging)
         fresh = directory.parent / f".{directory.name}.import-{uuid.uuid4().hex}"
         fresh.mkdir(parents=True)

@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from segment_export.errors import ConfigurationError, DataError
 from segment_export.languages import N_
+from segment_export.profiles.imports import ImportMode, ProfileImport
 from segment_export.profiles.spark.dialect import spark_sql
 from segment_export.profiles.spark.load import Load, import_into_parquet
 from segment_export.profiles.spark.session import (
@@ -31,7 +32,7 @@ from segment_export.profiles.spark.session import (
     parse_setting,
     spark_running,
 )
-from segment_export.profiles.store import ImportMode, ImportSummary, normalize_type
+from segment_export.profiles.store import ImportSummary, normalize_type, table_options
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -260,32 +261,17 @@ class SparkProfileStore:
         frame = self._profiles()
         return 0 if frame is None else frame.count()
 
-    def import_file(
-        self,
-        path: Path,
-        *,
-        id_column: str = "customer_id",
-        mode: ImportMode = "replace",
-        format: str | None = None,
-        email_column: str | None = None,
-    ) -> ImportSummary:
+    def import_file(self, path: Path, options: ProfileImport | None = None) -> ImportSummary:
         """Load a CSV, Parquet or JSON Lines file into the Parquet directory (see the class)."""
-        return self._import(lambda staging: staging.import_file(
-            path, id_column=id_column, mode=mode, format=format, email_column=email_column,
-        ), id_column=id_column, mode=mode)
+        options = options or ProfileImport()
+        return self._import(lambda staging: staging.import_file(path, options),
+                            id_column=options.id_column, mode=options.mode)
 
-    def import_table(
-        self,
-        table: pa.Table,
-        *,
-        id_column: str = "customer_id",
-        mode: ImportMode = "replace",
-        email_column: str | None = None,
-    ) -> ImportSummary:
+    def import_table(self, table: pa.Table, options: ProfileImport | None = None) -> ImportSummary:
         """Load an Arrow table into the Parquet directory, with the same checks as a file."""
-        return self._import(lambda staging: staging.import_table(
-            table, id_column=id_column, mode=mode, email_column=email_column,
-        ), id_column=id_column, mode=mode)
+        options = table_options(options)
+        return self._import(lambda staging: staging.import_table(table, options),
+                            id_column=options.id_column, mode=options.mode)
 
     def _import(self, load: Load, *, id_column: str, mode: ImportMode) -> ImportSummary:
         if not self.source.startswith(PARQUET):

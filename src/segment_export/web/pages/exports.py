@@ -23,7 +23,7 @@ from segment_export.definitions.lists import account_lists
 from segment_export.definitions.mapping import FIELDS
 from segment_export.errors import ConfigurationError, DataError, NotFoundError, SegmentExportError
 from segment_export.exports.run_all import SKIP_LABELS, run_all
-from segment_export.exports.runs import list_runs, request_run
+from segment_export.exports.runs import RunRequest, list_runs, request_run
 from segment_export.languages import N_, message_text, short_when, translations
 from segment_export.segments.service import list_segments
 from segment_export.web.charts import Series, bar_chart
@@ -329,7 +329,8 @@ def run_export(request: Request, export_id: ObjectId, db: Db, services: Services
                full_resync: Annotated[bool, Form()] = False) -> Response:
     """Run now (or dry-run): the run page shows its progress."""
     export = service.get_export(db, name_or_id=export_id)
-    run = request_run(db, actor=user, export=export, dry_run=dry_run, full_resync=full_resync)
+    run = request_run(db, actor=user, export=export,
+                      request=RunRequest(dry_run=dry_run, full_resync=full_resync))
     db.commit()
     services.queue.enqueue_run(run.id)
     return redirect(f"/runs/{run.id}",
