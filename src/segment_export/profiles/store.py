@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,6 +161,20 @@ def normalize_type(duckdb_type: str) -> str:
     if t in {"VARCHAR", "DATE", "BOOLEAN"}:
         return t
     return t  # lists, structs, blobs: kept by name; rules refuse to compare them
+
+
+def member_columns(id_name: str, columns: Sequence[str], available: Container[str]) -> list[str]:
+    """The columns a member read returns, the id first and each of ``columns`` once; every
+    column the profiles lack is named in one error (the same in every store)."""
+    unknown = [c for c in columns if c not in available]
+    if unknown:
+        raise DataError(
+            N_("Unknown profile column(s): %(columns)s"),
+            values={"columns": ', '.join(map(repr, unknown))},
+            field="columns",
+            columns=unknown,
+        )
+    return [id_name, *dict.fromkeys(c for c in columns if c != id_name)]
 
 
 def table_options(options: ProfileImport | None) -> ProfileImport:
@@ -790,15 +804,7 @@ class DuckDBProfileStore:
         with self._lease(None) as (cur, lease):
             id_name = self._require(cur)
             available = self._table_columns(cur, PROFILES)
-            unknown = [c for c in columns if c not in available]
-            if unknown:
-                raise DataError(
-                    N_("Unknown profile column(s): %(columns)s"),
-                    values={"columns": ', '.join(map(repr, unknown))},
-                    field="columns",
-                    columns=unknown,
-                )
-            wanted = [id_name, *dict.fromkeys(c for c in columns if c != id_name)]
+            wanted = member_columns(id_name, columns, available)
             if not segment_ids:
                 return
             key = exp.column(id_name, quoted=True)

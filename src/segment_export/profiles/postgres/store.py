@@ -45,6 +45,7 @@ from segment_export.profiles.store import (
     SUPPRESSIONS,
     DuckDBProfileStore,
     ImportSummary,
+    member_columns,
     table_options,
 )
 
@@ -540,16 +541,8 @@ class PostgresProfileStore:
         with self._connection() as conn:
             target = self._require(conn)
             available = {c.name for c in target.columns}
-            unknown = [c for c in columns if c not in available]
-            if unknown:
-                raise DataError(
-                    N_("Unknown profile column(s): %(columns)s"),
-                    values={"columns": ', '.join(map(repr, unknown))},
-                    field="columns",
-                    columns=unknown,
-                )
-            wanted = [target.column(n) for n in
-                      [target.id_name, *dict.fromkeys(c for c in columns if c != target.id_name)]]
+            wanted = [target.column(n)
+                      for n in member_columns(target.id_name, columns, available)]
             if not segment_ids or not self._members_exist(conn):
                 return
             query = self._members_query(

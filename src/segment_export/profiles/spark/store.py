@@ -32,7 +32,12 @@ from segment_export.profiles.spark.session import (
     parse_setting,
     spark_running,
 )
-from segment_export.profiles.store import ImportSummary, normalize_type, table_options
+from segment_export.profiles.store import (
+    ImportSummary,
+    member_columns,
+    normalize_type,
+    table_options,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -495,15 +500,7 @@ class SparkProfileStore:
         if batch_size < 1:
             raise DataError("batch_size must be at least 1", field="batch_size")
         frame, id_name = self._require()
-        unknown = [c for c in columns if c not in frame.columns]
-        if unknown:
-            raise DataError(
-                N_("Unknown profile column(s): %(columns)s"),
-                values={"columns": ', '.join(map(repr, unknown))},
-                field="columns",
-                columns=unknown,
-            )
-        wanted = [id_name, *dict.fromkeys(c for c in columns if c != id_name)]
+        wanted = member_columns(id_name, columns, frame.columns)
         if not segment_ids:
             return
         members = self._members(frame, id_name, segment_ids)
