@@ -30,7 +30,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("db/types.py", "This engine was made without"): "engine built without make_engine",
     ("segments/refresh.py", "now must be an aware"): "argument check (callers pass utcnow)",
     ("segments/compiler.py", "now must be an aware"): "argument check (callers pass utcnow)",
-    ("profiles/store.py", "batch_size must be"): "argument check of a store iterator",
+    ("profiles/duckdb/store.py", "batch_size must be"): "argument check of a store iterator",
     ("profiles/postgres/store.py", "batch_size must be"): "argument check of a store iterator",
     ("profiles/spark/store.py", "batch_size must be"): "argument check of a store iterator",
     # The engine's own signals between its threads: caught by the engine, which stores a

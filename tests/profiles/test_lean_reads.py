@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from sqlglot import exp
 
-import segment_export.profiles.store as store_module
+import segment_export.profiles.duckdb.store as store_module
 from segment_export.exports.validate import EMAIL_MAX_LENGTH, EMAIL_PATTERN
 from segment_export.profiles import DuckDBProfileStore
 

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pytest
 from sqlglot import exp
 
-import segment_export.profiles.store as store_module
+import segment_export.profiles.duckdb.store as store_module
 from segment_export.profiles import DuckDBProfileStore
 from segment_export.profiles.imports import ProfileImport
 

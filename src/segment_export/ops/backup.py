@@ -56,7 +56,8 @@ from segment_export.ops.archive import (
     write_archive,
 )
 from segment_export.ops.keys import fingerprint, key_source, undecryptable, write_key_file
-from segment_export.profiles.store import MEMBERS, META, PROFILES, DuckDBProfileStore, quote
+from segment_export.profiles.duckdb import DuckDBProfileStore
+from segment_export.profiles.store import MEMBERS, META, PROFILES, quote
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def open_profile_store(settings: Settings) -> ProfileStore:
         from segment_export.profiles.spark import SparkProfileStore
 
         return SparkProfileStore.from_setting(settings.profile_store, settings=settings)
-    from segment_export.profiles.store import DuckDBProfileStore
+    from segment_export.profiles.duckdb import DuckDBProfileStore
 
     settings.ensure_data_dir()
     return DuckDBProfileStore(settings.profiles_path)

@@ -29,6 +29,7 @@ from sqlglot import exp
 from segment_export import log as logs
 from segment_export.errors import ConfigurationError, DataError, RetriableError
 from segment_export.languages import N_
+from segment_export.profiles.duckdb import DuckDBProfileStore
 from segment_export.profiles.imports import ImportMode, ProfileImport
 from segment_export.profiles.postgres import catalog, load
 from segment_export.profiles.postgres.columns import (
@@ -43,7 +44,6 @@ from segment_export.profiles.store import (
     MEMBERS,
     PROFILES,
     SUPPRESSIONS,
-    DuckDBProfileStore,
     ImportSummary,
     member_columns,
     table_options,

@@ -12,8 +12,9 @@ import duckdb
 import pyarrow.dataset as ds
 from sqlglot import exp
 
+from segment_export.profiles.duckdb import DuckDBProfileStore
 from segment_export.profiles.imports import ImportMode, ProfileImport
-from segment_export.profiles.store import PROFILES, DuckDBProfileStore, ImportSummary
+from segment_export.profiles.store import PROFILES, ImportSummary
 
 Load = Callable[[DuckDBProfileStore], ImportSummary]
 
