@@ -187,6 +187,7 @@ def update_export(
     mapping = check_spec(session, actor, spec, profile_columns)
     check_name_free(session, spec.name, export)
     if spec.list_id.lower() != export.list_id:
+        hold_export(session, export.id)
         _no_run_sending(session, export)
         # What was delivered to the old list says nothing about the new one.
         forget_export_state(session, export_id=export.id)
@@ -198,6 +199,26 @@ def update_export(
 
 # The statuses of a run that holds its export (exports/engine.py ACTIVE, which sits above).
 _SENDING = ("queued", "running", "paused")
+
+
+def hold_export(session: Session, export_id: str) -> None:
+    """Take the export's row for the rest of the caller's transaction, so that a change of its
+    list and a request of its run happen one after the other: otherwise a run requested (and
+    started) between the list change's check and its commit reads the old list, and what it
+    delivers there is then taken for the new list's.
+
+    PostgreSQL locks the row (``SELECT ... FOR UPDATE``); SQLite has no row locks, and a write
+    that changes nothing takes its database write lock instead (the session's first statement
+    of a transaction otherwise only reads, and a write could come in between).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(Export.id).where(Export.id == export_id).with_for_update())
+        return
+    # updated_at named so that its onupdate does not fire: nothing of the export changes.
+    session.execute(
+        update(Export).where(Export.id == export_id)
+        .values(id=Export.id, updated_at=Export.updated_at)
+        .execution_options(synchronize_session=False))
 
 
 def _no_run_sending(session: Session, export: Export) -> None:

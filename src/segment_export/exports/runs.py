@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, defer
 from segment_export import audit
 from segment_export.access import permissions
 from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBatch, User
+from segment_export.definitions.exports import hold_export
 from segment_export.errors import ConfigurationError, NotFoundError, PermissionDeniedError
 from segment_export.exports.dependencies import RunDependencies
 from segment_export.exports.engine import (
@@ -76,6 +77,9 @@ def request_run(
     if not export.enabled and trigger != "manual":
         raise ConfigurationError(N_("The export %(export)s is disabled"),
                                  values={"export": repr(export.name)})
+    if not dry_run:
+        # A change of the export's list waits for this request, or this for the change.
+        hold_export(session, export.id)
     active = session.scalars(select(Run).where(
         Run.export_id == export.id, Run.status.in_(ACTIVE),
         Run.dry_run.is_(False))).first()

@@ -1,0 +1,151 @@
+"""A change of an export's list and a request of its run, at the same instant, happen one after
+the other (on SQLite and on PostgreSQL), so a run never starts on the list being replaced."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from segment_export.config import Settings
+from segment_export.db.models import Export, Run
+from segment_export.definitions import exports as definitions
+from segment_export.definitions.connections import client_for
+from segment_export.definitions.exports import spec_of, update_export
+from segment_export.errors import ConfigurationError
+from segment_export.exports.runs import request_run
+from tests.world import World, open_world
+
+# Long enough for an unheld request to queue its run and commit (a few ms); the held request
+# waits this long behind the change.
+HELD_FOR = 1.0
+
+
+@pytest.fixture
+def raced_world(engine: Engine, settings: Settings) -> Iterator[World]:
+    with open_world(settings, engine) as opened:
+        yield opened
+
+
+def _export_and_new_list(world: World) -> tuple[str, str]:
+    world.load_profiles([{"customer_id": 1, "email": "ana@example.com", "country": "DE"}])
+    export = world.export("raced", [world.segment("de", "country = 'DE'")])
+    with client_for(world.connection, settings=world.settings, engine=world.engine) as client:
+        return export.id, client.create_contact_list("Second list").list_id
+
+
+def test_a_run_requested_during_a_list_change_waits_for_it(
+    raced_world: World, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The change has checked that no run sends and is about to commit; a run requested now
+    is queued only after the change committed (then it reads the new list), never in
+    between."""
+    world = raced_world
+    export_id, new_list = _export_and_new_list(world)
+    checked, release = threading.Event(), threading.Event()
+    real_check = definitions._no_run_sending
+
+    def check_then_linger(session: Any, export: Export) -> None:
+        real_check(session, export)
+        checked.set()
+        release.wait(10)
+
+    monkeypatch.setattr(definitions, "_no_run_sending", check_then_linger)
+    outcome: dict[str, Any] = {}
+
+    def change() -> None:
+        with world.sessions.begin() as session:
+            saved = session.get(Export, export_id)
+            assert saved is not None
+            update_export(session, actor=world.admin, export=saved,
+                          spec=dataclasses.replace(spec_of(saved), list_id=new_list))
+        outcome["changed"] = True
+
+    def request() -> None:
+        try:
+            with world.sessions.begin() as session:
+                saved = session.get(Export, export_id)
+                assert saved is not None
+                outcome["run"] = request_run(session, actor=world.admin, export=saved).id
+        except ConfigurationError as exc:  # pragma: no cover - the failure the test names
+            outcome["refused"] = exc
+
+    changer = threading.Thread(target=change)
+    changer.start()
+    assert checked.wait(10)
+    requester = threading.Thread(target=request)
+    requester.start()
+    requester.join(HELD_FOR)
+    queued_in_between = not requester.is_alive()
+    release.set()
+    changer.join(30)
+    requester.join(30)
+    assert not queued_in_between, "a run was queued between the list change's check and commit"
+    assert outcome.get("changed"), outcome
+    assert "run" in outcome, outcome
+    with world.sessions() as session:
+        saved = session.get(Export, export_id)
+        assert saved is not None
+        assert saved.list_id == new_list
+        assert session.scalars(select(Run.status).where(Run.export_id == export_id)).all() == [
+            "queued"]
+
+
+def test_a_list_change_during_a_run_request_is_refused(
+    raced_world: World, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other order: the request holds the export; the change waits for its commit, then
+    sees the queued run and is refused, naming it."""
+    world = raced_world
+    export_id, new_list = _export_and_new_list(world)
+    held, release = threading.Event(), threading.Event()
+    real_hold = definitions.hold_export
+    from segment_export.exports import runs
+
+    def hold_then_linger(session: Any, held_id: str) -> None:
+        real_hold(session, held_id)
+        held.set()
+        release.wait(10)
+
+    monkeypatch.setattr(runs, "hold_export", hold_then_linger)
+    outcome: dict[str, Any] = {}
+
+    def request() -> None:
+        with world.sessions.begin() as session:
+            saved = session.get(Export, export_id)
+            assert saved is not None
+            outcome["run"] = request_run(session, actor=world.admin, export=saved).id
+
+    def change() -> None:
+        try:
+            with world.sessions.begin() as session:
+                saved = session.get(Export, export_id)
+                assert saved is not None
+                update_export(session, actor=world.admin, export=saved,
+                              spec=dataclasses.replace(spec_of(saved), list_id=new_list))
+            outcome["changed"] = True
+        except ConfigurationError as exc:
+            outcome["refused"] = exc
+
+    requester = threading.Thread(target=request)
+    requester.start()
+    assert held.wait(10)
+    changer = threading.Thread(target=change)
+    changer.start()
+    changer.join(HELD_FOR)
+    changed_in_between = not changer.is_alive()
+    release.set()
+    requester.join(30)
+    changer.join(30)
+    assert not changed_in_between, "the list changed while a run request held the export"
+    assert "run" in outcome, outcome
+    assert "changed" not in outcome, outcome
+    assert outcome["refused"].context["run_id"] == outcome["run"]
+    with world.sessions() as session:
+        saved = session.get(Export, export_id)
+        assert saved is not None
+        assert saved.list_id != new_list
