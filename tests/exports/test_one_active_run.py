@@ -14,7 +14,46 @@ from segment_export.exports.runs import RunRequest, request_run
 from tests.world import World
 
 
-def test_requests_racing_past_the_check_queue_one_run(world: World) -> None:
+def test_requests_at_the_same_moment_queue_one_run(world: World) -> None:
+    """Each request holds the export's row (hold_export): the second checks after the first
+    committed, and is refused naming its run."""
+    world.load_profiles([{"customer_id": 1, "email": "a@example.com", "first_name": "A",
+                          "last_name": "B", "country": "DE"}])
+    export = world.export("racy", [world.segment("all", "country = 'DE'")])
+    start = threading.Barrier(2, timeout=10)
+    outcomes: list[Any] = []
+
+    def request(trigger: str) -> None:
+        start.wait()
+        try:
+            with world.sessions.begin() as session:
+                outcomes.append(request_run(session, actor=None, export=session.merge(export),
+                                            trigger=trigger).id)
+        except ConfigurationError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=request, args=(t,)) for t in ("manual", "schedule")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    refused = [o for o in outcomes if isinstance(o, ConfigurationError)]
+    assert len(outcomes) == 2
+    assert len(refused) == 1, outcomes
+    assert "already has a run queued" in str(refused[0])
+    with world.sessions() as session:
+        runs = session.scalars(select(Run).where(Run.export_id == export.id)).all()
+    assert [r.id for r in runs] == [o for o in outcomes if isinstance(o, str)]
+
+
+def test_requests_racing_past_the_check_queue_one_run(
+    world: World, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the row hold (bypassed here) both requests can pass the check: the unique
+    index uq_runs_one_active_per_export still lets only one in."""
+    from segment_export.exports import runs as run_service
+
+    monkeypatch.setattr(run_service, "hold_export", lambda session, export_id: None)
     world.load_profiles([{"customer_id": 1, "email": "a@example.com", "first_name": "A",
                           "last_name": "B", "country": "DE"}])
     export = world.export("racy", [world.segment("all", "country = 'DE'")])
