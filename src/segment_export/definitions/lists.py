@@ -5,11 +5,11 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from segment_export.config import Settings
-from segment_export.constant_contact import ContactList
+from segment_export.constant_contact import ConstantContactClient, ContactList
 from segment_export.db.models import Connection
 from segment_export.definitions.connections import client_for
 from segment_export.definitions.exports import UUID_PATTERN
-from segment_export.errors import ConfigurationError, NotFoundError
+from segment_export.errors import ConfigurationError, NotFoundError, SegmentExportError
 from segment_export.languages import N_
 from segment_export.metrics import Metrics
 
@@ -56,3 +56,37 @@ def resolve_list(
         if existing:
             return existing[0]
         return client.create_contact_list(create_name.strip())
+
+
+def deleted_list_error(client: ConstantContactClient, *, list_id: str,
+                       list_name: str | None) -> ConfigurationError | None:
+    """The error to give when the export's list was deleted in Constant Contact (None: it is
+    there, or asking failed and the caller's own error stands).
+
+    Constant Contact answers a deleted list's GET with its ``deleted_at`` (as the emulator
+    does) or, once it is purged, 404; both mean nothing more can reach it.
+    """
+    try:
+        found = client.get_contact_list(list_id)
+    except NotFoundError:
+        deleted = None
+    except SegmentExportError:
+        return None
+    else:
+        if found.deleted_at is None:
+            return None
+        deleted = found.deleted_at
+    shown = repr(list_name) if list_name else list_id
+    if deleted is None:
+        return ConfigurationError(
+            N_("The export's list %(list)s no longer exists in Constant Contact: nothing can "
+               "be sent to it"),
+            values={"list": shown},
+            hint=N_("Pick another list for the export (or create one), then run it again."),
+            field="list_id", list_id=list_id)
+    return ConfigurationError(
+        N_("The export's list %(list)s was deleted in Constant Contact on %(deleted)s: nothing "
+           "can be sent to it"),
+        values={"list": shown, "deleted": deleted.isoformat(timespec="seconds")},
+        hint=N_("Pick another list for the export (or create one), then run it again."),
+        field="list_id", list_id=list_id)

@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -25,7 +26,9 @@ from segment_export.db.models import Connection, Export, RejectedRow, Run, RunBa
 from segment_export.db.types import utcnow
 from segment_export.definitions.connections import client_for
 from segment_export.definitions.custom_fields import AccountField, fields_for_run, mapped_names
+from segment_export.definitions.lists import deleted_list_error
 from segment_export.errors import (
+    FatalError,
     NotFoundError,
     QuotaExhaustedError,
     ReauthorizationNeededError,
@@ -338,12 +341,13 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
     counts: dict[str, Any] = {"segment_size": size}
     if run.dry_run:
         return _dry_run(deps, run, export, local, counts, stages,
-                        _custom_fields(deps, connection, export), connection)
+                        _dry_run_reads(deps, connection, export), connection)
 
     assert connection is not None
     with client_for(connection, settings=deps.settings, engine=deps.engine,
                     transport=deps.transport, on_request=deps.request_hook(),
-                    metrics=deps.metrics, **deps.client_options) as client:
+                    metrics=deps.metrics, **deps.client_options) as client, \
+            _naming_a_deleted_list(client, export):
         _confirm_left_over_batches(deps, client, run, export)
         # Read once per run: a custom field deleted since the export was saved fails it here.
         typed = fields_for_run(client, export.mapping, account=_account(connection))
@@ -380,15 +384,36 @@ def _account(connection: Connection) -> str:
     return connection.account_name or connection.display_name
 
 
-def _custom_fields(deps: RunDependencies, connection: Connection | None,
+@contextmanager
+def _naming_a_deleted_list(client: ConstantContactClient, export: Export) -> Iterator[None]:
+    """Constant Contact refused an import or a removal: if the export's list was deleted
+    there, say so (its 400 names only a list id "not found"). Asked only on a refusal, so a
+    run costs no request more."""
+    try:
+        yield
+    except FatalError as exc:
+        gone = deleted_list_error(client, list_id=export.list_id, list_name=export.list_name)
+        if gone is None:
+            raise
+        raise gone from exc
+
+
+def _dry_run_reads(deps: RunDependencies, connection: Connection | None,
                    export: Export) -> dict[str, AccountField] | None:
-    """For a dry run: the account's custom fields the mapping fills (none asked for when it
-    fills none, or when the export is detached: its values then go uncast, as text)."""
-    if connection is None or not mapped_names(export.mapping):
+    """What a dry run asks Constant Contact: that the export's list is still there (a real run
+    would fail on a deleted one), and the account's custom fields the mapping fills (none asked
+    for when it fills none). A detached export's dry run asks nothing: its values then go
+    uncast, as text."""
+    if connection is None:
         return None
     with client_for(connection, settings=deps.settings, engine=deps.engine,
                     transport=deps.transport, on_request=deps.request_hook(),
                     metrics=deps.metrics, **deps.client_options) as client:
+        gone = deleted_list_error(client, list_id=export.list_id, list_name=export.list_name)
+        if gone is not None:
+            raise gone
+        if not mapped_names(export.mapping):
+            return None
         return fields_for_run(client, export.mapping, account=_account(connection))
 
 
@@ -398,7 +423,7 @@ def _dry_run(deps: RunDependencies, run: Run, export: Export, local: LocalCounts
              connection: Connection | None = None) -> Run:
     delivered = Delivered.empty() if run.full_resync else load_delivered(deps.engine, export.id)
     totals, held = DiffTotals(), SuppressedTally()
-    # What the suppression set held at the last read: a dry run asks Constant Contact nothing.
+    # What the suppression set held at the last read: a dry run reads no unsubscribes.
     sms_only_allowed = bool(connection.sms_only_allowed) if connection is not None else False
     for chunk in without_suppressed(
             stream_members(deps.store, export, seconds=stages.seconds, counts=local,
