@@ -9,23 +9,9 @@ from babel.dates import format_date
 from rich.console import Console
 from rich.table import Table
 
+from segment_export import users as accounts
 from segment_export.cli.context import AppContext, pass_app
 from segment_export.languages import N_, when
-from segment_export.users import (
-    Role,
-    UserSpec,
-    create_api_token,
-    create_user,
-    disable_user,
-    generate_password,
-    get_api_token,
-    get_user,
-    list_api_tokens,
-    list_users,
-    revoke_api_token,
-    set_language,
-    set_password,
-)
 from segment_export.web.render import ROLE_LABELS
 
 console = Console()
@@ -38,7 +24,7 @@ def _read_password(from_stdin: bool) -> tuple[str, bool]:
         if not password:
             raise click.UsageError("--password-stdin: standard input held no password")
         return password, False
-    return generate_password(), True
+    return accounts.generate_password(), True
 
 
 @click.group("users")
@@ -53,9 +39,9 @@ def users_group() -> None:
 def set_language_(app: AppContext, username: str, language: str) -> None:
     """Set a user's interface language (yourself, or anyone as an admin); `none` unsets it."""
     with app.sessions() as session:
-        user = set_language(session, actor=app.actor(session),
-                            user=get_user(session, username=username),
-                            language=None if language == "none" else language)
+        user = accounts.set_language(session, actor=app.actor(session),
+                                     user=accounts.get_user(session, username=username),
+                                     language=None if language == "none" else language)
         session.commit()
     click.echo(app.t(N_("Language of %(name)s: %(language)s."), name=repr(user.username),
                      language=user.language or app.t(N_("not chosen"))))
@@ -63,7 +49,7 @@ def set_language_(app: AppContext, username: str, language: str) -> None:
 
 @users_group.command("create")
 @click.argument("username")
-@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--role", type=click.Choice([r.value for r in accounts.Role]), required=True)
 @click.option("--email", help="Where alerts for this user go.")
 @click.option("--password-stdin", is_flag=True,
               help="Read the password from standard input (otherwise one is generated and "
@@ -74,9 +60,10 @@ def create(app: AppContext, username: str, role: str, email: str | None,
     """Add a user (admins only) who signs in to the web app with a password."""
     password, generated = _read_password(password_stdin)
     with app.sessions() as session:
-        user = create_user(
+        user = accounts.create_user(
             session,
-            spec=UserSpec(username=username, role=Role(role), password=password, email=email),
+            spec=accounts.UserSpec(username=username, role=accounts.Role(role),
+                                   password=password, email=email),
             actor=app.actor(session),
         )
         session.commit()
@@ -97,8 +84,9 @@ def set_password_command(app: AppContext, username: str, password_stdin: bool) -
     """Give a user a new password; their web sessions end and their API tokens are revoked."""
     password, generated = _read_password(password_stdin)
     with app.sessions() as session:
-        revoked = set_password(session, actor=app.actor(session),
-                               user=get_user(session, username=username), password=password)
+        revoked = accounts.set_password(
+            session, actor=app.actor(session),
+            user=accounts.get_user(session, username=username), password=password)
         session.commit()
     click.echo(app.t(N_("New password set for %(name)s; web sessions ended: %(sessions)s, API "
                         "tokens revoked: %(tokens)s."), name=repr(username),
@@ -116,7 +104,7 @@ def list_(app: AppContext) -> None:
         t = app.t
         table = Table(t(N_("user")), t(N_("role")), t(N_("status")), t(N_("password")),
                       t(N_("created")))
-        for user in list_users(session):
+        for user in accounts.list_users(session):
             table.add_row(user.username, user.role,
                           t(N_("disabled")) if user.disabled else t(N_("active")),
                           t(N_("set")) if user.password_hash else t(N_("none")),
@@ -133,11 +121,10 @@ def set_email_command(app: AppContext, username: str, address: str | None, clear
     """Set where USERNAME's alert emails go (admins only; active admins receive alerts)."""
     if bool(address) == clear:
         raise click.UsageError(app.t(N_("Give an ADDRESS or --clear")))
-    from segment_export.users import set_email
 
     with app.sessions() as session:
-        user = set_email(session, actor=app.actor(session), username=username,
-                         email=None if clear else address)
+        user = accounts.set_email(session, actor=app.actor(session), username=username,
+                                  email=None if clear else address)
         session.commit()
     click.echo(app.t(N_("%(name)s receives alert emails at %(email)s."), name=repr(username),
                      email=user.email) if user.email
@@ -150,7 +137,7 @@ def set_email_command(app: AppContext, username: str, address: str | None, clear
 def disable(app: AppContext, username: str) -> None:
     """Disable a user (admins only): sessions end, tokens stop working."""
     with app.sessions() as session:
-        disable_user(session, actor=app.actor(session), username=username)
+        accounts.disable_user(session, actor=app.actor(session), username=username)
         session.commit()
     click.echo(app.t(N_("Disabled %(name)s."), name=repr(username)))
 
@@ -172,8 +159,8 @@ def token_create(app: AppContext, name: str, username: str | None) -> None:
     """
     with app.sessions() as session:
         actor = app.actor(session)
-        owner = get_user(session, username=username) if username else actor
-        issued = create_api_token(session, actor=actor, user=owner, name=name)
+        owner = accounts.get_user(session, username=username) if username else actor
+        issued = accounts.create_api_token(session, actor=actor, user=owner, name=name)
         session.commit()
     click.echo(app.t(N_("Token %(name)s for %(user)s (shown only now):"), name=repr(name),
                      user=repr(owner.username)), err=True)
@@ -187,8 +174,8 @@ def token_list(app: AppContext, username: str | None) -> None:
     """List tokens: id, name, prefix, last use, revoked."""
     with app.sessions() as session:
         actor = app.actor(session)
-        owner = get_user(session, username=username) if username else actor
-        tokens = list_api_tokens(session, actor=actor, user=owner)
+        owner = accounts.get_user(session, username=username) if username else actor
+        tokens = accounts.list_api_tokens(session, actor=actor, user=owner)
         t, lang = app.t, app.language
         table = Table("id", t(N_("name")), t(N_("starts with")), t(N_("created")),
                       t(N_("last used")), t(N_("revoked")))
@@ -206,7 +193,7 @@ def token_list(app: AppContext, username: str | None) -> None:
 def token_revoke(app: AppContext, token: str) -> None:
     """Revoke a token by id or by the prefix shown in lists."""
     with app.sessions() as session:
-        found = get_api_token(session, id_or_prefix=token)
-        revoke_api_token(session, actor=app.actor(session), token=found)
+        found = accounts.get_api_token(session, id_or_prefix=token)
+        accounts.revoke_api_token(session, actor=app.actor(session), token=found)
         session.commit()
     click.echo(app.t(N_("Revoked token %(prefix)s…."), prefix=found.prefix))
