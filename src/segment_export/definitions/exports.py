@@ -207,12 +207,16 @@ def hold_export(session: Session, export_id: str) -> None:
     started) between the list change's check and its commit reads the old list, and what it
     delivers there is then taken for the new list's.
 
-    PostgreSQL locks the row (``SELECT ... FOR UPDATE``); SQLite has no row locks, and a write
-    that changes nothing takes its database write lock instead (the session's first statement
-    of a transaction otherwise only reads, and a write could come in between).
+    PostgreSQL locks the row (``FOR NO KEY UPDATE``: as an edit of the export does, so runs
+    inserted for it, which take only a key share, are not held up); SQLite has no row locks,
+    and a write that changes nothing takes its database write lock instead (the session's
+    first statement of a transaction otherwise only reads, and a write could come in between).
+    A transaction that holds several exports takes them in the order of their ids, so that
+    two of them never wait for each other.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(Export.id).where(Export.id == export_id).with_for_update())
+        session.execute(select(Export.id).where(Export.id == export_id)
+                        .with_for_update(key_share=True))
         return
     # updated_at named so that its onupdate does not fire: nothing of the export changes.
     session.execute(

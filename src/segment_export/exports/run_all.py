@@ -123,7 +123,9 @@ def _refresh_and_queue(session: Session, *, actor: User, store: ProfileStore,
             session.commit()  # its membership is in the store already: keep its size with it
     failed = {r.segment_id: r for r in result.refreshed if not r.ok}
 
-    for export in candidates:
+    # Queued in the order of the exports' ids, as every transaction that holds several
+    # exports (hold_export), so that this and the scheduler's tick never wait for each other.
+    for export in sorted(candidates, key=lambda e: e.id):
         broken = [failed[s] for s in export.segment_ids if s in failed]
         if broken:
             result.skipped.append(SkippedExport(
@@ -148,6 +150,7 @@ def _refresh_and_queue(session: Session, *, actor: User, store: ProfileStore,
         result.queued.append(QueuedRun(export.id, export.name, run.id))
 
     order = {e.id: i for i, e in enumerate(exports)}
+    result.queued.sort(key=lambda q: order[q.export_id])
     result.skipped.sort(key=lambda s: order[s.export_id])
     event = audit.record(
         session, actor=actor, action="exports.run_all", target_type="system",

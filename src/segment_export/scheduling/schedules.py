@@ -74,8 +74,10 @@ def system_refresh(runtime: Runtime, *, enqueue: Callable[[str], None],
         session.commit()
     run_ids = []
     with runtime.sessions.begin() as session:
+        # In the order of their ids, as every transaction that holds several exports.
         exports = session.scalars(select(Export).where(
-            Export.enabled.is_(True), Export.schedule_kind == "refresh")).all()
+            Export.enabled.is_(True), Export.schedule_kind == "refresh")
+            .order_by(Export.id)).all()
         for export in exports:
             try:
                 run_ids.append(request_run(session, actor=None, export=export,
@@ -104,7 +106,7 @@ def tick(runtime: Runtime, *, enqueue: Callable[[str], None],
     with runtime.sessions.begin() as session:
         for export in session.scalars(select(Export).where(
                 Export.enabled.is_(True), Export.schedule_kind == "cron",
-                Export.next_run_at <= now)):
+                Export.next_run_at <= now).order_by(Export.id)):
             assert export.cron is not None
             export.next_run_at = next_cron_time(export.cron, export.timezone, now)
             try:
