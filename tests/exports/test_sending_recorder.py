@@ -110,3 +110,26 @@ def test_a_recording_that_fails_fails_the_run_and_the_next_run_settles_its_batch
         left = session.scalars(select(RunBatch.state).where(
             RunBatch.run_id == run_id, RunBatch.state.in_(("sent", "pending")))).all()
     assert left == []
+
+
+def test_twenty_imports_are_confirmed_with_two_listings(world: World) -> None:
+    """A listing takes a request from the imports' budget: 20 imports in flight up to 16 at a
+    time need one listing midway and one at the end (not one every eight imports)."""
+    world.settings = world.settings.model_copy(update={"import_batch_contacts": 1})
+    people = [{"customer_id": str(i), "email": f"person{i}@example.com", "first_name": "P",
+               "last_name": "Doe", "country": "DE"} for i in range(1, 21)]
+    world.load_profiles(people)
+    export = world.export("seldom", [world.segment("de", "country = 'DE'")])
+    requests: list[tuple[str, str]] = []
+    with world.sessions.begin() as session:
+        run_id = request_run(session, actor=world.admin, export=export).id
+
+    done = run_to_completion(run_id, deps=world.deps(
+        on_request=lambda method, path, *_: requests.append((method, path))), backoff=0.01)
+
+    assert done.status == "succeeded", done.message
+    assert done.counts["accepted"] == 20
+    assert world.members() == {row["email"] for row in people}
+    imports = [r for r in requests if r == ("POST", "/v3/activities/contacts_json_import")]
+    listings = [r for r in requests if r == ("GET", "/v3/activities")]
+    assert (len(imports), len(listings)) == (20, 2)

@@ -28,9 +28,11 @@ from segment_export.exports.delivery import BatchMembers, Verdict, read_verdict,
 
 log = logging.getLogger(__name__)
 
-# Imports in flight before one is confirmed: enough that one listing confirms several, few
-# enough that a crash leaves little to re-check (and far below 1,000 queued activities).
-MAX_OUTSTANDING = 8
+# Imports in flight before some are confirmed. Each listing takes a request of the rate
+# budget from the imports, while recording what it confirmed runs beside them: so list
+# seldom (a 1 M export's 24 imports need one listing midway and one at the end), yet a
+# crash leaves few to re-check (one listing covers 500) and far below 1,000 queued activities.
+MAX_OUTSTANDING = 16
 LISTING_LIMIT = 500
 TERMINAL_STATES = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
