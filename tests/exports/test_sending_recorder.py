@@ -70,6 +70,8 @@ def test_the_next_import_goes_out_while_a_settled_batch_is_recorded(
     with world.sessions() as session:
         states = session.scalars(select(RunBatch.state).where(RunBatch.run_id == run_id)).all()
     assert states == ["confirmed"] * PEOPLE
+    # The recorder's thread ends with the sending (a worker runs many runs).
+    assert not [t for t in threading.enumerate() if t.name == "record-batches"]
 
 
 def test_a_recording_that_fails_fails_the_run_and_the_next_run_settles_its_batches(

@@ -66,7 +66,7 @@ class Recorder:
     """
 
     def __init__(self, name: str = "record-batches") -> None:
-        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._name = name
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -90,9 +90,20 @@ class Recorder:
             self._jobs.join()
         self.check()
 
+    def close(self) -> None:
+        """Do every job submitted, then stop the thread (raise as :meth:`wait`)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join()
+        self.check()
+
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
+            if job is None:
+                self._jobs.task_done()
+                return
             try:
                 if self._error is None:
                     job()
@@ -133,7 +144,7 @@ class Sender:
         # Whatever ends the sending, the writes already queued are facts (a batch was sent, a
         # batch was confirmed): they are made before the run goes on or stops.
         try:
-            self.recorder.wait()
+            self.recorder.close()
         except BaseException as failed:
             if kind is None:
                 raise
