@@ -100,19 +100,24 @@ def learn_contact_id_bytes(engine: Engine, *, export_id: str, list_id: str,
                            raw: np.ndarray[Any, Any], learnt_at: datetime) -> int:
     """:func:`learn_contact_ids` with the ids as :func:`uuid_bytes` gave them."""
     keys = np.asarray(keys, np.int64)
-    raw = raw.copy()
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
     twice = np.zeros(keys.size, bool)
     if keys.size > 1:
-        same = ordered[1:] == ordered[:-1]
-        twice[order[1:][same]] = True
-        twice[order[:-1][same]] = True
-    raw[twice] = 0
+        # (At a million members: one sorted copy of the keys to learn that none is twice,
+        # the usual case, before the order that names which.)
+        ordered = np.sort(keys)
+        repeated = bool((ordered[1:] == ordered[:-1]).any())
+        del ordered
+        if repeated:
+            order = np.argsort(keys, kind="stable")
+            same = keys[order[1:]] == keys[order[:-1]]
+            twice[order[1:][same]] = True
+            twice[order[:-1][same]] = True
+            del order, same
     keep = valid | twice  # a twice-seen key is written with no id: it forgets an older one
     if not keep.any():
         return 0
-    keys, raw = keys[keep], raw[keep]
+    keys, raw = keys[keep], raw[keep]  # copies: the caller's ids are left as they were
+    raw[twice[keep]] = 0
     if twice.any():  # one row per key
         first = np.unique(keys, return_index=True)[1]
         keys, raw = keys[first], raw[first]
