@@ -211,8 +211,11 @@ def _write(engine: Engine, *, export_id: str, list_id: str, keys: np.ndarray[Any
     with engine.begin() as conn:
         conn.execute(insert(ExportContactIds).values(
             export_id=export_id, list_id=list_id, members=int(keys.size),
-            keys=np.ascontiguousarray(keys, "<i8").tobytes(),
-            contact_ids=np.ascontiguousarray(raw, np.uint8).tobytes(), learnt_at=learnt_at))
+            # The arrays' own bytes, not copies: the driver copies them once more anyway
+            # (24 MB a million members).
+            keys=np.ascontiguousarray(keys, "<i8").data.cast("B"),
+            contact_ids=np.ascontiguousarray(raw, np.uint8).data.cast("B"),
+            learnt_at=learnt_at))
         rows = conn.execute(select(func.count()).select_from(ExportContactIds).where(
             ExportContactIds.export_id == export_id)).scalar_one()
         if rows <= MAX_ID_BLOCKS:
