@@ -253,9 +253,16 @@ def _rss_timeline() -> list[str]:
 
     class Events(list[str]):
         def append(self, what: str) -> None:
+            import tracemalloc
+
             most = _peak_rss_mb()
+            traced = ""
+            if tracemalloc.is_tracing():  # BENCH_TRACEMALLOC: Python's share, and Arrow's
+                now, top = tracemalloc.get_traced_memory()
+                traced = (f" [python {now / 1e6:.0f} MB, peak {top / 1e6:.0f}; arrow "
+                          f"{pa.total_allocated_bytes() / 1e6:.0f} MB]")
             super().append(f"{time.perf_counter() - started:6.2f} s {rss():5.0f} MB "
-                           f"(peak so far {most:4.0f})  {what}")
+                           f"(peak so far {most:4.0f}){traced}  {what}")
 
     events = Events()
     _log_calls(events)
@@ -274,6 +281,7 @@ def _log_calls(events: list[str]) -> None:
     import segment_export.exports.diff as diff
     import segment_export.exports.engine as engine
     import segment_export.exports.members as members
+    import segment_export.exports.mirror as mirror
     from segment_export.profiles import DuckDBProfileStore
 
     def wrap(owner: Any, name: str) -> None:
@@ -292,7 +300,12 @@ def _log_calls(events: list[str]) -> None:
                         (engine, "store_rejections"), (members, "validate_members"),
                         (diff, "fingerprints"), (bodies, "contact_objects"),
                         (DuckDBProfileStore, "duplicate_emails"),
-                        (DuckDBProfileStore, "membership_size")]:
+                        (DuckDBProfileStore, "membership_size"),
+                        (engine, "settle_left_over_removals"), (engine, "remove_leavers"),
+                        (mirror, "delivered_emails"), (mirror, "_not_members"),
+                        (mirror, "kept_contact_ids"), (mirror, "_still_theirs"),
+                        (mirror, "_contact_ids"), (mirror, "learn_contact_id_bytes"),
+                        (mirror, "_send_removals")]:
         wrap(owner, name)
 
 
@@ -492,6 +505,12 @@ def main() -> None:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--only-full", action="store_true",
                         help="Run the full export phase only (no incremental or mirror run).")
+    parser.add_argument("--only-mirror", action="store_true",
+                        help="Run the full export (the state the mirror runs need), then only "
+                             "the mirror phases: no incremental run.")
+    parser.add_argument("--mirror-again", type=int, default=1, metavar="N",
+                        help="Run the mirror-again phase N times (another 1 %% leaving each "
+                             "time; default 1).")
     parser.add_argument("--profile", type=Path,
                         help="Profile each phase with pyinstrument into DIR/<phase>.txt.")
     args = parser.parse_args()
@@ -561,7 +580,7 @@ def main() -> None:
                      ("full export: peak RSS under 300 MB", full["peak_rss_mb"] < 300),
                      ("full export: every contact accounted for", accounted)]
 
-        if not args.only_full:
+        if not args.only_full and not args.only_mirror:
             changed, table = _change_one_percent(workdir, env, table)
             incremental = _run_child("incremental", env)
             _print_phase(incremental, _needed_imports(incremental["counts"]["sent"],
@@ -572,6 +591,7 @@ def main() -> None:
             verdicts += [("incremental re-run within 1.5 s", incremental["wall"] <= 1.5),
                          ("incremental: every contact accounted for", accounted),
                          ("incremental: peak RSS under 300 MB", incremental["peak_rss_mb"] < 300)]
+        if not args.only_full:
 
             def mirror_phase(phase: str, label: str, residue: int) -> dict[str, Any]:
                 """A mirror run after 1 % more left the segment (customer_id % 100 ==
@@ -601,7 +621,9 @@ def main() -> None:
                              mirror=True)
             # Another 1 % leaving: the steady state, where the leavers' contact ids were kept
             # by the first mirror run (its export of the list) and no export is needed.
-            mirror_phase("mirror-again", "mirror again", residue=51)
+            for again in range(args.mirror_again):
+                mirror_phase("mirror-again", "mirror again" + (f" #{again + 1}" if again else ""),
+                             residue=51 + again)
         print()
         for name, ok in verdicts:
             print(f"target {'met   ' if ok else 'MISSED'}: {name}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -495,3 +496,27 @@ def test_on_request_reports_every_attempt() -> None:
         ("POST", "/v3/activities/contacts_json_import", None, len(body)),
         ("POST", "/v3/activities/contacts_json_import", 201, len(body)),
     ]
+
+
+class _BreaksMidBody(httpx.SyncByteStream):
+    """A body whose connection drops after its first bytes."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"contact_id,email_address\nhalf-a-row"
+        raise httpx.ReadError("connection reset mid-body")
+
+
+def test_a_contact_export_downloads_into_a_file_and_a_retry_starts_it_again() -> None:
+    body = b"contact_id,email_address\n" + b"".join(
+        f"{i:08d}-0000-4000-8000-000000000000,p{i}@x.co\n".encode() for i in range(3000))
+    client, recorder, _ = _client(_script(
+        httpx.Response(200, stream=_BreaksMidBody()),
+        httpx.Response(503, json={"error_key": "server_error"}),
+        httpx.Response(200, content=body, headers={"Content-Type": "text/csv"}),
+    ))
+    with tempfile.TemporaryFile() as into:
+        into.write(b"left over from before\n" * 10_000)
+        assert client.download_contact_export_csv_into(f"{API}/exports/1.csv", into) == len(body)
+        into.seek(0)
+        assert into.read() == body  # neither the broken attempt's bytes nor older ones
+    assert len(recorder.requests) == 3

@@ -173,3 +173,30 @@ def test_a_batch_packs_whom_it_carries_and_older_blobs_still_give_their_keys() -
     older = np.array([3, -9], "<i8").tobytes() + np.array([7, 8], "<i8").tobytes()
     assert BatchMembers.unpack(older) is None
     assert [a.tolist() for a in BatchMembers.unpack_keys(older)] == [[3, -9], [7, 8]]
+
+
+def test_the_leavers_emails_are_the_full_states_for_any_deliveries_and_removals(
+    engine: Engine, sessions: sessionmaker[Session]
+) -> None:
+    """delivered_emails reads a part at a time: it must answer what the whole overlaid state
+    (load_members) says, for keys delivered again, removed, and delivered after a removal."""
+    import random
+
+    export_id, run_id = _export_and_run(sessions)
+    rng = random.Random(3)
+    with sessions.begin() as session:
+        session.add_all([ExportMember(export_id=export_id, email_key=k, email=f"old{k}@x.co",
+                                      values_hash=k, run_id="older") for k in range(0, 40, 3)])
+    for seq in range(10):
+        if seq % 3 == 2:
+            forget_members(engine, export_id=export_id, keys=rng.sample(range(40), 8))
+            continue
+        keys = rng.sample(range(40), 12)
+        _deliver(engine, sessions, export_id, run_id, seq,
+                 [(k, seq, f"p{k}-{seq}@x.co") for k in keys])
+        state = load_members(engine, export_id, emails=True)
+        assert state.emails is not None
+        whole = dict(zip(state.keys.tolist(), state.emails.to_pylist(), strict=True))
+        asked = np.array(rng.sample(range(-5, 45), 20), np.int64)
+        assert delivered_emails(engine, export_id, asked) == {
+            whole[k]: k for k in asked.tolist() if k in whole}

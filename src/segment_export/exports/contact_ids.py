@@ -100,25 +100,37 @@ def learn_contact_id_bytes(engine: Engine, *, export_id: str, list_id: str,
                            raw: np.ndarray[Any, Any], learnt_at: datetime) -> int:
     """:func:`learn_contact_ids` with the ids as :func:`uuid_bytes` gave them."""
     keys = np.asarray(keys, np.int64)
-    raw = raw.copy()
-    order = np.argsort(keys, kind="stable")
-    ordered = keys[order]
     twice = np.zeros(keys.size, bool)
     if keys.size > 1:
-        same = ordered[1:] == ordered[:-1]
-        twice[order[1:][same]] = True
-        twice[order[:-1][same]] = True
-    raw[twice] = 0
+        # (At a million members: one sorted copy of the keys to learn that none is twice,
+        # the usual case, before the order that names which.)
+        ordered = np.sort(keys)
+        repeated = bool((ordered[1:] == ordered[:-1]).any())
+        del ordered
+        if repeated:
+            order = np.argsort(keys, kind="stable")
+            same = keys[order[1:]] == keys[order[:-1]]
+            twice[order[1:][same]] = True
+            twice[order[:-1][same]] = True
+            del order, same
     keep = valid | twice  # a twice-seen key is written with no id: it forgets an older one
     if not keep.any():
         return 0
-    keys, raw = keys[keep], raw[keep]
+    # The caller's arrays are never changed: selecting makes copies, and so does zeroing the
+    # twice-seen keys' ids when nothing was left out (the usual case writes them as given).
+    if not keep.all():
+        keys, raw = keys[keep], raw[keep]
+    elif twice.any():
+        raw = raw.copy()
+    if twice.any():
+        raw[twice[keep]] = 0
     if twice.any():  # one row per key
         first = np.unique(keys, return_index=True)[1]
         keys, raw = keys[first], raw[first]
     _write(engine, export_id=export_id, list_id=list_id, keys=keys, raw=raw,
            learnt_at=learnt_at)
-    return int((raw.any(axis=1)).sum())
+    words = np.ascontiguousarray(raw).view("<u8").reshape(-1, 2)
+    return int(((words[:, 0] | words[:, 1]) != 0).sum())
 
 
 def forget_contact_ids(engine: Engine, *, export_id: str, list_id: str,
@@ -148,20 +160,20 @@ def kept_contact_ids(engine: Engine, *, export_id: str, list_id: str,
         all_keys, raw, learnt = _overlaid(conn, export_id, list_id)
     if not all_keys.size:
         return {}
-    known = raw.any(axis=1)
-    all_keys, raw, learnt = all_keys[known], raw[known], learnt[known]
+    # (Every step over the export's ids, up to a million, makes 8 bytes an id at most: the
+    # few asked for are looked up in the whole sorted table, never in filtered copies of it.)
+    words = np.ascontiguousarray(raw).view("<u8").reshape(-1, 2)
+    known = (words[:, 0] | words[:, 1]) != 0
     # An id two keys claim belongs to one contact at most: neither key uses it.
     # (Compared by a 64-bit mix of the 16 bytes: a collision only drops two more ids.)
-    words = np.ascontiguousarray(raw).view("<u8").reshape(-1, 2)
     mixed = words[:, 0] ^ (words[:, 1] * np.uint64(0x9E3779B97F4A7C15))
-    _, inverse, counts = np.unique(mixed, return_inverse=True, return_counts=True)
-    single = counts[inverse.reshape(-1)] == 1
+    ordered = np.sort(mixed[known])
+    claimed_twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    del ordered
+    position = np.minimum(np.searchsorted(all_keys, keys), all_keys.size - 1)
     # An id with no learnt_at cannot be checked for an address edit since: not used.
-    single &= ~np.isnan(learnt)
-    all_keys, raw, learnt = all_keys[single], raw[single], learnt[single]
-    position = np.minimum(np.searchsorted(all_keys, keys), all_keys.size - 1) \
-        if all_keys.size else np.zeros(keys.size, np.int64)
-    hit = (all_keys[position] == keys) if all_keys.size else np.zeros(keys.size, bool)
+    hit = ((all_keys[position] == keys) & known[position] & ~np.isnan(learnt[position])
+           & ~np.isin(mixed[position], claimed_twice))
     return {int(k): KeptId(uuid_text(raw[p]), datetime.fromtimestamp(float(learnt[p]), UTC))
             for k, p, h in zip(keys.tolist(), position.tolist(), hit.tolist(), strict=True)
             if h}
@@ -199,8 +211,11 @@ def _write(engine: Engine, *, export_id: str, list_id: str, keys: np.ndarray[Any
     with engine.begin() as conn:
         conn.execute(insert(ExportContactIds).values(
             export_id=export_id, list_id=list_id, members=int(keys.size),
-            keys=np.ascontiguousarray(keys, "<i8").tobytes(),
-            contact_ids=np.ascontiguousarray(raw, np.uint8).tobytes(), learnt_at=learnt_at))
+            # The arrays' own bytes, not copies: the driver copies them once more anyway
+            # (24 MB a million members).
+            keys=np.ascontiguousarray(keys, "<i8").data.cast("B"),
+            contact_ids=np.ascontiguousarray(raw, np.uint8).data.cast("B"),
+            learnt_at=learnt_at))
         rows = conn.execute(select(func.count()).select_from(ExportContactIds).where(
             ExportContactIds.export_id == export_id)).scalar_one()
         if rows <= MAX_ID_BLOCKS:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -355,12 +355,74 @@ def _load(conn: Connection, export_id: str, *, run_id: str | None,
 
 def delivered_emails(engine: Engine, export_id: str,
                      keys: np.ndarray[Any, Any]) -> dict[str, int]:
-    """email -> key for those of ``keys`` the export's delivered state holds."""
-    state = load_members(engine, export_id, emails=True)
-    assert state.emails is not None
-    found = np.isin(state.keys, keys)
-    picked = state.emails.filter(pa.array(found))
-    return dict(zip(picked.to_pylist(), state.keys[found].tolist(), strict=True))
+    """email -> key for those of ``keys`` the export's delivered state holds.
+
+    The state as :func:`load_members` overlays it (later parts win per key, a removal drops
+    it), read one part at a time and keeping only the wanted keys' emails: a mirror run asks
+    for its leavers' (~1 % of the members), never for the whole state's emails at once.
+    """
+    wanted = np.unique(np.asarray(keys, np.int64))
+    found: dict[int, str | None] = {}
+    if not wanted.size:
+        return {}
+
+    def overlay(part_keys: np.ndarray[Any, Any], emails: Any, *, removed: bool) -> None:
+        hit = np.flatnonzero(_sorted_in(part_keys, wanted))
+        if not hit.size:
+            return
+        if removed:
+            for key in part_keys[hit].tolist():
+                found.pop(key, None)
+            return
+        values = emails(hit)
+        for key, email in zip(part_keys[hit].tolist(), values, strict=True):
+            found.pop(key, None)  # re-inserted: the dict's order is not the state's
+            found[key] = email
+
+    with engine.connect() as conn:
+        for part_keys, part_emails in _row_chunks(conn, export_id):
+            overlay(part_keys, lambda hit, e=part_emails: [e[i] for i in hit.tolist()],
+                    removed=False)
+        query = select(ExportMemberBlock.id, ExportMemberBlock.kind,
+                       ExportMemberBlock.keys).where(
+            ExportMemberBlock.export_id == export_id).order_by(ExportMemberBlock.id)
+        for row in conn.execute(query).all():
+            removed = row.kind == "removed"
+
+            def emails(hit: np.ndarray[Any, Any], block_id: int = row.id) -> list[str | None]:
+                blob = conn.execute(select(ExportMemberBlock.emails).where(
+                    ExportMemberBlock.id == block_id)).scalar_one()
+                if blob is None:
+                    return [None] * int(hit.size)
+                return list(_unpack_strings(blob).take(pa.array(hit)).to_pylist())
+
+            overlay(_unpack_ints(row.keys), emails, removed=removed)
+    return {email: key for key, email in found.items() if email is not None}
+
+
+def _sorted_in(values: np.ndarray[Any, Any], sorted_keys: np.ndarray[Any, Any]) -> Any:
+    """``np.isin(values, sorted_keys)`` for a sorted ``sorted_keys``, by binary search."""
+    if not sorted_keys.size or not values.size:
+        return np.zeros(values.shape, bool)
+    position = np.minimum(np.searchsorted(sorted_keys, values), sorted_keys.size - 1)
+    return sorted_keys[position] == values
+
+
+def _row_chunks(conn: Connection, export_id: str,
+                ) -> Iterator[tuple[np.ndarray[Any, Any], list[str | None]]]:
+    """The export's ``export_members`` rows (written before blocks existed), as keys and
+    emails, a fetch at a time."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = ("SELECT email_key, email FROM export_members WHERE export_id = "  # noqa: S608
+           + marker)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, (export_id,))
+        while rows := cursor.fetchmany(_FETCH_ROWS):
+            columns = list(zip(*rows, strict=True))
+            yield np.array(columns[0], dtype=np.int64), list(columns[1])
+    finally:
+        cursor.close()
 
 
 def compact_members(engine: Engine, export_id: str, *, max_blocks: int = MAX_BLOCKS) -> bool:

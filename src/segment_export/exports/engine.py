@@ -369,9 +369,13 @@ def _pipeline(deps: RunDependencies, run: Run, export: Export,
         counts.update(local.as_dict(), suppressed=held.suppressed)
         if export.mode == "mirror":
             started = time.perf_counter()
+            # The state read before the sending, unless it was only this run's (a full
+            # resync): the sending added only current members to it, never a leaver, so its
+            # leavers are the same, and a second read of a million keys is not needed.
             removal = remove_leavers(
                 deps, client, run_id=run.id, export=export,
-                delivered=load_delivered(deps.engine, export.id),
+                delivered=load_delivered(deps.engine, export.id) if run.full_resync
+                else delivered,
                 current_keys=totals.current_keys,
                 check_cancel=lambda: _check_cancel(deps, run.id, {}),
             )

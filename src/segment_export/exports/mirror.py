@@ -10,12 +10,14 @@ resumed run settles what a crashed attempt left in flight instead of guessing fr
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import duckdb
 import numpy as np
@@ -123,10 +125,11 @@ def _contact_ids(client: ConstantContactClient, list_id: str, emails: dict[str, 
             raise RetriableError(N_("Contact export %(activity_id)s ended %(state)s"),
                                  values={"activity_id": activity.activity_id, "state": done.state})
         wanted_set = pa.array(sorted(wanted), pa.string())
-        data = client.download_contact_export_csv(done.links.results.href)
-        # Parsed a block at a time: only the bytes and one block's columns are held at once,
-        # never the whole list as a table.
-        with duckdb.connect() as con:
+        # Downloaded into an anonymous file (gone with the process, even after kill -9) and
+        # parsed from it a block at a time: only one block's columns are held at once, never
+        # the list's bytes nor the whole list as a table.
+        with tempfile.TemporaryFile() as data, duckdb.connect() as con:
+            client.download_contact_export_csv_into(done.links.results.href, data)
             for table in _read_export(data, sms=bool(sms_wanted)):
                 _match_block(table, wanted_set, sms_wanted, match, found, learn, con)
     ids = {email: next(iter(c)) for email, c in found.items() if len(c) == 1}
@@ -169,30 +172,42 @@ def _match_block(table: pa.Table | pa.RecordBatch, wanted: pa.Array, sms_wanted:
             found.setdefault(key, set()).add(contact_id)
 
 
-# The list's export is parsed in blocks of about this many bytes (~60,000 rows of ids and
+# The list's export is parsed in blocks of about this many bytes (~15,000 rows of ids and
 # emails).
-_EXPORT_BLOCK_BYTES = 4 << 20
+_EXPORT_BLOCK_BYTES = 1 << 20
 
 
-def _read_export(data: bytes, *, sms: bool = False) -> Iterator[pa.RecordBatch]:
-    """A contact export's CSV, a block at a time, as strings (contact_id and the email column,
-    and with ``sms`` the ``sms_number`` column)."""
+def _read_export(data: bytes | BinaryIO, *, sms: bool = False) -> Iterator[pa.RecordBatch]:
+    """A contact export's CSV (its bytes, or a file holding them), a block at a time, as
+    strings (contact_id and the email column, and with ``sms`` the ``sms_number`` column)."""
     extra = ["sms_number"] if sms else []
-    if not data.strip():
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
+    source.seek(0)
+    header = source.readline()
+    if not header.strip() and not _has_text(source):
         return
-    names = [n.strip('"') for n in data[:data.find(b"\n")].decode().strip().split(",")]
+    names = [n.strip('"') for n in header.decode().strip().split(",")]
+    source.seek(0)
     email = "email_address" if "email_address" in names else "email"
     if sms and "sms_number" not in names:
         raise RetriableError(N_("The list's contact export has no sms_number column; SMS-only "
                                 "leavers cannot be found"))
     wanted = ["contact_id", email, *extra]
     yield from pacsv.open_csv(
-        pa.BufferReader(pa.py_buffer(data)),
-        read_options=pacsv.ReadOptions(block_size=_EXPORT_BLOCK_BYTES),
+        pa.PythonFile(source, mode="r"),
+        read_options=pacsv.ReadOptions(block_size=_EXPORT_BLOCK_BYTES, use_threads=False),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             include_columns=wanted, column_types=dict.fromkeys(wanted, pa.string()),
             strings_can_be_null=True, quoted_strings_can_be_null=False))
+
+
+def _has_text(source: BinaryIO) -> bool:
+    """Whether the rest of ``source`` holds anything but whitespace (read a block at a time)."""
+    while block := source.read(1 << 20):
+        if block.strip():
+            return True
+    return False
 
 
 def _next_seq(engine: Engine, run_id: str) -> int:
@@ -287,13 +302,16 @@ def remove_leavers(
     emails = _not_members(deps, export.id,
                           delivered_emails(deps.engine, export.id, gone) if gone.size else {},
                           current_keys)
-    seen: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+    # The keys, id validity and 16 id bytes each block of the list's export showed.
+    seen: tuple[list[np.ndarray[Any, Any]], ...] = ([], [], [])
 
     def learn(keys: np.ndarray[Any, Any], ids: pa.Array) -> None:
         # Only the export's own members: the list's other contacts are not its to remove.
         # (Kept as 16 bytes an id, block by block: never the whole list's ids as text.)
         mine = sorted_member(keys, delivered.keys)
-        seen.append((keys[mine], *uuid_bytes(ids.filter(pa.array(mine)))))
+        valid, raw = uuid_bytes(ids.filter(pa.array(mine)))
+        for column, part in zip(seen, (keys[mine], valid, raw), strict=True):
+            column.append(part)
 
     for _ in range(REMOVAL_ROUNDS):
         if not emails:
@@ -320,13 +338,11 @@ def remove_leavers(
             asked = utcnow()
             ids, ambiguous = _contact_ids(client, export.list_id, looked_up,
                                           poll_interval=deps.poll_interval, learn=learn)
-            if seen:
+            if seen[0]:
                 learnt = learn_contact_id_bytes(
                     deps.engine, export_id=export.id, list_id=export.list_id,
-                    keys=np.concatenate([k for k, _, _ in seen]),
-                    valid=np.concatenate([v for _, v, _ in seen]),
-                    raw=np.concatenate([r for _, _, r in seen]), learnt_at=asked)
-                seen.clear()
+                    keys=_joined(seen[0]), valid=_joined(seen[1]), raw=_joined(seen[2]),
+                    learnt_at=asked)
                 log.info("mirror: kept the contact ids of %d members from the list's export",
                          learnt)
             # Leavers no longer on the list (removed by hand, unsubscribed, deleted) need no
@@ -351,6 +367,14 @@ def remove_leavers(
     log.info("mirror: %d left the segment, %d removed, %d already off the list",
              counts["left_segment"], counts["removed"], counts["already_off_list"])
     return counts
+
+
+def _joined(parts: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+    """The parts as one array; the list is emptied (each column's parts go as soon as it is
+    joined, so a million members' ids are never held twice over)."""
+    joined = np.concatenate(parts)
+    parts.clear()
+    return joined
 
 
 def _still_theirs(deps: RunDependencies, client: ConstantContactClient, *, export: Export,
