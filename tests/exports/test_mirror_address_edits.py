@@ -132,7 +132,7 @@ def test_without_edits_the_next_run_needs_no_contact_export(world: World) -> Non
 
     assert done.status == "succeeded", done.message
     assert _lookups(world, since) == []  # no contact export, no lookup one by one
-    (listing,) = _listings(world, since)  # one page: the count fits the list's pages
+    (listing,) = _listings(world, since)  # one page: its count is within the cap
     assert "include_count=true" in listing
     assert remove_posts(world, since) == 1
     assert world.members() == STAYING
@@ -144,8 +144,8 @@ def test_a_listing_dearer_than_the_lists_export_falls_back_to_the_export(
     _learnt(world)
     export = world.export_under_test  # type: ignore[attr-defined]
     # 600 contacts put on the list by hand since the ids were learnt: the list's updated
-    # contacts take two pages to list, and (reckoned at 1,000 rows a page) its export one.
-    monkeypatch.setattr(mirror, "EXPORT_ROWS_PER_PAGE", 1_000)
+    # contacts take two pages to list, more than the one worth it here.
+    monkeypatch.setattr(mirror, "UPDATED_LISTING_PAGES", 1)
     strangers = {f"o{i}@other.test" for i in range(600)}
     hand_add(world, world.list_id, *sorted(strangers))
     kept = _contact_id(world, "m100@example.com")
@@ -160,6 +160,26 @@ def test_a_listing_dearer_than_the_lists_export_falls_back_to_the_export(
     assert world.members() == STAYING | strangers | {"someone.else@elsewhere.test"}
     assert_removal_counts(done, len(SECOND_WAVE))
     assert done.counts["already_off_list"] == 1
+
+
+def test_a_listing_over_the_cap_stops_at_its_first_page_however_large_the_list(
+        world: World) -> None:
+    """The cap is a few pages, not the list's size: 2,100 contacts updated on the list (five
+    pages) are not paged through; one page's count sends the leavers to the list's export."""
+    _learnt(world)
+    export = world.export_under_test  # type: ignore[attr-defined]
+    assert mirror.UPDATED_LISTING_PAGES == 4
+    strangers = {f"o{i}@other.test" for i in range(2_100)}
+    hand_add(world, world.list_id, *sorted(strangers))
+    since = _second_wave(world)
+
+    done = world.run(export)
+
+    assert done.status == "succeeded", done.message
+    assert len(_listings(world, since)) == 1
+    assert sum(1 for r in _lookups(world, since) if r.startswith("POST")) == 1
+    assert world.members() == STAYING | strangers
+    assert_removal_counts(done, len(SECOND_WAVE))
 
 
 def test_ids_kept_before_learnt_at_are_not_used(world: World) -> None:
