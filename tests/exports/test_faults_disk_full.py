@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from segment_export.config import Settings
-from segment_export.exports import sending
 from segment_export.exports.runs import get_run, list_runs, run_to_completion
 from segment_export.profiles.imports import ProfileImport
 from segment_export.storage import StorageFullError
@@ -77,10 +76,8 @@ def _fill(disk: Path) -> Path:
 
 
 def test_disk_full_mid_run_is_a_clear_error_and_nothing_is_lost(
-        world: World, small_disk: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: World, small_disk: Path) -> None:
     assert str(world.settings.data_dir).startswith(str(small_disk))
-    # Some imports are confirmed before the disk fills: a listing after every eight in flight.
-    monkeypatch.setattr(sending, "MAX_OUTSTANDING", 8)
     n, batch = 2000, 100
     export = prepare(world, n, batch=batch)
     world.control.set_config(activity_seconds=0.3)  # the run outlasts the filling of the disk

@@ -7,10 +7,7 @@ holds one chunk of profiles in memory, not the whole segment.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import itertools
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -91,7 +88,6 @@ def stream_members(
     ``custom_fields``: the account's fields the mapping fills, to cast their values by type;
     ``sms_only_allowed``: the connection takes SMS-only contacts (docs/sms.md)."""
     _lean_arrow_allocator()
-    _large_blocks_mapped()
     id_column = store.id_column or "customer_id"
     email_column = export.mapping["email"]
     consent = export.consent_field
@@ -165,30 +161,6 @@ def _lean_arrow_allocator() -> None:
     """
     if pa.default_memory_pool().backend_name == "mimalloc":
         pa.set_memory_pool(pa.system_memory_pool())
-
-
-# glibc's M_MMAP_THRESHOLD, and its initial value (128 KiB).
-_M_MMAP_THRESHOLD, _MMAP_THRESHOLD = -3, 128 * 1024
-
-
-@functools.cache
-def _large_blocks_mapped() -> bool:
-    """Keep glibc's malloc mapping each block of 128 KiB or more on its own, as it starts out.
-
-    glibc raises that threshold to the size of each mapped block freed (up to 32 MB), so once
-    a run has freed its first import body, its 2-4 MB bodies, member blobs and Arrow buffers
-    come from the malloc arenas instead, and one arena per thread (the body thread, the
-    recorder's) keeps their freed pages resident: 15-20 MB of a million-member run's peak.
-    Mapped, each goes back to the system when it is freed. Whether it was set (glibc only).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # absent outside glibc (musl)
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
 
 
 def store_rejections(engine: Engine, run_id: str, chunk: ValidatedMembers) -> None:
