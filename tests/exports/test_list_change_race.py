@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -38,6 +38,47 @@ def _export_and_new_list(world: World) -> tuple[str, str]:
         return export.id, client.create_contact_list("Second list").list_id
 
 
+def _change(world: World, export_id: str, new_list: str, outcome: dict[str, Any]) -> None:
+    """Point the export at ``new_list``: outcome "changed", or "refused" with the error."""
+    try:
+        with world.sessions.begin() as session:
+            saved = session.get(Export, export_id)
+            assert saved is not None
+            update_export(session, actor=world.admin, export=saved,
+                          spec=dataclasses.replace(spec_of(saved), list_id=new_list))
+        outcome["changed"] = True
+    except ConfigurationError as exc:
+        outcome["refused"] = exc
+
+
+def _request(world: World, export_id: str, outcome: dict[str, Any]) -> None:
+    """Request a run: outcome "run" (its id), or "refused" with the error."""
+    try:
+        with world.sessions.begin() as session:
+            saved = session.get(Export, export_id)
+            assert saved is not None
+            outcome["run"] = request_run(session, actor=world.admin, export=saved).id
+    except ConfigurationError as exc:
+        outcome["refused"] = exc
+
+
+def _second_waited(first: Callable[[], None], second: Callable[[], None],
+                   paused: threading.Event, release: threading.Event) -> bool:
+    """Start ``first``; once it pauses, start ``second``; whether ``second`` was still
+    waiting after HELD_FOR seconds. Both have ended when this returns."""
+    one = threading.Thread(target=first)
+    one.start()
+    assert paused.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    two.join(HELD_FOR)
+    waited = two.is_alive()
+    release.set()
+    one.join(30)
+    two.join(30)
+    return waited
+
+
 def test_a_run_requested_during_a_list_change_waits_for_it(
     raced_world: World, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -56,35 +97,9 @@ def test_a_run_requested_during_a_list_change_waits_for_it(
 
     monkeypatch.setattr(definitions, "_no_run_sending", check_then_linger)
     outcome: dict[str, Any] = {}
-
-    def change() -> None:
-        with world.sessions.begin() as session:
-            saved = session.get(Export, export_id)
-            assert saved is not None
-            update_export(session, actor=world.admin, export=saved,
-                          spec=dataclasses.replace(spec_of(saved), list_id=new_list))
-        outcome["changed"] = True
-
-    def request() -> None:
-        try:
-            with world.sessions.begin() as session:
-                saved = session.get(Export, export_id)
-                assert saved is not None
-                outcome["run"] = request_run(session, actor=world.admin, export=saved).id
-        except ConfigurationError as exc:  # pragma: no cover - the failure the test names
-            outcome["refused"] = exc
-
-    changer = threading.Thread(target=change)
-    changer.start()
-    assert checked.wait(10)
-    requester = threading.Thread(target=request)
-    requester.start()
-    requester.join(HELD_FOR)
-    queued_in_between = not requester.is_alive()
-    release.set()
-    changer.join(30)
-    requester.join(30)
-    assert not queued_in_between, "a run was queued between the list change's check and commit"
+    waited = _second_waited(lambda: _change(world, export_id, new_list, outcome),
+                            lambda: _request(world, export_id, outcome), checked, release)
+    assert waited, "a run was queued between the list change's check and commit"
     assert outcome.get("changed"), outcome
     assert "run" in outcome, outcome
     with world.sessions() as session:
@@ -113,35 +128,9 @@ def test_a_list_change_during_a_run_request_is_refused(
 
     monkeypatch.setattr(runs, "hold_export", hold_then_linger)
     outcome: dict[str, Any] = {}
-
-    def request() -> None:
-        with world.sessions.begin() as session:
-            saved = session.get(Export, export_id)
-            assert saved is not None
-            outcome["run"] = request_run(session, actor=world.admin, export=saved).id
-
-    def change() -> None:
-        try:
-            with world.sessions.begin() as session:
-                saved = session.get(Export, export_id)
-                assert saved is not None
-                update_export(session, actor=world.admin, export=saved,
-                              spec=dataclasses.replace(spec_of(saved), list_id=new_list))
-            outcome["changed"] = True
-        except ConfigurationError as exc:
-            outcome["refused"] = exc
-
-    requester = threading.Thread(target=request)
-    requester.start()
-    assert held.wait(10)
-    changer = threading.Thread(target=change)
-    changer.start()
-    changer.join(HELD_FOR)
-    changed_in_between = not changer.is_alive()
-    release.set()
-    requester.join(30)
-    changer.join(30)
-    assert not changed_in_between, "the list changed while a run request held the export"
+    waited = _second_waited(lambda: _request(world, export_id, outcome),
+                            lambda: _change(world, export_id, new_list, outcome), held, release)
+    assert waited, "the list changed while a run request held the export"
     assert "run" in outcome, outcome
     assert "changed" not in outcome, outcome
     assert outcome["refused"].context["run_id"] == outcome["run"]
