@@ -62,6 +62,16 @@ def _request(world: World, export_id: str, outcome: dict[str, Any]) -> None:
         outcome["refused"] = exc
 
 
+def _lingering(real: Callable[..., None], paused: threading.Event,
+               release: threading.Event) -> Callable[..., None]:
+    """``real``, then a pause (``paused`` set) until ``release``: the instant a race needs."""
+    def lingering(*args: Any) -> None:
+        real(*args)
+        paused.set()
+        release.wait(10)
+    return lingering
+
+
 def _second_waited(first: Callable[[], None], second: Callable[[], None],
                    paused: threading.Event, release: threading.Event) -> bool:
     """Start ``first``; once it pauses, start ``second``; whether ``second`` was still
@@ -88,14 +98,8 @@ def test_a_run_requested_during_a_list_change_waits_for_it(
     world = raced_world
     export_id, new_list = _export_and_new_list(world)
     checked, release = threading.Event(), threading.Event()
-    real_check = definitions._no_run_sending
-
-    def check_then_linger(session: Any, export: Export) -> None:
-        real_check(session, export)
-        checked.set()
-        release.wait(10)
-
-    monkeypatch.setattr(definitions, "_no_run_sending", check_then_linger)
+    monkeypatch.setattr(definitions, "_no_run_sending",
+                        _lingering(definitions._no_run_sending, checked, release))
     outcome: dict[str, Any] = {}
     waited = _second_waited(lambda: _change(world, export_id, new_list, outcome),
                             lambda: _request(world, export_id, outcome), checked, release)
@@ -118,15 +122,9 @@ def test_a_list_change_during_a_run_request_is_refused(
     world = raced_world
     export_id, new_list = _export_and_new_list(world)
     held, release = threading.Event(), threading.Event()
-    real_hold = definitions.hold_export
     from segment_export.exports import runs
 
-    def hold_then_linger(session: Any, held_id: str) -> None:
-        real_hold(session, held_id)
-        held.set()
-        release.wait(10)
-
-    monkeypatch.setattr(runs, "hold_export", hold_then_linger)
+    monkeypatch.setattr(runs, "hold_export", _lingering(definitions.hold_export, held, release))
     outcome: dict[str, Any] = {}
     waited = _second_waited(lambda: _request(world, export_id, outcome),
                             lambda: _change(world, export_id, new_list, outcome), held, release)

@@ -58,6 +58,9 @@ def resolve_list(
         return client.create_contact_list(create_name.strip())
 
 
+_PICK_ANOTHER_LIST = N_("Pick another list for the export (or create one), then run it again.")
+
+
 def deleted_list_error(client: ConstantContactClient, *, list_id: str,
                        list_name: str | None) -> ConfigurationError | None:
     """The error to give when the export's list was deleted in Constant Contact (None: it is
@@ -82,11 +85,11 @@ def deleted_list_error(client: ConstantContactClient, *, list_id: str,
             N_("The export's list %(list)s no longer exists in Constant Contact: nothing can "
                "be sent to it"),
             values={"list": shown},
-            hint=N_("Pick another list for the export (or create one), then run it again."),
+            hint=_PICK_ANOTHER_LIST,
             field="list_id", list_id=list_id)
     return ConfigurationError(
         N_("The export's list %(list)s was deleted in Constant Contact on %(deleted)s: nothing "
            "can be sent to it"),
         values={"list": shown, "deleted": deleted.isoformat(timespec="seconds")},
-        hint=N_("Pick another list for the export (or create one), then run it again."),
+        hint=_PICK_ANOTHER_LIST,
         field="list_id", list_id=list_id)
